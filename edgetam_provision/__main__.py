@@ -1,0 +1,5 @@
+"""`python -m edgetam_provision` = `provision`."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,249 @@
+"""The Hugging Face hub cache as huggingface_hub writes it, and its offline integrity check.
+
+Layout of one repo: ``models--ORG--NAME/{blobs/<hash>, snapshots/<commit>/<path> -> ../../blobs/<hash>,
+refs/<name>, .no_exist/<commit>/<path>, trees/<commit>.json}``. A blob's name is its content hash:
+64 hex = sha256 (LFS files), 40 hex = git blob sha1 (``b"blob N\\0" + bytes``), so every byte can be
+checked without the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ModelMissingError, UsageError
+
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+BLOB_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+REF_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,3}$")
+FOLDER_RE = re.compile(r"^models--([A-Za-z0-9][A-Za-z0-9._-]*)--([A-Za-z0-9][A-Za-z0-9._-]*)$")
+READ_CHUNK = 4 * 1024 * 1024
+
+EDGETAM_REPO = "yonigozlan/EdgeTAM-hf"
+BACKBONE_REPO = "timm/repvit_m1.dist_in1k"
+DEFAULT_REPOS = (EDGETAM_REPO, BACKBONE_REPO)
+
+
+@dataclass(frozen=True)
+class RepoSpec:
+    """A repo id with an optional revision, as typed by the user: ``ORG/NAME[@REV]``."""
+
+    repo_id: str
+    revision: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> RepoSpec:
+        repo_id, _, revision = text.partition("@")
+        if not REPO_ID_RE.match(repo_id) or ".." in repo_id or "--" in repo_id:
+            raise UsageError(f"not a valid repo id: {text!r}",
+                             "use ORG/NAME, optionally followed by @REVISION")
+        if revision and (not REVISION_RE.match(revision) or ".." in revision):
+            raise UsageError(f"not a valid revision: {revision!r}",
+                             "use a branch, tag or 40-hex commit")
+        return cls(repo_id, revision or None)
+
+    def __str__(self) -> str:
+        return f"{self.repo_id}@{self.revision}" if self.revision else self.repo_id
+
+
+@dataclass(frozen=True)
+class CacheLocation:
+    """The resolved cache folder and what chose it."""
+
+    path: Path
+    source: str
+
+
+def resolve_cache_dir(override: str | os.PathLike[str] | None = None) -> CacheLocation:
+    """The hub cache folder exactly as huggingface_hub resolves it (its own constants decide)."""
+    if override:
+        return CacheLocation(Path(override).expanduser().absolute(), "--cache-dir")
+    from huggingface_hub import constants
+
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+        if os.environ.get(var):
+            source = var
+            break
+    else:
+        source = "default"
+    return CacheLocation(Path(constants.HF_HUB_CACHE).expanduser().absolute(), source)
+
+
+def repo_folder_name(repo_id: str) -> str:
+    """``ORG/NAME`` -> ``models--ORG--NAME``."""
+    return "models--" + repo_id.replace("/", "--")
+
+
+def repo_id_from_folder(folder: str) -> str | None:
+    """``models--ORG--NAME`` -> ``ORG/NAME``; None for anything else."""
+    m = FOLDER_RE.match(folder)
+    return f"{m.group(1)}/{m.group(2)}" if m else None
+
+
+def blob_hasher(name: str, size: int) -> hashlib._Hash:
+    """A hash object that, fed a blob's bytes, yields `name` when the bytes are right."""
+    if len(name) == 64:
+        return hashlib.sha256()
+    h = hashlib.sha1(usedforsecurity=False)
+    h.update(b"blob %d\0" % size)
+    return h
+
+
+def blob_matches(path: Path, name: str) -> bool:
+    """True when the file's bytes hash to its blob name."""
+    size = path.stat().st_size
+    h = blob_hasher(name, size)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(READ_CHUNK):
+            h.update(chunk)
+    return h.hexdigest() == name
+
+
+def read_ref(repo_dir: Path, name: str = "main") -> str | None:
+    """The commit a ref points to (stripped), or None when absent or malformed."""
+    try:
+        text = (repo_dir / "refs" / name).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+        return None
+    return text if COMMIT_RE.match(text) else None
+
+
+def list_refs(repo_dir: Path) -> dict[str, str]:
+    """All refs of a repo: name -> commit (malformed refs are skipped)."""
+    refs_dir = repo_dir / "refs"
+    out: dict[str, str] = {}
+    if refs_dir.is_dir():
+        for p in sorted(refs_dir.rglob("*")):
+            if p.is_file():
+                name = p.relative_to(refs_dir).as_posix()
+                commit = read_ref(repo_dir, name)
+                if commit:
+                    out[name] = commit
+    return out
+
+
+def resolve_commit(cache: Path, repo_id: str, revision: str | None) -> str:
+    """Turn a revision (None = main, a ref name, or a commit) into a cached 40-hex commit."""
+    repo_dir = cache / repo_folder_name(repo_id)
+    if not repo_dir.is_dir():
+        raise ModelMissingError(f"{repo_id} is not in the cache {cache}",
+                                "get it with `provision fetch` or `provision restore`")
+    rev = revision or "main"
+    commit = rev if COMMIT_RE.match(rev) else read_ref(repo_dir, rev)
+    if not commit or not (repo_dir / "snapshots" / commit).is_dir():
+        raise ModelMissingError(f"{repo_id}@{rev} has no snapshot in the cache {cache}",
+                                "list what is cached with `provision status`")
+    return commit
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """One file of a snapshot: its path in the repo, its blob, its size."""
+
+    path: str
+    blob: str
+    size: int
+
+
+@dataclass(frozen=True)
+class RevisionState:
+    """What the cache holds for one commit of one repo, and what is wrong with it."""
+
+    repo_id: str
+    commit: str
+    refs: tuple[str, ...]
+    files: tuple[CachedFile, ...]
+    problems: tuple[str, ...] = field(default=())
+    hashed: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"repo_id": self.repo_id, "commit": self.commit, "refs": list(self.refs),
+                "files": len(self.files), "size": self.size,
+                "integrity": ("ok" if self.ok else "bad") if self.hashed else "unchecked",
+                "problems": list(self.problems)}
+
+
+def real_blob(repo_dir: Path, name: str) -> Path:
+    """The file holding a blob's bytes, following hub 2.x shared-blob-store links."""
+    return (repo_dir / "blobs" / name).resolve()
+
+
+def check_revision(cache: Path, repo_id: str, commit: str, hash_blobs: bool = True) -> RevisionState:
+    """Check one cached revision offline: links, blobs (hashed), refs and the trees listing."""
+    repo_dir = cache / repo_folder_name(repo_id)
+    snap = repo_dir / "snapshots" / commit
+    blobs_dir = (repo_dir / "blobs").resolve()
+    problems: list[str] = []
+    files: list[CachedFile] = []
+    hashed_ok: dict[str, bool] = {}
+    for entry in sorted(snap.rglob("*")):
+        rel = entry.relative_to(snap).as_posix()
+        if entry.is_dir() and not entry.is_symlink():
+            continue
+        if not entry.is_symlink():
+            problems.append(f"{rel}: a plain file, not a link to a blob")
+            continue
+        target = Path(os.path.normpath(entry.parent / os.readlink(entry)))
+        if target.parent != repo_dir / "blobs" or not BLOB_RE.match(target.name):
+            problems.append(f"{rel}: links outside this repo's blobs ({os.readlink(entry)})")
+            continue
+        blob_file = target.resolve()
+        cache_real = cache.resolve()
+        if not blob_file.is_file() or not (blob_file.is_relative_to(blobs_dir)
+                                           or blob_file.is_relative_to(cache_real / "blobs")):
+            problems.append(f"{rel}: blob {target.name} is missing")
+            continue
+        files.append(CachedFile(rel, target.name, blob_file.stat().st_size))
+        if hash_blobs and target.name not in hashed_ok:
+            hashed_ok[target.name] = blob_matches(blob_file, target.name)
+        if not hashed_ok.get(target.name, True):
+            problems.append(f"{rel}: blob {target.name} does not match its hash")
+    problems.extend(_missing_from_tree(repo_dir, commit, {f.path for f in files}))
+    refs = tuple(sorted(n for n, c in list_refs(repo_dir).items() if c == commit))
+    return RevisionState(repo_id, commit, refs, tuple(files), tuple(problems), hash_blobs)
+
+
+def _missing_from_tree(repo_dir: Path, commit: str, present: set[str]) -> list[str]:
+    """Files that ``trees/<commit>.json`` lists but the snapshot lacks."""
+    tree = repo_dir / "trees" / f"{commit}.json"
+    if not tree.is_file():
+        return []
+    try:
+        listing = json.loads(tree.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return [f"trees/{commit}.json is not valid JSON"]
+    files = listing.get("files") if isinstance(listing, dict) else None
+    if not isinstance(files, dict):
+        return [f"trees/{commit}.json has no file listing"]
+    return [f"{p}: listed in trees/{commit}.json but missing (incomplete download)"
+            for p in sorted(set(files) - present)]
+
+
+def scan_cache(cache: Path, hash_blobs: bool = True) -> list[RevisionState]:
+    """Every revision of every model repo in the cache, checked."""
+    out: list[RevisionState] = []
+    if not cache.is_dir():
+        return out
+    for repo_dir in sorted(cache.iterdir()):
+        repo_id = repo_id_from_folder(repo_dir.name)
+        snaps = repo_dir / "snapshots"
+        if not repo_id or not snaps.is_dir():
+            continue
+        for snap in sorted(snaps.iterdir()):
+            if COMMIT_RE.match(snap.name):
+                out.append(check_revision(cache, repo_id, snap.name, hash_blobs))
+    return out

@@ -1,0 +1,102 @@
+"""``manifest.json`` and ``SHA256SUMS`` of a backups folder.
+
+``manifest.json`` maps each archive's file name to what it holds (repo id, commit, refs, every
+file with its size and blob hash, the archive's sha256 and size, tool version, time).
+``SHA256SUMS`` lists the same archives in the format ``sha256sum -c`` accepts. Both are rewritten
+atomically, merging with entries already there.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import IntegrityError
+from .fsutil import write_atomic
+
+MANIFEST = "manifest.json"
+SUMS = "SHA256SUMS"
+FORMAT = "edgetam-provision/1"
+SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+
+
+@dataclass(frozen=True)
+class ManifestFile:
+    path: str
+    blob: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ArchiveEntry:
+    """What the manifest says about one archive."""
+
+    archive: str
+    repo_id: str
+    commit: str
+    refs: tuple[str, ...]
+    files: tuple[ManifestFile, ...]
+    sha256: str
+    size: int
+    compression: str
+    tool_version: str
+    created: str
+
+    def blob_sizes(self) -> dict[str, int]:
+        return {f.blob: f.size for f in self.files}
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["refs"] = list(self.refs)
+        d["files"] = [asdict(f) for f in self.files]
+        return d
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict) -> ArchiveEntry:
+        return cls(archive=name, repo_id=d["repo_id"], commit=d["commit"],
+                   refs=tuple(d.get("refs", ())),
+                   files=tuple(ManifestFile(f["path"], f["blob"], int(f["size"]))
+                               for f in d["files"]),
+                   sha256=d["sha256"], size=int(d["size"]), compression=d.get("compression", "none"),
+                   tool_version=d.get("tool_version", ""), created=d.get("created", ""))
+
+
+def read_manifest(folder: Path) -> dict[str, ArchiveEntry]:
+    """The manifest entries of a backups folder (empty when there is none)."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        return {name: ArchiveEntry.from_dict(name, d) for name, d in data["archives"].items()}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"{path} is not a valid manifest ({exc})",
+                             "restore the file from where the backups came from, or delete it "
+                             "to rely on SHA256SUMS and the blob hashes alone") from None
+
+
+def read_sums(folder: Path) -> dict[str, str]:
+    """archive name -> sha256 from ``SHA256SUMS`` (empty when there is none)."""
+    path = folder / SUMS
+    if not path.is_file():
+        return {}
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        m = SUM_LINE.match(line.strip())
+        if m:
+            out[m.group(2)] = m.group(1)
+    return out
+
+
+def record(folder: Path, entries: list[ArchiveEntry]) -> None:
+    """Merge `entries` into the folder's manifest and SHA256SUMS, dropping vanished archives."""
+    current = read_manifest(folder)
+    current.update({e.archive: e for e in entries})
+    current = {n: e for n, e in current.items() if (folder / n).is_file()}
+    body = {"format": FORMAT,
+            "archives": {n: {k: v for k, v in e.to_dict().items() if k != "archive"}
+                         for n, e in sorted(current.items())}}
+    write_atomic(folder / MANIFEST, json.dumps(body, indent=2) + "\n")
+    write_atomic(folder / SUMS, "".join(f"{e.sha256}  {n}\n" for n, e in sorted(current.items())))

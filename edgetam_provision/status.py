@@ -1,0 +1,36 @@
+"""`provision status`: what the backups folder and the cache hold, and whether it is intact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .hfcache import BACKBONE_REPO, EDGETAM_REPO, scan_cache
+from .manifest import read_manifest
+from .restore import ARCHIVE_SUFFIXES
+
+
+def backups_status(folder: Path) -> list[dict[str, Any]]:
+    """Every archive in `folder`, with what its manifest says (or that it has none)."""
+    if not folder.is_dir():
+        return []
+    manifest = read_manifest(folder)
+    out = []
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or not p.name.endswith(ARCHIVE_SUFFIXES):
+            continue
+        e = manifest.get(p.name)
+        out.append({"archive": p.name, "size": p.stat().st_size,
+                    "repo_id": e.repo_id if e else None, "commit": e.commit if e else None,
+                    "manifest": bool(e),
+                    "state": ("size matches manifest" if e and e.size == p.stat().st_size else
+                              "size differs from manifest" if e else "no manifest")})
+    return out
+
+
+def cache_status(cache: Path, hash_blobs: bool = True) -> dict[str, Any]:
+    """Every cached revision, integrity-checked, plus whether EdgeTAM is ready to verify."""
+    revisions = [r.to_dict() for r in scan_cache(cache, hash_blobs)]
+    have = {r["repo_id"] for r in revisions if r["integrity"] != "bad"}
+    return {"cache": str(cache), "revisions": revisions,
+            "edgetam_ready": EDGETAM_REPO in have, "backbone_config_present": BACKBONE_REPO in have}

@@ -1,0 +1,101 @@
+"""Shared fixtures: a local Hub stand-in, real caches made by huggingface_hub, a CLI runner."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgetam_provision.cli import cli
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hub_standin import HubRepo, HubStandIn
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_files(seed: int = 1) -> dict[str, bytes]:
+    rnd = hashlib.sha256(str(seed).encode()).digest()
+    return {
+        "config.json": b'{"model_type": "tiny", "seed": %d}' % seed,
+        "model.safetensors": (rnd * 8192)[:200_000],
+        "sub/notes.txt": b"nested file\n",
+    }
+
+
+@pytest.fixture(scope="session")
+def hub():
+    """The Hub stand-in, in 401-on-credentials mode, serving two tiny repos."""
+    server = HubStandIn([HubRepo("org/tiny", tiny_files(1)), HubRepo("org/other", tiny_files(2))])
+    server.start()
+    yield server
+    server.stop()
+
+
+def download(hub: HubStandIn, cache: Path, repo_id: str) -> Path:
+    """A real huggingface_hub download (clean credentials) into `cache`."""
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id, cache_dir=cache, token=False, endpoint=hub.endpoint))
+
+
+@pytest.fixture(scope="session")
+def source_cache(hub, tmp_path_factory) -> Path:
+    cache = tmp_path_factory.mktemp("source-cache")
+    download(hub, cache, "org/tiny")
+    download(hub, cache, "org/other")
+    return cache
+
+
+@pytest.fixture
+def cache(source_cache, tmp_path) -> Path:
+    """A private copy of a cache populated by huggingface_hub."""
+    dest = tmp_path / "cache"
+    shutil.copytree(source_cache, dest, symlinks=True)
+    return dest
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str | os.PathLike[str]) -> Result:
+    """Invoke `provision` in-process; returns exit code, stdout, stderr."""
+    res = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return Result(res.exit_code, res.stdout, res.stderr)
+
+
+def run_cli_process(*args: str | os.PathLike[str], env: dict[str, str] | None = None,
+                    **kw) -> subprocess.CompletedProcess[str]:
+    """Run `provision` as a separate process, like a user would."""
+    return subprocess.run([sys.executable, "-m", "edgetam_provision", *map(str, args)],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})}, **kw)
+
+
+def tree_state(root: Path) -> dict[str, tuple]:
+    """Everything under `root`: type, link target, mode and content hash of each entry."""
+    out: dict[str, tuple] = {}
+    if not root.exists():
+        return out
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            st = p.lstat()
+            if p.is_symlink():
+                out[rel] = ("link", os.readlink(p))
+            elif p.is_dir():
+                out[rel] = ("dir", st.st_mode)
+            else:
+                out[rel] = ("file", st.st_mode, hashlib.sha256(p.read_bytes()).hexdigest())
+    return out

@@ -1,0 +1,223 @@
+"""A small stand-in for huggingface.co, so huggingface_hub's real download code runs in tests.
+
+Speaks the part of the Hub protocol that `snapshot_download` / `hf_hub_download` use (see
+../shared/docs/DESIGN.md §6): repo info, tree listing, HEAD/GET on ``resolve`` with the 307 (plain
+files, same origin) and 302 (LFS, another origin) redirects and their headers, Range requests.
+With ``reject_credentials`` it answers 401 "Invalid credentials in Authorization header" to any
+request that carries an Authorization header, which is the user's bug.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+LFS_MIN = 1024  # files at least this big, and every *.safetensors, are served as LFS
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@dataclass
+class HubRepo:
+    repo_id: str
+    files: dict[str, bytes]
+    commit: str = ""
+    branches: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.commit:
+            h = hashlib.sha1(self.repo_id.encode())
+            for p in sorted(self.files):
+                h.update(p.encode() + hashlib.sha256(self.files[p]).digest())
+            self.commit = h.hexdigest()
+        self.branches.setdefault("main", self.commit)
+
+    def is_lfs(self, path: str) -> bool:
+        return len(self.files[path]) >= LFS_MIN or path.endswith(".safetensors")
+
+    def etag(self, path: str) -> str:
+        data = self.files[path]
+        return hashlib.sha256(data).hexdigest() if self.is_lfs(path) else git_blob_sha1(data)
+
+
+class HubStandIn:
+    """Start with `start()`, stop with `stop()`; `endpoint` is what HF_ENDPOINT should be."""
+
+    def __init__(self, repos: list[HubRepo], reject_credentials: bool = True) -> None:
+        self.repos = {r.repo_id: r for r in repos}
+        self.reject_credentials = reject_credentials
+        self.requests: list[tuple[str, str, str | None]] = []  # method, path, Authorization
+        self.cut_after: int | None = None  # cut LFS bodies after this many bytes, once
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.port = self._server.server_address[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> HubStandIn:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def add(self, repo: HubRepo) -> None:
+        self.repos[repo.repo_id] = repo
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                self._serve(head=True)
+
+            def do_GET(self) -> None:
+                self._serve(head=False)
+
+            def _send(self, code: int, headers: dict[str, str], body: bytes = b"",
+                      head: bool = False) -> None:
+                self.send_response(code)
+                headers.setdefault("Content-Length", str(len(body)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                if not head and body:
+                    self.wfile.write(body)
+
+            def _error(self, code: int, err: str, msg: str, head: bool) -> None:
+                body = json.dumps({"error": msg}).encode()
+                self._send(code, {"X-Error-Code": err, "X-Error-Message": msg,
+                                  "Content-Type": "application/json"}, body, head)
+
+            def _serve(self, head: bool) -> None:
+                url = urlsplit(self.path)
+                path = unquote(url.path)
+                auth = self.headers.get("Authorization")
+                hub.requests.append((self.command, self.path, auth))
+                if auth and hub.reject_credentials:
+                    msg = "Invalid credentials in Authorization header"
+                    body = json.dumps({"error": msg}).encode()
+                    self._send(401, {"X-Error-Message": msg, "Content-Type": "application/json"},
+                               body, head)
+                    return
+                parts = path.strip("/").split("/")
+                if parts[:2] == ["api", "models"] and len(parts) >= 5:
+                    self._api(parts, head)
+                elif parts[:2] == ["api", "blob"] and len(parts) >= 6:
+                    self._content("/".join(parts[2:4]), parts[4], "/".join(parts[5:]), head)
+                elif parts[:1] == ["lfs"] and len(parts) == 3:
+                    self._lfs(parts[1], parts[2], head)
+                elif len(parts) >= 5 and parts[2] == "resolve":
+                    self._resolve("/".join(parts[:2]), parts[3], "/".join(parts[4:]), head)
+                else:
+                    self._error(404, "EntryNotFound", f"no route {path}", head)
+
+            def _repo(self, repo_id: str, head: bool) -> HubRepo | None:
+                repo = hub.repos.get(repo_id)
+                if repo is None:
+                    self._error(404, "RepoNotFound", f"Repository {repo_id} not found", head)
+                return repo
+
+            def _commit(self, repo: HubRepo, rev: str, head: bool) -> str | None:
+                commit = repo.branches.get(rev, rev if rev == repo.commit else None)
+                if commit is None:
+                    self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}", head)
+                return commit
+
+            def _api(self, parts: list[str], head: bool) -> None:
+                repo = self._repo("/".join(parts[2:4]), head)
+                if repo is None:
+                    return
+                kind, rev = parts[4], unquote("/".join(parts[5:]))
+                commit = self._commit(repo, rev or "main", head)
+                if commit is None:
+                    return
+                if kind == "revision":
+                    body = {"id": repo.repo_id, "modelId": repo.repo_id, "sha": commit,
+                            "private": False, "gated": False,
+                            "siblings": [{"rfilename": p} for p in sorted(repo.files)]}
+                elif kind == "tree":
+                    body = []
+                    for p in sorted(repo.files):
+                        entry = {"type": "file", "path": p, "size": len(repo.files[p]),
+                                 "oid": git_blob_sha1(repo.files[p])}
+                        if repo.is_lfs(p):
+                            entry["lfs"] = {"oid": repo.etag(p), "size": len(repo.files[p]),
+                                            "pointerSize": 134}
+                        body.append(entry)
+                else:
+                    self._error(404, "EntryNotFound", f"no api {kind}", head)
+                    return
+                self._send(200, {"Content-Type": "application/json"}, json.dumps(body).encode(), head)
+
+            def _resolve(self, repo_id: str, rev: str, fpath: str, head: bool) -> None:
+                repo = self._repo(repo_id, head)
+                if repo is None:
+                    return
+                commit = self._commit(repo, unquote(rev), head)
+                if commit is None:
+                    return
+                if fpath not in repo.files:
+                    self._error(404, "EntryNotFound", f"{fpath} does not exist", head)
+                    return
+                data = repo.files[fpath]
+                common = {"X-Repo-Commit": commit}
+                if repo.is_lfs(fpath):
+                    etag = repo.etag(fpath)
+                    self._send(302, {**common, "X-Linked-Etag": f'"{etag}"',
+                                     "X-Linked-Size": str(len(data)), "ETag": f'"{etag}"',
+                                     "Location": f"http://localhost:{hub.port}/lfs/"
+                                                 f"{repo.repo_id.replace('/', '--')}/{etag}"},
+                               b"", head)
+                else:
+                    self._send(307, {**common, "Location": f"/api/blob/{repo.repo_id}/{commit}/{fpath}"},
+                               b"", head)
+
+            def _content(self, repo_id: str, commit: str, fpath: str, head: bool) -> None:
+                repo = hub.repos.get(repo_id)
+                if repo is None or fpath not in repo.files:
+                    self._error(404, "EntryNotFound", "gone", head)
+                    return
+                data = repo.files[fpath]
+                self._body(data, {"ETag": f'"{git_blob_sha1(data)}"', "X-Repo-Commit": commit}, head)
+
+            def _lfs(self, folder: str, sha: str, head: bool) -> None:
+                repo = hub.repos.get(folder.replace("--", "/", 1))
+                match = [p for p in (repo.files if repo else {}) if repo and repo.etag(p) == sha]
+                if not match:
+                    self._error(404, "EntryNotFound", "no such object", head)
+                    return
+                self._body(repo.files[match[0]], {"ETag": f'"{sha}"'}, head)
+
+            def _body(self, data: bytes, headers: dict[str, str], head: bool) -> None:
+                rng = self.headers.get("Range")
+                start = 0
+                if rng and rng.startswith("bytes="):
+                    start = int(rng[6:].split("-")[0] or 0)
+                    headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+                body = data[start:]
+                code = 206 if rng else 200
+                if hub.cut_after is not None and not head and len(body) > hub.cut_after:
+                    cut, hub.cut_after = hub.cut_after, None
+                    self.send_response(code)
+                    for k, v in {**headers, "Content-Length": str(len(body))}.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(body[:cut])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self._send(code, {**headers, "Content-Type": "application/octet-stream"}, body, head)
+
+        return Handler

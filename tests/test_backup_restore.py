@@ -1,0 +1,268 @@
+"""Backups and restores: round trips, old-style backups, idempotence, merging, dry runs."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from conftest import run_cli, run_cli_process, tree_state
+
+from edgetam_provision.hfcache import check_revision, read_ref, repo_folder_name, scan_cache
+
+
+def commit_of(cache: Path, repo_id: str) -> str:
+    ref = read_ref(cache / repo_folder_name(repo_id))
+    assert ref
+    return ref
+
+
+def test_backup_writes_archive_manifest_and_sha256sums(cache, tmp_path):
+    out = tmp_path / "backups"
+    res = run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache, "--json")
+    assert res.exit_code == 0, res.stderr
+    data = json.loads(res.stdout)
+    [b] = data["backups"]
+    archive = Path(b["archive"])
+    assert archive.is_file() and archive.suffix == ".tar"
+    manifest = json.loads((out / "manifest.json").read_text())["archives"][archive.name]
+    assert manifest["repo_id"] == "org/tiny"
+    assert manifest["commit"] == commit_of(cache, "org/tiny")
+    assert {f["path"] for f in manifest["files"]} == {"config.json", "model.safetensors",
+                                                      "sub/notes.txt"}
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=out, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    with tarfile.open(archive) as tar:
+        names = {m.name: m for m in tar.getmembers()}
+    link = names[f"models--org--tiny/snapshots/{manifest['commit']}/sub/notes.txt"]
+    assert link.issym() and link.linkname.startswith("../../../blobs/")
+    assert all(m.isreg() for n, m in names.items() if "/blobs/" in n)
+
+
+def test_round_trip_into_an_empty_cache_then_offline_download_works(cache, tmp_path):
+    out = tmp_path / "backups"
+    assert run_cli("backup", "--out", out, "--cache-dir", cache, "org/tiny", "org/other").exit_code == 0
+    fresh = tmp_path / "fresh"
+    res = run_cli("restore", out, "--cache-dir", fresh)
+    assert res.exit_code == 0, res.stderr
+    for repo in ("org/tiny", "org/other"):
+        commit = commit_of(fresh, repo)
+        assert (fresh / repo_folder_name(repo) / "refs" / "main").read_bytes() == commit.encode()
+        assert check_revision(fresh, repo, commit).ok
+    code = ("from huggingface_hub import hf_hub_download as d;"
+            f"p = d('org/tiny', 'sub/notes.txt', cache_dir={str(fresh)!r});"
+            "print(open(p).read())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+                               "HF_ENDPOINT": "http://127.0.0.1:9"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "nested file"
+
+
+def test_second_restore_reports_already_present_and_writes_nothing(cache, tmp_path):
+    out = tmp_path / "backups"
+    run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache)
+    fresh = tmp_path / "fresh"
+    assert run_cli("restore", out, "--cache-dir", fresh).exit_code == 0
+    before = tree_state(fresh)
+    res = run_cli("restore", out, "--cache-dir", fresh, "--json")
+    assert res.exit_code == 0
+    data = json.loads(res.stdout)
+    assert data["writes"] == 0
+    assert data["archives"][0]["status"] == "already present"
+    assert tree_state(fresh) == before
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(cache, tmp_path):
+    out = tmp_path / "backups"
+    run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache)
+    fresh = tmp_path / "fresh"
+    res = run_cli("restore", out, "--cache-dir", fresh, "--dry-run")
+    assert res.exit_code == 0
+    assert "would write" in res.stdout and "blobs/" in res.stdout and "refs/main" in res.stdout
+    assert not fresh.exists()
+
+
+def test_restore_merges_with_revisions_already_in_the_cache(cache, tmp_path):
+    out = tmp_path / "backups"
+    run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache)
+    other_only = tmp_path / "other-only"
+    other_only.mkdir()
+    shutil.copytree(cache / "models--org--other", other_only / "models--org--other", symlinks=True)
+    before_other = tree_state(other_only / "models--org--other")
+    assert run_cli("restore", out, "--cache-dir", other_only).exit_code == 0
+    assert tree_state(other_only / "models--org--other") == before_other
+    assert {r.repo_id for r in scan_cache(other_only)} == {"org/tiny", "org/other"}
+    assert all(r.ok for r in scan_cache(other_only))
+
+
+def test_restore_never_overwrites_a_different_existing_blob(cache, tmp_path):
+    out = tmp_path / "backups"
+    run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache)
+    blob = next(p for p in (cache / "models--org--tiny" / "blobs").iterdir() if len(p.name) == 64)
+    blob.unlink()
+    blob.write_bytes(b"short and wrong")
+    before = tree_state(cache)
+    res = run_cli("restore", out, "--cache-dir", cache)
+    assert res.exit_code == 5
+    assert blob.name in res.stderr and "hint:" in res.stderr
+    assert tree_state(cache) == before
+
+
+def test_refuses_to_back_up_a_damaged_revision(cache, tmp_path):
+    blob = next(p for p in (cache / "models--org--tiny" / "blobs").iterdir() if len(p.name) == 64)
+    data = bytearray(blob.read_bytes())
+    data[100] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    res = run_cli("backup", "org/tiny", "--out", tmp_path / "b", "--cache-dir", cache)
+    assert res.exit_code == 1
+    assert "integrity" in res.stderr and "model.safetensors" in res.stderr
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
+def test_shared_blob_store_links_are_packed_as_real_bytes(cache, tmp_path):
+    """hub 2.x may store blobs/<etag> as a link into <cache>/blobs/…: the archive must carry bytes."""
+    repo = cache / "models--org--tiny"
+    blob = next(p for p in (repo / "blobs").iterdir() if len(p.name) == 64)
+    shared = cache / "blobs" / blob.name[:2] / ("xet" + blob.name)
+    shared.parent.mkdir(parents=True)
+    blob.rename(shared)
+    blob.symlink_to(shared)
+    out = tmp_path / "backups"
+    assert run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache).exit_code == 0
+    fresh = tmp_path / "fresh"
+    assert run_cli("restore", out, "--cache-dir", fresh).exit_code == 0
+    restored = fresh / "models--org--tiny" / "blobs" / blob.name
+    assert restored.is_file() and not restored.is_symlink()
+    assert restored.read_bytes() == shared.read_bytes()
+
+
+def test_gzip_backup_round_trip(cache, tmp_path):
+    out = tmp_path / "backups"
+    res = run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache, "--compress", "gzip")
+    assert res.exit_code == 0
+    assert next(out.glob("*.tar.gz"))
+    assert run_cli("restore", out, "--cache-dir", tmp_path / "fresh").exit_code == 0
+
+
+def seed_backup(cache: Path, dest: Path, repo: str, prefix: str = "") -> Path:
+    """Make a backup the way the user did by hand: tar czf X -C ~/.cache/huggingface/hub models--…"""
+    folder = repo_folder_name(repo)
+    if prefix:
+        root = dest.parent / "home"
+        (root / prefix).mkdir(parents=True, exist_ok=True)
+        shutil.copytree(cache / folder, root / prefix / folder, symlinks=True)
+        subprocess.run(["tar", "czf", dest, "-C", root, f"{prefix}{folder}"], check=True)
+    else:
+        subprocess.run(["tar", "czf", dest, "-C", cache, folder], check=True)
+    return dest
+
+
+def test_seed_style_tar_czf_backups_restore_without_manifest(cache, tmp_path):
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    seed_backup(cache, seeds / "edgetam_model.tar.gz", "org/tiny")
+    seed_backup(cache, seeds / "repvit_model.tar.gz", "org/other", prefix=".cache/huggingface/hub/")
+    fresh = tmp_path / "fresh"
+    res = run_cli("restore", seeds, "--cache-dir", fresh, "--json")
+    assert res.exit_code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert {a["checked_by"] for a in data["archives"]} == {"blob names"}
+    assert all(r.ok for r in scan_cache(fresh)) and len(scan_cache(fresh)) == 2
+
+
+def test_seed_style_backup_with_hub_prefix_restores(cache, tmp_path):
+    archive = seed_backup(cache, tmp_path / "x.tar.gz", "org/tiny", prefix="hub/")
+    assert run_cli("restore", archive, "--cache-dir", tmp_path / "fresh").exit_code == 0
+
+
+def test_seed_backup_with_one_flipped_byte_in_a_blob_is_rejected(cache, tmp_path):
+    archive = seed_backup(cache, tmp_path / "edgetam_model.tar.gz", "org/tiny")
+    raw = bytearray(gzip.decompress(archive.read_bytes()))
+    with tarfile.open(fileobj=io.BytesIO(bytes(raw))) as tar:
+        big = next(m for m in tar.getmembers() if m.isreg() and m.size > 1000)
+    raw[big.offset_data + 500] ^= 0x01
+    archive.write_bytes(gzip.compress(bytes(raw)))
+    fresh = tmp_path / "fresh"
+    res = run_cli("restore", archive, "--cache-dir", fresh)
+    assert res.exit_code == 1
+    assert big.name.split("/")[-1] in res.stderr
+    assert not any(p for p in tree_state(fresh) if "models--" in p)
+
+
+def test_seed_backup_with_a_flipped_byte_in_the_gzip_stream_is_rejected(cache, tmp_path):
+    archive = seed_backup(cache, tmp_path / "edgetam_model.tar.gz", "org/tiny")
+    raw = bytearray(archive.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    archive.write_bytes(bytes(raw))
+    fresh = tmp_path / "fresh"
+    res = run_cli("restore", archive, "--cache-dir", fresh)
+    assert res.exit_code in (1, 4)
+    assert not any(p for p in tree_state(fresh) if "models--" in p)
+
+
+def test_archive_sha256_is_checked_against_the_manifest(cache, tmp_path):
+    out = tmp_path / "backups"
+    run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache)
+    archive = next(out.glob("*.tar"))
+    with open(archive, "r+b") as fh:
+        fh.seek(-1, 2)
+        fh.write(b"\x01")
+    res = run_cli("restore", out, "--cache-dir", tmp_path / "fresh")
+    assert res.exit_code == 1
+    assert archive.name in res.stderr and "sha256" in res.stderr
+
+
+def test_missing_backups_folder_is_a_usage_error(tmp_path):
+    res = run_cli("restore", tmp_path / "nope", "--cache-dir", tmp_path / "c")
+    assert res.exit_code == 2
+    assert "no such file" in res.stderr and "hint:" in res.stderr
+
+
+def test_status_lists_backups_and_cache_with_integrity(cache, tmp_path):
+    out = tmp_path / "backups"
+    run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache)
+    res = run_cli("status", "--backups", out, "--cache-dir", cache, "--json")
+    assert res.exit_code == 0
+    data = json.loads(res.stdout)
+    assert data["backups"][0]["manifest"] is True
+    assert {r["repo_id"]: r["integrity"] for r in data["revisions"]} == {"org/tiny": "ok",
+                                                                        "org/other": "ok"}
+    blob = next(p for p in (cache / "models--org--other" / "blobs").iterdir() if len(p.name) == 40)
+    blob.write_bytes(blob.read_bytes() + b"x")
+    res = run_cli("status", "--backups", out, "--cache-dir", cache)
+    assert res.exit_code == 1 and "bad" in res.stdout and "does not match its hash" in res.stdout
+
+
+def test_cache_dir_is_resolved_like_huggingface_hub(tmp_path):
+    """Each variable, in huggingface_hub's order, in a fresh process (constants read at import)."""
+    cases = {
+        "HF_HUB_CACHE": {"HF_HUB_CACHE": str(tmp_path / "a"), "HF_HOME": str(tmp_path / "h")},
+        "HUGGINGFACE_HUB_CACHE": {"HUGGINGFACE_HUB_CACHE": str(tmp_path / "b"),
+                                  "HF_HOME": str(tmp_path / "h")},
+        "HF_HOME": {"HF_HOME": str(tmp_path / "h"), "XDG_CACHE_HOME": str(tmp_path / "x")},
+        "XDG_CACHE_HOME": {"XDG_CACHE_HOME": str(tmp_path / "x")},
+    }
+    for source, env in cases.items():
+        clean = {k: v for k, v in os.environ.items()
+                 if k not in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME")}
+        code = ("from edgetam_provision.hfcache import resolve_cache_dir as r;"
+                "from huggingface_hub import constants as c; l = r();"
+                "print(l.source, l.path == __import__('pathlib').Path(c.HF_HUB_CACHE))")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                              text=True, env={**clean, **env})
+        assert proc.stdout.split() == [source, "True"], (source, proc.stderr)
+
+
+def test_cli_restore_in_a_separate_process_reports_progress_on_stderr(cache, tmp_path):
+    out = tmp_path / "backups"
+    run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache)
+    proc = run_cli_process("restore", out, "--cache-dir", tmp_path / "fresh")
+    assert proc.returncode == 0, proc.stderr
+    assert "restore" in proc.stdout and "staging" in proc.stderr
