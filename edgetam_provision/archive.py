@@ -257,10 +257,6 @@ def scan_archive(path: Path, cache_has_blob: Callable[[str, str], bool],
                 if m.issym() or m.islnk():
                     link_members.add(key)
                 _check_type_and_mode(m)
-                try:
-                    tarfile.data_filter(m, filter_root)
-                except tarfile.FilterError as exc:
-                    raise _unsafe(m.name, f"refused by tarfile's data filter ({exc})") from None
                 idx = next((i for i, p in enumerate(parts) if p.startswith("models--")), None)
                 if idx is None:
                     if m.isdir() and any(tuple(parts) == pre[:len(parts)] for pre in PREFIXES):
@@ -277,6 +273,10 @@ def scan_archive(path: Path, cache_has_blob: Callable[[str, str], bool],
                     raise _unsafe(m.name, "not a valid models--ORG--NAME folder name")
                 repo = repos.setdefault(folder, RepoPayload(folder))
                 _classify(tar, m, repo, rest, expected_sizes)
+                try:  # second layer: what tarfile itself would refuse
+                    tarfile.data_filter(m, filter_root)
+                except tarfile.FilterError as exc:
+                    raise _unsafe(m.name, f"refused by tarfile's data filter ({exc})") from None
                 if rest and rest[0] == "blobs" and len(rest) == 2:
                     blob_members[m.name] = (folder, rest[1])
             _check_end(tar)
