@@ -22,6 +22,7 @@ from pathlib import Path
 from .archive import ArchiveContents, iter_blobs, scan_archive
 from .errors import CacheError, IntegrityError, UsageError
 from .fsutil import (
+    TMP_PREFIX,
     copy_atomic,
     disk_error,
     exclusive_lock,
@@ -193,12 +194,20 @@ def _actions(contents: ArchiveContents, cache: Path) -> list[Action]:
     return actions
 
 
-def _clean_stale_staging(cache: Path) -> None:
-    """Remove staging folders left by restores that died (their pid is gone)."""
+def _clean_stale(cache: Path, folders: list[str]) -> None:
+    """Remove what restores that died (their pid is gone) left: staging folders, temp siblings."""
     for p in cache.glob(STAGING_PREFIX + "*"):
-        pid = p.name[len(STAGING_PREFIX):].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if _dead(p.name, STAGING_PREFIX):
             shutil.rmtree(p, ignore_errors=True)
+    for folder in folders:
+        for p in (cache / folder).rglob(TMP_PREFIX + "*"):
+            if _dead(p.name, TMP_PREFIX):
+                p.unlink(missing_ok=True)
+
+
+def _dead(name: str, prefix: str) -> bool:
+    pid = name[len(prefix):].split("-")[0]
+    return pid.isdigit() and not _alive(int(pid))
 
 
 def _alive(pid: int) -> bool:
@@ -219,7 +228,7 @@ def restore(paths: list[Path], cache: Path, progress: Progress = lambda _m: None
     """
     checked = plan_restore(paths, cache)
     with exclusive_lock(cache / LOCK_PATH):
-        _clean_stale_staging(cache)
+        _clean_stale(cache, [f for p in checked.archives for f in p.contents.repos])
         plan = RestorePlan(cache, tuple(ArchivePlan(p.contents, p.checked_by,
                                                     tuple(_actions(p.contents, cache)))
                                         for p in checked.archives))

@@ -165,7 +165,7 @@ def test_sparse_member_is_refused(scene):
 
 
 def test_blob_whose_bytes_do_not_match_its_name_is_refused(scene):
-    big, data = blob_of(scene)
+    big, _data = blob_of(scene)
     members = [(m, (d[:-1] + bytes([d[-1] ^ 1])) if m.name == big.name else d)
                for m, d in scene["members"]]
     archive = write_tar(scene["tmp"] / "in" / "flipped.tar", members)
@@ -173,7 +173,7 @@ def test_blob_whose_bytes_do_not_match_its_name_is_refused(scene):
 
 
 def test_member_larger_than_the_manifest_says_is_refused(scene):
-    big, data = blob_of(scene, big=False)
+    big, _data = blob_of(scene, big=False)
     archive = scene["archive"]
     write_tar(archive, [reg(m.name, d + b" ") if m.name == big.name else (m, d)
                         for m, d in scene["members"]])

@@ -1,0 +1,105 @@
+"""Restores survive kill -9, a full disk and a concurrent restore, leaving a consistent cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import make_cached_repo, run_cli_process, tree_state
+
+from edgetam_provision.backup import backup
+from edgetam_provision.hfcache import RepoSpec, check_revision, scan_cache
+
+
+@pytest.fixture(scope="module")
+def big_backup(tmp_path_factory):
+    """A ~40 MB backup of 160 files (many links to publish, several multi-MB blobs)."""
+    src = tmp_path_factory.mktemp("big-src")
+    rnd = random.Random(7)
+    files = {f"shard/part-{i:03d}.bin": rnd.randbytes(150_000) for i in range(150)}
+    files.update({f"weights-{i}.safetensors": rnd.randbytes(3_000_000) for i in range(5)})
+    files.update({f"cfg/{i}.json": b'{"i": %d}' % i for i in range(5)})
+    commit = make_cached_repo(src, "org/big", files)
+    out = tmp_path_factory.mktemp("big-backups")
+    backup(src, [RepoSpec("org/big")], out)
+    return out, commit
+
+
+def consistent(cache, commit) -> None:
+    """The cache holds a complete, verified revision and no leftovers of killed runs."""
+    assert check_revision(cache, "org/big", commit).ok
+    assert [r.commit for r in scan_cache(cache)] == [commit]
+    leftovers = [p for p in tree_state(cache) if ".provision-" in p]
+    assert leftovers == []
+
+
+def test_kill_9_at_random_points_then_restore_again_is_consistent(big_backup, tmp_path):
+    out, commit = big_backup
+    rnd = random.Random(1234)
+    for i in range(8):
+        cache = tmp_path / f"cache{i}"
+        proc = subprocess.Popen([sys.executable, "-m", "edgetam_provision", "restore", str(out),
+                                 "--cache-dir", str(cache)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rnd.uniform(0.05, 0.4))  # a whole restore takes ~0.35 s here
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        # no partial blob is ever visible under its final name
+        for blob in (cache / "models--org--big" / "blobs").glob("*"):
+            assert blob.stat().st_size in (150_000, 3_000_000) or blob.stat().st_size < 100
+        done = run_cli_process("restore", out, "--cache-dir", cache)
+        assert done.returncode == 0, done.stderr
+        consistent(cache, commit)
+
+
+def _limit_file_size() -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+
+def test_disk_full_is_a_clear_error_and_nothing_is_published(big_backup, tmp_path):
+    out, commit = big_backup
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "edgetam_provision", "restore", str(out),
+                           "--cache-dir", str(cache)], capture_output=True, text=True,
+                          preexec_fn=_limit_file_size)
+    assert proc.returncode == 5, proc.stderr
+    assert proc.stderr.count("error:") == 1 and "no space left" in proc.stderr
+    assert "hint:" in proc.stderr
+    assert not (cache / "models--org--big").exists()
+    assert [p for p in tree_state(cache) if ".provision-" in p] == []
+    again = run_cli_process("restore", out, "--cache-dir", cache)
+    assert again.returncode == 0
+    consistent(cache, commit)
+
+
+def test_two_concurrent_restores_give_one_consistent_result(big_backup, tmp_path):
+    out, commit = big_backup
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "edgetam_provision", "restore", str(out), "--cache-dir", str(cache),
+           "--json"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [r[1] for r in results]
+    writes = sorted(json.loads(r[0])["writes"] for r in results)
+    assert writes[0] == 0 and writes[1] > 0
+    consistent(cache, commit)
+
+
+def test_restore_into_a_read_only_cache_is_a_clear_error(big_backup, tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root ignores file permissions")
+    out, _ = big_backup
+    cache = tmp_path / "ro"
+    cache.mkdir(mode=0o500)
+    proc = run_cli_process("restore", out, "--cache-dir", cache)
+    assert proc.returncode == 5 and "cannot write" in proc.stderr
