@@ -7,6 +7,8 @@ so `provision --help` stays fast.
 from __future__ import annotations
 
 import functools
+import os
+import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -186,6 +188,135 @@ def status(cache_dir: Path | None, progress: Callable[[str], None], backups: Pat
         return "\n".join(lines)
 
     return data, render
+
+
+# ---------------------------------------------------------------------------- verify
+
+def _floats(text: str, n: int, what: str) -> list[float]:
+    from .errors import UsageError
+
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        vals = []
+    if len(vals) != n:
+        raise UsageError(f"{what} must be {n} comma-separated numbers, got {text!r}",
+                         "e.g. --point 500,375 or --box 75,275,1725,850")
+    return vals
+
+
+def _render_verify(d: dict[str, Any]) -> str:
+    r = d["report"]
+    v = r["versions"]
+    lines = [f"EdgeTAM verify: {'PASSED' if r['passed'] else 'FAILED'} on {r['device']}"
+             + ("  (self-test, random weights)" if r["synthetic"] else ""),
+             f"  model     {r['repo_id']}@{r['commit'][:12]}  ({r['parameters'] / 1e6:.2f}M parameters)",
+             f"  versions  torch {v['torch']}, transformers {v['transformers']}, timm {v['timm']}, "
+             f"huggingface_hub {v['huggingface_hub']}",
+             f"  timing    load {r['load_s']:.2f} s, first inference {r['first_inference_s']:.2f} s, "
+             f"image encode {r['encode_ms']:.1f} ms; four cases warm {r['four_cases_warm_ms']:.1f} ms",
+             f"  {'case':<14}{'warm':>10}  {'IoU scores (best *)':<24}{'area':>10}{'gt IoU':>9}"]
+    for c in r["cases"]:
+        for i, o in enumerate(c["objects"]):
+            scores = " ".join(f"{x:.2f}{'*' if k == o['best'] else ' '}"
+                              for k, x in enumerate(o["iou_scores"]))
+            gt = f"{o['gt_iou']:.3f}" if "gt_iou" in o else "-"
+            name = c["name"] if i == 0 else ""
+            lat = f"{c['latency_ms']:.1f} ms" if i == 0 else ""
+            lines.append(f"  {name:<14}{lat:>10}  {scores:<24}{o['area']:>10}{gt:>9}")
+    gate = r["quality_gate"]
+    rule = f"IoU >= {gate['min_iou']}" if gate["applied"] else f"not applied: {gate['why_not']}"
+    lines.append(f"  quality   {rule}")
+    if r["cases"] and r["cases"][0].get("overlay"):
+        lines.append(f"  overlays  {Path(r['cases'][0]['overlay']).parent}/")
+    lines += [f"  FAILED    {f}" for f in r["failures"]]
+    if d.get("note"):
+        lines.append(f"  note      {d['note']}")
+    return "\n".join(lines)
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--device", type=click.Choice(["auto", "mps", "cuda", "cpu"]), default="auto",
+              show_default=True, help="auto prefers MPS, then CUDA, then CPU.")
+@click.option("--image", type=click.Path(dir_okay=False, path_type=Path),
+              help="Verify on this picture (default: the built-in scene with ground truth).")
+@click.option("--point", "points", multiple=True, metavar="X,Y", help="Prompt point (repeatable).")
+@click.option("--box", metavar="X0,Y0,X1,Y1", help="Prompt box.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("verify_output"),
+              show_default=True, help="Folder for the overlay PNGs.")
+@click.option("--min-iou", type=float, default=0.5, show_default=True,
+              help="Quality gate: IoU with ground truth each mask must reach (0 disables).")
+@click.option("--runs", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="Warm repetitions per case (the median is reported).")
+@click.option("--repo", default="yonigozlan/EdgeTAM-hf", show_default=True, metavar="REPO[@REV]",
+              help="Model repo to verify.")
+@click.option("--synthetic", is_flag=True,
+              help="Self-test with random weights of the exact architecture; needs no download.")
+@click.option("--or-synthetic", is_flag=True,
+              help="Run the self-test instead when the model is not cached (used by make setup).")
+@command
+def verify(cache_dir: Path | None, progress: Callable[[str], None], device: str, image: Path | None,
+           points: tuple[str, ...], box: str | None, out: Path, min_iou: float, runs: int, repo: str,
+           synthetic: bool, or_synthetic: bool) -> tuple[dict[str, Any], Callable]:
+    """Prove the install works: EdgeTAM segments the four test cases, offline.
+
+    Loads the model from the local cache only (a fresh process with HF_HUB_OFFLINE=1), encodes the
+    image once and runs one point, two points, a box and two objects on it; reports timings, IoU
+    scores, mask areas and IoU with ground truth, and writes one overlay PNG per case.
+
+    Example: provision verify --device cpu --json
+    """
+    from .errors import ModelMissingError
+    from .hfcache import RepoSpec, resolve_commit
+    from .verify import VerifyRequest
+
+    spec = RepoSpec.parse(repo)
+    cache = _cache(cache_dir)
+    note = ""
+    if or_synthetic and not synthetic:
+        try:
+            resolve_commit(cache, spec.repo_id, spec.revision)
+        except ModelMissingError:
+            synthetic = True
+            note = (f"{spec.repo_id} is not in {cache}: ran the self-test with random weights. "
+                    "Get the weights with `provision fetch --host HOST` or `provision restore "
+                    "model_backups/`, then run `provision verify`.")
+            progress(f"note: {note}")
+    req = VerifyRequest(cache=str(cache), repo_id=spec.repo_id, revision=spec.revision, device=device,
+                        image=str(image) if image else None,
+                        points=[_floats(p, 2, "--point") for p in points] or None,
+                        box=_floats(box, 4, "--box") if box else None, out=str(out),
+                        min_iou=min_iou, runs=runs, synthetic=synthetic)
+    report = run_verify_process(req)
+    data: dict[str, Any] = {"report": report, "ok": report["passed"], "note": note}
+    if not report["passed"]:
+        from .verify import failure_error
+
+        err = failure_error(report)
+        sys.stderr.write(f"error: {err.message}\nhint: {err.hint}\n")
+        data["exit_code"] = err.exit_code
+    return data, _render_verify
+
+
+def run_verify_process(req: Any) -> dict[str, Any]:
+    """Run the verification in a fresh, offline Python process; return its report."""
+    import json
+    import subprocess
+
+    from . import errors
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "edgetam_provision.verify_worker"],
+                          input=req.to_json(), stdout=subprocess.PIPE, text=True, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise errors.EnvironmentProblem(f"the verification process died (exit {proc.returncode})",
+                                        "run `provision --debug verify` and see the messages above")
+    msg = json.loads(lines[-1])
+    if not msg["ok"]:
+        cls = getattr(errors, msg.get("class", ""), errors.ProvisionError)
+        raise cls(msg["message"], msg.get("hint", ""))
+    return msg["report"]
 
 
 def main() -> None:

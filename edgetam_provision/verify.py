@@ -1,0 +1,376 @@
+"""The EdgeTAM segmentation that proves an install works, fully offline.
+
+Runs in a fresh process (`verify_worker`) so that ``HF_HUB_OFFLINE=1`` is in force before
+huggingface_hub is imported. Loads `EdgeTamModel` + `Sam2Processor` pinned to the cached commit,
+encodes the image once, runs every prompt case on the shared embedding, times it all, checks the
+outputs and writes one overlay PNG per case.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import EnvironmentProblem, ModelMissingError, UsageError, VerificationFailed
+from .hfcache import BACKBONE_REPO, EDGETAM_REPO, repo_folder_name, resolve_commit
+
+TEST_IMAGES = Path(__file__).resolve().parent.parent / "test_images"
+KNOWN_BAD_TRANSFORMERS = ("5.17.",)  # full forward fails: FeatureListNet got 'original_sizes'
+BACKBONE_NOT_NEEDED_FROM = (5, 24)  # older releases fetch the timm config even offline
+DEVICES = ("auto", "mps", "cuda", "cpu")
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One prompt set: points (per object) with labels, or a box; optional ground-truth masks."""
+
+    name: str
+    points: list[list[list[float]]] | None = None
+    labels: list[list[int]] | None = None
+    box: list[float] | None = None
+    truth: list[str] = field(default_factory=list)
+
+    @property
+    def objects(self) -> int:
+        return len(self.points) if self.points else 1
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    cache: str
+    repo_id: str = EDGETAM_REPO
+    revision: str | None = None
+    device: str = "auto"
+    image: str | None = None
+    points: list[list[float]] | None = None
+    box: list[float] | None = None
+    out: str | None = None
+    min_iou: float = 0.5
+    runs: int = 5
+    synthetic: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def default_cases() -> tuple[Path, list[Case]]:
+    spec = json.loads((TEST_IMAGES / "cases.json").read_text())
+    return TEST_IMAGES / spec["image"], [Case(**c) for c in spec["cases"]]
+
+
+def plan_cases(req: VerifyRequest) -> tuple[Path, list[Case], Path | None]:
+    """The image, its prompt cases, and the folder holding ground truth (None: no truth)."""
+    if not (TEST_IMAGES / "cases.json").is_file() and not req.image:
+        raise UsageError("the built-in test image is not installed", "pass --image PATH")
+    image, cases = default_cases() if (TEST_IMAGES / "cases.json").is_file() else (None, [])
+    truth_dir: Path | None = TEST_IMAGES
+    if req.image:
+        image, truth_dir = Path(req.image), None
+        if not image.is_file():
+            raise UsageError(f"no such image: {image}", "pass a JPEG or PNG file to --image")
+        cases = [Case(c.name, c.points, c.labels, c.box) for c in cases]
+    if req.points or req.box:
+        truth_dir = None
+        cases = []
+        if req.points:
+            cases.append(Case("points", [req.points], [[1] * len(req.points)]))
+        if req.box:
+            cases.append(Case("box", box=req.box))
+    return image, cases, truth_dir
+
+
+def choose_device(requested: str, torch: Any) -> str:
+    """auto prefers MPS, then CUDA, then CPU; an explicit device must be available."""
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    cuda = bool(torch.cuda.is_available())
+    if requested == "auto":
+        return "mps" if mps else "cuda" if cuda else "cpu"
+    if requested not in DEVICES:
+        raise UsageError(f"unknown device {requested!r}", "use auto, mps, cuda or cpu")
+    if (requested == "mps" and not mps) or (requested == "cuda" and not cuda):
+        raise EnvironmentProblem(f"{requested} is not available on this machine",
+                                 "use --device auto (or cpu)")
+    return requested
+
+
+def synchronize(torch: Any, device: str) -> None:
+    """Wait for queued GPU work, so timers measure it."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    out = []
+    for part in v.split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits or 0))
+    return tuple(out)
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("torch", "torchvision", "transformers", "timm", "huggingface_hub", "pillow", "numpy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def check_environment(versions: dict[str, str], cache: Path) -> None:
+    """Refuse known-bad library versions and missing backbone configs, saying what to do."""
+    tv = versions.get("transformers", "missing")
+    for name in ("torch", "transformers", "timm"):
+        if versions.get(name) == "missing":
+            raise EnvironmentProblem(f"{name} is not installed", "run `make setup` (or pip install -e .)")
+    if tv.startswith(KNOWN_BAD_TRANSFORMERS):
+        raise EnvironmentProblem(f"transformers {tv} cannot run EdgeTAM's forward pass",
+                                 "pip install 'transformers>=5.24' (or 4.57.x)")
+    if _version_tuple(tv) < (4, 57):
+        raise EnvironmentProblem(f"transformers {tv} has no EdgeTAM", "pip install 'transformers>=5.24'")
+    if _version_tuple(tv) < BACKBONE_NOT_NEEDED_FROM:
+        try:
+            commit = resolve_commit(cache, BACKBONE_REPO, None)
+        except ModelMissingError:
+            commit = None
+        if commit is None or not (cache / repo_folder_name(BACKBONE_REPO) / "snapshots" / commit
+                                  / "config.json").exists():
+            raise ModelMissingError(
+                f"transformers {tv} needs {BACKBONE_REPO}/config.json in the cache, even offline",
+                f"provision it too: `provision fetch --host HOST` (fetches both repos) or "
+                f"`provision restore` a backup of {BACKBONE_REPO}; or pip install 'transformers>=5.24'")
+
+
+def iou(a: Any, b: Any) -> float:
+    inter = (a & b).sum()
+    union = (a | b).sum()
+    return float(inter / union) if union else 0.0
+
+
+def run(req: VerifyRequest, progress: Progress) -> dict[str, Any]:
+    """Load, segment, time and check; returns the full report (``passed`` says the verdict)."""
+    t_start = time.perf_counter()
+    cache = Path(req.cache)
+    image_path, cases, truth_dir = plan_cases(req)
+    versions = library_versions()
+    check_environment(versions, cache)
+    commit = resolve_commit(cache, req.repo_id, req.revision)
+
+    import numpy as np
+    import torch
+    from PIL import Image
+    from transformers import EdgeTamModel, Sam2Processor
+
+    device = choose_device(req.device, torch)
+    progress(f"loading {req.repo_id}@{commit[:12]} offline on {device}…")
+    t0 = time.perf_counter()
+    try:
+        model = EdgeTamModel.from_pretrained(req.repo_id, revision=commit, cache_dir=cache,
+                                             local_files_only=True).to(device).eval()
+        processor = Sam2Processor.from_pretrained(req.repo_id, revision=commit, cache_dir=cache,
+                                                  local_files_only=True)
+    except OSError as exc:
+        raise _missing_file_error(exc, req.repo_id) from None
+    synchronize(torch, device)
+    load_s = time.perf_counter() - t0
+    params = sum(p.numel() for p in model.parameters())
+
+    image = Image.open(image_path).convert("RGB")
+    checks: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        inputs = processor(images=image, return_tensors="pt")
+        pixel_values = inputs["pixel_values"].to(device)
+        sizes = inputs["original_sizes"]
+        embeddings = model.get_image_embeddings(pixel_values)
+        first = _decode(model, processor, embeddings, sizes, cases[0], device)
+        synchronize(torch, device)
+        first_s = time.perf_counter() - t0
+
+        encode_ms = _median_ms(lambda: model.get_image_embeddings(pixel_values), req.runs, torch, device)
+        for case in cases:
+            out = _decode(model, processor, embeddings, sizes, case, device)
+            latency = _latencies(lambda c=case: _decode(model, processor, embeddings, sizes, c, device),
+                                 req.runs, torch, device)
+            results.append(_describe(case, out, truth_dir, checks, np))
+            results[-1].update(latency_ms=statistics.median(latency), latency_min_ms=min(latency),
+                               latency_max_ms=max(latency))
+        del first
+    gate = truth_dir is not None and not req.synthetic and req.min_iou > 0
+    overlays = _write_overlays(image, cases, results, Path(req.out)) if req.out else []
+    for r, path in zip(results, overlays, strict=False):
+        r["overlay"] = str(path)
+    return finalize({
+        "device": device, "versions": versions, "repo_id": req.repo_id, "commit": commit,
+        "synthetic": req.synthetic, "parameters": params, "image": str(image_path),
+        "load_s": round(load_s, 3), "first_inference_s": round(first_s, 3),
+        "encode_ms": round(encode_ms, 2), "cases": results,
+        "four_cases_warm_ms": round(encode_ms + sum(r["latency_ms"] for r in results), 2),
+        "quality_gate": {"applied": gate, "min_iou": req.min_iou,
+                         "why_not": None if gate else ("random weights cannot segment" if req.synthetic
+                                                       else "no ground truth for this image"
+                                                       if truth_dir is None else "disabled")},
+        "checks": checks,
+        "total_s": round(time.perf_counter() - t_start, 3),
+    })
+
+
+def _missing_file_error(exc: OSError, repo_id: str) -> ModelMissingError:
+    text = str(exc)
+    if "repvit" in text.lower():
+        return ModelMissingError(f"{BACKBONE_REPO}'s config is needed offline but not cached",
+                                 "`provision fetch` gets both repos; or `provision restore` its backup")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return ModelMissingError(f"{repo_id} cannot be loaded offline: {first[:200]}",
+                             "the cached snapshot is incomplete: restore or fetch it again")
+
+
+def _decode(model: Any, processor: Any, embeddings: Any, sizes: Any, case: Case, device: str) -> Any:
+    kwargs: dict[str, Any] = {}
+    if case.points:
+        kwargs = {"input_points": [case.points], "input_labels": [case.labels]}
+    if case.box:
+        kwargs["input_boxes"] = [[case.box]]
+    prompts = processor(original_sizes=sizes, return_tensors="pt", **kwargs)
+    args = {k: v.to(device) for k, v in prompts.items()
+            if k in ("input_points", "input_labels", "input_boxes")}
+    out = model(image_embeddings=embeddings, multimask_output=True, **args)
+    masks = processor.post_process_masks(out.pred_masks.cpu(), sizes)[0]
+    return out, masks
+
+
+def _latencies(fn: Callable[[], Any], runs: int, torch: Any, device: str) -> list[float]:
+    times = []
+    for _ in range(max(1, runs)):
+        t0 = time.perf_counter()
+        fn()
+        synchronize(torch, device)
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
+def _median_ms(fn: Callable[[], Any], runs: int, torch: Any, device: str) -> float:
+    return statistics.median(_latencies(fn, runs, torch, device))
+
+
+def _describe(case: Case, decoded: Any, truth_dir: Path | None, checks: list[dict[str, Any]],
+              np: Any) -> dict[str, Any]:
+    """Per-object scores, best mask, area and ground-truth IoU; appends the checks it makes."""
+    out, masks = decoded
+    from PIL import Image
+
+    scores = out.iou_scores.float().cpu()
+    pm = out.pred_masks
+    shape_ok = tuple(pm.shape[:3]) == (1, case.objects, 3) and tuple(scores.shape) == (1, case.objects, 3)
+    finite = bool(pm.isfinite().all()) and bool(scores.isfinite().all())
+    checks.append({"kind": "shape", "case": case.name, "ok": shape_ok,
+                   "detail": f"{case.name}: pred_masks {tuple(pm.shape)}, iou_scores {tuple(scores.shape)}"})
+    checks.append({"kind": "finite", "case": case.name, "ok": finite,
+                   "detail": f"{case.name}: outputs are {'finite' if finite else 'NOT finite'}"})
+    objects = []
+    for i in range(case.objects):
+        s = scores[0, i].tolist()
+        best = int(max(range(3), key=lambda k: s[k]))
+        mask = masks[i, best].numpy().astype(bool)
+        area = int(mask.sum())
+        obj: dict[str, Any] = {"iou_scores": [round(x, 4) for x in s], "best": best, "area": area,
+                               "area_fraction": round(area / mask.size, 4)}
+        checks.append({"kind": "non-empty", "case": case.name, "ok": area > 0,
+                       "detail": f"{case.name}: object {i} mask is {'non-empty' if area else 'EMPTY'}"})
+        if truth_dir is not None and i < len(case.truth):
+            truth = np.array(Image.open(truth_dir / case.truth[i]).convert("L")) > 127
+            obj["gt_iou"] = round(iou(mask, truth), 4)
+            checks.append({"kind": "quality", "case": case.name, "ok": None, "gt_iou": obj["gt_iou"],
+                           "detail": ""})
+        objects.append(obj)
+    return {"name": case.name, "objects": objects,
+            "prompts": {"points": case.points, "labels": case.labels, "box": case.box},
+            "_masks": [masks[i, o["best"]].numpy().astype(bool) for i, o in enumerate(objects)]}
+
+
+def apply_quality_gate(report_checks: list[dict[str, Any]], min_iou: float) -> None:
+    """Fill in the quality checks: ground-truth IoU must reach `min_iou`."""
+    for c in report_checks:
+        if c["kind"] == "quality":
+            c["ok"] = c["gt_iou"] >= min_iou
+            c["detail"] = (f"{c['case']}: IoU with ground truth {c['gt_iou']:.3f} "
+                           f"{'>=' if c['ok'] else '<'} {min_iou}")
+
+
+def _write_overlays(image: Any, cases: list[Case], results: list[dict[str, Any]], out: Path) -> list[Path]:
+    """One PNG per case: masks tinted over the image, prompts drawn. Written atomically."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from .fsutil import atomic_writer
+
+    out.mkdir(parents=True, exist_ok=True)
+    colours = [(30, 144, 255), (255, 140, 0), (50, 205, 50)]
+    base = np.asarray(image).astype(np.float32)
+    paths = []
+    for case, res in zip(cases, results, strict=True):
+        pic = base.copy()
+        for i, mask in enumerate(res["_masks"]):
+            c = np.array(colours[i % len(colours)], dtype=np.float32)
+            pic[mask] = pic[mask] * 0.45 + c * 0.55
+        im = Image.fromarray(pic.clip(0, 255).astype(np.uint8))
+        d = ImageDraw.Draw(im)
+        for obj in case.points or []:
+            for x, y in obj:
+                d.ellipse((x - 14, y - 14, x + 14, y + 14), fill=(0, 255, 0),
+                          outline=(255, 255, 255), width=4)
+        if case.box:
+            d.rectangle(case.box, outline=(0, 255, 0), width=6)
+        path = out / f"{case.name.replace(' ', '_')}.png"
+        with atomic_writer(path) as fh:
+            im.save(fh, format="PNG")
+        paths.append(path)
+    return paths
+
+
+def finalize(report: dict[str, Any]) -> dict[str, Any]:
+    """Apply the quality gate, drop in-memory masks; the verdict goes into ``passed``."""
+    for r in report["cases"]:
+        r.pop("_masks", None)
+    if report["quality_gate"]["applied"]:
+        apply_quality_gate(report["checks"], report["quality_gate"]["min_iou"])
+    failures = [c for c in report["checks"]
+                if c["ok"] is False and (c["kind"] != "quality" or report["quality_gate"]["applied"])]
+    report["passed"] = not failures
+    report["failures"] = [c["detail"] for c in failures]
+    report["checks"] = [c for c in report["checks"] if c["ok"] is not None]
+    return report
+
+
+def failure_error(report: dict[str, Any]) -> VerificationFailed:
+    """The one-line error for a failed verdict."""
+    first = report["failures"][0] if report["failures"] else "unknown failure"
+    kinds = {c["kind"] for c in report["checks"] if c["ok"] is False}
+    hint = ("the weights do not segment this image: is this the real checkpoint? "
+            "(--min-iou 0 skips the quality gate)" if kinds == {"quality"} else
+            "the model ran but produced invalid output: check torch/transformers versions "
+            "(`provision doctor`)")
+    return VerificationFailed(f"verification failed: {first}", hint)
+
+
+def ensure_env_offline() -> None:
+    """Make this process offline for huggingface_hub/transformers; must run before they import."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

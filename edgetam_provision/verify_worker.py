@@ -1,0 +1,50 @@
+"""Fresh-process entry point of `provision verify`: offline first, then the run.
+
+Reads a `VerifyRequest` as JSON on stdin, writes one JSON line on stdout: the report, or the
+error. Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from .verify import ensure_env_offline
+
+ensure_env_offline()  # before anything imports huggingface_hub
+
+from .errors import ProvisionError  # noqa: E402
+from .verify import VerifyRequest, run  # noqa: E402
+
+
+def _progress(msg: str) -> None:
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def verify_synthetic(req: VerifyRequest) -> dict:
+    """Build the random-weight EdgeTAM into a temporary cache and verify it there."""
+    from .synthetic import SYNTHETIC_REPO, build_model_files, install_into_cache
+
+    _progress("building a random-weight EdgeTAM (exact architecture) for the self-test…")
+    with tempfile.TemporaryDirectory(prefix="edgetam-selftest-") as tmp:
+        commit = install_into_cache(Path(tmp), SYNTHETIC_REPO, build_model_files())
+        return run(dataclasses.replace(req, cache=tmp, repo_id=SYNTHETIC_REPO, revision=commit),
+                   _progress)
+
+
+def main() -> int:
+    req = VerifyRequest(**json.loads(sys.stdin.read()))
+    try:
+        report = verify_synthetic(req) if req.synthetic else run(req, _progress)
+        print(json.dumps({"ok": True, "report": report}))
+    except ProvisionError as err:
+        print(json.dumps({"ok": False, "class": type(err).__name__, **err.to_dict()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

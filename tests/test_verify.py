@@ -1,0 +1,177 @@
+"""`provision verify`: the offline EdgeTAM segmentation, on the exact architecture with random weights.
+
+The model goes through the real cache layout and the real loading code (no mocks in the model
+path). Random weights cannot segment, so the quality gate is tested with that fact: it must fail.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import REPO_ROOT, run_cli
+from PIL import Image
+
+from edgetam_provision.errors import EnvironmentProblem, ModelMissingError
+from edgetam_provision.hfcache import EDGETAM_REPO, repo_folder_name
+from edgetam_provision.synthetic import EXPECTED_PARAMETERS, build_model_files, install_into_cache
+from edgetam_provision.verify import check_environment, choose_device
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def edgetam_files() -> dict[str, bytes]:
+    return build_model_files()
+
+
+@pytest.fixture(scope="session")
+def edgetam_cache(edgetam_files, tmp_path_factory) -> Path:
+    """A cache holding the random-weight model under the real repo id."""
+    cache = tmp_path_factory.mktemp("edgetam-cache")
+    install_into_cache(cache, EDGETAM_REPO, edgetam_files)
+    return cache
+
+
+@pytest.fixture(scope="module")
+def verified(edgetam_cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("overlays")
+    res = run_cli("verify", "--cache-dir", edgetam_cache, "--device", "cpu", "--runs", "1",
+                  "--min-iou", "0", "--out", out, "--json")
+    return res, out
+
+
+def test_all_four_cases_run_and_the_report_is_complete(verified):
+    res, _ = verified
+    assert res.exit_code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["ok"] is True
+    r = data["report"]
+    assert r["passed"] is True and r["device"] == "cpu" and r["synthetic"] is False
+    assert r["parameters"] == EXPECTED_PARAMETERS
+    assert len(r["commit"]) == 40
+    for key in ("load_s", "first_inference_s", "encode_ms", "four_cases_warm_ms", "total_s"):
+        assert r[key] > 0
+    assert set(r["versions"]) >= {"torch", "transformers", "timm", "huggingface_hub", "python"}
+    assert [c["name"] for c in r["cases"]] == ["single point", "two points", "box", "two objects"]
+    assert [len(c["objects"]) for c in r["cases"]] == [1, 1, 1, 2]
+    for case in r["cases"]:
+        assert case["latency_ms"] > 0
+        for obj in case["objects"]:
+            assert len(obj["iou_scores"]) == 3 and 0 < obj["area"] <= 1800 * 1200
+            assert 0 <= obj["gt_iou"] <= 1
+    assert {c["kind"] for c in r["checks"]} == {"shape", "finite", "non-empty"}
+    assert r["quality_gate"] == {"applied": False, "min_iou": 0.0, "why_not": "disabled"}
+
+
+def test_overlays_are_pngs_of_the_image_size(verified):
+    res, out = verified
+    report = json.loads(res.stdout)["report"]
+    paths = [Path(c["overlay"]) for c in report["cases"]]
+    assert sorted(p.name for p in paths) == sorted(p.name for p in out.iterdir())
+    for p in paths:
+        with Image.open(p) as im:
+            assert im.format == "PNG" and im.size == (1800, 1200)
+
+
+def test_quality_gate_fails_for_random_weights(edgetam_cache, tmp_path):
+    res = run_cli("verify", "--cache-dir", edgetam_cache, "--device", "cpu", "--runs", "1",
+                  "--out", tmp_path, "--json")
+    assert res.exit_code == 9
+    report = json.loads(res.stdout)["report"]
+    assert report["passed"] is False and report["quality_gate"]["applied"] is True
+    assert any("IoU with ground truth" in f for f in report["failures"])
+    assert "verification failed" in res.stderr and "hint:" in res.stderr
+
+
+def test_synthetic_self_test_needs_no_cached_model(tmp_path):
+    res = run_cli("verify", "--synthetic", "--cache-dir", tmp_path / "empty", "--device", "cpu",
+                  "--runs", "1", "--out", tmp_path / "o", "--json")
+    assert res.exit_code == 0, res.stderr
+    r = json.loads(res.stdout)["report"]
+    assert r["synthetic"] is True and r["parameters"] == EXPECTED_PARAMETERS
+    assert r["quality_gate"]["why_not"] == "random weights cannot segment"
+    assert not (tmp_path / "empty").exists()
+
+
+def test_or_synthetic_falls_back_with_a_note_when_weights_are_missing(tmp_path):
+    res = run_cli("verify", "--or-synthetic", "--cache-dir", tmp_path / "empty", "--device", "cpu",
+                  "--runs", "1", "--out", tmp_path / "o")
+    assert res.exit_code == 0
+    assert "self-test" in res.stdout and "provision fetch" in res.stdout
+
+
+def test_missing_repo_names_it_and_how_to_get_it(tmp_path):
+    res = run_cli("verify", "--cache-dir", tmp_path, "--device", "cpu")
+    assert res.exit_code == 7
+    assert EDGETAM_REPO in res.stderr and "provision fetch" in res.stderr
+
+
+def test_missing_file_in_the_snapshot_is_reported(edgetam_cache, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(edgetam_cache, cache, symlinks=True)
+    snap = next((cache / repo_folder_name(EDGETAM_REPO) / "snapshots").iterdir())
+    (snap / "model.safetensors").unlink()
+    res = run_cli("verify", "--cache-dir", cache, "--device", "cpu", "--runs", "1")
+    assert res.exit_code == 7
+    assert "cannot be loaded offline" in res.stderr and "hint:" in res.stderr
+
+
+def test_custom_image_and_point_have_no_ground_truth(edgetam_cache, tmp_path):
+    img = tmp_path / "photo.jpg"
+    Image.new("RGB", (640, 480), (10, 120, 200)).save(img)
+    res = run_cli("verify", "--cache-dir", edgetam_cache, "--device", "cpu", "--runs", "1",
+                  "--image", img, "--point", "320,240", "--out", tmp_path / "o", "--json")
+    assert res.exit_code == 0, res.stderr
+    r = json.loads(res.stdout)["report"]
+    assert [c["name"] for c in r["cases"]] == ["points"]
+    assert r["quality_gate"]["why_not"] == "no ground truth for this image"
+
+
+def test_malformed_point_is_a_usage_error(edgetam_cache):
+    res = run_cli("verify", "--cache-dir", edgetam_cache, "--point", "500")
+    assert res.exit_code == 2 and "--point" in res.stderr
+
+
+def fake_torch(mps: bool, cuda: bool):
+    return SimpleNamespace(backends=SimpleNamespace(mps=SimpleNamespace(is_available=lambda: mps)),
+                           cuda=SimpleNamespace(is_available=lambda: cuda))
+
+
+@pytest.mark.parametrize(("mps", "cuda", "expected"), [
+    (True, True, "mps"), (True, False, "mps"), (False, True, "cuda"), (False, False, "cpu")])
+def test_auto_device_prefers_mps_then_cuda_then_cpu(mps, cuda, expected):
+    assert choose_device("auto", fake_torch(mps, cuda)) == expected
+
+
+def test_an_unavailable_explicit_device_is_refused():
+    with pytest.raises(EnvironmentProblem, match="mps is not available"):
+        choose_device("mps", fake_torch(False, True))
+    assert choose_device("cpu", fake_torch(True, True)) == "cpu"
+
+
+def test_known_bad_transformers_is_reported(tmp_path):
+    versions = {"torch": "2.9", "timm": "1.0", "transformers": "5.17.0"}
+    with pytest.raises(EnvironmentProblem, match=r"transformers 5\.17\.0 cannot run"):
+        check_environment(versions, tmp_path)
+
+
+def test_older_transformers_needs_the_backbone_config_and_says_so(tmp_path):
+    versions = {"torch": "2.9", "timm": "1.0", "transformers": "4.57.6"}
+    with pytest.raises(ModelMissingError, match=r"timm/repvit_m1\.dist_in1k/config\.json"):
+        check_environment(versions, tmp_path)
+    install_into_cache(tmp_path, "timm/repvit_m1.dist_in1k", {"config.json": b"{}"})
+    check_environment(versions, tmp_path)
+
+
+def test_test_image_and_ground_truth_are_committed():
+    spec = json.loads((REPO_ROOT / "test_images" / "cases.json").read_text())
+    with Image.open(REPO_ROOT / "test_images" / spec["image"]) as im:
+        assert im.size == (1800, 1200)
+    for case in spec["cases"]:
+        for name in case["truth"]:
+            with Image.open(REPO_ROOT / "test_images" / name) as m:
+                assert m.size == (1800, 1200)
