@@ -38,7 +38,7 @@ def build() -> tuple[Image.Image, dict[str, Image.Image]]:
     d.ellipse((1480, 60, 1640, 220), fill=(250, 220, 90))  # sun, outside the box prompt
     d.ellipse((20, 930, 380, 1150), fill=(40, 90, 40))  # bush, outside the box prompt
     d.polygon(CAB, fill=(200, 40, 35))
-    d.rectangle((420, 340, 700, 520), fill=(150, 200, 230))  # cab window
+    d.rectangle((580, 330, 735, 500), fill=(150, 200, 230))  # cab window, clear of the point
     d.rectangle(CARGO, fill=(235, 235, 225))
     d.line((790, 560, 1700, 560), fill=(200, 200, 190), width=6)
     masks = {
