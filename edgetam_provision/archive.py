@@ -21,7 +21,6 @@ import posixpath
 import re
 import stat
 import tarfile
-import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ PREFIXES = ((), ("hub",), ("huggingface", "hub"), (".cache", "huggingface", "hub
 COMPRESSIONS = ("none", "gzip", "zstd")
 SUFFIX = {"none": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}
 MAX_SMALL = 64 * 1024 * 1024  # refs, trees listings: read into memory, so bounded
-COPY_CHUNK = 4 * 1024 * 1024
+PACK_MTIME = 1_735_689_600  # fixed (2025-01-01): a revision packs to the same bytes, so pulls resume
 UNSAFE_HINT = "this archive is not a Hugging Face cache backup; nothing was written"
 TYPE_NAMES = {tarfile.LNKTYPE: "a hard link", tarfile.CHRTYPE: "a character device",
               tarfile.BLKTYPE: "a block device", tarfile.FIFOTYPE: "a FIFO",
@@ -110,7 +109,7 @@ def pack_repo(cache: Path, folder: str, commit: str, out: BinaryIO,
     snap = repo / "snapshots" / commit
     hasher = HashingWriter(out)
     stream = _compressor(hasher, compression)  # type: ignore[arg-type]
-    now = int(time.time())
+    now = PACK_MTIME
     files: list[PackedFile] = []
     refs = sorted(p.relative_to(repo / "refs").as_posix() for p in (repo / "refs").rglob("*")
                   if p.is_file() and p.read_text().strip() == commit) if (repo / "refs").is_dir() else []

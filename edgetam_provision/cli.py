@@ -319,6 +319,107 @@ def run_verify_process(req: Any) -> dict[str, Any]:
     return msg["report"]
 
 
+# ---------------------------------------------------------------------------- fetch
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--host", metavar="HOST", help="Clean host to download on (an ~/.ssh/config alias works).")
+@click.option("--local", is_flag=True, help="Download here instead, with clean credentials.")
+@click.option("--repo", "repos", multiple=True, metavar="ID[@REV]",
+              help="Repo to fetch (repeatable). Default: EdgeTAM and its backbone config repo.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_BACKUPS,
+              show_default=True, help="Where the archives, manifest.json and SHA256SUMS go.")
+@click.option("--endpoint", metavar="URL", help="Hub endpoint used for the download (a mirror).")
+@click.option("--token-env", metavar="VAR", help="Send the token in $VAR (gated repos), over stdin only.")
+@click.option("--remote-python", default=None, help="Python on the host [default: python3; "
+              "with --local: this one].")
+@click.option("--bootstrap", is_flag=True, help="Install huggingface_hub into a temporary folder "
+              "on the host when it lacks it.")
+@click.option("--port", type=int, help="SSH port (overrides ssh config).")
+@click.option("--user", help="SSH user (overrides ssh config).")
+@click.option("--identity", type=click.Path(dir_okay=False), help="Private key file.")
+@click.option("--ssh-config", type=click.Path(dir_okay=False), help="ssh config file [~/.ssh/config].")
+@click.option("--known-hosts", type=click.Path(dir_okay=False),
+              help="known_hosts file to check and append to [OpenSSH's files].")
+@click.option("--accept-new-host-key", is_flag=True,
+              help="Trust an unknown host key (one line appended); a changed key is always refused.")
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="Deadline in seconds for connecting and for each silent stretch.")
+@click.option("--restore", "then_restore", is_flag=True, help="Then restore into the cache and verify.")
+@click.option("--min-iou", type=float, default=0.5, show_default=True,
+              help="Quality gate for the verify that --restore runs.")
+@command
+def fetch(cache_dir: Path | None, progress: Callable[[str], None], host: str | None, local: bool,
+          repos: tuple[str, ...], out: Path, endpoint: str | None, token_env: str | None,
+          remote_python: str | None, bootstrap: bool, port: int | None, user: str | None,
+          identity: str | None, ssh_config: str | None, known_hosts: str | None,
+          accept_new_host_key: bool, timeout: float, then_restore: bool,
+          min_iou: float) -> tuple[dict[str, Any], Callable]:
+    """Download on a clean host over SSH, pack, pull back and verify the archives.
+
+    The host runs one fixed command; the program, repo ids and any token travel on stdin. Stale
+    credentials there (HF_TOKEN, token files, ~/.netrc) are never sent. Archives are pulled over
+    an exec channel (resumable, hashed while receiving) into --out with manifest.json.
+
+    Example: provision fetch --host gpu-box --restore
+    """
+    from .errors import UsageError
+    from .fetch import fetch_local, fetch_params, fetch_remote
+    from .hfcache import DEFAULT_REPOS, RepoSpec
+
+    if bool(host) == local:
+        raise UsageError("say where to download: --host HOST or --local",
+                         "e.g. provision fetch --host gpu-box")
+    specs = [RepoSpec.parse(r) for r in repos] or [RepoSpec(r) for r in DEFAULT_REPOS]
+    token = None
+    if token_env:
+        token = os.environ.get(token_env)
+        if not token:
+            raise UsageError(f"${token_env} is not set", f"export {token_env}=hf_… first")
+    params = fetch_params(specs, endpoint, token, bootstrap)
+    bar = sys.stderr.isatty() and not getattr(progress, "quiet", True)
+    if local:
+        pulled = fetch_local(params, out, python=remote_python or sys.executable, progress=progress,
+                             bar=bar)
+    else:
+        from .remote import resolve_target
+
+        target = resolve_target(host or "", port=port, user=user, identity=identity,
+                                ssh_config=ssh_config, known_hosts=known_hosts)
+        pulled = fetch_remote(target, params, out, python=remote_python or "python3", timeout=timeout,
+                              accept_new=accept_new_host_key, progress=progress, bar=bar)
+    data: dict[str, Any] = {"out": str(out), "archives": [p.to_dict() for p in pulled]}
+    if then_restore:
+        from .restore import restore as do_restore
+        from .verify import VerifyRequest
+
+        cache = _cache(cache_dir)
+        plan = do_restore([p.archive for p in pulled], cache, progress)
+        data["restore"] = plan.to_dict()
+        if any(p.entry.repo_id == "yonigozlan/EdgeTAM-hf" for p in pulled):
+            report = run_verify_process(VerifyRequest(cache=str(cache), min_iou=min_iou,
+                                                      out="verify_output"))
+            data["verify"] = report
+            if not report["passed"]:
+                from .verify import failure_error
+
+                err = failure_error(report)
+                sys.stderr.write(f"error: {err.message}\nhint: {err.hint}\n")
+                data["exit_code"] = err.exit_code
+
+    def render(d: dict[str, Any]) -> str:
+        lines = [f"fetched  {Path(a['archive']).name}  {a['repo_id']}@{a['commit'][:12]}  "
+                 f"{human_size(a['size'])}  sha256 {a['sha256'][:16]}…  {a['mb_per_s']} MB/s"
+                 + (f"  (resumed at {a['resumed_from']})" if a["resumed_from"] else "")
+                 for a in d["archives"]]
+        if "restore" in d:
+            lines.append(_render_plan(d["restore"]))
+        if "verify" in d:
+            lines.append(_render_verify({"report": d["verify"]}))
+        return "\n".join(lines)
+
+    return data, render
+
+
 def main() -> None:
     """Console-script entry point."""
     cli.main(prog_name="provision")

@@ -37,13 +37,17 @@ def fail(err: ProvisionError, as_json: bool) -> None:
         sys.stdout.write(json.dumps({"ok": False, **err.to_dict()}, indent=2) + "\n")
 
 
-def progress_printer(quiet: bool) -> Callable[[str], None]:
-    """A progress callback writing to stderr, or a silent one."""
-    if quiet:
-        return lambda _msg: None
+class Progress:
+    """Progress callback: lines on stderr, or nothing when `quiet` (--json)."""
 
-    def say(msg: str) -> None:
-        sys.stderr.write(f"{msg}\n")
-        sys.stderr.flush()
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
 
-    return say
+    def __call__(self, msg: str) -> None:
+        if not self.quiet:
+            sys.stderr.write(f"{msg}\n")
+            sys.stderr.flush()
+
+
+def progress_printer(quiet: bool) -> Progress:
+    return Progress(quiet)

@@ -112,7 +112,9 @@ class HubStandIn:
                                body, head)
                     return
                 parts = path.strip("/").split("/")
-                if parts[:2] == ["api", "models"] and len(parts) >= 5:
+                if parts[:2] == ["api", "models"] and len(parts) == 4:
+                    self._api([*parts, "revision", "main"], head)
+                elif parts[:2] == ["api", "models"] and len(parts) >= 5:
                     self._api(parts, head)
                 elif parts[:2] == ["api", "blob"] and len(parts) >= 6:
                     self._content("/".join(parts[2:4]), parts[4], "/".join(parts[5:]), head)

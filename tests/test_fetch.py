@@ -1,0 +1,317 @@
+"""`provision fetch`: a real OpenSSH server and a local Hub stand-in that rejects credentials.
+
+The host's account carries the user's trap (bogus HF_TOKEN, a token file, a ~/.netrc entry for the
+Hub's host); fetch must succeed anyway, and so must --local with the same trap on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT, run_cli
+from hub_standin import HubRepo
+from sshd import BOGUS_TOKEN, SSHD, SSHServer, keygen
+
+from edgetam_provision.hfcache import check_revision, read_ref, repo_folder_name
+
+pytestmark = [pytest.mark.ssh,
+              pytest.mark.skipif(not Path(SSHD).exists(), reason="needs openssh-server (.ci/run)")]
+HELPERS = REPO_ROOT / "tests" / "helpers"
+BIG = 24_000_000
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    server = SSHServer(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def big_repo(hub):
+    files = {"config.json": b'{"big": true}', "model.safetensors": os.urandom(BIG)}
+    hub.add(HubRepo("org/big", files))
+    return files
+
+
+def fetch(sshd, hub, out: Path, *extra: str):
+    return run_cli("fetch", *sshd.ssh_args(), "--remote-python", sys.executable,
+                   "--endpoint", hub.endpoint, "--out", out, "--timeout", "10", *extra)
+
+
+def agent_dirs() -> list[str]:
+    return sorted(p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("provision-agent-*"))
+
+
+def wait_for_no_agent_dirs(before: list[str], seconds: float = 10) -> list[str]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = [d for d in agent_dirs() if d not in before]
+        if not left:
+            return []
+        time.sleep(0.1)
+    return left
+
+
+def test_the_hosts_stale_credentials_really_break_a_plain_download(sshd, hub):
+    """Control: on that host, huggingface_hub as-is sends the bogus token and gets 401."""
+    code = (f"import os; os.environ['HF_ENDPOINT']={hub.endpoint!r};"
+            "from huggingface_hub import snapshot_download as s; s('org/tiny')")
+    res = sshd.openssh(sys.executable, "-c", f'"{code}"')
+    assert res.returncode != 0
+    assert "401" in res.stderr or "Invalid credentials" in res.stderr
+
+
+def test_fetch_succeeds_despite_stale_credentials_and_sends_none(sshd, hub, tmp_path):
+    before = agent_dirs()
+    seen = len(hub.requests)
+    res = fetch(sshd, hub, tmp_path / "b", "--repo", "org/tiny", "--json")
+    assert res.exit_code == 0, res.stderr
+    [a] = json.loads(res.stdout)["archives"]
+    assert a["repo_id"] == "org/tiny" and len(a["commit"]) == 40
+    assert all(auth is None for _m, _p, auth in hub.requests[seen:])
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["archives"][Path(a["archive"]).name]["sha256"] == a["sha256"]
+    assert wait_for_no_agent_dirs(before) == []
+
+
+def test_local_fetch_succeeds_despite_stale_local_credentials(hub, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / "hf").mkdir(parents=True)
+    (home / "hf" / "token").write_text(BOGUS_TOKEN)
+    (home / ".netrc").write_text(f"machine 127.0.0.1 login x password {BOGUS_TOKEN}\n")
+    for k, v in {"HF_TOKEN": BOGUS_TOKEN, "HF_HOME": str(home / "hf"), "HOME": str(home),
+                 "NETRC": str(home / ".netrc")}.items():
+        monkeypatch.setenv(k, v)
+    seen = len(hub.requests)
+    res = run_cli("fetch", "--local", "--repo", "org/tiny", "--endpoint", hub.endpoint,
+                  "--out", tmp_path / "b")
+    assert res.exit_code == 0, res.stderr
+    assert all(auth is None for _m, _p, auth in hub.requests[seen:])
+    assert len(list((tmp_path / "b").glob("*.tar"))) == 1
+
+
+def test_fetch_then_restore_then_verify_end_to_end(sshd, hub, tmp_path):
+    from edgetam_provision.synthetic import build_model_files
+
+    hub.add(HubRepo("yonigozlan/EdgeTAM-hf", build_model_files()))
+    cache = tmp_path / "cache"
+    res = fetch(sshd, hub, tmp_path / "b", "--repo", "yonigozlan/EdgeTAM-hf", "--restore",
+                "--min-iou", "0", "--cache-dir", cache, "--json")
+    assert res.exit_code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["verify"]["passed"] is True and data["verify"]["parameters"] == 9_120_641
+    repo = "yonigozlan/EdgeTAM-hf"
+    assert check_revision(cache, repo, read_ref(cache / repo_folder_name(repo))).ok
+
+
+def test_unknown_host_key_is_refused(sshd, hub, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    args = [a if a != str(sshd.known_hosts) else str(empty) for a in sshd.ssh_args()]
+    res = run_cli("fetch", *args, "--remote-python", sys.executable, "--endpoint", hub.endpoint,
+                  "--repo", "org/tiny", "--out", tmp_path / "b")
+    assert res.exit_code == 12
+    assert "unknown host key" in res.stderr and "--accept-new-host-key" in res.stderr
+    assert empty.read_text() == ""
+
+
+def test_accept_new_host_key_appends_exactly_one_line(sshd, hub, tmp_path):
+    kh = tmp_path / "known_hosts"
+    other = keygen(tmp_path / "other").split()
+    kh.write_text(f"other.example {other[0]} {other[1]}\n# a comment\nbroken line\n")
+    before = kh.read_text()
+    args = [a if a != str(sshd.known_hosts) else str(kh) for a in sshd.ssh_args()]
+    common = [*args, "--remote-python", sys.executable, "--endpoint", hub.endpoint, "--repo", "org/tiny"]
+    res = run_cli("fetch", *common, "--out", tmp_path / "b", "--accept-new-host-key")
+    assert res.exit_code == 0, res.stderr
+    after = kh.read_text()
+    assert after.startswith(before) and after.count("\n") == before.count("\n") + 1
+    assert after.splitlines()[-1].split()[:2] == [f"[127.0.0.1]:{sshd.port}", "ssh-ed25519"]
+    assert run_cli("fetch", *common, "--out", tmp_path / "c").exit_code == 0
+    assert kh.read_text() == after
+
+
+def test_changed_host_key_is_refused_even_with_accept_new(sshd, hub, tmp_path):
+    other = keygen(tmp_path / "impostor").split()
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"[127.0.0.1]:{sshd.port} {other[0]} {other[1]}\n")
+    before = kh.read_text()
+    args = [a if a != str(sshd.known_hosts) else str(kh) for a in sshd.ssh_args()]
+    res = run_cli("fetch", *args, "--remote-python", sys.executable, "--endpoint", hub.endpoint,
+                  "--repo", "org/tiny", "--out", tmp_path / "b", "--accept-new-host-key")
+    assert res.exit_code == 12 and "CHANGED" in res.stderr
+    assert kh.read_text() == before
+
+
+def test_wrong_key_is_an_auth_error(sshd, hub, tmp_path):
+    keygen(tmp_path / "stranger")
+    args = [a if a != str(sshd.client_key) else str(tmp_path / "stranger") for a in sshd.ssh_args()]
+    res = run_cli("fetch", *args, "--remote-python", sys.executable, "--endpoint", hub.endpoint,
+                  "--repo", "org/tiny", "--out", tmp_path / "b")
+    assert res.exit_code == 11 and "rejected our keys" in res.stderr
+
+
+def test_a_silent_peer_fails_within_its_deadline(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True).start()
+    t0 = time.monotonic()
+    res = run_cli("fetch", "--host", "127.0.0.1", "--port", str(listener.getsockname()[1]),
+                  "--known-hosts", tmp_path / "kh", "--timeout", "2", "--out", tmp_path / "b")
+    assert res.exit_code == 10
+    assert time.monotonic() - t0 < 10
+    listener.close()
+
+
+def test_a_host_that_goes_silent_after_auth_fails_within_its_deadline(sshd, hub, tmp_path):
+    sleepy = tmp_path / "sleepy-python"
+    sleepy.write_text("#!/bin/sh\nexec sleep 600\n")
+    sleepy.chmod(0o755)
+    t0 = time.monotonic()
+    res = run_cli("fetch", *sshd.ssh_args(), "--remote-python", str(sleepy), "--endpoint", hub.endpoint,
+                  "--repo", "org/tiny", "--out", tmp_path / "b", "--timeout", "2")
+    assert res.exit_code == 10 and "went silent" in res.stderr
+    assert time.monotonic() - t0 < 15
+
+
+def test_an_interrupted_pull_resumes_and_verifies(sshd, hub, big_repo, tmp_path):
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"Host cut\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n"
+                   f"  ProxyCommand {sys.executable} {HELPERS / 'cut_proxy.py'} %h %p 9000000\n")
+    before = agent_dirs()
+    common = ["--identity", sshd.client_key, "--known-hosts", sshd.known_hosts, "--remote-python",
+              sys.executable, "--endpoint", hub.endpoint, "--repo", "org/big", "--out", tmp_path / "b",
+              "--timeout", "10", "--ssh-config", cfg]
+    res = run_cli("fetch", "--host", "cut", *common)
+    assert res.exit_code == 10, res.stderr
+    [part] = (tmp_path / "b").glob("*.part")
+    kept = part.stat().st_size
+    assert 0 < kept < BIG
+    assert wait_for_no_agent_dirs(before) == []
+    cfg.write_text(f"Host cut\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n")
+    res = run_cli("fetch", "--host", "cut", *common, "--json")
+    assert res.exit_code == 0, res.stderr
+    [a] = json.loads(res.stdout)["archives"]
+    assert a["resumed_from"] == kept  # the host re-packed the same bytes, so the part was kept
+    assert not list((tmp_path / "b").glob("*.part"))
+    assert run_cli("restore", tmp_path / "b", "--cache-dir", tmp_path / "cache").exit_code == 0
+
+
+def test_corrupted_bytes_are_detected_and_nothing_is_kept(sshd, hub, tmp_path):
+    wrapper = tmp_path / "corrupting-python"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {HELPERS / 'corrupting_python.py'} \"$@\"\n")
+    wrapper.chmod(0o755)
+    res = run_cli("fetch", *sshd.ssh_args(), "--remote-python", str(wrapper), "--endpoint", hub.endpoint,
+                  "--repo", "org/tiny", "--out", tmp_path / "b")
+    assert res.exit_code == 1 and "do not match" in res.stderr
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["--repo", "org/tiny;touch {marker}"],
+    ["--repo", "org/tiny@$(touch {marker})"],
+    ["--repo", "org/tiny@`touch {marker}`"],
+    ["--remote-python", "python3;touch {marker}"],
+])
+def test_shell_metacharacters_are_rejected_and_inert(sshd, hub, tmp_path, args):
+    marker = tmp_path / "marker"
+    args = [a.format(marker=marker) for a in args]
+    base = ["--remote-python", sys.executable] if "--remote-python" not in args else []
+    res = run_cli("fetch", *sshd.ssh_args(), *base, "--endpoint", hub.endpoint, *args,
+                  "--out", tmp_path / "b")
+    assert res.exit_code == 2 and "hint:" in res.stderr
+    assert not marker.exists()
+
+
+def test_the_agent_itself_refuses_bad_repo_ids(tmp_path):
+    from edgetam_provision.agent import AgentError, download
+
+    with pytest.raises(AgentError, match="invalid repo id"):
+        download(None, "org/x;touch y", None, None, tmp_path)
+    with pytest.raises(AgentError, match="invalid revision"):
+        download(None, "org/x", "$(id)", None, tmp_path)
+
+
+def test_a_token_for_gated_repos_never_leaks(sshd, hub, tmp_path, monkeypatch):
+    canary = "hf_CANARYcanaryCANARY1234567890abcdef"
+    monkeypatch.setenv("MY_HF_TOKEN", canary)
+    found: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        me = str(os.getpid())
+        while not stop.is_set():
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit() or proc.name == me:
+                    continue
+                for what in ("cmdline", "environ"):
+                    try:
+                        if canary.encode() in (proc / what).read_bytes():
+                            found.append(f"{proc.name}/{what}")
+                    except OSError:
+                        pass
+            time.sleep(0.01)
+
+    hub.reject_credentials = False
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        seen = len(hub.requests)
+        res = fetch(sshd, hub, tmp_path / "b", "--repo", "org/tiny", "--token-env", "MY_HF_TOKEN")
+    finally:
+        stop.set()
+        watcher.join()
+        hub.reject_credentials = True
+    assert res.exit_code == 0, res.stderr
+    assert any(auth == f"Bearer {canary}" for _m, _p, auth in hub.requests[seen:])
+    assert canary not in res.stdout + res.stderr
+    assert canary not in sshd.log.read_text()
+    assert found == []
+    assert all(canary not in p.read_text(errors="replace") for p in (tmp_path / "b").glob("*.json"))
+
+
+def test_missing_huggingface_hub_on_the_host_is_explained(sshd, hub, tmp_path):
+    bare = shutil.which("python3", path="/usr/bin")
+    if not bare or os.system(f"{bare} -c 'import huggingface_hub' 2>/dev/null") == 0:
+        pytest.skip("no bare system python3 here")
+    res = run_cli("fetch", *sshd.ssh_args(), "--remote-python", bare, "--endpoint", hub.endpoint,
+                  "--repo", "org/tiny", "--out", tmp_path / "b")
+    assert res.exit_code == 13
+    assert "huggingface_hub is not installed" in res.stderr and "--bootstrap" in res.stderr
+
+
+def test_unknown_repo_is_a_remote_download_error(sshd, hub, tmp_path):
+    res = fetch(sshd, hub, tmp_path / "b", "--repo", "org/nope")
+    assert res.exit_code == 13 and "org/nope" in res.stderr and "repo id" in res.stderr
+
+
+def test_ssh_config_alias_and_proxyjump_are_honoured(sshd, hub, tmp_path):
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(f"Host jump\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n"
+                   f"  IdentityFile {sshd.client_key}\n"
+                   f"Host modelbox\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n"
+                   f"  IdentityFile {sshd.client_key}\n  ProxyJump jump\n")
+    logins = sshd.log.read_text().count("Accepted publickey")
+    res = run_cli("fetch", "--host", "modelbox", "--ssh-config", cfg, "--known-hosts", sshd.known_hosts,
+                  "--remote-python", sys.executable, "--endpoint", hub.endpoint, "--repo", "org/tiny",
+                  "--out", tmp_path / "b")
+    assert res.exit_code == 0, res.stderr
+    assert len(list((tmp_path / "b").glob("*.tar"))) == 1
+    time.sleep(0.2)
+    assert sshd.log.read_text().count("Accepted publickey") == logins + 2  # the jump, then the target
+
+
+def test_host_or_local_is_required(tmp_path):
+    res = run_cli("fetch", "--out", tmp_path / "b")
+    assert res.exit_code == 2 and "--host HOST or --local" in res.stderr
