@@ -420,6 +420,30 @@ def fetch(cache_dir: Path | None, progress: Callable[[str], None], host: str | N
     return data, render
 
 
+# ---------------------------------------------------------------------------- doctor
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--online", is_flag=True, help="Also probe the endpoint, anonymously and with the "
+              "credentials found, to name the cause of a 401.")
+@command
+def doctor(cache_dir: Path | None, progress: Callable[[str], None],
+           online: bool) -> tuple[dict[str, Any], Callable]:
+    """Say exactly why model downloads fail on this machine, and what to do.
+
+    Checks the credentials huggingface_hub would send (masked), ~/.netrc, endpoint, proxies,
+    offline flag, CA bundles, the cache folder, the provisioned models, library versions and
+    devices. Exit code 1 when any check fails.
+
+    Example: provision doctor --online
+    """
+    from .doctor import diagnose, render
+    from .hfcache import resolve_cache_dir
+
+    loc = resolve_cache_dir(cache_dir)
+    report = diagnose(loc.path, loc.source, online)
+    return report, render
+
+
 def main() -> None:
     """Console-script entry point."""
     cli.main(prog_name="provision")

@@ -109,7 +109,7 @@ def synchronize(torch: Any, device: str) -> None:
         torch.mps.synchronize()
 
 
-def _version_tuple(v: str) -> tuple[int, ...]:
+def version_tuple(v: str) -> tuple[int, ...]:
     out = []
     for part in v.split(".")[:3]:
         digits = "".join(ch for ch in part if ch.isdigit())
@@ -138,9 +138,9 @@ def check_environment(versions: dict[str, str], cache: Path) -> None:
     if tv.startswith(KNOWN_BAD_TRANSFORMERS):
         raise EnvironmentProblem(f"transformers {tv} cannot run EdgeTAM's forward pass",
                                  "pip install 'transformers>=5.24' (or 4.57.x)")
-    if _version_tuple(tv) < (4, 57):
+    if version_tuple(tv) < (4, 57):
         raise EnvironmentProblem(f"transformers {tv} has no EdgeTAM", "pip install 'transformers>=5.24'")
-    if _version_tuple(tv) < BACKBONE_NOT_NEEDED_FROM:
+    if version_tuple(tv) < BACKBONE_NOT_NEEDED_FROM:
         try:
             commit = resolve_commit(cache, BACKBONE_REPO, None)
         except ModelMissingError:

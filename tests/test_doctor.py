@@ -1,0 +1,167 @@
+"""`provision doctor`: each cause of a failing download is reproduced and must be named correctly.
+
+Every test runs with a temporary HOME and a scrubbed environment; the token never appears in output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from conftest import run_cli
+from hub_standin import HubRepo
+
+from edgetam_provision import doctor
+from edgetam_provision.hfcache import BACKBONE_REPO, EDGETAM_REPO
+from edgetam_provision.synthetic import install_into_cache
+
+TOKEN = "hf_StaleDoctorTokenXYZ987654321wxyz"
+SCRUB = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HOME", "HF_ENDPOINT", "NETRC",
+         "HF_HUB_OFFLINE", "HF_HUB_DISABLE_IMPLICIT_TOKEN", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
+         "http_proxy", "ALL_PROXY", "all_proxy", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE",
+         "XDG_CACHE_HOME")
+
+
+@pytest.fixture
+def clean_env(tmp_path, monkeypatch, hub):
+    """A clean machine: its own HOME, no credentials, the Hub stand-in as endpoint, models cached."""
+    for var in SCRUB:
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+    cache = tmp_path / "cache"
+    install_into_cache(cache, EDGETAM_REPO, {"config.json": b"{}", "model.safetensors": b"w" * 2048})
+    install_into_cache(cache, BACKBONE_REPO, {"config.json": b"{}"})
+    if EDGETAM_REPO not in hub.repos:  # the online probe asks for it
+        hub.add(HubRepo(EDGETAM_REPO, {"config.json": b"{}"}))
+    return {"home": home, "cache": cache, "hub": hub}
+
+
+def run_doctor(env, *args: str):
+    res = run_cli("doctor", "--cache-dir", env["cache"], "--json", *args)
+    assert TOKEN not in res.stdout + res.stderr
+    data = json.loads(res.stdout)
+    return res.exit_code, {c["name"]: c for c in data["checks"]}
+
+
+def test_a_clean_environment_reports_no_failures(clean_env):
+    code, checks = run_doctor(clean_env, "--online")
+    failing = {n: c for n, c in checks.items() if c["status"] == "fail"}
+    assert code == 0 and failing == {}
+    assert checks["credentials"]["status"] == "ok"
+    assert checks["online: anonymous"]["status"] == "ok"
+
+
+def test_bogus_env_token_is_named_masked_and_blamed_online(clean_env, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    code, checks = run_doctor(clean_env, "--online")
+    assert code == 1
+    assert "$HF_TOKEN" in checks["credentials"]["detail"]
+    assert doctor.mask(TOKEN) == "hf_…wxyz" and "hf_…wxyz" in checks["credentials"]["detail"]
+    online = checks["online: token"]
+    assert online["status"] == "fail"
+    assert "anonymous works, your $HF_TOKEN" in online["detail"] and "401" in online["detail"]
+    assert "HF_HUB_DISABLE_IMPLICIT_TOKEN=1" in online["fix"]
+
+
+def test_legacy_env_token_is_named(clean_env, monkeypatch):
+    monkeypatch.setenv("HUGGING_FACE_HUB_TOKEN", TOKEN)
+    _, checks = run_doctor(clean_env)
+    assert "$HUGGING_FACE_HUB_TOKEN" in checks["credentials"]["detail"]
+
+
+def test_bogus_token_file_is_named_and_empty_hf_token_trap_explained(clean_env, monkeypatch):
+    hf_home = clean_env["home"] / ".cache" / "huggingface"
+    hf_home.mkdir(parents=True)
+    (hf_home / "token").write_text(TOKEN)
+    monkeypatch.setenv("HF_TOKEN", "")
+    code, checks = run_doctor(clean_env, "--online")
+    assert code == 1
+    assert f"token file {hf_home / 'token'}" in checks["credentials"]["detail"]
+    assert "does NOT disable" in checks["empty HF_TOKEN"]["detail"]
+    assert "token file" in checks["online: token"]["detail"]
+
+
+def test_disabling_the_implicit_token_is_recognised(clean_env, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HUB_DISABLE_IMPLICIT_TOKEN", "1")
+    code, checks = run_doctor(clean_env, "--online")
+    assert code == 0 and "online: token" not in checks
+
+
+@pytest.mark.parametrize("machine", ["127.0.0.1", "default"])
+def test_netrc_entry_for_the_host_or_default_is_named(clean_env, machine, monkeypatch):
+    line = f"machine 127.0.0.1 login u password {TOKEN}\n" if machine != "default" else \
+        f"default login u password {TOKEN}\n"
+    (clean_env["home"] / ".netrc").write_text(line)
+    (clean_env["home"] / ".netrc").chmod(0o600)
+    _, checks = run_doctor(clean_env, "--online")
+    assert checks["netrc"]["status"] == "warn" and f"entry for {machine}" in checks["netrc"]["detail"]
+    probe = checks["online: netrc"]
+    assert probe["status"] == "fail" and "rejected with 401" in probe["detail"]
+
+
+def test_netrc_with_a_requests_based_hub_is_a_failure(clean_env, monkeypatch):
+    (clean_env["home"] / ".netrc").write_text(f"machine 127.0.0.1 login u password {TOKEN}\n")
+    versions = {**doctor.library_versions(), "huggingface_hub": "0.36.2"}
+    monkeypatch.setattr(doctor, "library_versions", lambda: versions)
+    code, checks = run_doctor(clean_env)
+    assert code == 1 and checks["netrc"]["status"] == "fail"
+    assert "Basic auth" in checks["netrc"]["detail"] and "NETRC=/dev/null" in checks["netrc"]["fix"]
+
+
+def test_offline_flag_is_reported(clean_env, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, checks = run_doctor(clean_env)
+    assert code == 1 and checks["offline"]["status"] == "fail"
+
+
+def test_unwritable_cache_is_reported(clean_env, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    res = run_cli("doctor", "--cache-dir", blocker / "cache", "--json")
+    checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
+    assert res.exit_code == 1 and "not writable" in checks["cache"]["detail"]
+
+
+def test_missing_models_are_named(clean_env, tmp_path):
+    res = run_cli("doctor", "--cache-dir", tmp_path / "empty", "--json")
+    checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
+    assert checks[EDGETAM_REPO]["status"] == "fail" and "provision fetch" in checks[EDGETAM_REPO]["fix"]
+    assert checks[BACKBONE_REPO]["status"] == "warn"  # transformers >= 5.24 does not need it
+
+
+def test_missing_backbone_with_older_transformers_is_a_failure(clean_env, tmp_path, monkeypatch):
+    versions = {**doctor.library_versions(), "transformers": "4.57.6"}
+    monkeypatch.setattr(doctor, "library_versions", lambda: versions)
+    cache = tmp_path / "only-edgetam"
+    install_into_cache(cache, EDGETAM_REPO, {"config.json": b"{}"})
+    res = run_cli("doctor", "--cache-dir", cache, "--json")
+    checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
+    assert res.exit_code == 1 and checks[BACKBONE_REPO]["status"] == "fail"
+
+
+def test_known_bad_transformers_is_named(clean_env, monkeypatch):
+    versions = {**doctor.library_versions(), "transformers": "5.17.0"}
+    monkeypatch.setattr(doctor, "library_versions", lambda: versions)
+    code, checks = run_doctor(clean_env)
+    assert code == 1 and "cannot run EdgeTAM" in checks["transformers"]["detail"]
+
+
+def test_missing_ca_bundle_and_proxy_are_reported(clean_env, monkeypatch):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:secret@proxy.example:3128")
+    res = run_cli("doctor", "--cache-dir", clean_env["cache"], "--json")
+    assert "secret" not in res.stdout
+    checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
+    assert checks["CA bundle"]["status"] == "fail" and "proxy.example" in checks["proxy"]["detail"]
+
+
+def test_human_output_has_fixes_and_a_summary(clean_env, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    res = run_cli("doctor", "--cache-dir", clean_env["cache"])
+    assert TOKEN not in res.stdout and "fix:" in res.stdout and "warnings" in res.stdout
+    assert os.environ["HF_TOKEN"] == TOKEN
