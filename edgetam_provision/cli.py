@@ -254,10 +254,11 @@ def _render_verify(d: dict[str, Any]) -> str:
               help="Self-test with random weights of the exact architecture; needs no download.")
 @click.option("--or-synthetic", is_flag=True,
               help="Run the self-test instead when the model is not cached (used by make setup).")
+@click.option("--eager", is_flag=True, help="No CUDA graphs (they are used on CUDA when they match).")
 @command
 def verify(cache_dir: Path | None, progress: Callable[[str], None], device: str, image: Path | None,
            points: tuple[str, ...], box: str | None, out: Path, min_iou: float, runs: int, repo: str,
-           synthetic: bool, or_synthetic: bool) -> tuple[dict[str, Any], Callable]:
+           synthetic: bool, or_synthetic: bool, eager: bool) -> tuple[dict[str, Any], Callable]:
     """Prove the install works: EdgeTAM segments the four test cases, offline.
 
     Loads the model from the local cache only (a fresh process with HF_HUB_OFFLINE=1), encodes the
@@ -286,7 +287,7 @@ def verify(cache_dir: Path | None, progress: Callable[[str], None], device: str,
                         image=str(image) if image else None,
                         points=[_floats(p, 2, "--point") for p in points] or None,
                         box=_floats(box, 4, "--box") if box else None, out=str(out),
-                        min_iou=min_iou, runs=runs, synthetic=synthetic)
+                        min_iou=min_iou, runs=runs, synthetic=synthetic, accelerate=not eager)
     report = run_verify_process(req)
     data: dict[str, Any] = {"report": report, "ok": report["passed"], "note": note}
     if not report["passed"]:

@@ -56,6 +56,7 @@ class VerifyRequest:
     min_iou: float = 0.5
     runs: int = 5
     synthetic: bool = False
+    accelerate: bool = True
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -199,16 +200,18 @@ def run(req: VerifyRequest, progress: Progress) -> dict[str, Any]:
         first = _decode(model, processor, embeddings, sizes, cases[0], device)
         synchronize(torch, device)
         first_s = time.perf_counter() - t0
+        del first
 
-        encode_ms = _median_ms(lambda: model.get_image_embeddings(pixel_values), req.runs, torch, device)
+        encode, decoders, accel = _build_steps(model, processor, pixel_values, sizes, cases, device,
+                                               req.accelerate and device == "cuda")
+        encode_ms = _median_ms(lambda: encode(pixel_values), req.runs, torch, device)
         for case in cases:
-            out = _decode(model, processor, embeddings, sizes, case, device)
-            latency = _latencies(lambda c=case: _decode(model, processor, embeddings, sizes, c, device),
-                                 req.runs, torch, device)
+            step = decoders[case.name]
+            out = step()
+            latency = _latencies(step, req.runs, torch, device)
             results.append(_describe(case, out, truth_dir, checks, np))
             results[-1].update(latency_ms=statistics.median(latency), latency_min_ms=min(latency),
                                latency_max_ms=max(latency))
-        del first
     gate = truth_dir is not None and not req.synthetic and req.min_iou > 0
     overlays = _write_overlays(image, cases, results, Path(req.out)) if req.out else []
     for r, path in zip(results, overlays, strict=False):
@@ -217,7 +220,7 @@ def run(req: VerifyRequest, progress: Progress) -> dict[str, Any]:
         "device": device, "versions": versions, "repo_id": req.repo_id, "commit": commit,
         "synthetic": req.synthetic, "parameters": params, "image": str(image_path),
         "load_s": round(load_s, 3), "first_inference_s": round(first_s, 3),
-        "encode_ms": round(encode_ms, 2), "cases": results,
+        "encode_ms": round(encode_ms, 2), "cases": results, "acceleration": accel,
         "four_cases_warm_ms": round(encode_ms + sum(r["latency_ms"] for r in results), 2),
         "quality_gate": {"applied": gate, "min_iou": req.min_iou,
                          "why_not": None if gate else ("random weights cannot segment" if req.synthetic
@@ -238,18 +241,56 @@ def _missing_file_error(exc: OSError, repo_id: str) -> ModelMissingError:
                              "the cached snapshot is incomplete: restore or fetch it again")
 
 
-def _decode(model: Any, processor: Any, embeddings: Any, sizes: Any, case: Case, device: str) -> Any:
+def _prompts(processor: Any, sizes: Any, case: Case, device: str) -> dict[str, Any]:
+    """The case's prompts as model tensors (points and labels, or a box) on `device`."""
     kwargs: dict[str, Any] = {}
     if case.points:
         kwargs = {"input_points": [case.points], "input_labels": [case.labels]}
     if case.box:
         kwargs["input_boxes"] = [[case.box]]
     prompts = processor(original_sizes=sizes, return_tensors="pt", **kwargs)
-    args = {k: v.to(device) for k, v in prompts.items()
+    return {k: v.to(device) for k, v in sorted(prompts.items())
             if k in ("input_points", "input_labels", "input_boxes")}
-    out = model(image_embeddings=embeddings, multimask_output=True, **args)
-    masks = processor.post_process_masks(out.pred_masks.cpu(), sizes)[0]
-    return out, masks
+
+
+def _decode(model: Any, processor: Any, embeddings: Any, sizes: Any, case: Case, device: str) -> Any:
+    """Eager: prompts -> masks on the image embedding; returns (model output, full-size masks)."""
+    out = model(image_embeddings=embeddings, multimask_output=True,
+                **_prompts(processor, sizes, case, device))
+    return out, processor.post_process_masks(out.pred_masks, sizes)[0]
+
+
+def _build_steps(model: Any, processor: Any, pixel_values: Any, sizes: Any, cases: list[Case],
+                 device: str, graphs: bool) -> tuple[Callable[..., Any], dict[str, Callable[[], Any]],
+                                                     dict[str, Any]]:
+    """The encoder and one decode step per case; CUDA graphs where asked and proven equal."""
+    from .accelerate import cuda_graph
+
+    def encode(x: Any) -> Any:
+        return model.get_image_embeddings(x)
+
+    accel: dict[str, Any] = {"requested": graphs}
+    if graphs:
+        encode, accel["encoder"] = cuda_graph(encode, pixel_values)
+    embeddings = encode(pixel_values)
+    steps: dict[str, Callable[[], Any]] = {}
+    for case in cases:
+        keys = list(_prompts(processor, sizes, case, device))
+
+        def decode(*tensors: Any, keys: list[str] = keys) -> Any:
+            return model(image_embeddings=embeddings, multimask_output=True,
+                         **dict(zip(keys, tensors, strict=True)))
+
+        if graphs:
+            example = _prompts(processor, sizes, case, device)
+            decode, accel[case.name] = cuda_graph(decode, *example.values())
+
+        def step(case: Case = case, decode: Callable[..., Any] = decode) -> Any:
+            out = decode(*_prompts(processor, sizes, case, device).values())
+            return out, processor.post_process_masks(out.pred_masks, sizes)[0]
+
+        steps[case.name] = step
+    return encode, steps, accel
 
 
 def _latencies(fn: Callable[[], Any], runs: int, torch: Any, device: str) -> list[float]:
@@ -271,6 +312,8 @@ def _describe(case: Case, decoded: Any, truth_dir: Path | None, checks: list[dic
     """Per-object scores, best mask, area and ground-truth IoU; appends the checks it makes."""
     out, masks = decoded
     from PIL import Image
+
+    masks = masks.cpu()
 
     scores = out.iou_scores.float().cpu()
     pm = out.pred_masks

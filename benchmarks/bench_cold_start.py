@@ -1,0 +1,41 @@
+"""Cold start: `provision --help`, and `provision verify` from process start to verdict (CPU).
+
+The verify run uses the random-weight model of the exact architecture in a temporary cache, with
+one warm run per case (`--runs 1`), as `make setup` would after a restore.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from common import interleave, machine, sh, table
+
+from edgetam_provision.hfcache import EDGETAM_REPO
+from edgetam_provision.synthetic import build_model_files, install_into_cache
+
+PY = sys.executable
+
+
+def main() -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp)
+        install_into_cache(cache, EDGETAM_REPO, build_model_files())
+        help_times = interleave({"provision --help": lambda: sh(f"{PY} -m edgetam_provision --help"),
+                                 "python -c pass": lambda: sh(f"{PY} -c pass")}, 7)
+        verify_times = interleave({
+            "provision verify (start to verdict)": lambda: sh(
+                f"{PY} -m edgetam_provision verify --device cpu --runs 1 --min-iou 0 "
+                f"--cache-dir {cache} --out {cache / 'o'}"),
+            "python -c 'import torch, transformers'": lambda: sh(
+                f"{PY} -c 'import torch, transformers, transformers.models.edgetam'"),
+        }, 3)
+    return "\n".join([f"Machine: {machine()}\n",
+                      table("Cold start of the CLI", help_times, "python -c pass"),
+                      table("provision verify, process start to verdict (CPU, --runs 1)", verify_times,
+                            "python -c 'import torch, transformers'")])
+
+
+if __name__ == "__main__":
+    print(main())
