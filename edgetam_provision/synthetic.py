@@ -57,6 +57,7 @@ def install_into_cache(cache: Path, repo_id: str, files: dict[str, bytes]) -> st
                 hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest())
         if not (repo / "blobs" / blob).is_file():
             write_atomic(repo / "blobs" / blob, data)
-        symlink_atomic(f"../../blobs/{blob}", repo / "snapshots" / commit / name)
+        up = "../" * (name.count("/") + 2)
+        symlink_atomic(f"{up}blobs/{blob}", repo / "snapshots" / commit / name)
     write_atomic(repo / "refs" / "main", commit)
     return commit
