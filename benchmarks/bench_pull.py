@@ -15,7 +15,7 @@ from pathlib import Path
 from common import interleave, machine, sh, table
 from sshd import SSHServer
 
-from edgetam_provision.fetch import Stream, pull
+from edgetam_provision.fetch import Stream, pull, stream_source
 from edgetam_provision.fsutil import sha256_file
 from edgetam_provision.remote import connect, resolve_target
 
@@ -32,7 +32,8 @@ def provision_pull(server: SSHServer, src: Path, dest: Path, sha: str) -> None:
         stream = Stream(chan.recv, chan.sendall, "bench")
         real_send = stream.send_json
         stream.send_json = lambda obj: real_send({**obj, "path": str(src)})  # type: ignore[method-assign]
-        pull(stream, {"archive": src.name, "size": src.stat().st_size, "sha256": sha}, dest, False)
+        event = {"archive": src.name, "size": src.stat().st_size, "sha256": sha}
+        pull(stream_source(stream, src.name), event, dest, False)
         chan.close()
 
 

@@ -25,7 +25,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 try:
     from .errors import CorruptArchiveError, UnsafeArchiveError, UsageError
@@ -170,14 +170,20 @@ def pack_repo(cache: Path, folder: str, commit: str, out: BinaryIO,
 
 # ---------------------------------------------------------------------------- reading
 
+def compression_of(path: Path) -> str:
+    """none, gzip or zstd: by the file's magic bytes, not its name."""
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    return "gzip" if magic[:2] == b"\x1f\x8b" else "zstd" if magic == b"\x28\xb5\x2f\xfd" else "none"
+
+
 def open_archive(path: Path) -> tarfile.TarFile:
-    """Open a tar, .tar.gz or .tar.zst for reading, by its magic bytes, not its name."""
+    """Open a tar, .tar.gz or .tar.zst for reading."""
     try:
-        with open(path, "rb") as fh:
-            magic = fh.read(4)
-        if magic[:2] == b"\x1f\x8b":
+        kind = compression_of(path)
+        if kind == "gzip":
             return tarfile.open(path, mode="r:gz")
-        if magic == b"\x28\xb5\x2f\xfd":
+        if kind == "zstd":
             raw = _zstd_module().ZstdDecompressor().stream_reader(open(path, "rb"))  # noqa: SIM115 - closed with the tar
             return tarfile.open(fileobj=raw, mode="r|")
         return tarfile.open(path, mode="r:")
@@ -211,6 +217,8 @@ class ArchiveContents:
     prefix: str
     repos: dict[str, RepoPayload]
     blob_members: dict[str, tuple[str, str]]  # member name -> (folder, blob)
+    blob_offsets: dict[str, int]  # member name -> offset of its data (uncompressed archives)
+    compression: str
 
 
 def _unsafe(member: str, why: str) -> UnsafeArchiveError:
@@ -239,6 +247,7 @@ def scan_archive(path: Path, cache_has_blob: Callable[[str, str], bool],
     """
     repos: dict[str, RepoPayload] = {}
     blob_members: dict[str, tuple[str, str]] = {}
+    blob_offsets: dict[str, int] = {}
     seen: set[str] = set()
     link_members: set[str] = set()
     prefix: tuple[str, ...] | None = None
@@ -278,6 +287,7 @@ def scan_archive(path: Path, cache_has_blob: Callable[[str, str], bool],
                     raise _unsafe(m.name, f"refused by tarfile's data filter ({exc})") from None
                 if rest and rest[0] == "blobs" and len(rest) == 2:
                     blob_members[m.name] = (folder, rest[1])
+                    blob_offsets[m.name] = m.offset_data
             _check_end(tar)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise CorruptArchiveError(f"{path.name}: damaged archive ({exc})",
@@ -289,7 +299,8 @@ def scan_archive(path: Path, cache_has_blob: Callable[[str, str], bool],
         raise _unsafe(path.name, "no models--ORG--NAME folder in the archive")
     for folder, repo in repos.items():
         _check_references(folder, repo, cache_has_blob)
-    return ArchiveContents(path, "/".join(prefix or ()), repos, blob_members)
+    return ArchiveContents(path, "/".join(prefix or ()), repos, blob_members, blob_offsets,
+                           compression_of(path))
 
 
 def _check_end(tar: tarfile.TarFile) -> None:
@@ -406,9 +417,39 @@ def _check_references(folder: str, repo: RepoPayload,
             raise _unsafe(f"{folder}/refs/{name}", f"points to {commit}, which has no snapshot here")
 
 
+class _Slice(io.RawIOBase):
+    """`size` bytes of `fh` from its current position: a blob inside an uncompressed tar."""
+
+    def __init__(self, fh: BinaryIO, size: int) -> None:
+        self.fh, self.left = fh, size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:  # type: ignore[override]
+        view = memoryview(buffer)[: min(len(buffer), self.left)]
+        got = self.fh.readinto(view) if len(view) else 0
+        if len(view) and not got:
+            raise CorruptArchiveError("archive ends inside a blob", "the archive is damaged")
+        self.left -= got
+        return got
+
+
 def iter_blobs(contents: ArchiveContents) -> Iterator[tuple[str, str, int, BinaryIO]]:
-    """Yield (folder, blob, size, stream) for each blob member, in archive order."""
+    """Yield (folder, blob, size, stream) for each blob member, in archive order.
+
+    Uncompressed archives are read directly at the offsets `scan_archive` recorded (no tarfile
+    machinery on the hot path); compressed ones stream through tarfile.
+    """
     try:
+        if contents.compression == "none":
+            with open(contents.path, "rb", buffering=0) as fh:
+                for name, offset in sorted(contents.blob_offsets.items(), key=lambda kv: kv[1]):
+                    folder, blob = contents.blob_members[name]
+                    size = contents.repos[folder].blobs[blob]
+                    fh.seek(offset)
+                    yield folder, blob, size, _Slice(fh, size)  # type: ignore[misc]
+            return
         with open_archive(contents.path) as tar:
             for m in tar:
                 where = contents.blob_members.get(m.name)

@@ -345,6 +345,8 @@ def run_verify_process(req: Any) -> dict[str, Any]:
               help="Trust an unknown host key (one line appended); a changed key is always refused.")
 @click.option("--timeout", type=float, default=30.0, show_default=True,
               help="Deadline in seconds for connecting and for each silent stretch.")
+@click.option("--transfer", type=click.Choice(["stream", "sftp"]), default="stream", show_default=True,
+              help="Pull over the exec channel (fast) or over SFTP (fallback).")
 @click.option("--restore", "then_restore", is_flag=True, help="Then restore into the cache and verify.")
 @click.option("--min-iou", type=float, default=0.5, show_default=True,
               help="Quality gate for the verify that --restore runs.")
@@ -353,7 +355,7 @@ def fetch(cache_dir: Path | None, progress: Callable[[str], None], host: str | N
           repos: tuple[str, ...], out: Path, endpoint: str | None, token_env: str | None,
           remote_python: str | None, bootstrap: bool, port: int | None, user: str | None,
           identity: str | None, ssh_config: str | None, known_hosts: str | None,
-          accept_new_host_key: bool, timeout: float, then_restore: bool,
+          accept_new_host_key: bool, timeout: float, transfer: str, then_restore: bool,
           min_iou: float) -> tuple[dict[str, Any], Callable]:
     """Download on a clean host over SSH, pack, pull back and verify the archives.
 
@@ -387,7 +389,8 @@ def fetch(cache_dir: Path | None, progress: Callable[[str], None], host: str | N
         target = resolve_target(host or "", port=port, user=user, identity=identity,
                                 ssh_config=ssh_config, known_hosts=known_hosts)
         pulled = fetch_remote(target, params, out, python=remote_python or "python3", timeout=timeout,
-                              accept_new=accept_new_host_key, progress=progress, bar=bar)
+                              accept_new=accept_new_host_key, progress=progress, bar=bar,
+                              transfer=transfer)
     data: dict[str, Any] = {"out": str(out), "archives": [p.to_dict() for p in pulled]}
     if then_restore:
         from .restore import restore as do_restore

@@ -154,8 +154,45 @@ def _part_state(part: Path) -> tuple[int, Any]:
     return part.stat().st_size, h
 
 
-def pull(stream: Stream, event: dict[str, Any], out: Path, bar: bool) -> tuple[int, float]:
-    """Pull one archive into ``out/NAME`` via ``NAME.part``; returns (resumed offset, seconds)."""
+Source = Callable[[int, str], tuple[int, Iterator[bytes]]]
+
+
+def stream_source(stream: Stream, name: str) -> Source:
+    """Bytes from the agent over the exec channel: it restarts at 0 when our prefix is not its own."""
+
+    def fetch_from(offset: int, prefix_sha256: str) -> tuple[int, Iterator[bytes]]:
+        stream.send_json({"cmd": "send", "archive": name, "offset": offset, "prefix_sha256": prefix_sha256})
+        header = stream.read_json()
+        if header.get("event") != "data":
+            raise RemoteDownloadError(f"unexpected answer from the host: {header}", "run again")
+        return int(header["offset"]), stream.read_exact(int(header["length"]))
+
+    return fetch_from
+
+
+def sftp_source(sftp: Any, path: str, where: str) -> Source:
+    """Bytes over SFTP (accounts whose exec channel cannot carry data): resumes at our offset."""
+
+    def chunks(offset: int) -> Iterator[bytes]:
+        try:
+            with sftp.open(path, "rb") as fh:
+                fh.seek(offset)
+                fh.prefetch(max(0, fh.stat().st_size - offset))
+                while chunk := fh.read(1024 * 1024):
+                    yield chunk
+        except (OSError, EOFError) as exc:
+            raise RemoteConnectError(f"lost the SFTP transfer from {where} ({exc})",
+                                     "run the same command again: the pull resumes") from None
+
+    return lambda offset, _prefix: (offset, chunks(offset))
+
+
+def pull(source: Source, event: dict[str, Any], out: Path, bar: bool) -> tuple[int, float]:
+    """Pull one archive into ``out/NAME`` via ``NAME.part``; returns (resumed offset, seconds).
+
+    Hashes while receiving; resumes from the part's size; on a sha256 mismatch discards the part
+    and pulls once more from the start, then gives up with nothing kept.
+    """
     name, size, want = event["archive"], int(event["size"]), event["sha256"]
     final, part = out / name, out / f"{name}.part"
     for attempt in (1, 2):
@@ -164,11 +201,7 @@ def pull(stream: Stream, event: dict[str, Any], out: Path, bar: bool) -> tuple[i
             part.unlink()
             offset, h = 0, hashlib.sha256()
         t0 = time.monotonic()
-        stream.send_json({"cmd": "send", "archive": name, "offset": offset, "prefix_sha256": h.hexdigest()})
-        header = stream.read_json()
-        if header.get("event") != "data":
-            raise RemoteDownloadError(f"unexpected answer from the host: {header}", "run again")
-        start = int(header["offset"])
+        start, chunks = source(offset, h.hexdigest())
         if start != offset:
             h = hashlib.sha256()
         progress = ProgressBar(name, size, start, bar)
@@ -176,7 +209,7 @@ def pull(stream: Stream, event: dict[str, Any], out: Path, bar: bool) -> tuple[i
             with open(part, "r+b" if start else "wb") as fh:
                 fh.seek(start)
                 fh.truncate()
-                for chunk in stream.read_exact(int(header["length"])):
+                for chunk in chunks:
                     h.update(chunk)
                     fh.write(chunk)
                     progress.update(len(chunk))
@@ -218,7 +251,7 @@ def _agent_error(event: dict[str, Any], where: str) -> RemoteDownloadError:
 
 
 def run_agent(stream: Stream, params: dict[str, Any], out: Path, progress: Progress,
-              bar: bool) -> list[Pulled]:
+              bar: bool, sftp: Any = None) -> list[Pulled]:
     """Drive the agent: send parameters, wait for the packed archives, pull each one."""
     program = agent_program()
     stream._send(b"%d\n" % len(program) + program)
@@ -243,7 +276,11 @@ def run_agent(stream: Stream, params: dict[str, Any], out: Path, progress: Progr
     out.mkdir(parents=True, exist_ok=True)
     pulled = []
     for event in packed:
-        resumed, seconds = pull(stream, event, out, bar)
+        source = stream_source(stream, event["archive"])
+        if sftp is not None:
+            stream.send_json({"cmd": "path", "archive": event["archive"]})
+            source = sftp_source(sftp, stream.read_json()["path"], stream.where)
+        resumed, seconds = pull(source, event, out, bar)
         if resumed:
             progress(f"resumed {event['archive']} from byte {resumed}")
         pulled.append(Pulled(out / event["archive"], _entry(event), resumed, seconds))
@@ -265,8 +302,8 @@ def fetch_params(specs: list[RepoSpec], endpoint: str | None, token: str | None,
 
 
 def fetch_remote(target: Any, params: dict[str, Any], out: Path, *, python: str, timeout: float,
-                 accept_new: bool, progress: Progress, bar: bool) -> list[Pulled]:
-    """Run the agent on an SSH host and pull its archives."""
+                 accept_new: bool, progress: Progress, bar: bool, transfer: str = "stream") -> list[Pulled]:
+    """Run the agent on an SSH host and pull its archives (over its channel, or over SFTP)."""
     import paramiko
 
     from .remote import connect
@@ -277,7 +314,8 @@ def fetch_remote(target: Any, params: dict[str, Any], out: Path, *, python: str,
         chan = conn.exec(command)
         try:
             stream = Stream(chan.recv, chan.sendall, target.alias, (paramiko.SSHException,))
-            pulled = run_agent(stream, params, out, progress, bar)
+            sftp = conn.open_sftp() if transfer == "sftp" else None
+            pulled = run_agent(stream, params, out, progress, bar, sftp)
             progress(f"cipher {conn.cipher()}")
         finally:
             with contextlib.suppress(Exception):  # the connection may already be gone

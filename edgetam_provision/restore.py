@@ -1,8 +1,9 @@
 """`provision restore`: plan (read-only), then stage, verify and publish into the hub cache.
 
 Order of work, so that a crash or Ctrl-C at any point leaves a consistent cache:
-1. plan: hash each archive against manifest.json / SHA256SUMS, validate every member
-   (`archive.scan_archive`), compare with the cache -> a list of actions. `--dry-run` stops here.
+1. plan: validate every member (`archive.scan_archive`), compare with the cache -> a list of
+   actions; `--dry-run` also checks each archive's sha256 against manifest.json / SHA256SUMS
+   and stops here (a real restore computes that hash while staging).
 2. stage: under the cache lock, stream the new blobs into ``<cache>/.provision-staging-*``,
    hashing each against its name. Any failure removes the staging folder; nothing is published.
 3. publish: blobs, then snapshot links, then listings, then refs, each by `os.replace`.
@@ -16,6 +17,7 @@ import posixpath
 import secrets
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +65,7 @@ class ArchivePlan:
     contents: ArchiveContents
     checked_by: str  # manifest | SHA256SUMS | blob names
     actions: tuple[Action, ...]
+    expected_sha256: str | None = None
 
     @property
     def pending(self) -> tuple[Action, ...]:
@@ -112,16 +115,20 @@ def find_archives(paths: list[Path]) -> list[Path]:
     return found
 
 
-def _check_archive_hash(path: Path, entry: ArchiveEntry | None, sums: dict[str, str]) -> str:
-    expected = entry.sha256 if entry else sums.get(path.name)
-    if expected is None:
-        return "blob names"
-    actual = sha256_file(path)
-    if actual != expected:
-        raise IntegrityError(f"{path.name}: sha256 {actual[:16]}… does not match the expected "
+def _expected_hash(path: Path, entry: ArchiveEntry | None, sums: dict[str, str]) -> tuple[str | None, str]:
+    """The archive's expected sha256 and where it comes from (None: only the blob names check it)."""
+    if entry:
+        return entry.sha256, "manifest"
+    if path.name in sums:
+        return sums[path.name], "SHA256SUMS"
+    return None, "blob names"
+
+
+def _compare_hash(path: Path, expected: str | None, actual: str | None) -> None:
+    if expected is not None and actual != expected:
+        raise IntegrityError(f"{path.name}: sha256 {(actual or '')[:16]}… does not match the expected "
                              f"{expected[:16]}…",
                              "the backup is damaged or was changed; fetch or copy it again")
-    return "manifest" if entry else "SHA256SUMS"
 
 
 def _check_manifest_files(contents: ArchiveContents, entry: ArchiveEntry) -> None:
@@ -135,12 +142,18 @@ def _check_manifest_files(contents: ArchiveContents, entry: ArchiveEntry) -> Non
                                  "the backup is damaged; fetch it again")
 
 
-def plan_restore(paths: list[Path], cache: Path) -> RestorePlan:
-    """Check every archive and work out what restoring it would write. Writes nothing."""
+def plan_restore(paths: list[Path], cache: Path, hash_archives: bool = True) -> RestorePlan:
+    """Check every archive and work out what restoring it would write. Writes nothing.
+
+    With ``hash_archives=False`` the whole-archive sha256 is left to the caller (`restore`
+    computes it in parallel with staging and checks it before publishing).
+    """
     archives: list[ArchivePlan] = []
     for path in find_archives(paths):
         entry = read_manifest(path.parent).get(path.name)
-        checked_by = _check_archive_hash(path, entry, read_sums(path.parent))
+        expected, checked_by = _expected_hash(path, entry, read_sums(path.parent))
+        if hash_archives and expected:
+            _compare_hash(path, expected, sha256_file(path))
 
         def cache_has_blob(folder: str, blob: str) -> bool:
             return (cache / folder / "blobs" / blob).is_file()
@@ -148,7 +161,7 @@ def plan_restore(paths: list[Path], cache: Path) -> RestorePlan:
         contents = scan_archive(path, cache_has_blob, entry.blob_sizes() if entry else None)
         if entry:
             _check_manifest_files(contents, entry)
-        archives.append(ArchivePlan(contents, checked_by, tuple(_actions(contents, cache))))
+        archives.append(ArchivePlan(contents, checked_by, tuple(_actions(contents, cache)), expected))
     return RestorePlan(cache, tuple(archives))
 
 
@@ -223,36 +236,46 @@ def _alive(pid: int) -> bool:
 def restore(paths: list[Path], cache: Path, progress: Progress = lambda _m: None) -> RestorePlan:
     """Restore the archives at `paths` into `cache`; returns the plan that was carried out.
 
-    Archives are checked before the cache is touched at all; the actions are then worked out
-    again under the cache lock, so concurrent restores never interleave their writes.
+    Every member is validated before the cache is touched; the actions are worked out again under
+    the cache lock, so concurrent restores never interleave; each archive's sha256 is computed in
+    a thread while its blobs are staged (and hashed), and checked before anything is published.
     """
-    checked = plan_restore(paths, cache)
-    with exclusive_lock(cache / LOCK_PATH):
-        _clean_stale(cache, [f for p in checked.archives for f in p.contents.repos])
-        plan = RestorePlan(cache, tuple(ArchivePlan(p.contents, p.checked_by,
-                                                    tuple(_actions(p.contents, cache)))
-                                        for p in checked.archives))
-        needed = sum(a.size for a in plan.pending if a.kind == "blob")
-        free = shutil.disk_usage(cache).free
-        if needed > free:
-            raise CacheError(f"the restore needs {needed} bytes but {cache} has {free} free",
-                             "free some disk space or choose another --cache-dir; nothing was written")
-        if not plan.pending:
-            return plan
-        staging = cache / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-        try:
-            staged = _stage(plan, staging, progress)
-            _publish(plan, cache, staged, progress)
-        except OSError as exc:
-            raise disk_error(exc, staging) from None
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+    checked = plan_restore(paths, cache, hash_archives=False)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # hashlib releases the GIL: hash while staging
+        digests = {p.contents.path: pool.submit(sha256_file, p.contents.path)
+                   for p in checked.archives if p.expected_sha256}
+        with exclusive_lock(cache / LOCK_PATH):
+            _clean_stale(cache, [f for p in checked.archives for f in p.contents.repos])
+            plan = RestorePlan(cache, tuple(ArchivePlan(p.contents, p.checked_by,
+                                                        tuple(_actions(p.contents, cache)),
+                                                        p.expected_sha256)
+                                            for p in checked.archives))
+            needed = sum(a.size for a in plan.pending if a.kind == "blob")
+            free = shutil.disk_usage(cache).free
+            if needed > free:
+                raise CacheError(f"the restore needs {needed} bytes but {cache} has {free} free",
+                                 "free some disk space or choose another --cache-dir; "
+                                 "nothing was written")
+            staging = cache / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+            try:
+                staged = _stage(plan, staging, progress) if plan.pending else {}
+                for p in plan.archives:  # the whole-archive check, before anything is published
+                    if p.expected_sha256:
+                        _compare_hash(p.contents.path, p.expected_sha256, digests[p.contents.path].result())
+                if plan.pending:
+                    _publish(plan, cache, staged, progress)
+            except OSError as exc:
+                raise disk_error(exc, staging) from None
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
     return plan
 
 
 def _stage(plan: RestorePlan, staging: Path, progress: Progress) -> dict[tuple[str, str], Path]:
     """Copy every new blob into `staging`, hashing it; raise on the first mismatch."""
     staged: dict[tuple[str, str], Path] = {}
+    buf = bytearray(8 * 1024 * 1024)
+    view = memoryview(buf)
     for ap in plan.archives:
         wanted = {(a.folder, a.path.split("/", 1)[1]) for a in ap.pending if a.kind == "blob"}
         if not wanted:
@@ -266,10 +289,11 @@ def _stage(plan: RestorePlan, staging: Path, progress: Progress) -> dict[tuple[s
             h = blob_hasher(blob, size)
             got = 0
             with open(dest, "xb") as out:
-                while chunk := stream.read(4 * 1024 * 1024):
+                while n := stream.readinto(buf):
+                    chunk = view[:n]
                     h.update(chunk)
                     out.write(chunk)
-                    got += len(chunk)
+                    got += n
             if got != size or h.hexdigest() != blob:
                 raise IntegrityError(f"{ap.contents.path.name}: {folder}/blobs/{blob} does not match "
                                      "its hash", "the backup is damaged; fetch it again — "

@@ -211,12 +211,13 @@ def test_archive_sha256_is_checked_against_the_manifest(cache, tmp_path):
     out = tmp_path / "backups"
     run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache)
     archive = next(out.glob("*.tar"))
-    with open(archive, "r+b") as fh:
-        fh.seek(-1, 2)
-        fh.write(b"\x01")
+    with open(archive, "ab") as fh:  # still a valid tar, but not the bytes the manifest names
+        fh.write(b"\0" * 512)
     res = run_cli("restore", out, "--cache-dir", tmp_path / "fresh")
     assert res.exit_code == 1
     assert archive.name in res.stderr and "sha256" in res.stderr
+    assert not (tmp_path / "fresh" / "models--org--tiny").exists()
+    assert run_cli("restore", out, "--cache-dir", tmp_path / "fresh", "--dry-run").exit_code == 1
 
 
 def test_missing_backups_folder_is_a_usage_error(tmp_path):

@@ -315,3 +315,42 @@ def test_ssh_config_alias_and_proxyjump_are_honoured(sshd, hub, tmp_path):
 def test_host_or_local_is_required(tmp_path):
     res = run_cli("fetch", "--out", tmp_path / "b")
     assert res.exit_code == 2 and "--host HOST or --local" in res.stderr
+
+
+def test_sftp_transfer_works_and_resumes_from_a_kept_part(sshd, hub, big_repo, tmp_path):
+    out = tmp_path / "b"
+    first = fetch(sshd, hub, out, "--repo", "org/big", "--json")
+    assert first.exit_code == 0, first.stderr
+    archive = Path(json.loads(first.stdout)["archives"][0]["archive"])
+    part = archive.with_name(archive.name + ".part")
+    part.write_bytes(archive.read_bytes()[:5_000_000])  # as if an SFTP pull had been cut there
+    archive.unlink()
+    res = fetch(sshd, hub, out, "--repo", "org/big", "--transfer", "sftp", "--json")
+    assert res.exit_code == 0, res.stderr
+    [a] = json.loads(res.stdout)["archives"]
+    assert a["resumed_from"] == 5_000_000 and not part.exists()
+    assert run_cli("restore", out, "--cache-dir", tmp_path / "cache").exit_code == 0
+
+
+def test_sftp_transfer_discards_a_part_that_is_not_a_prefix(sshd, hub, tmp_path):
+    out = tmp_path / "b"
+    out.mkdir()
+    first = fetch(sshd, hub, tmp_path / "ref", "--repo", "org/tiny", "--json")
+    name = Path(json.loads(first.stdout)["archives"][0]["archive"]).name
+    (out / f"{name}.part").write_bytes(b"garbage" * 100)
+    res = fetch(sshd, hub, out, "--repo", "org/tiny", "--transfer", "sftp", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
+
+
+def test_bootstrap_installs_huggingface_hub_into_the_temporary_folder(sshd, hub, tmp_path):
+    bare = shutil.which("python3", path="/usr/bin")
+    if not bare or os.system(f"{bare} -c 'import huggingface_hub' 2>/dev/null") == 0 or \
+            os.system(f"{bare} -m pip --version >/dev/null 2>&1") != 0:
+        pytest.skip("needs a system python3 with pip and without huggingface_hub")
+    before = agent_dirs()
+    res = run_cli("fetch", *sshd.ssh_args(), "--remote-python", bare, "--endpoint", hub.endpoint,
+                  "--repo", "org/tiny", "--out", tmp_path / "b", "--bootstrap", "--timeout", "300")
+    assert res.exit_code == 0, res.stderr
+    assert os.system(f"{bare} -c 'import huggingface_hub' 2>/dev/null") != 0  # nothing left installed
+    assert wait_for_no_agent_dirs(before) == []

@@ -175,3 +175,23 @@ def test_test_image_and_ground_truth_are_committed():
         for name in case["truth"]:
             with Image.open(REPO_ROOT / "test_images" / name) as m:
                 assert m.size == (1800, 1200)
+
+
+def test_backup_restore_round_trip_loads_offline_with_transformers(edgetam_cache, tmp_path):
+    """Spine: cache -> backup -> restore into an empty cache -> from_pretrained offline works."""
+    out = tmp_path / "backups"
+    assert run_cli("backup", EDGETAM_REPO, "--out", out, "--cache-dir", edgetam_cache).exit_code == 0
+    fresh = tmp_path / "fresh"
+    assert run_cli("restore", out, "--cache-dir", fresh).exit_code == 0
+    res = run_cli("verify", "--cache-dir", fresh, "--device", "cpu", "--runs", "1", "--min-iou", "0",
+                  "--out", tmp_path / "o", "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["report"]["parameters"] == EXPECTED_PARAMETERS
+
+
+def test_synthetic_repos_with_nested_files_pass_the_integrity_check(tmp_path):
+    from edgetam_provision.hfcache import check_revision
+
+    commit = install_into_cache(tmp_path, "org/nested", {"a/b/c.bin": b"x" * 3000, "top.json": b"{}"})
+    state = check_revision(tmp_path, "org/nested", commit)
+    assert state.ok and {f.path for f in state.files} == {"a/b/c.bin", "top.json"}
