@@ -54,7 +54,7 @@ class VerifyRequest:
     box: list[float] | None = None
     out: str | None = None
     min_iou: float = 0.5
-    runs: int = 5
+    runs: int | None = None  # None: 3, or 10 on CUDA
     synthetic: bool = False
     accelerate: bool = True
 
@@ -175,6 +175,7 @@ def run(req: VerifyRequest, progress: Progress) -> dict[str, Any]:
     from transformers import EdgeTamModel, Sam2Processor
 
     device = choose_device(req.device, torch)
+    runs = req.runs or (10 if device == "cuda" else 3)
     progress(f"loading {req.repo_id}@{commit[:12]} offline on {device}…")
     t0 = time.perf_counter()
     try:
@@ -184,6 +185,8 @@ def run(req: VerifyRequest, progress: Progress) -> dict[str, Any]:
                                                   local_files_only=True)
     except OSError as exc:
         raise _missing_file_error(exc, req.repo_id) from None
+    if device == "cpu":  # ~15% faster convolutions on CPU; slower on the H100 (DESIGN.md)
+        model.vision_encoder.to(memory_format=torch.channels_last)
     synchronize(torch, device)
     load_s = time.perf_counter() - t0
     params = sum(p.numel() for p in model.parameters())
@@ -195,6 +198,8 @@ def run(req: VerifyRequest, progress: Progress) -> dict[str, Any]:
         t0 = time.perf_counter()
         inputs = processor(images=image, return_tensors="pt")
         pixel_values = inputs["pixel_values"].to(device)
+        if device == "cpu":
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
         sizes = inputs["original_sizes"]
         embeddings = model.get_image_embeddings(pixel_values)
         first = _decode(model, processor, embeddings, sizes, cases[0], device)
@@ -204,11 +209,11 @@ def run(req: VerifyRequest, progress: Progress) -> dict[str, Any]:
 
         encode, decoders, accel = _build_steps(model, processor, pixel_values, sizes, cases, device,
                                                req.accelerate and device == "cuda")
-        encode_ms = _median_ms(lambda: encode(pixel_values), req.runs, torch, device)
+        encode_ms = _median_ms(lambda: encode(pixel_values), runs, torch, device)
         for case in cases:
             step = decoders[case.name]
             out = step()
-            latency = _latencies(step, req.runs, torch, device)
+            latency = _latencies(step, runs, torch, device)
             results.append(_describe(case, out, truth_dir, checks, np))
             results[-1].update(latency_ms=statistics.median(latency), latency_min_ms=min(latency),
                                latency_max_ms=max(latency))
@@ -253,11 +258,19 @@ def _prompts(processor: Any, sizes: Any, case: Case, device: str) -> dict[str, A
             if k in ("input_points", "input_labels", "input_boxes")}
 
 
+def best_masks(processor: Any, out: Any, sizes: Any) -> Any:
+    """Upscale only each object's best-scoring mask to the image size: (objects, H, W) booleans."""
+    best = out.iou_scores.argmax(dim=-1)  # (1, objects)
+    idx = best[..., None, None, None].expand(-1, -1, 1, *out.pred_masks.shape[-2:])
+    low = out.pred_masks.gather(2, idx)  # (1, objects, 1, h, w)
+    return processor.post_process_masks(low, sizes)[0][:, 0]
+
+
 def _decode(model: Any, processor: Any, embeddings: Any, sizes: Any, case: Case, device: str) -> Any:
-    """Eager: prompts -> masks on the image embedding; returns (model output, full-size masks)."""
+    """Eager: prompts -> masks on the image embedding; returns (model output, best full-size masks)."""
     out = model(image_embeddings=embeddings, multimask_output=True,
                 **_prompts(processor, sizes, case, device))
-    return out, processor.post_process_masks(out.pred_masks, sizes)[0]
+    return out, best_masks(processor, out, sizes)
 
 
 def _build_steps(model: Any, processor: Any, pixel_values: Any, sizes: Any, cases: list[Case],
@@ -287,7 +300,7 @@ def _build_steps(model: Any, processor: Any, pixel_values: Any, sizes: Any, case
 
         def step(case: Case = case, decode: Callable[..., Any] = decode) -> Any:
             out = decode(*_prompts(processor, sizes, case, device).values())
-            return out, processor.post_process_masks(out.pred_masks, sizes)[0]
+            return out, best_masks(processor, out, sizes)
 
         steps[case.name] = step
     return encode, steps, accel
@@ -327,7 +340,7 @@ def _describe(case: Case, decoded: Any, truth_dir: Path | None, checks: list[dic
     for i in range(case.objects):
         s = scores[0, i].tolist()
         best = int(max(range(3), key=lambda k: s[k]))
-        mask = masks[i, best].numpy().astype(bool)
+        mask = masks[i].numpy().astype(bool)
         area = int(mask.sum())
         obj: dict[str, Any] = {"iou_scores": [round(x, 4) for x in s], "best": best, "area": area,
                                "area_fraction": round(area / mask.size, 4)}
@@ -341,7 +354,7 @@ def _describe(case: Case, decoded: Any, truth_dir: Path | None, checks: list[dic
         objects.append(obj)
     return {"name": case.name, "objects": objects,
             "prompts": {"points": case.points, "labels": case.labels, "box": case.box},
-            "_masks": [masks[i, o["best"]].numpy().astype(bool) for i, o in enumerate(objects)]}
+            "_masks": [masks[i].numpy().astype(bool) for i in range(len(objects))]}
 
 
 def apply_quality_gate(report_checks: list[dict[str, Any]], min_iou: float) -> None:
@@ -379,7 +392,7 @@ def _write_overlays(image: Any, cases: list[Case], results: list[dict[str, Any]]
             d.rectangle(case.box, outline=(0, 255, 0), width=6)
         path = out / f"{case.name.replace(' ', '_')}.png"
         with atomic_writer(path) as fh:
-            im.save(fh, format="PNG")
+            im.save(fh, format="PNG", compress_level=1)  # level 6 costs 0.6 s per picture
         paths.append(path)
     return paths
 
