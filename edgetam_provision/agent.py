@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -30,12 +29,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 try:
-    from .archive import pack_repo
-except ImportError:  # shipped: archive.py's source ran just before this one
-    pack_repo = globals()["pack_repo"]
-
-AGENT_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-AGENT_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+    from .archive import COMMIT_RE, pack_repo, valid_repo_id, valid_revision
+except ImportError:  # shipped: archive.py's source ran just before this one, in this namespace
+    COMMIT_RE, pack_repo, valid_repo_id, valid_revision = (
+        globals()[n] for n in ("COMMIT_RE", "pack_repo", "valid_repo_id", "valid_revision"))
 CREDENTIAL_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_STORED_TOKENS_PATH",
                    "HF_HUB_ENABLE_HF_TRANSFER")
 SEND_CHUNK = 4 * 1024 * 1024
@@ -87,15 +84,15 @@ def import_hub(tmp: Path, bootstrap: bool) -> Any:
 
 def download(hub: Any, repo_id: str, revision: str | None, token: str | None, cache: Path) -> str:
     """Resolve `revision` to a commit, then download that exact commit; returns the commit."""
-    if not AGENT_REPO_ID.match(repo_id) or ".." in repo_id:
+    if not valid_repo_id(repo_id):
         raise AgentError("bad-request", f"invalid repo id {repo_id!r}")
-    if revision and (not AGENT_REVISION.match(revision) or ".." in revision):
+    if revision and not valid_revision(revision):
         raise AgentError("bad-request", f"invalid revision {revision!r}")
     auth: Any = token or False
     try:
         info = hub.HfApi().model_info(repo_id, revision=revision, token=auth)
         commit = info.sha
-        if not commit or not re.match(r"^[0-9a-f]{40}$", commit):
+        if not commit or not COMMIT_RE.match(commit):
             raise AgentError("download", f"the Hub gave no commit for {repo_id}@{revision or 'main'}")
         hub.snapshot_download(repo_id, revision=commit, cache_dir=str(cache), token=auth)
     except AgentError:

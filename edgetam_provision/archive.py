@@ -37,10 +37,23 @@ except ImportError:  # shipped alone to a remote host by `provision fetch`
 
     CorruptArchiveError = UnsafeArchiveError = UsageError = _Err  # type: ignore[misc,assignment]
 
+# The names of the hub cache, in one place (this module also travels to the fetch host).
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 BLOB_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
-FOLDER_RE = re.compile(r"^models--[A-Za-z0-9][A-Za-z0-9._-]*--[A-Za-z0-9][A-Za-z0-9._-]*$")
+FOLDER_RE = re.compile(r"^models--([A-Za-z0-9][A-Za-z0-9._-]*)--([A-Za-z0-9][A-Za-z0-9._-]*)$")
 REF_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,3}$")
+REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+
+
+def valid_repo_id(repo_id: str) -> bool:
+    """ORG/NAME with safe characters only: nothing a shell or a path could misread."""
+    return bool(REPO_ID_RE.match(repo_id)) and ".." not in repo_id and "--" not in repo_id
+
+
+def valid_revision(revision: str) -> bool:
+    """A branch, tag or commit with safe characters only."""
+    return bool(REVISION_RE.match(revision)) and ".." not in revision
 PREFIXES = ((), ("hub",), ("huggingface", "hub"), (".cache", "huggingface", "hub"))
 COMPRESSIONS = ("none", "gzip", "zstd")
 SUFFIX = {"none": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}

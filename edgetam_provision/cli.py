@@ -289,14 +289,20 @@ def verify(cache_dir: Path | None, progress: Callable[[str], None], device: str,
                         box=_floats(box, 4, "--box") if box else None, out=str(out),
                         min_iou=min_iou, runs=runs, synthetic=synthetic, accelerate=not eager)
     report = run_verify_process(req)
-    data: dict[str, Any] = {"report": report, "ok": report["passed"], "note": note}
+    data: dict[str, Any] = {"report": report, "note": note}
+    _verdict(data, report)
+    return data, _render_verify
+
+
+def _verdict(data: dict[str, Any], report: dict[str, Any]) -> None:
+    """A failed verification: the full report still goes to stdout, the error line to stderr."""
+    data["ok"] = report["passed"]
     if not report["passed"]:
         from .verify import failure_error
 
         err = failure_error(report)
         sys.stderr.write(f"error: {err.message}\nhint: {err.hint}\n")
         data["exit_code"] = err.exit_code
-    return data, _render_verify
 
 
 def run_verify_process(req: Any) -> dict[str, Any]:
@@ -403,12 +409,7 @@ def fetch(cache_dir: Path | None, progress: Callable[[str], None], host: str | N
             report = run_verify_process(VerifyRequest(cache=str(cache), min_iou=min_iou,
                                                       out="verify_output"))
             data["verify"] = report
-            if not report["passed"]:
-                from .verify import failure_error
-
-                err = failure_error(report)
-                sys.stderr.write(f"error: {err.message}\nhint: {err.hint}\n")
-                data["exit_code"] = err.exit_code
+            _verdict(data, report)
 
     def render(d: dict[str, Any]) -> str:
         lines = [f"fetched  {Path(a['archive']).name}  {a['repo_id']}@{a['commit'][:12]}  "

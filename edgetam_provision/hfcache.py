@@ -11,18 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .archive import BLOB_RE, COMMIT_RE, FOLDER_RE, valid_repo_id, valid_revision
 from .errors import ModelMissingError, UsageError
 
-COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-BLOB_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
-REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
-REF_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,3}$")
-FOLDER_RE = re.compile(r"^models--([A-Za-z0-9][A-Za-z0-9._-]*)--([A-Za-z0-9][A-Za-z0-9._-]*)$")
 READ_CHUNK = 4 * 1024 * 1024
 
 EDGETAM_REPO = "yonigozlan/EdgeTAM-hf"
@@ -40,10 +34,10 @@ class RepoSpec:
     @classmethod
     def parse(cls, text: str) -> RepoSpec:
         repo_id, _, revision = text.partition("@")
-        if not REPO_ID_RE.match(repo_id) or ".." in repo_id or "--" in repo_id:
+        if not valid_repo_id(repo_id):
             raise UsageError(f"not a valid repo id: {text!r}",
                              "use ORG/NAME, optionally followed by @REVISION")
-        if revision and (not REVISION_RE.match(revision) or ".." in revision):
+        if revision and not valid_revision(revision):
             raise UsageError(f"not a valid revision: {revision!r}",
                              "use a branch, tag or 40-hex commit")
         return cls(repo_id, revision or None)

@@ -21,7 +21,9 @@ def human_size(n: float) -> str:
 def emit(result: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]], str]) -> None:
     """Print a command's result on stdout: the JSON object, or its human rendering."""
     if as_json:
-        sys.stdout.write(json.dumps({"ok": True, **result}, indent=2, default=str) + "\n")
+        ok = result.get("ok", result.get("exit_code", 0) == 0)
+        body = {"ok": ok, **{k: v for k, v in result.items() if k != "ok"}}
+        sys.stdout.write(json.dumps(body, indent=2, default=str) + "\n")
     else:
         text = render(result)
         if text:

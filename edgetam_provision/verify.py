@@ -169,10 +169,13 @@ def run(req: VerifyRequest, progress: Progress) -> dict[str, Any]:
     check_environment(versions, cache)
     commit = resolve_commit(cache, req.repo_id, req.revision)
 
+    t0 = time.perf_counter()
     import numpy as np
     import torch
     from PIL import Image
     from transformers import EdgeTamModel, Sam2Processor
+
+    import_s = time.perf_counter() - t0
 
     device = choose_device(req.device, torch)
     runs = req.runs or (10 if device == "cuda" else 3)
@@ -224,7 +227,7 @@ def run(req: VerifyRequest, progress: Progress) -> dict[str, Any]:
     return finalize({
         "device": device, "versions": versions, "repo_id": req.repo_id, "commit": commit,
         "synthetic": req.synthetic, "parameters": params, "image": str(image_path),
-        "load_s": round(load_s, 3), "first_inference_s": round(first_s, 3),
+        "import_s": round(import_s, 3), "load_s": round(load_s, 3), "first_inference_s": round(first_s, 3),
         "encode_ms": round(encode_ms, 2), "cases": results, "acceleration": accel,
         "four_cases_warm_ms": round(encode_ms + sum(r["latency_ms"] for r in results), 2),
         "quality_gate": {"applied": gate, "min_iou": req.min_iou,

@@ -100,22 +100,3 @@ def tree_state(root: Path) -> dict[str, tuple]:
                 out[rel] = ("file", st.st_mode, hashlib.sha256(p.read_bytes()).hexdigest())
     return out
 
-
-def make_cached_repo(cache: Path, repo_id: str, files: dict[str, bytes], commit: str | None = None) -> str:
-    """Write a repo revision in the hub cache layout directly (for large synthetic repos)."""
-    from edgetam_provision.hfcache import repo_folder_name
-
-    commit = commit or hashlib.sha1((repo_id + "".join(sorted(files))).encode()).hexdigest()
-    repo = cache / repo_folder_name(repo_id)
-    for path, data in files.items():
-        name = (hashlib.sha256(data).hexdigest() if len(data) >= 1024 else
-                hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest())
-        blob = repo / "blobs" / name
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        blob.write_bytes(data)
-        link = repo / "snapshots" / commit / path
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to("../" * (path.count("/") + 2) + f"blobs/{name}")
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(commit)
-    return commit

@@ -12,10 +12,11 @@ import sys
 import time
 
 import pytest
-from conftest import make_cached_repo, run_cli_process, tree_state
+from conftest import run_cli_process, tree_state
 
 from edgetam_provision.backup import backup
 from edgetam_provision.hfcache import RepoSpec, check_revision, scan_cache
+from edgetam_provision.synthetic import install_into_cache
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def big_backup(tmp_path_factory):
     files = {f"shard/part-{i:03d}.bin": rnd.randbytes(150_000) for i in range(150)}
     files.update({f"weights-{i}.safetensors": rnd.randbytes(3_000_000) for i in range(5)})
     files.update({f"cfg/{i}.json": b'{"i": %d}' % i for i in range(5)})
-    commit = make_cached_repo(src, "org/big", files)
+    commit = install_into_cache(src, "org/big", files)
     out = tmp_path_factory.mktemp("big-backups")
     backup(src, [RepoSpec("org/big")], out)
     return out, commit
