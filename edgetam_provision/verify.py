@@ -210,13 +210,12 @@ def run(req: VerifyRequest, progress: Progress) -> dict[str, Any]:
         first_s = time.perf_counter() - t0
         del first
 
-        encode, decoders, accel = _build_steps(model, processor, pixel_values, sizes, cases, device,
-                                               req.accelerate and device == "cuda")
+        encode, decoders, accel = _build_steps(model, processor, pixel_values, embeddings, sizes, cases,
+                                               device, req.accelerate and device == "cuda")
         encode_ms = _median_ms(lambda: encode(pixel_values), runs, torch, device)
         for case in cases:
             step = decoders[case.name]
-            out = step()
-            latency = _latencies(step, runs, torch, device)
+            latency, out = _latencies(step, runs, torch, device)
             results.append(_describe(case, out, truth_dir, checks, np))
             results[-1].update(latency_ms=statistics.median(latency), latency_min_ms=min(latency),
                                latency_max_ms=max(latency))
@@ -276,9 +275,11 @@ def _decode(model: Any, processor: Any, embeddings: Any, sizes: Any, case: Case,
     return out, best_masks(processor, out, sizes)
 
 
-def _build_steps(model: Any, processor: Any, pixel_values: Any, sizes: Any, cases: list[Case],
-                 device: str, graphs: bool) -> tuple[Callable[..., Any], dict[str, Callable[[], Any]],
-                                                     dict[str, Any]]:
+Steps = tuple[Callable[..., Any], dict[str, Callable[[], Any]], dict[str, Any]]
+
+
+def _build_steps(model: Any, processor: Any, pixel_values: Any, embeddings: Any, sizes: Any,
+                 cases: list[Case], device: str, graphs: bool) -> Steps:
     """The encoder and one decode step per case; CUDA graphs where asked and proven equal."""
     from .accelerate import cuda_graph
 
@@ -286,9 +287,9 @@ def _build_steps(model: Any, processor: Any, pixel_values: Any, sizes: Any, case
         return model.get_image_embeddings(x)
 
     accel: dict[str, Any] = {"requested": graphs}
-    if graphs:
+    if graphs:  # the decoders then read the graph's own (static) embedding tensors
         encode, accel["encoder"] = cuda_graph(encode, pixel_values)
-    embeddings = encode(pixel_values)
+        embeddings = encode(pixel_values)
     steps: dict[str, Callable[[], Any]] = {}
     for case in cases:
         keys = list(_prompts(processor, sizes, case, device))
@@ -309,18 +310,19 @@ def _build_steps(model: Any, processor: Any, pixel_values: Any, sizes: Any, case
     return encode, steps, accel
 
 
-def _latencies(fn: Callable[[], Any], runs: int, torch: Any, device: str) -> list[float]:
-    times = []
+def _latencies(fn: Callable[[], Any], runs: int, torch: Any, device: str) -> tuple[list[float], Any]:
+    """Wall times in ms of `runs` synchronized calls, and the last call's result."""
+    times, result = [], None
     for _ in range(max(1, runs)):
         t0 = time.perf_counter()
-        fn()
+        result = fn()
         synchronize(torch, device)
         times.append((time.perf_counter() - t0) * 1000)
-    return times
+    return times, result
 
 
 def _median_ms(fn: Callable[[], Any], runs: int, torch: Any, device: str) -> float:
-    return statistics.median(_latencies(fn, runs, torch, device))
+    return statistics.median(_latencies(fn, runs, torch, device)[0])
 
 
 def _describe(case: Case, decoded: Any, truth_dir: Path | None, checks: list[dict[str, Any]],
