@@ -111,12 +111,14 @@ class PackedFile:
     size: int
 
 
-def pack_repo(cache: Path, folder: str, commit: str, out: BinaryIO,
-              compression: str = "none") -> tuple[str, int, list[PackedFile], list[str]]:
+def pack_repo(cache: Path, folder: str, commit: str, out: BinaryIO, compression: str = "none",
+              entries: dict[str, str] | None = None) -> tuple[str, int, list[PackedFile], list[str]]:
     """Write one revision of ``cache/folder`` as a tar into `out`.
 
-    Returns (archive sha256, archive size, files, ref names). Blobs are read through any
-    shared-blob-store link, so the archive always carries real bytes.
+    `entries` maps snapshot paths to blob names (from the integrity check; needed for caches that
+    hold copies instead of links); by default the snapshot's links are read. Returns (archive
+    sha256, archive size, files, ref names). Blobs are read through any shared-blob-store link,
+    so the archive always carries real bytes, and snapshot entries are always written as links.
     """
     repo = cache / folder
     snap = repo / "snapshots" / commit
@@ -143,7 +145,7 @@ def pack_repo(cache: Path, folder: str, commit: str, out: BinaryIO,
             if entry.is_dir() and not entry.is_symlink():
                 tar.addfile(info(f"snapshots/{commit}/{rel}", tarfile.DIRTYPE))
                 continue
-            blob = posixpath.basename(os.readlink(entry))
+            blob = entries[rel] if entries is not None else posixpath.basename(os.readlink(entry))
             links.append((rel, blob))
         seen: set[str] = set()
         for rel, blob in links:

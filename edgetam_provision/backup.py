@@ -65,7 +65,8 @@ def backup(cache: Path, specs: list[RepoSpec] | None, out: Path,
         try:
             with atomic_writer(path) as fh:
                 sha, size, files, refs = pack_repo(cache, repo_folder_name(state.repo_id),
-                                                   state.commit, fh, compression)
+                                                   state.commit, fh, compression,
+                                                   {f.path: f.blob for f in state.files})
         except OSError as exc:
             raise disk_error(exc, path) from None
         entry = ArchiveEntry(

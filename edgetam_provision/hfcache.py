@@ -188,8 +188,12 @@ def check_revision(cache: Path, repo_id: str, commit: str, hash_blobs: bool = Tr
         rel = entry.relative_to(snap).as_posix()
         if entry.is_dir() and not entry.is_symlink():
             continue
-        if not entry.is_symlink():
-            problems.append(f"{rel}: a plain file, not a link to a blob")
+        if not entry.is_symlink():  # a cache on a filesystem without symlinks holds copies
+            copied = _copied_blob(entry, repo_dir / "blobs")
+            if copied is None:
+                problems.append(f"{rel}: a plain file whose bytes match no blob of this repo")
+            else:
+                files.append(CachedFile(rel, copied, entry.stat().st_size))
             continue
         target = Path(os.path.normpath(entry.parent / os.readlink(entry)))
         if target.parent != repo_dir / "blobs" or not BLOB_RE.match(target.name):
@@ -209,6 +213,20 @@ def check_revision(cache: Path, repo_id: str, commit: str, hash_blobs: bool = Tr
     problems.extend(_missing_from_tree(repo_dir, commit, {f.path for f in files}))
     refs = tuple(sorted(n for n, c in list_refs(repo_dir).items() if c == commit))
     return RevisionState(repo_id, commit, refs, tuple(files), tuple(problems), hash_blobs)
+
+
+def _copied_blob(path: Path, blobs_dir: Path) -> str | None:
+    """The blob a copied snapshot file stands for: its sha256 or git sha1, if such a blob exists."""
+    size = path.stat().st_size
+    for kind in ("sha256", "sha1"):
+        h = blob_hasher("0" * (64 if kind == "sha256" else 40), size)
+        with open(path, "rb") as fh:
+            while chunk := fh.read(READ_CHUNK):
+                h.update(chunk)
+        name = h.hexdigest()
+        if (blobs_dir / name).is_file():
+            return name
+    return None
 
 
 def _missing_from_tree(repo_dir: Path, commit: str, present: set[str]) -> list[str]:

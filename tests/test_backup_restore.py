@@ -267,3 +267,44 @@ def test_cli_restore_in_a_separate_process_reports_progress_on_stderr(cache, tmp
     proc = run_cli_process("restore", out, "--cache-dir", tmp_path / "fresh")
     assert proc.returncode == 0, proc.stderr
     assert "restore" in proc.stdout and "staging" in proc.stderr
+
+
+def test_where_symlinks_are_unsupported_restore_writes_copies_that_work(cache, tmp_path, monkeypatch):
+    from edgetam_provision import restore as restore_module
+
+    out = tmp_path / "backups"
+    run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache)
+    monkeypatch.setattr(restore_module, "symlinks_supported", lambda _folder: False)
+    fresh = tmp_path / "fresh"
+    assert run_cli("restore", out, "--cache-dir", fresh).exit_code == 0
+    commit = commit_of(fresh, "org/tiny")
+    snap = fresh / "models--org--tiny" / "snapshots" / commit
+    entry = snap / "sub" / "notes.txt"
+    assert entry.is_file() and not entry.is_symlink() and entry.read_bytes() == b"nested file\n"
+    assert check_revision(fresh, "org/tiny", commit).ok  # copies are checked against the blobs
+    again = run_cli("restore", out, "--cache-dir", fresh, "--json")
+    assert json.loads(again.stdout)["writes"] == 0
+    # a copy-mode cache backs up like any other: links in the archive, real bytes in the blobs
+    assert run_cli("backup", "org/tiny", "--out", tmp_path / "b2", "--cache-dir", fresh).exit_code == 0
+    assert run_cli("restore", tmp_path / "b2", "--cache-dir", tmp_path / "third").exit_code == 0
+
+
+def test_a_copied_snapshot_file_with_wrong_bytes_is_reported(cache):
+    commit = commit_of(cache, "org/tiny")
+    entry = cache / "models--org--tiny" / "snapshots" / commit / "config.json"
+    entry.unlink()
+    entry.write_bytes(b'{"tampered": true}')
+    state = check_revision(cache, "org/tiny", commit)
+    assert not state.ok and "match no blob" in state.problems[0]
+
+
+def test_zstd_needs_its_package_or_round_trips(cache, tmp_path):
+    res = run_cli("backup", "org/tiny", "--out", tmp_path / "z", "--cache-dir", cache, "--compress", "zstd")
+    try:
+        import zstandard  # noqa: F401
+    except ImportError:
+        assert res.exit_code == 2 and "zstandard" in res.stderr and "hint:" in res.stderr
+        assert not list((tmp_path / "z").glob("*.tar.zst"))
+        return
+    assert res.exit_code == 0
+    assert run_cli("restore", tmp_path / "z", "--cache-dir", tmp_path / "fresh").exit_code == 0

@@ -354,3 +354,39 @@ def test_bootstrap_installs_huggingface_hub_into_the_temporary_folder(sshd, hub,
     assert res.exit_code == 0, res.stderr
     assert os.system(f"{bare} -c 'import huggingface_hub' 2>/dev/null") != 0  # nothing left installed
     assert wait_for_no_agent_dirs(before) == []
+
+
+@pytest.fixture(scope="module")
+def old_hub_python(tmp_path_factory):
+    """A Python whose huggingface_hub is 0.36 (requests-based, reads ~/.netrc): the common host."""
+    import subprocess
+
+    site = tmp_path_factory.mktemp("hub036")
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
+                           "huggingface_hub==0.36.2", "requests", "urllib3", "charset-normalizer", "idna",
+                           "certifi"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot install huggingface_hub 0.36 here: {proc.stderr[-200:]}")
+    wrapper = site / "python-hub036"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={site} exec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_with_a_requests_based_hub_the_hosts_netrc_really_breaks_a_plain_download(sshd, hub, old_hub_python):
+    """Control: huggingface_hub 0.36 sends the host's ~/.netrc entry even with token=False."""
+    code = (f"import os; os.environ['HF_ENDPOINT']={hub.endpoint!r};"
+            "import huggingface_hub as h; assert h.__version__.startswith('0.36');"
+            "h.snapshot_download('org/tiny', token=False)")
+    res = sshd.openssh(str(old_hub_python), "-c", f'"{code}"')
+    assert res.returncode != 0 and "401" in res.stderr
+
+
+def test_fetch_works_with_a_requests_based_hub_on_the_host(sshd, hub, old_hub_python, tmp_path):
+    seen = len(hub.requests)
+    res = run_cli("fetch", *sshd.ssh_args(), "--remote-python", str(old_hub_python),
+                  "--endpoint", hub.endpoint, "--repo", "org/tiny", "--out", tmp_path / "b")
+    assert res.exit_code == 0, res.stderr
+    assert "huggingface_hub 0.36.2" in res.stderr
+    assert all(auth is None for _m, _p, auth in hub.requests[seen:])
+    assert run_cli("restore", tmp_path / "b", "--cache-dir", tmp_path / "cache").exit_code == 0
