@@ -57,6 +57,7 @@ class VerifyRequest:
     runs: int | None = None  # None: 3, or 10 on CUDA
     synthetic: bool = False
     accelerate: bool = True
+    backbone_cache: str | None = None  # where transformers < 5.24 finds the timm config (default: cache)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -166,7 +167,7 @@ def run(req: VerifyRequest, progress: Progress) -> dict[str, Any]:
     cache = Path(req.cache)
     image_path, cases, truth_dir = plan_cases(req)
     versions = library_versions()
-    check_environment(versions, cache)
+    check_environment(versions, Path(req.backbone_cache or req.cache))
     commit = resolve_commit(cache, req.repo_id, req.revision)
 
     t0 = time.perf_counter()
