@@ -390,3 +390,16 @@ def test_fetch_works_with_a_requests_based_hub_on_the_host(sshd, hub, old_hub_py
     assert "huggingface_hub 0.36.2" in res.stderr
     assert all(auth is None for _m, _p, auth in hub.requests[seen:])
     assert run_cli("restore", tmp_path / "b", "--cache-dir", tmp_path / "cache").exit_code == 0
+
+
+def test_progress_bar_shows_bytes_rate_and_eta_only_when_enabled(capsys):
+    from edgetam_provision.fetch import ProgressBar
+
+    bar = ProgressBar("model.tar", 4_000_000, 0, enabled=True)
+    bar.update(2_000_000)
+    bar.update(2_000_000)
+    err = capsys.readouterr().err
+    assert "model.tar" in err and "100.0%" in err and "MB/s" in err and "ETA" in err and err.endswith("\n")
+    quiet = ProgressBar("model.tar", 10, 0, enabled=False)
+    quiet.update(10)
+    assert capsys.readouterr().err == ""
