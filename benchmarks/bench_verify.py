@@ -94,10 +94,15 @@ def render(res: dict) -> str:
                  + f" | **{sum(res['naive_ms'].values()):.1f}** | {sum(USER_MPS_MS.values())} |")
     if "accelerated" in reps:
         acc = reps["accelerated"]["acceleration"]
-        lines += ["", "CUDA graphs: " + ", ".join(f"{k}: {v['mode']}"
-                                                  + (f" (max abs diff {v['max_abs_diff']:.1e})"
-                                                     if "max_abs_diff" in v else f" ({v.get('why')})")
-                                                  for k, v in acc.items() if isinstance(v, dict))]
+        def diff(v: dict) -> str:
+            if "max_abs_diff" in v:
+                return f" (max abs diff {v['max_abs_diff']:.1e})"
+            if "relative_diff" in v:
+                return f" (relative diff {v['relative_diff']:.1e})"
+            return f" ({v['why']})" if v.get("why") else ""
+
+        lines += ["", "Accelerated steps: " + ", ".join(f"{k}: {v['mode']}{diff(v)}"
+                                                        for k, v in acc.items() if isinstance(v, dict))]
         same = all(abs(a["objects"][j]["area"] - b["objects"][j]["area"]) <= 0.001 * 1800 * 1200
                    for a, b in zip(eager["cases"], reps["accelerated"]["cases"], strict=True)
                    for j in range(len(a["objects"])))

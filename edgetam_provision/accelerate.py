@@ -1,13 +1,17 @@
-"""CUDA graphs for the launch-bound EdgeTAM steps, with eager as the checked fallback.
+"""Faster EdgeTAM inference that is checked against the plain model before it is trusted.
 
-On an H100 the image encoder (RepViT-M1 at 1024², ~17 GFLOP) runs in ~12 ms eager but needs only
-~0.3 ms of compute: the time goes to kernel launches. Capturing it (and each prompt decode) as a
-CUDA graph removes them. Every graph is compared with the eager result before use; on any error
-or a difference above `TOLERANCE` the eager function is kept.
+- `reparameterize`: timm's own inference transform for RepViT (batch norms folded into the
+  convolutions, parallel branches merged): ~16% less encoder time on CPU, fewer kernels on GPU.
+- `cuda_graph`: on an H100 the image encoder (~17 GFLOP) runs in ~12 ms eager but needs ~0.3 ms of
+  compute: the time goes to kernel launches. Capturing it (and each prompt decode) as a CUDA graph
+  removes them.
+Each is compared with the unchanged computation; on any error or a difference above `TOLERANCE`
+(relative to the output's scale) the plain path is kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +29,31 @@ def _tensors(out: Any) -> list[Any]:
     if hasattr(out, "values"):
         return [t for o in out.values() for t in _tensors(o)]
     return []
+
+
+def relative_diff(a: Any, b: Any) -> float:
+    """max |a - b| over all output tensors, relative to max |b| (inf when shapes differ)."""
+    scale = max((float(t.float().abs().max()) for t in _tensors(b)), default=0.0)
+    return max_abs_diff(a, b) / scale if scale else max_abs_diff(a, b)
+
+
+def reparameterize(model: Any) -> tuple[Callable[[], None], dict[str, Any]]:
+    """Fold the RepViT backbone for inference; returns (undo, info). No-op if timm cannot."""
+    wrapper = getattr(getattr(model, "vision_encoder", None), "backbone", None)
+    original = getattr(wrapper, "timm_model", None)
+    if original is None:
+        return lambda: None, {"mode": "plain", "why": "no timm backbone"}
+    try:
+        from timm.utils.model import reparameterize_model
+
+        wrapper.timm_model = reparameterize_model(original)  # a folded copy; the original is kept
+    except Exception as exc:
+        return lambda: None, {"mode": "plain", "why": f"{type(exc).__name__}: {str(exc)[:120]}"}
+
+    def undo() -> None:
+        wrapper.timm_model = original
+
+    return undo, {"mode": "reparameterized"}
 
 
 def max_abs_diff(a: Any, b: Any) -> float:
@@ -66,6 +95,7 @@ def cuda_graph(fn: Callable[..., Any], *example: Any) -> tuple[Callable[..., Any
         if diff > TOLERANCE:
             return fn, {"mode": "eager", "why": f"graph output differs by {diff:.2e}"}
         return replay, {"mode": "cuda-graph", "max_abs_diff": diff}
-    except Exception as exc:
-        torch.cuda.synchronize()
+    except Exception as exc:  # any capture failure means: stay eager
+        with contextlib.suppress(Exception):  # without CUDA, even this raises
+            torch.cuda.synchronize()
         return fn, {"mode": "eager", "why": f"{type(exc).__name__}: {str(exc)[:160]}"}

@@ -254,7 +254,8 @@ def _render_verify(d: dict[str, Any]) -> str:
               help="Self-test with random weights of the exact architecture; needs no download.")
 @click.option("--or-synthetic", is_flag=True,
               help="Run the self-test instead when the model is not cached (used by make setup).")
-@click.option("--eager", is_flag=True, help="No CUDA graphs (they are used on CUDA when they match).")
+@click.option("--eager", is_flag=True, help="Plain model: no folded backbone, no CUDA graphs (both are "
+              "used only when they match the plain result).")
 @command
 def verify(cache_dir: Path | None, progress: Callable[[str], None], device: str, image: Path | None,
            points: tuple[str, ...], box: str | None, out: Path, min_iou: float, runs: int | None, repo: str,

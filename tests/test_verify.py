@@ -65,6 +65,9 @@ def test_all_four_cases_run_and_the_report_is_complete(verified):
             assert 0 <= obj["gt_iou"] <= 1
     assert {c["kind"] for c in r["checks"]} == {"shape", "finite", "non-empty"}
     assert r["quality_gate"] == {"applied": False, "min_iou": 0.0, "why_not": "disabled"}
+    folded = r["acceleration"]["backbone"]
+    assert folded["mode"] == "reparameterized" and folded["relative_diff"] < 1e-3
+    assert r["acceleration"]["cuda_graphs"] is False  # CPU
 
 
 def test_overlays_are_pngs_of_the_image_size(verified):
@@ -124,9 +127,10 @@ def test_custom_image_and_point_have_no_ground_truth(edgetam_cache, tmp_path):
     img = tmp_path / "photo.jpg"
     Image.new("RGB", (640, 480), (10, 120, 200)).save(img)
     res = run_cli("verify", "--cache-dir", edgetam_cache, "--device", "cpu", "--runs", "1",
-                  "--image", img, "--point", "320,240", "--out", tmp_path / "o", "--json")
+                  "--image", img, "--point", "320,240", "--out", tmp_path / "o", "--json", "--eager")
     assert res.exit_code == 0, res.stderr
     r = json.loads(res.stdout)["report"]
+    assert r["acceleration"]["backbone"] == {"mode": "plain"}
     assert [c["name"] for c in r["cases"]] == ["points"]
     assert r["quality_gate"]["why_not"] == "no ground truth for this image"
 
