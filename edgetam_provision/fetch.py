@@ -71,7 +71,7 @@ class Stream:
         return RemoteConnectError(f"lost the connection to {self.where} ({exc})",
                                   "run the same command again: the pull resumes")
 
-    def _send(self, data: bytes) -> None:
+    def send(self, data: bytes) -> None:
         try:
             self._send_raw(data)
         except self._broken as exc:
@@ -88,7 +88,7 @@ class Stream:
         return data
 
     def send_json(self, obj: dict[str, Any]) -> None:
-        self._send(json.dumps(obj).encode() + b"\n")
+        self.send(json.dumps(obj).encode() + b"\n")
 
     def read_json(self) -> dict[str, Any]:
         while b"\n" not in self._buf:
@@ -283,7 +283,7 @@ def run_agent(stream: Stream, params: dict[str, Any], out: Path, progress: Progr
               bar: bool, sftp: Any = None) -> list[Pulled]:
     """Drive the agent: send parameters, wait for the packed archives, pull each one."""
     program = agent_program()
-    stream._send(b"%d\n" % len(program) + program)
+    stream.send(b"%d\n" % len(program) + program)
     stream.send_json(params)
     packed: list[dict[str, Any]] = []
     while True:

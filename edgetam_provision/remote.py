@@ -15,7 +15,6 @@ import base64
 import contextlib
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -227,7 +226,7 @@ def connect_raw(target: SSHTarget, timeout: float = 20.0, accept_new: bool = Fal
     return Connection(client, target, timeout, jump)
 
 
-@contextmanager
+@contextlib.contextmanager
 def connect(target: SSHTarget, timeout: float = 20.0, accept_new: bool = False) -> Iterator[Connection]:
     """`connect_raw` as a context manager that always closes."""
     conn = connect_raw(target, timeout, accept_new)
