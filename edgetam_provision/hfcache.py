@@ -89,13 +89,18 @@ def blob_hasher(name: str, size: int) -> hashlib._Hash:
     return h
 
 
-def blob_matches(path: Path, name: str) -> bool:
-    """True when the file's bytes hash to its blob name."""
-    size = path.stat().st_size
-    h = blob_hasher(name, size)
+def _hash_file(path: Path, *hashers: hashlib._Hash) -> None:
+    """Feed the file's bytes, read once, to every hasher."""
     with open(path, "rb") as fh:
         while chunk := fh.read(READ_CHUNK):
-            h.update(chunk)
+            for h in hashers:
+                h.update(chunk)
+
+
+def blob_matches(path: Path, name: str) -> bool:
+    """True when the file's bytes hash to its blob name."""
+    h = blob_hasher(name, path.stat().st_size)
+    _hash_file(path, h)
     return h.hexdigest() == name
 
 
@@ -218,15 +223,9 @@ def check_revision(cache: Path, repo_id: str, commit: str, hash_blobs: bool = Tr
 def _copied_blob(path: Path, blobs_dir: Path) -> str | None:
     """The blob a copied snapshot file stands for: its sha256 or git sha1, if such a blob exists."""
     size = path.stat().st_size
-    for kind in ("sha256", "sha1"):
-        h = blob_hasher("0" * (64 if kind == "sha256" else 40), size)
-        with open(path, "rb") as fh:
-            while chunk := fh.read(READ_CHUNK):
-                h.update(chunk)
-        name = h.hexdigest()
-        if (blobs_dir / name).is_file():
-            return name
-    return None
+    hashers = (blob_hasher("0" * 64, size), blob_hasher("0" * 40, size))
+    _hash_file(path, *hashers)
+    return next((h.hexdigest() for h in hashers if (blobs_dir / h.hexdigest()).is_file()), None)
 
 
 def _missing_from_tree(repo_dir: Path, commit: str, present: set[str]) -> list[str]:
