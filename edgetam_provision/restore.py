@@ -246,6 +246,8 @@ def restore(paths: list[Path], cache: Path, progress: Progress = lambda _m: None
                    for p in checked.archives if p.expected_sha256}
         with exclusive_lock(cache / LOCK_PATH):
             _clean_stale(cache, [f for p in checked.archives for f in p.contents.repos])
+            # Again, under the lock: the first pass (above) refused conflicts before the cache was
+            # touched at all; this one sees what a concurrent restore may have published since.
             plan = RestorePlan(cache, tuple(ArchivePlan(p.contents, p.checked_by,
                                                         tuple(_actions(p.contents, cache)),
                                                         p.expected_sha256)
