@@ -45,15 +45,6 @@ REF_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?:/[A-Za-z0-9][A-Za-
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 
-
-def valid_repo_id(repo_id: str) -> bool:
-    """ORG/NAME with safe characters only: nothing a shell or a path could misread."""
-    return bool(REPO_ID_RE.match(repo_id)) and ".." not in repo_id and "--" not in repo_id
-
-
-def valid_revision(revision: str) -> bool:
-    """A branch, tag or commit with safe characters only."""
-    return bool(REVISION_RE.match(revision)) and ".." not in revision
 PREFIXES = ((), ("hub",), ("huggingface", "hub"), (".cache", "huggingface", "hub"))
 COMPRESSIONS = ("none", "gzip", "zstd")
 SUFFIX = {"none": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}
@@ -63,6 +54,16 @@ UNSAFE_HINT = "this archive is not a Hugging Face cache backup; nothing was writ
 TYPE_NAMES = {tarfile.LNKTYPE: "a hard link", tarfile.CHRTYPE: "a character device",
               tarfile.BLKTYPE: "a block device", tarfile.FIFOTYPE: "a FIFO",
               tarfile.CONTTYPE: "a contiguous file"}
+
+
+def valid_repo_id(repo_id: str) -> bool:
+    """ORG/NAME with safe characters only: nothing a shell or a path could misread."""
+    return bool(REPO_ID_RE.match(repo_id)) and ".." not in repo_id and "--" not in repo_id
+
+
+def valid_revision(revision: str) -> bool:
+    """A branch, tag or commit with safe characters only."""
+    return bool(REVISION_RE.match(revision)) and ".." not in revision
 
 
 # ---------------------------------------------------------------------------- packing

@@ -18,7 +18,7 @@ import click
 
 from . import __version__
 from .errors import EXIT_CODES, InternalError, Interrupted, ProvisionError
-from .output import emit, fail, human_size, progress_printer
+from .output import Progress, emit, fail, human_size
 
 DEFAULT_BACKUPS = Path("model_backups")
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -49,7 +49,7 @@ def command(fn: Callable[..., tuple[dict[str, Any], Callable[[dict[str, Any]], s
     @functools.wraps(fn)
     def wrapper(ctx: click.Context, as_json: bool, cache_dir: Path | None, **kwargs: Any) -> None:
         try:
-            result, render = fn(cache_dir=cache_dir, progress=progress_printer(as_json), **kwargs)
+            result, render = fn(cache_dir=cache_dir, progress=Progress(quiet=as_json), **kwargs)
             emit(result, as_json, render)
             code = result.get("exit_code", 0)
         except ProvisionError as err:

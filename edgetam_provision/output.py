@@ -49,7 +49,3 @@ class Progress:
         if not self.quiet:
             sys.stderr.write(f"{msg}\n")
             sys.stderr.flush()
-
-
-def progress_printer(quiet: bool) -> Progress:
-    return Progress(quiet)
