@@ -46,7 +46,6 @@ REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 
 PREFIXES = ((), ("hub",), ("huggingface", "hub"), (".cache", "huggingface", "hub"))
-COMPRESSIONS = ("none", "gzip", "zstd")
 SUFFIX = {"none": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}
 MAX_SMALL = 64 * 1024 * 1024  # refs, trees listings: read into memory, so bounded
 PACK_MTIME = 1_735_689_600  # fixed (2025-01-01): a revision packs to the same bytes, so pulls resume

@@ -348,10 +348,6 @@ def _latencies(fn: Callable[[], Any], runs: int, torch: Any, device: str) -> tup
     return times, result
 
 
-def _median_ms(fn: Callable[[], Any], runs: int, torch: Any, device: str) -> float:
-    return statistics.median(_latencies(fn, runs, torch, device)[0])
-
-
 def _describe(case: Case, decoded: Any, truth_dir: Path | None, checks: list[dict[str, Any]],
               np: Any) -> dict[str, Any]:
     """Per-object scores, best mask, area and ground-truth IoU; appends the checks it makes."""
