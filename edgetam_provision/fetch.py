@@ -47,11 +47,16 @@ def agent_program() -> bytes:
     return (archive_src + "\n\n" + agent_src).encode()
 
 
-def remote_command(python: str) -> str:
-    """The one fixed command run on the host; everything else travels on stdin."""
+def check_python(python: str) -> str:
+    """`--remote-python` goes into a command line: plain path characters only."""
     if not PYTHON_RE.match(python):
         raise UsageError(f"not a usable --remote-python: {python!r}", "pass a path like /usr/bin/python3")
-    return f"{python} -u -c \"{BOOT}\""
+    return python
+
+
+def remote_command(python: str) -> str:
+    """The one fixed command run on the host; everything else travels on stdin."""
+    return f"{check_python(python)} -u -c \"{BOOT}\""
 
 
 class Stream:
@@ -356,8 +361,8 @@ def fetch_remote(target: Any, params: dict[str, Any], out: Path, *, python: str,
 def fetch_local(params: dict[str, Any], out: Path, *, python: str, progress: Progress,
                 bar: bool) -> list[Pulled]:
     """The same clean-credential download, on this machine (the Hub is reachable, creds are not)."""
-    remote_command(python)
-    proc = subprocess.Popen([python, "-u", "-c", BOOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = subprocess.Popen([check_python(python), "-u", "-c", BOOT], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
     assert proc.stdin and proc.stdout
 
     def send(data: bytes) -> None:
