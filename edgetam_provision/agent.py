@@ -1,7 +1,7 @@
 """The program `provision fetch` runs on the clean host (or, with --local, here).
 
-Shipped as source over the SSH channel's stdin, after `archive.py` (so packing is the very same
-code on both ends), and run by one fixed command: no repo id, revision or token ever reaches a
+Shipped as source over the SSH channel's stdin, after `layout.py` and `pack.py` (so packing is the
+very same code on both ends), and run by one fixed command: no repo id, revision or token ever reaches a
 shell. Needs the standard library and huggingface_hub (0.2x-0.3x, or >= 1.0) only.
 
 Protocol: stdin carries one JSON line of parameters, then JSON commands; stdout carries JSON
@@ -28,11 +28,9 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
-try:
-    from .archive import COMMIT_RE, pack_repo, valid_repo_id, valid_revision
-except ImportError:  # shipped: archive.py's source ran just before this one, in this namespace
-    COMMIT_RE, pack_repo, valid_repo_id, valid_revision = (
-        globals()[n] for n in ("COMMIT_RE", "pack_repo", "valid_repo_id", "valid_revision"))
+with contextlib.suppress(ImportError):  # shipped: layout.py and pack.py ran just before, in this namespace
+    from .layout import COMMIT_RE, archive_name, repo_folder_name, valid_repo_id, valid_revision
+    from .pack import pack_repo
 CREDENTIAL_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_STORED_TOKENS_PATH",
                    "HF_HUB_ENABLE_HF_TRANSFER")
 SEND_CHUNK = 4 * 1024 * 1024
@@ -106,7 +104,7 @@ def download(hub: Any, repo_id: str, revision: str | None, token: str | None, ca
         raise AgentError(kind, f"{repo_id}@{revision or 'main'}: {name}: {first}") from None
     ref_name = revision or "main"
     if ref_name != commit:  # point the user's ref at the commit, as a normal download would
-        ref = cache / ("models--" + repo_id.replace("/", "--")) / "refs" / ref_name
+        ref = cache / repo_folder_name(repo_id) / "refs" / ref_name
         ref.parent.mkdir(parents=True, exist_ok=True)
         ref.write_text(commit)
     return commit
@@ -130,14 +128,13 @@ def serve(params: dict[str, Any], tmp: Path, inp: BinaryIO, out: BinaryIO) -> No
         repo_id, revision = spec["repo_id"], spec.get("revision")
         emit(out, {"event": "progress", "message": f"downloading {repo_id}@{revision or 'main'}"})
         commit = download(hub, repo_id, revision, params.get("token"), cache)
-        folder = "models--" + repo_id.replace("/", "--")
-        name = f"{folder}--{commit[:12]}.tar"
+        name = archive_name(repo_id, commit)
         with open(packed / name, "wb") as fh:
-            sha, size, files, refs = pack_repo(cache, folder, commit, fh, "none")
+            sha, size, files, refs = pack_repo(cache, repo_folder_name(repo_id), commit, fh)
         archives[name] = packed / name
         emit(out, {"event": "packed", "archive": name, "repo_id": repo_id, "commit": commit,
                    "sha256": sha, "size": size, "refs": refs,
-                   "files": [{"path": f.path, "blob": f.blob, "size": f.size} for f in files]})
+                   "files": [f.to_dict() for f in files]})
     emit(out, {"event": "ready"})
     while line := inp.readline():
         cmd = json.loads(line)

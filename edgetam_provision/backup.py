@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .archive import SUFFIX, pack_repo
-from .errors import IntegrityError, UsageError
+from .compression import SUFFIX, compressor
+from .errors import IntegrityError
 from .fsutil import atomic_writer, disk_error
-from .hfcache import DEFAULT_REPOS, RepoSpec, check_revision, repo_folder_name, resolve_commit
-from .manifest import ArchiveEntry, ManifestFile, read_manifest, record
+from .hfcache import DEFAULT_REPOS, RepoSpec, check_revision, resolve_commit
+from .layout import archive_name, repo_folder_name
+from .manifest import ArchiveEntry, read_manifest, record
+from .pack import pack_repo
 
 
 @dataclass(frozen=True)
@@ -27,11 +29,6 @@ class BackupResult:
                 "status": "already backed up" if self.reused else "written"}
 
 
-def archive_name(repo_id: str, commit: str, compression: str) -> str:
-    """``models--ORG--NAME--<commit12>.tar[.gz|.zst]``: one file per repo revision."""
-    return f"{repo_folder_name(repo_id)}--{commit[:12]}{SUFFIX[compression]}"
-
-
 def backup(cache: Path, specs: list[RepoSpec] | None, out: Path,
            compression: str = "none") -> list[BackupResult]:
     """Back up each spec's revision (default: the EdgeTAM repos) into `out`.
@@ -40,8 +37,7 @@ def backup(cache: Path, specs: list[RepoSpec] | None, out: Path,
     is written. Archives already recorded with the same commit are kept, not rewritten.
     """
     specs = specs or [RepoSpec(r) for r in DEFAULT_REPOS]
-    if compression not in SUFFIX:
-        raise UsageError(f"unknown compression {compression!r}", "use none, gzip or zstd")
+    compress = compressor(compression)
     states = []
     for spec in specs:
         commit = resolve_commit(cache, spec.repo_id, spec.revision)
@@ -55,7 +51,7 @@ def backup(cache: Path, specs: list[RepoSpec] | None, out: Path,
     known = read_manifest(out)
     results: list[BackupResult] = []
     for state in states:
-        name = archive_name(state.repo_id, state.commit, compression)
+        name = archive_name(state.repo_id, state.commit, SUFFIX[compression])
         path = out / name
         prior = known.get(name)
         if prior and prior.commit == state.commit and path.is_file() \
@@ -65,13 +61,13 @@ def backup(cache: Path, specs: list[RepoSpec] | None, out: Path,
         try:
             with atomic_writer(path) as fh:
                 sha, size, files, refs = pack_repo(cache, repo_folder_name(state.repo_id),
-                                                   state.commit, fh, compression,
+                                                   state.commit, fh, compress,
                                                    {f.path: f.blob for f in state.files})
         except OSError as exc:
             raise disk_error(exc, path) from None
         entry = ArchiveEntry(
             archive=name, repo_id=state.repo_id, commit=state.commit, refs=tuple(refs),
-            files=tuple(ManifestFile(f.path, f.blob, f.size) for f in files), sha256=sha,
+            files=tuple(files), sha256=sha,
             size=size, compression=compression, tool_version=__version__,
             created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
         results.append(BackupResult(path, entry, False))

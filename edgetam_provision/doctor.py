@@ -21,7 +21,14 @@ from urllib.parse import urlsplit
 
 from .errors import ModelMissingError
 from .hfcache import BACKBONE_REPO, EDGETAM_REPO, check_revision, resolve_commit
-from .verify import BACKBONE_NOT_NEEDED_FROM, KNOWN_BAD_TRANSFORMERS, library_versions, version_tuple
+from .runtime import (
+    REQUIRED,
+    available_devices,
+    hub_reads_netrc,
+    library_verdict,
+    library_versions,
+    needs_backbone_config,
+)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 NEEDED_BYTES = 60_000_000  # EdgeTAM (37 MB of weights) + backbone config, with headroom
@@ -118,7 +125,7 @@ def netrc_checks(hub_version: str) -> list[Check]:
     if entry is None:
         return [Check("netrc", "ok", "no ~/.netrc entry for the endpoint's host")]
     path, host, _cred = entry
-    if version_tuple(hub_version) < (1, 0):
+    if hub_reads_netrc(hub_version):
         return [Check("netrc", "fail", f"{path} has an entry for {host}; huggingface_hub {hub_version} "
                       "(requests) sends it as Basic auth, replacing any token",
                       "remove that entry, or run with NETRC=/dev/null (provision fetch does)")]
@@ -181,7 +188,7 @@ def model_checks(cache: Path, transformers_version: str) -> list[Check]:
         try:
             commit = resolve_commit(cache, repo, None)
         except ModelMissingError:
-            needed = repo == EDGETAM_REPO or version_tuple(transformers_version) < BACKBONE_NOT_NEEDED_FROM
+            needed = repo == EDGETAM_REPO or needs_backbone_config(transformers_version)
             checks.append(Check(repo, "fail" if needed else "warn", "not in the cache" + (
                 "" if needed else f" (transformers {transformers_version} does not need it offline)"),
                 "provision fetch --host HOST (or --local), or provision restore model_backups/"))
@@ -195,19 +202,8 @@ def model_checks(cache: Path, transformers_version: str) -> list[Check]:
 
 
 def library_checks(versions: dict[str, str]) -> list[Check]:
-    checks = []
-    for name in ("torch", "torchvision", "transformers", "timm", "huggingface_hub"):
-        v = versions.get(name, "missing")
-        if v == "missing":
-            checks.append(Check(name, "fail", "not installed", "make setup (or pip install -e .)"))
-        elif name == "transformers" and v.startswith(KNOWN_BAD_TRANSFORMERS):
-            checks.append(Check(name, "fail", f"{v} cannot run EdgeTAM's forward pass",
-                                "pip install 'transformers>=5.24'"))
-        elif name == "transformers" and version_tuple(v) < (4, 57):
-            checks.append(Check(name, "fail", f"{v} has no EdgeTAM", "pip install 'transformers>=5.24'"))
-        else:
-            checks.append(Check(name, "ok", v))
-    return checks
+    verdicts = {name: library_verdict(name, versions.get(name, "missing")) for name in REQUIRED}
+    return [Check(name, "ok" if v.ok else "fail", v.detail, v.fix) for name, v in verdicts.items()]
 
 
 def device_checks() -> list[Check]:
@@ -215,10 +211,9 @@ def device_checks() -> list[Check]:
         import torch
     except ImportError:
         return [Check("devices", "fail", "torch is not importable", "make setup")]
-    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    cuda = torch.cuda.is_available()
-    names = (["mps"] if mps else []) + ([f"cuda ({torch.cuda.get_device_name(0)})"] if cuda else []) + ["cpu"]
-    return [Check("devices", "ok", ", ".join(names) + f"; verify --device auto uses {names[0].split()[0]}")]
+    have = available_devices(torch)
+    names = [f"cuda ({torch.cuda.get_device_name(0)})" if d == "cuda" else d for d in have]
+    return [Check("devices", "ok", ", ".join(names) + f"; verify --device auto uses {have[0]}")]
 
 
 def _probe(url: str, auth: str | None) -> int:

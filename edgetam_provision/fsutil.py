@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import os
 import secrets
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from .errors import CacheError, LockedError
 
-CHUNK = 4 * 1024 * 1024
+CHUNK = 8 * 1024 * 1024  # one read/write size for every file loop
 TMP_PREFIX = ".provision-tmp-"
+LOCK_PATH = ".locks/provision.lock"  # beside huggingface_hub's own lock files
+LOCK_WAIT_S = 600.0  # a restore of many GB can hold the lock for minutes
 
 
 def tmp_sibling(path: Path) -> Path:
@@ -94,32 +94,56 @@ def symlinks_supported(folder: Path) -> bool:
 
 def sha256_file(path: Path) -> str:
     """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 @contextlib.contextmanager
-def exclusive_lock(lock_path: Path, timeout: float = 600.0) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `lock_path`, waiting up to `timeout` seconds for it.
+def cache_lock(cache: Path, timeout: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the cache's provision lock (`filelock`), waiting up to `timeout` seconds for it.
 
     The kernel releases the lock when the holder dies, so a killed restore never blocks the next.
     """
+    import filelock
+
+    path = cache / LOCK_PATH
+    lock = filelock.FileLock(str(path), timeout=timeout)
     try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except filelock.Timeout:
+        raise LockedError(f"another provision process is using {cache}",
+                          "wait for it to finish, then run this again") from None
     except OSError as exc:
-        raise disk_error(exc, lock_path) from None
+        raise disk_error(exc, path) from None
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockedError(f"another provision process is using {lock_path.parent}",
-                                      "wait for it to finish, then run this again") from None
-                time.sleep(0.05)
         yield
     finally:
-        os.close(fd)
+        lock.release()
+
+
+def clean_stale(cache: Path, staging_prefix: str, folders: list[str]) -> None:
+    """Remove what runs that died (their pid is gone) left: staging folders, temp siblings."""
+    for p in cache.glob(staging_prefix + "*"):
+        if _dead(p.name, staging_prefix):
+            shutil.rmtree(p, ignore_errors=True)
+    for folder in folders:
+        for p in (cache / folder).rglob(TMP_PREFIX + "*"):
+            if _dead(p.name, TMP_PREFIX):
+                p.unlink(missing_ok=True)
+
+
+def _dead(name: str, prefix: str) -> bool:
+    pid = name[len(prefix):].split("-")[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -1,9 +1,8 @@
-"""The Hugging Face hub cache as huggingface_hub writes it, and its offline integrity check.
+"""The local hub cache: where it is, what it holds, and its offline integrity check.
 
-Layout of one repo: ``models--ORG--NAME/{blobs/<hash>, snapshots/<commit>/<path> -> ../../blobs/<hash>,
-refs/<name>, .no_exist/<commit>/<path>, trees/<commit>.json}``. A blob's name is its content hash:
-64 hex = sha256 (LFS files), 40 hex = git blob sha1 (``b"blob N\\0" + bytes``), so every byte can be
-checked without the network.
+The names on disk follow `layout`; this module reads a real cache: refs, snapshots, the blobs
+behind them (hashed against their names), copies where symlinks are unsupported, and the
+``trees/<commit>.json`` listing of an incomplete download.
 """
 
 from __future__ import annotations
@@ -14,10 +13,19 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .archive import BLOB_RE, COMMIT_RE, FOLDER_RE, valid_repo_id, valid_revision
 from .errors import ModelMissingError, UsageError
-
-READ_CHUNK = 4 * 1024 * 1024
+from .fsutil import CHUNK
+from .layout import (
+    BLOB_RE,
+    COMMIT_RE,
+    SHORT_COMMIT_RE,
+    FileRecord,
+    blob_hasher,
+    repo_folder_name,
+    repo_id_from_folder,
+    valid_repo_id,
+    valid_revision,
+)
 
 EDGETAM_REPO = "yonigozlan/EdgeTAM-hf"
 BACKBONE_REPO = "timm/repvit_m1.dist_in1k"
@@ -69,30 +77,10 @@ def resolve_cache_dir(override: str | os.PathLike[str] | None = None) -> CacheLo
     return CacheLocation(Path(constants.HF_HUB_CACHE).expanduser().absolute(), source)
 
 
-def repo_folder_name(repo_id: str) -> str:
-    """``ORG/NAME`` -> ``models--ORG--NAME``."""
-    return "models--" + repo_id.replace("/", "--")
-
-
-def repo_id_from_folder(folder: str) -> str | None:
-    """``models--ORG--NAME`` -> ``ORG/NAME``; None for anything else."""
-    m = FOLDER_RE.match(folder)
-    return f"{m.group(1)}/{m.group(2)}" if m else None
-
-
-def blob_hasher(name: str, size: int) -> hashlib._Hash:
-    """A hash object that, fed a blob's bytes, yields `name` when the bytes are right."""
-    if len(name) == 64:
-        return hashlib.sha256()
-    h = hashlib.sha1(usedforsecurity=False)
-    h.update(b"blob %d\0" % size)
-    return h
-
-
 def _hash_file(path: Path, *hashers: hashlib._Hash) -> None:
     """Feed the file's bytes, read once, to every hasher."""
     with open(path, "rb") as fh:
-        while chunk := fh.read(READ_CHUNK):
+        while chunk := fh.read(CHUNK):
             for h in hashers:
                 h.update(chunk)
 
@@ -135,19 +123,17 @@ def resolve_commit(cache: Path, repo_id: str, revision: str | None) -> str:
                                 "get it with `provision fetch` or `provision restore`")
     rev = revision or "main"
     commit = rev if COMMIT_RE.match(rev) else read_ref(repo_dir, rev)
+    if commit is None and SHORT_COMMIT_RE.match(rev):  # the 12-hex form this tool prints
+        snaps = repo_dir / "snapshots"
+        found = sorted(p.name for p in snaps.iterdir() if p.name.startswith(rev)) if snaps.is_dir() else []
+        if len(found) > 1:
+            raise UsageError(f"{repo_id}@{rev} is ambiguous: {', '.join(f[:12] for f in found)}",
+                             "give more characters of the commit")
+        commit = found[0] if found else None
     if not commit or not (repo_dir / "snapshots" / commit).is_dir():
         raise ModelMissingError(f"{repo_id}@{rev} has no snapshot in the cache {cache}",
                                 "list what is cached with `provision status`")
     return commit
-
-
-@dataclass(frozen=True)
-class CachedFile:
-    """One file of a snapshot: its path in the repo, its blob, its size."""
-
-    path: str
-    blob: str
-    size: int
 
 
 @dataclass(frozen=True)
@@ -157,7 +143,7 @@ class RevisionState:
     repo_id: str
     commit: str
     refs: tuple[str, ...]
-    files: tuple[CachedFile, ...]
+    files: tuple[FileRecord, ...]
     problems: tuple[str, ...] = field(default=())
     hashed: bool = True
 
@@ -176,18 +162,13 @@ class RevisionState:
                 "problems": list(self.problems)}
 
 
-def real_blob(repo_dir: Path, name: str) -> Path:
-    """The file holding a blob's bytes, following hub 2.x shared-blob-store links."""
-    return (repo_dir / "blobs" / name).resolve()
-
-
 def check_revision(cache: Path, repo_id: str, commit: str, hash_blobs: bool = True) -> RevisionState:
     """Check one cached revision offline: links, blobs (hashed), refs and the trees listing."""
     repo_dir = cache / repo_folder_name(repo_id)
     snap = repo_dir / "snapshots" / commit
     blobs_dir = (repo_dir / "blobs").resolve()
     problems: list[str] = []
-    files: list[CachedFile] = []
+    files: list[FileRecord] = []
     hashed_ok: dict[str, bool] = {}
     for entry in sorted(snap.rglob("*")):
         rel = entry.relative_to(snap).as_posix()
@@ -198,7 +179,7 @@ def check_revision(cache: Path, repo_id: str, commit: str, hash_blobs: bool = Tr
             if copied is None:
                 problems.append(f"{rel}: a plain file whose bytes match no blob of this repo")
             else:
-                files.append(CachedFile(rel, copied, entry.stat().st_size))
+                files.append(FileRecord(rel, copied, entry.stat().st_size))
             continue
         target = Path(os.path.normpath(entry.parent / os.readlink(entry)))
         if target.parent != repo_dir / "blobs" or not BLOB_RE.match(target.name):
@@ -210,7 +191,7 @@ def check_revision(cache: Path, repo_id: str, commit: str, hash_blobs: bool = Tr
                                            or blob_file.is_relative_to(cache_real / "blobs")):
             problems.append(f"{rel}: blob {target.name} is missing")
             continue
-        files.append(CachedFile(rel, target.name, blob_file.stat().st_size))
+        files.append(FileRecord(rel, target.name, blob_file.stat().st_size))
         if hash_blobs and target.name not in hashed_ok:
             hashed_ok[target.name] = blob_matches(blob_file, target.name)
         if not hashed_ok.get(target.name, True):

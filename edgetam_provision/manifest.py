@@ -15,18 +15,13 @@ from pathlib import Path
 
 from .errors import IntegrityError
 from .fsutil import write_atomic
+from .layout import BLOB_RE, FileRecord
 
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 FORMAT = "edgetam-provision/1"
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
-
-
-@dataclass(frozen=True)
-class ManifestFile:
-    path: str
-    blob: str
-    size: int
 
 
 @dataclass(frozen=True)
@@ -37,7 +32,7 @@ class ArchiveEntry:
     repo_id: str
     commit: str
     refs: tuple[str, ...]
-    files: tuple[ManifestFile, ...]
+    files: tuple[FileRecord, ...]
     sha256: str
     size: int
     compression: str
@@ -57,8 +52,7 @@ class ArchiveEntry:
     def from_dict(cls, name: str, d: dict) -> ArchiveEntry:
         return cls(archive=name, repo_id=d["repo_id"], commit=d["commit"],
                    refs=tuple(d.get("refs", ())),
-                   files=tuple(ManifestFile(f["path"], f["blob"], int(f["size"]))
-                               for f in d["files"]),
+                   files=tuple(FileRecord.from_dict(f) for f in d["files"]),
                    sha256=d["sha256"], size=int(d["size"]), compression=d.get("compression", "none"),
                    tool_version=d.get("tool_version", ""), created=d.get("created", ""))
 
@@ -69,10 +63,15 @@ def read_manifest(folder: Path) -> dict[str, ArchiveEntry]:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text())
-        return {name: ArchiveEntry.from_dict(name, d) for name, d in data["archives"].items()}
-    except (ValueError, KeyError, TypeError) as exc:
-        raise IntegrityError(f"{path} is not a valid manifest ({exc})",
+        data = json.loads(path.read_bytes().decode("utf-8"))
+        entries = {str(name): ArchiveEntry.from_dict(str(name), d) for name, d in data["archives"].items()}
+        for e in entries.values():
+            if not (SHA256_RE.match(e.sha256) and all(BLOB_RE.match(f.blob) for f in e.files)):
+                raise ValueError(f"{e.archive}: a hash is not hex")
+        return entries
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        why = "nested too deeply" if isinstance(exc, RecursionError) else f"{type(exc).__name__}: {exc}"
+        raise IntegrityError(f"{path} is not a valid manifest ({why[:200]})",
                              "restore the file from where the backups came from, or delete it "
                              "to rely on SHA256SUMS and the blob hashes alone") from None
 
@@ -82,8 +81,14 @@ def read_sums(folder: Path) -> dict[str, str]:
     path = folder / SUMS
     if not path.is_file():
         return {}
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise IntegrityError(f"{path} is not a SHA256SUMS file (not UTF-8 text)",
+                             "restore the file from where the backups came from, or delete it "
+                             "to rely on the blob hashes alone") from None
     out: dict[str, str] = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         m = SUM_LINE.match(line.strip())
         if m:
             out[m.group(2)] = m.group(1)

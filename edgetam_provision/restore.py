@@ -1,119 +1,160 @@
-"""`provision restore`: plan (read-only), then stage, verify and publish into the hub cache.
+"""`provision restore`: check every byte, plan, then stage and publish into the hub cache.
 
 Order of work, so that a crash or Ctrl-C at any point leaves a consistent cache:
-1. plan: validate every member (`archive.scan_archive`), compare with the cache -> a list of
-   actions; `--dry-run` also checks each archive's sha256 against manifest.json / SHA256SUMS
-   and stops here (a real restore computes that hash while staging).
-2. stage: under the cache lock, stream the new blobs into ``<cache>/.provision-staging-*``,
-   hashing each against its name. Any failure removes the staging folder; nothing is published.
+1. scan (no lock, no writes): validate every member of every archive (`untrusted_tar`), and
+   refuse a cache that contradicts an archive before even the lock file exists.
+2. read (under the cache lock): hash every byte of every archive: the whole file against
+   manifest.json / SHA256SUMS (in a thread), every blob against its name. Blobs the cache lacks
+   or holds damaged are staged in ``<cache>/.provision-staging-*``; blobs it holds are compared
+   byte for byte. `--dry-run` runs this same pass with nothing staged, then stops.
 3. publish: blobs, then snapshot links, then listings, then refs, each by `os.replace`.
-   A blob that exists is never overwritten; a second run finds everything present.
+4. prove: every ref the run wrote or kept points at a snapshot whose every file resolves to a
+   blob of the right size (the bytes were hashed in step 2) — what huggingface_hub needs offline.
 """
 
 from __future__ import annotations
 
+import filecmp
 import os
 import posixpath
 import secrets
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from .archive import ArchiveContents, iter_blobs, scan_archive
+from .compression import ARCHIVE_SUFFIXES, compression_of
 from .errors import CacheError, IntegrityError, UsageError
 from .fsutil import (
-    TMP_PREFIX,
+    CHUNK,
+    cache_lock,
+    clean_stale,
     copy_atomic,
     disk_error,
-    exclusive_lock,
     sha256_file,
     symlink_atomic,
     symlinks_supported,
     write_atomic,
 )
-from .hfcache import blob_hasher, read_ref, repo_id_from_folder
+from .hfcache import read_ref
+from .layout import blob_hasher, repo_folder_name, repo_id_from_folder
 from .manifest import ArchiveEntry, read_manifest, read_sums
+from .untrusted_tar import ArchiveContents, DataMember, iter_data, scan_archive
 
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst")
-LOCK_PATH = ".locks/provision.lock"  # beside huggingface_hub's own lock files
 STAGING_PREFIX = ".provision-staging-"
 Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class Action:
-    """One thing a restore would write: kind is blob, link, file or ref."""
+    """One entry a restore writes or finds in place.
+
+    kind: blob | link | tree | ref. state: new | present | repair | update | kept.
+    """
 
     kind: str
     folder: str
     path: str
-    state: str  # new | present | update
+    state: str
     size: int = 0
-    detail: str = ""
+    blob: str | None = None  # link: the blob it points at
+    commit: str | None = None  # ref: the commit it points at after the restore
+    previous: str | None = None  # ref: the commit it pointed at before (update, kept)
 
     def to_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "repo_id": repo_id_from_folder(self.folder), "path": self.path,
-                "state": self.state, "size": self.size, "detail": self.detail}
+        d: dict[str, object] = {"kind": self.kind, "repo_id": repo_id_from_folder(self.folder),
+                                "path": self.path, "state": self.state, "size": self.size}
+        d.update({k: v for k, v in (("blob", self.blob), ("commit", self.commit),
+                                    ("previous", self.previous)) if v})
+        return d
+
+    @property
+    def writes(self) -> bool:
+        return self.state in ("new", "repair", "update")
 
 
 @dataclass(frozen=True)
 class ArchivePlan:
-    """One archive, checked, and what restoring it would do."""
+    """One archive, checked byte for byte, and what restoring it does."""
 
     contents: ArchiveContents
     checked_by: str  # manifest | SHA256SUMS | blob names
     actions: tuple[Action, ...]
-    expected_sha256: str | None = None
-
-    @property
-    def pending(self) -> tuple[Action, ...]:
-        return tuple(a for a in self.actions if a.state != "present")
 
     def summary(self) -> dict[str, object]:
-        repos = {f: sorted(p.commits) for f, p in self.contents.repos.items()}
-        pending = self.pending
+        writes = [a for a in self.actions if a.writes]
+        blobs = [a for a in writes if a.kind == "blob"]
         return {"archive": str(self.contents.path), "checked_by": self.checked_by,
-                "repos": [{"repo_id": repo_id_from_folder(f), "commits": c} for f, c in repos.items()],
-                "new_blobs": sum(a.kind == "blob" for a in pending),
-                "new_bytes": sum(a.size for a in pending if a.kind == "blob"),
-                "writes": len(pending),
-                "status": "already present" if not pending else "restore",
-                "actions": [a.to_dict() for a in pending]}
+                "repos": [{"repo_id": repo_id_from_folder(f), "commits": sorted(p.commits)}
+                          for f, p in self.contents.repos.items()],
+                "new_blobs": sum(a.state == "new" for a in blobs),
+                "repaired_blobs": sum(a.state == "repair" for a in blobs),
+                "new_bytes": sum(a.size for a in blobs),
+                "writes": len(writes),
+                "status": ("repaired" if any(a.state == "repair" for a in blobs) else
+                           "restored" if writes else "already present"),
+                "moved_refs": [a.to_dict() for a in self.actions if a.kind == "ref" and a.previous],
+                "skipped": self.contents.skipped,
+                "actions": [a.to_dict() for a in writes]}
 
 
 @dataclass(frozen=True)
 class RestorePlan:
     cache: Path
     archives: tuple[ArchivePlan, ...]
+    ignored: tuple[str, ...] = field(default=())  # paths given that are not archives
+    staged: dict[tuple[str, str], Path] = field(default_factory=dict, repr=False, compare=False)
 
     @property
-    def pending(self) -> tuple[Action, ...]:
-        return tuple(a for p in self.archives for a in p.pending)
+    def writes(self) -> tuple[Action, ...]:
+        return tuple(a for p in self.archives for a in p.actions if a.writes)
 
     def to_dict(self) -> dict[str, object]:
         return {"cache": str(self.cache), "archives": [p.summary() for p in self.archives],
-                "writes": len(self.pending)}
+                "writes": len(self.writes), "ignored": list(self.ignored)}
 
 
-def find_archives(paths: list[Path]) -> list[Path]:
-    """Expand folders into the archives they hold; reject paths that do not exist."""
+# ---------------------------------------------------------------------------- finding archives
+
+def find_archives(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """Expand folders into the archives they hold; returns (archives, non-archives skipped)."""
     found: list[Path] = []
+    ignored: list[str] = []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.is_file()
-                                and not p.name.startswith(".") and p.name.endswith(ARCHIVE_SUFFIXES)))
-        elif path.is_file():
+            found.extend(sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                                and p.name.endswith(ARCHIVE_SUFFIXES)))
+        elif path.is_file() and _looks_like_archive(path):
             found.append(path)
+        elif path.is_file():
+            ignored.append(str(path))
         else:
             raise UsageError(f"no such file or folder: {path}",
                              "pass a backup archive or a folder of them (default model_backups/)")
-    if not found:
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    if not unique:
         raise UsageError(f"no backups found in {', '.join(map(str, paths))}",
                          "make them with `provision fetch --host HOST` or `provision backup`")
-    return found
+    return unique, ignored
 
+
+def _looks_like_archive(path: Path) -> bool:
+    """A file given by name that is no README or manifest: treat it as an archive if tar-like."""
+    if path.name.endswith(ARCHIVE_SUFFIXES):
+        return True
+    if path.name in ("manifest.json", "SHA256SUMS") or path.suffix in (".md", ".txt", ".json", ".part"):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return True  # let the scan report why it cannot be read
+    return compression_of(path) != "none" or head[257:262] == b"ustar"
+
+
+# ---------------------------------------------------------------------------- checking
 
 def _expected_hash(path: Path, entry: ArchiveEntry | None, sums: dict[str, str]) -> tuple[str | None, str]:
     """The archive's expected sha256 and where it comes from (None: only the blob names check it)."""
@@ -124,15 +165,8 @@ def _expected_hash(path: Path, entry: ArchiveEntry | None, sums: dict[str, str])
     return None, "blob names"
 
 
-def _compare_hash(path: Path, expected: str | None, actual: str | None) -> None:
-    if expected is not None and actual != expected:
-        raise IntegrityError(f"{path.name}: sha256 {(actual or '')[:16]}… does not match the expected "
-                             f"{expected[:16]}…",
-                             "the backup is damaged or was changed; fetch or copy it again")
-
-
 def _check_manifest_files(contents: ArchiveContents, entry: ArchiveEntry) -> None:
-    repo = contents.repos.get("models--" + entry.repo_id.replace("/", "--"))
+    repo = contents.repos.get(repo_folder_name(entry.repo_id))
     if repo is None:
         raise IntegrityError(f"{contents.path.name}: does not hold {entry.repo_id} as its manifest says",
                              "the backup and its manifest do not belong together")
@@ -142,195 +176,384 @@ def _check_manifest_files(contents: ArchiveContents, entry: ArchiveEntry) -> Non
                                  "the backup is damaged; fetch it again")
 
 
-def plan_restore(paths: list[Path], cache: Path, hash_archives: bool = True) -> RestorePlan:
-    """Check every archive and work out what restoring it would write. Writes nothing.
-
-    With ``hash_archives=False`` the whole-archive sha256 is left to the caller (`restore`
-    computes it in parallel with staging and checks it before publishing).
-    """
-    archives: list[ArchivePlan] = []
-    for path in find_archives(paths):
-        entry = read_manifest(path.parent).get(path.name)
-        expected, checked_by = _expected_hash(path, entry, read_sums(path.parent))
-        if hash_archives and expected:
-            _compare_hash(path, expected, sha256_file(path))
-
-        def cache_has_blob(folder: str, blob: str) -> bool:
-            return (cache / folder / "blobs" / blob).is_file()
-
-        contents = scan_archive(path, cache_has_blob, entry.blob_sizes() if entry else None)
-        if entry:
-            _check_manifest_files(contents, entry)
-        archives.append(ArchivePlan(contents, checked_by, tuple(_actions(contents, cache)), expected))
-    return RestorePlan(cache, tuple(archives))
-
-
-def _actions(contents: ArchiveContents, cache: Path) -> list[Action]:
-    actions: list[Action] = []
+def _link_conflicts(contents: ArchiveContents, cache: Path) -> None:
+    """Refuse a cache whose snapshot entries contradict the archive (same commit, other blob)."""
     for folder, repo in contents.repos.items():
-        repo_dir = cache / folder
-        for blob, size in repo.blobs.items():
-            dest = repo_dir / "blobs" / blob
-            if dest.is_file() and dest.stat().st_size == size:
-                actions.append(Action("blob", folder, f"blobs/{blob}", "present", size))
-            elif os.path.lexists(dest):
-                raise CacheError(f"{folder}/blobs/{blob} exists in the cache but differs in size",
-                                 "that cached blob is damaged: delete it and run the restore again")
-            else:
-                actions.append(Action("blob", folder, f"blobs/{blob}", "new", size))
-        for rel, blob in sorted(repo.links.items()):
-            dest = repo_dir / rel
-            target = "../" * rel.count("/") + f"blobs/{blob}"
+        for rel, blob in repo.links.items():
+            dest = cache / folder / rel
             if dest.is_symlink():
                 have = posixpath.normpath(posixpath.join(posixpath.dirname(rel), os.readlink(dest)))
                 if have != f"blobs/{blob}":
                     raise CacheError(f"{folder}/{rel} already links to {have}, not blobs/{blob}",
                                      "the cache disagrees with the backup: remove that snapshot "
-                                     "folder and run the restore again")
-                actions.append(Action("link", folder, rel, "present", detail=target))
-            elif dest.is_file() and dest.stat().st_size == repo.blobs.get(blob, dest.stat().st_size):
-                actions.append(Action("link", folder, rel, "present", detail="copy"))
+                                     "folder and run the restore again; nothing was written")
+            elif dest.is_dir():
+                raise CacheError(f"{folder}/{rel} is a folder in the cache, a file in the backup",
+                                 "remove that snapshot folder and run the restore again; "
+                                 "nothing was written")
+
+
+@dataclass
+class _Read:
+    """What hashing one archive found: the state of each blob, and the blobs of plain files."""
+
+    blobs: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, blob) -> new|present|repair
+    sizes: dict[tuple[str, str], int] = field(default_factory=dict)
+    copies: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, snapshot path) -> blob
+    staged: dict[tuple[str, str], Path] = field(default_factory=dict)
+
+
+class _Reader:
+    """Hash every data member; compare with the cache; stage what must be written (if staging)."""
+
+    def __init__(self, cache: Path, staging: Path | None) -> None:
+        self.cache, self.staging = cache, staging
+        self.buf = bytearray(CHUNK)
+        self.found = _Read()
+
+    def archive(self, contents: ArchiveContents, progress: Progress) -> None:
+        progress(f"checking every byte of {contents.path.name}")
+        for member, stream in iter_data(contents):
+            if member.path.startswith("blobs/"):
+                self._blob(contents, member, stream)
             else:
-                actions.append(Action("link", folder, rel, "new", detail=target))
-        for rel, data in sorted(repo.small_files.items()):
+                self._copy(contents, member, stream)
+
+    def _blob(self, contents: ArchiveContents, m: DataMember, stream: Any) -> None:
+        blob = m.path.split("/", 1)[1]
+        key = (m.folder, blob)
+        cached = self.cache / m.folder / "blobs" / blob
+        state = "new"
+        compare = None
+        if key not in self.found.blobs and cached.is_file() and cached.stat().st_size == m.size:
+            state, compare = "present", open(cached, "rb")  # noqa: SIM115 - closed below
+        elif key not in self.found.blobs and os.path.lexists(cached):
+            state = "repair"
+        elif key in self.found.blobs:
+            state = ""  # seen in an earlier archive: hash it again, write nothing
+        try:
+            h, same, out = blob_hasher(blob, m.size), True, None
+            if state in ("new", "repair") and self.staging is not None:
+                out = self._stage_file(m.folder, blob)
+            got = 0
+            view = memoryview(self.buf)
+            while n := stream.readinto(self.buf):
+                chunk = view[:n]
+                h.update(chunk)
+                if compare is not None and same and compare.read(n) != chunk:
+                    same = False
+                    if self.staging is not None:  # bytes so far agreed: start the repair copy from them
+                        out = self._stage_file(m.folder, blob)
+                        compare.seek(0)
+                        out.write(compare.read(got))
+                if out is not None:
+                    out.write(chunk)
+                got += n
+        finally:
+            for fh in (compare, out):
+                if fh is not None:
+                    fh.close()
+        if got != m.size or h.hexdigest() != blob:
+            raise IntegrityError(f"{contents.path.name}: {m.name} does not match its hash",
+                                 "the backup is damaged; fetch or copy it again — the cache was "
+                                 "left as it was")
+        if state == "present" and not same:
+            state = "repair"
+        if state:
+            self.found.blobs[key], self.found.sizes[key] = state, m.size
+            if state != "present" and self.staging is not None:
+                self.found.staged[key] = self.staging / m.folder / blob
+
+    def _stage_file(self, folder: str, blob: str) -> Any:
+        assert self.staging is not None
+        dest = self.staging / folder / blob
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return open(dest, "wb")
+
+    def _copy(self, contents: ArchiveContents, m: DataMember, stream: Any) -> None:
+        """A plain snapshot file (tar -h): its blob is whichever name its bytes hash to."""
+        sha256, sha1 = blob_hasher("0" * 64, m.size), blob_hasher("0" * 40, m.size)
+        tmp = self._stage_file(m.folder, f"copy-{secrets.token_hex(8)}") if self.staging else None
+        got = 0
+        try:
+            while n := stream.readinto(self.buf):
+                chunk = memoryview(self.buf)[:n]
+                sha256.update(chunk)
+                sha1.update(chunk)
+                if tmp is not None:
+                    tmp.write(chunk)
+                got += n
+        finally:
+            if tmp is not None:
+                tmp.close()
+        if got != m.size:
+            raise IntegrityError(f"{contents.path.name}: {m.name} is cut short", "the backup is damaged")
+        repo = contents.repos[m.folder]
+        names = (sha1.hexdigest(), sha256.hexdigest())
+        blob = next((b for b in names if b in repo.blobs or (self.cache / m.folder / "blobs" / b).is_file()),
+                    names[1])
+        self.found.copies[(m.folder, m.path)] = blob
+        key = (m.folder, blob)
+        if blob in repo.blobs or key in self.found.blobs:
+            if tmp is not None:
+                Path(tmp.name).unlink()
+            return
+        cached = self.cache / m.folder / "blobs" / blob
+        same = cached.is_file() and (tmp is None or filecmp.cmp(tmp.name, cached, shallow=False))
+        self.found.blobs[key] = "present" if same else ("repair" if os.path.lexists(cached) else "new")
+        self.found.sizes[key] = m.size
+        if tmp is not None:
+            if same:
+                Path(tmp.name).unlink()
+            else:
+                self.found.staged[key] = Path(tmp.name)
+
+
+# ---------------------------------------------------------------------------- planning
+
+def _actions(contents: ArchiveContents, found: _Read, cache: Path, keep_refs: bool,
+             done: set[tuple[str, str, str]]) -> list[Action]:
+    """What restoring `contents` writes, given what the read pass found. `done` dedupes."""
+    actions: list[Action] = []
+
+    def add(a: Action) -> None:
+        if (a.kind, a.folder, a.path) not in done:
+            done.add((a.kind, a.folder, a.path))
+            actions.append(a)
+
+    for folder, repo in contents.repos.items():
+        repo_dir = cache / folder
+        links = {**repo.links, **{p: found.copies[(folder, p)] for p in repo.copies}}
+        for blob in sorted({*repo.blobs, *links.values()}):
+            key = (folder, blob)
+            add(Action("blob", folder, f"blobs/{blob}", found.blobs[key], found.sizes[key]))
+        for rel, blob in sorted(links.items()):
+            state = _link_state(repo_dir, rel, blob, found.staged.get((folder, blob)))
+            add(Action("link", folder, rel, state, blob=blob))
+        for rel, data in sorted(repo.trees.items()):
             dest = repo_dir / rel
             state = "present" if dest.is_file() and dest.read_bytes() == data else (
                 "update" if dest.exists() else "new")
-            actions.append(Action("file", folder, rel, state, len(data)))
+            add(Action("tree", folder, rel, state, len(data)))
         for name, commit in sorted(repo.refs.items()):
-            have = read_ref(repo_dir, name)
-            raw = (repo_dir / "refs" / name)
-            clean = raw.is_file() and raw.read_bytes() == commit.encode()
-            state = "present" if have == commit and clean else ("update" if raw.exists() else "new")
-            actions.append(Action("ref", folder, f"refs/{name}", state, detail=commit if
-                                  state != "update" else f"{have} -> {commit}"))
+            add(_ref_action(repo_dir, folder, name, commit, keep_refs))
     return actions
 
 
-def _clean_stale(cache: Path, folders: list[str]) -> None:
-    """Remove what restores that died (their pid is gone) left: staging folders, temp siblings."""
-    for p in cache.glob(STAGING_PREFIX + "*"):
-        if _dead(p.name, STAGING_PREFIX):
-            shutil.rmtree(p, ignore_errors=True)
-    for folder in folders:
-        for p in (cache / folder).rglob(TMP_PREFIX + "*"):
-            if _dead(p.name, TMP_PREFIX):
-                p.unlink(missing_ok=True)
+def _link_state(repo_dir: Path, rel: str, blob: str, staged: Path | None) -> str:
+    dest = repo_dir / rel
+    if dest.is_symlink():  # its target was checked against the archive by `_link_conflicts`
+        return "present" if dest.exists() else "repair"
+    if dest.is_file():  # a cache without symlinks holds copies: compare with the blob's bytes
+        source = staged or repo_dir / "blobs" / blob
+        return "present" if source.is_file() and filecmp.cmp(dest, source, shallow=False) else "repair"
+    return "new"
 
 
-def _dead(name: str, prefix: str) -> bool:
-    pid = name[len(prefix):].split("-")[0]
-    return pid.isdigit() and not _alive(int(pid))
+def _ref_action(repo_dir: Path, folder: str, name: str, commit: str, keep_refs: bool) -> Action:
+    path = f"refs/{name}"
+    raw = repo_dir / path
+    have = read_ref(repo_dir, name)
+    if have == commit:
+        clean = raw.read_bytes() == commit.encode()
+        return Action("ref", folder, path, "present" if clean else "update", commit=commit)
+    if have and keep_refs and (repo_dir / "snapshots" / have).is_dir():
+        return Action("ref", folder, path, "kept", commit=have, previous=have)
+    return Action("ref", folder, path, "update" if raw.exists() else "new", commit=commit, previous=have)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+# ---------------------------------------------------------------------------- running
+
+def check_backups(paths: list[Path], progress: Progress = lambda _m: None) -> RestorePlan:
+    """Check backup files on their own (a copy on a USB disk, say): every member validated, every
+    byte hashed, against manifest.json / SHA256SUMS where present. No cache is read or written."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="provision-check-") as empty:
+        plan = restore(paths, Path(empty), progress, dry_run=True)
+    return replace(plan, cache=Path("-"))
 
 
-def restore(paths: list[Path], cache: Path, progress: Progress = lambda _m: None) -> RestorePlan:
-    """Restore the archives at `paths` into `cache`; returns the plan that was carried out.
+def restore(paths: list[Path], cache: Path, progress: Progress = lambda _m: None, *,
+            dry_run: bool = False, keep_refs: bool = False) -> RestorePlan:
+    """Restore the archives at `paths` into `cache` (or, with `dry_run`, check all and write nothing).
 
-    Every member is validated before the cache is touched; the actions are worked out again under
-    the cache lock, so concurrent restores never interleave; each archive's sha256 is computed in
-    a thread while its blobs are staged (and hashed), and checked before anything is published.
+    Returns the plan that was carried out. Raises a `ProvisionError` whose message says what was
+    and was not published.
     """
-    checked = plan_restore(paths, cache, hash_archives=False)
-    with ThreadPoolExecutor(max_workers=2) as pool:  # hashlib releases the GIL: hash while staging
-        digests = {p.contents.path: pool.submit(sha256_file, p.contents.path)
-                   for p in checked.archives if p.expected_sha256}
-        with exclusive_lock(cache / LOCK_PATH):
-            _clean_stale(cache, [f for p in checked.archives for f in p.contents.repos])
-            # Again, under the lock: the first pass (above) refused conflicts before the cache was
-            # touched at all; this one sees what a concurrent restore may have published since.
-            plan = RestorePlan(cache, tuple(ArchivePlan(p.contents, p.checked_by,
-                                                        tuple(_actions(p.contents, cache)),
-                                                        p.expected_sha256)
-                                            for p in checked.archives))
-            needed = sum(a.size for a in plan.pending if a.kind == "blob")
-            free = shutil.disk_usage(cache).free
-            if needed > free:
-                raise CacheError(f"the restore needs {needed} bytes but {cache} has {free} free",
-                                 "free some disk space or choose another --cache-dir; "
-                                 "nothing was written")
-            staging = cache / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-            try:
-                staged = _stage(plan, staging, progress) if plan.pending else {}
-                for p in plan.archives:  # the whole-archive check, before anything is published
-                    if p.expected_sha256:
-                        _compare_hash(p.contents.path, p.expected_sha256, digests[p.contents.path].result())
-                if plan.pending:
-                    _publish(plan, cache, staged, progress)
-            except OSError as exc:
-                raise disk_error(exc, staging) from None
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-    return plan
+    archives, ignored = find_archives(paths)
+    for p in ignored:
+        progress(f"note: {p} is not a backup archive; skipped")
+    scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str | None, str]] = []
+    for path in archives:
+        entry = read_manifest(path.parent).get(path.name)
+        expected, checked_by = _expected_hash(path, entry, read_sums(path.parent))
+        contents = scan_archive(path, entry.blob_sizes() if entry else None)
+        if entry:
+            _check_manifest_files(contents, entry)
+        _link_conflicts(contents, cache)
+        if contents.skipped:
+            progress(f"note: {contents.path.name}: skipped {len(contents.skipped)} members that are "
+                     f"not part of a revision (e.g. {contents.skipped[0]})")
+        scanned.append((contents, entry, expected, checked_by))
+    _check_space(cache, sum(_unseen_bytes(c, cache) for c, *_ in scanned))
+    if dry_run:
+        plan = _read_and_plan(scanned, cache, None, keep_refs, progress)
+        if plan.writes and not os.access(_nearest_existing(cache), os.W_OK):
+            raise CacheError(f"cannot write into {_nearest_existing(cache)}",
+                             "check the folder's permissions or pass --cache-dir")
+        return replace(plan, ignored=tuple(ignored))
+    with cache_lock(cache):
+        clean_stale(cache, STAGING_PREFIX, [f for c, *_ in scanned for f in c.repos])
+        staging = cache / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            plan = _read_and_plan(scanned, cache, staging, keep_refs, progress)
+            _publish(plan, progress)
+            prove(plan)
+        except OSError as exc:
+            raise disk_error(exc, staging) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return replace(plan, ignored=tuple(ignored))
+    with cache_lock(cache):
+        clean_stale(cache, STAGING_PREFIX, [f for c, *_ in scanned for f in c.repos])
+        staging = cache / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            plan = _read_and_plan(scanned, cache, staging, keep_refs, progress)
+            _check_space(plan, staging)
+            _publish(plan, progress)
+            prove(plan)
+        except OSError as exc:
+            raise disk_error(exc, staging) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return replace(plan, ignored=tuple(ignored))
 
 
-def _stage(plan: RestorePlan, staging: Path, progress: Progress) -> dict[tuple[str, str], Path]:
-    """Copy every new blob into `staging`, hashing it; raise on the first mismatch."""
-    staged: dict[tuple[str, str], Path] = {}
-    buf = bytearray(8 * 1024 * 1024)
-    view = memoryview(buf)
-    for ap in plan.archives:
-        wanted = {(a.folder, a.path.split("/", 1)[1]) for a in ap.pending if a.kind == "blob"}
-        if not wanted:
-            continue
-        progress(f"verifying and staging {len(wanted)} blobs from {ap.contents.path.name}")
-        for folder, blob, size, stream in iter_blobs(ap.contents):
-            if (folder, blob) not in wanted or (folder, blob) in staged:
-                continue
-            dest = staging / folder / blob
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            h = blob_hasher(blob, size)
-            got = 0
-            with open(dest, "xb") as out:
-                while n := stream.readinto(buf):
-                    chunk = view[:n]
-                    h.update(chunk)
-                    out.write(chunk)
-                    got += n
-            if got != size or h.hexdigest() != blob:
-                raise IntegrityError(f"{ap.contents.path.name}: {folder}/blobs/{blob} does not match "
-                                     "its hash", "the backup is damaged; fetch it again — "
-                                     "nothing was published")
-            staged[(folder, blob)] = dest
-        missing = wanted - staged.keys()
-        if missing:
-            raise IntegrityError(f"{ap.contents.path.name}: blob {sorted(missing)[0][1]} vanished "
-                                 "while reading", "the archive changed during the restore")
-    return staged
+def _read_and_plan(scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str | None, str]],
+                   cache: Path, staging: Path | None, keep_refs: bool, progress: Progress) -> RestorePlan:
+    """Hash every byte (the archives' sha256 in a thread beside the blobs), then plan the writes."""
+    reader = _Reader(cache, staging)
+    plans: list[ArchivePlan] = []
+    done: set[tuple[str, str, str]] = set()
+    with ThreadPoolExecutor(max_workers=1) as pool:  # hashlib releases the GIL
+        for contents, _entry, expected, checked_by in scanned:
+            digest = pool.submit(sha256_file, contents.path) if expected else None
+            reader.archive(contents, progress)
+            if digest is not None and digest.result() != expected:
+                raise IntegrityError(f"{contents.path.name}: sha256 {digest.result()[:16]}… does not "
+                                     f"match the expected {expected[:16]}… ({checked_by})",  # type: ignore[index]
+                                     "the backup is damaged or was changed; fetch or copy it again — "
+                                     "the cache was left as it was")
+            actions = _actions(contents, reader.found, cache, keep_refs, done)
+            plans.append(ArchivePlan(contents, checked_by, tuple(actions)))
+    return RestorePlan(cache, tuple(plans), staged=reader.found.staged)
 
 
-def _publish(plan: RestorePlan, cache: Path, staged: dict[tuple[str, str], Path],
-             progress: Progress) -> None:
-    """Move staged blobs into place, then links, then listings, then refs."""
-    actions = plan.pending
-    use_links = symlinks_supported(cache)
-    for a in actions:
-        if a.kind == "blob":
-            dest = cache / a.folder / a.path
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            if not dest.exists():
-                os.replace(staged[(a.folder, a.path.split("/", 1)[1])], dest)
+def _nearest_existing(path: Path) -> Path:
+    return next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+
+
+def _unseen_bytes(contents: ArchiveContents, cache: Path) -> int:
+    """Bytes of the blobs the cache does not hold at their size: what a restore will write at most
+    (damaged blobs of the right size, found while hashing, come on top)."""
+    total = 0
+    for folder, repo in contents.repos.items():
+        for blob, size in repo.blobs.items():
+            dest = cache / folder / "blobs" / blob
+            total += 0 if dest.is_file() and dest.stat().st_size == size else size
+        total += sum(repo.copies.values())
+    return total
+
+
+def _check_space(cache: Path, needed: int) -> None:
+    free = shutil.disk_usage(_nearest_existing(cache)).free
+    if needed > free:
+        raise CacheError(f"the restore needs {needed} bytes but {cache} has {free} free",
+                         "free some disk space or choose another --cache-dir; nothing was written")
+
+
+def _publish(plan: RestorePlan, progress: Progress) -> list[Action]:
+    """Move staged blobs into place, then links, then listings, then refs; returns what was written.
+
+    A failure part-way raises a `CacheError` that names what was already published.
+    """
+    staged = plan.staged
+    writes = plan.writes
+    cache = plan.cache
+    use_links = symlinks_supported(cache) if writes else True
+    data = {(a.folder, rel): d for p in plan.archives for a in p.actions if a.kind == "tree"
+            for rel, d in p.contents.repos[a.folder].trees.items() if rel == a.path}
+    published: list[Action] = []
+    try:
+        for kind in ("blob", "link", "tree", "ref"):
+            for a in writes:
+                if a.kind != kind:
+                    continue
+                dest = cache / a.folder / a.path
+                if kind == "blob":
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(staged[(a.folder, a.path.split("/", 1)[1])], dest)
+                elif kind == "link" and use_links:
+                    symlink_atomic(posixpath.relpath(f"blobs/{a.blob}", posixpath.dirname(a.path)), dest)
+                elif kind == "link":
+                    copy_atomic(cache / a.folder / "blobs" / str(a.blob), dest)
+                elif kind == "tree":
+                    write_atomic(dest, data[(a.folder, a.path)])
+                else:
+                    write_atomic(dest, str(a.commit))
+                published.append(a)
+    except OSError as exc:
+        err = disk_error(exc, cache / a.folder / a.path)
+        raise CacheError(err.message.replace("; nothing was published", ""),
+                         _partial_hint(published, len(writes))) from None
+    progress(f"published {len(published)} entries into {cache}")
+    return published
+
+
+def _partial_hint(published: list[Action], total: int) -> str:
+    if not published:
+        return "fix the cause and run it again; nothing was published"
+    kinds = sorted({a.kind + "s" for a in published})
+    return (f"{len(published)} of {total} entries ({', '.join(kinds)}) were published, no ref was moved "
+            "to an incomplete snapshot; fix the cause and run the restore again to complete it"
+            if not any(a.kind == "ref" for a in published) else
+            f"{len(published)} of {total} entries were published; run the restore again to complete it")
+
+
+def prove(plan: RestorePlan) -> None:
+    """The invariant behind exit 0: every ref the run wrote or kept points at a snapshot whose every
+    file resolves to a blob whose bytes match its name, as huggingface_hub reads it offline.
+
+    The archive's blobs were hashed in this run, so their files are checked by size and link
+    target here; a snapshot a kept ref points at is hashed in full.
+    """
+    from .hfcache import check_revision
+
+    actions = [a for ap in plan.archives for a in ap.actions]
+    sizes = {(a.folder, a.path.split("/", 1)[1]): a.size for a in actions if a.kind == "blob"}
     for a in actions:
         if a.kind == "link":
-            dest = cache / a.folder / a.path
-            if use_links:
-                symlink_atomic(a.detail, dest)
-            else:
-                copy_atomic(cache / a.folder / "blobs" / posixpath.basename(a.detail), dest)
-    for ap in plan.archives:
-        for a in ap.pending:
-            if a.kind == "file":
-                write_atomic(cache / a.folder / a.path, ap.contents.repos[a.folder].small_files[a.path])
+            target, blob_file = plan.cache / a.folder / a.path, plan.cache / a.folder / "blobs" / str(a.blob)
+            try:
+                ok = (target.is_file() and blob_file.is_file()
+                      and target.stat().st_size == sizes[(a.folder, str(a.blob))]
+                      and (not target.is_symlink() or target.resolve() == blob_file.resolve()))
+            except OSError:
+                ok = False
+            if not ok:
+                raise IntegrityError(f"after the restore {a.folder}/{a.path} does not resolve to its blob",
+                                     "something changed the cache during the restore; run it again")
     for a in actions:
         if a.kind == "ref":
-            write_atomic(cache / a.folder / a.path, a.detail.split(" -> ")[-1])
-    progress(f"published {len(actions)} entries into {cache}")
+            repo_dir = plan.cache / a.folder
+            raw = (repo_dir / a.path).read_bytes() if (repo_dir / a.path).is_file() else b""
+            ok = raw == str(a.commit).encode()
+            if ok and a.state == "kept":
+                repo_id = repo_id_from_folder(a.folder) or a.folder
+                state = check_revision(plan.cache, repo_id, str(a.commit))
+                ok = state.ok and bool(state.files)
+            if not ok:
+                raise IntegrityError(f"after the restore {a.folder}/{a.path} does not point at a complete, "
+                                     "intact snapshot", "run `provision status` to see what is damaged, "
+                                     "then restore again without --keep-refs")

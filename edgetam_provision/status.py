@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .compression import ARCHIVE_SUFFIXES
 from .hfcache import BACKBONE_REPO, EDGETAM_REPO, scan_cache
 from .manifest import read_manifest
-from .restore import ARCHIVE_SUFFIXES
 
 
 def backups_status(folder: Path) -> list[dict[str, Any]]:
@@ -34,3 +34,12 @@ def cache_status(cache: Path, hash_blobs: bool = True) -> dict[str, Any]:
     have = {r["repo_id"] for r in revisions if r["integrity"] != "bad"}
     return {"cache": str(cache), "revisions": revisions,
             "edgetam_ready": EDGETAM_REPO in have, "backbone_config_present": BACKBONE_REPO in have}
+
+
+def status(cache: Path, backups: Path, hash_blobs: bool = True) -> dict[str, Any]:
+    """`provision status`: backups and cache; exit code 1 when a cached revision is damaged."""
+    data = {"backups_folder": str(backups), "backups": backups_status(backups),
+            **cache_status(cache, hash_blobs)}
+    if any(r["integrity"] == "bad" for r in data["revisions"]):
+        data["exit_code"] = 1
+    return data

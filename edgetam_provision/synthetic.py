@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from .fsutil import symlink_atomic, write_atomic
-from .hfcache import repo_folder_name
+from .layout import blob_name, repo_folder_name, snapshot_link
 
 SYNTHETIC_REPO = "edgetam-provision/EdgeTAM-random"
 EXPECTED_PARAMETERS = 9_120_641
@@ -53,11 +53,9 @@ def install_into_cache(cache: Path, repo_id: str, files: dict[str, bytes]) -> st
     commit = digest.hexdigest()
     repo = cache / repo_folder_name(repo_id)
     for name, data in files.items():
-        blob = (hashlib.sha256(data).hexdigest() if name.endswith(".safetensors") else
-                hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest())
+        blob = blob_name(data, lfs=name.endswith(".safetensors"))
         if not (repo / "blobs" / blob).is_file():
             write_atomic(repo / "blobs" / blob, data)
-        up = "../" * (name.count("/") + 2)
-        symlink_atomic(f"{up}blobs/{blob}", repo / "snapshots" / commit / name)
+        symlink_atomic(snapshot_link(name, blob), repo / "snapshots" / commit / name)
     write_atomic(repo / "refs" / "main", commit)
     return commit

@@ -19,7 +19,8 @@ from .verify import ensure_env_offline
 ensure_env_offline()  # before anything imports huggingface_hub
 
 from .errors import EnvironmentProblem, ModelMissingError, ProvisionError  # noqa: E402
-from .verify import VerifyRequest, run  # noqa: E402
+from .segment import run  # noqa: E402
+from .verify import VerifyRequest  # noqa: E402
 
 
 def _progress(msg: str) -> None:
@@ -46,10 +47,12 @@ def main() -> int:
     try:
         report = verify_synthetic(req) if req.synthetic else run(req, _progress)
         print(json.dumps({"ok": True, "report": report}))
+    except KeyboardInterrupt:  # the parent reports it: one line, no traceback
+        return 130
     except ProvisionError as err:
         print(json.dumps({"ok": False, "class": type(err).__name__, **err.to_dict()}))
     except Exception as exc:  # torch/transformers failing in ways we cannot foresee
-        if os.environ.get("PROVISION_DEBUG"):
+        if req.debug or os.environ.get("PROVISION_DEBUG"):
             traceback.print_exc()
         err = _unforeseen(exc)
         print(json.dumps({"ok": False, "class": type(err).__name__, **err.to_dict()}))

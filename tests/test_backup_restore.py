@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import run_cli, run_cli_process, tree_state
 
-from edgetam_provision.hfcache import check_revision, read_ref, repo_folder_name, scan_cache
+from edgetam_provision.hfcache import check_revision, read_ref, scan_cache
+from edgetam_provision.layout import repo_folder_name
 
 
 def commit_of(cache: Path, repo_id: str) -> str:
@@ -103,17 +104,19 @@ def test_restore_merges_with_revisions_already_in_the_cache(cache, tmp_path):
     assert all(r.ok for r in scan_cache(other_only))
 
 
-def test_restore_never_overwrites_a_different_existing_blob(cache, tmp_path):
+def test_a_damaged_cached_blob_is_repaired_from_the_verified_backup(cache, tmp_path):
     out = tmp_path / "backups"
     run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache)
     blob = next(p for p in (cache / "models--org--tiny" / "blobs").iterdir() if len(p.name) == 64)
+    good = blob.read_bytes()
     blob.unlink()
     blob.write_bytes(b"short and wrong")
-    before = tree_state(cache)
-    res = run_cli("restore", out, "--cache-dir", cache)
-    assert res.exit_code == 5
-    assert blob.name in res.stderr and "hint:" in res.stderr
-    assert tree_state(cache) == before
+    res = run_cli("restore", out, "--cache-dir", cache, "--json")
+    assert res.exit_code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert data["archives"][0]["status"] == "repaired" and data["archives"][0]["repaired_blobs"] == 1
+    assert blob.read_bytes() == good
+    assert all(r.ok for r in scan_cache(cache))
 
 
 def test_refuses_to_back_up_a_damaged_revision(cache, tmp_path):
@@ -267,7 +270,7 @@ def test_cli_restore_in_a_separate_process_reports_progress_on_stderr(cache, tmp
     run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache)
     proc = run_cli_process("restore", out, "--cache-dir", tmp_path / "fresh")
     assert proc.returncode == 0, proc.stderr
-    assert "restore" in proc.stdout and "staging" in proc.stderr
+    assert "restored" in proc.stdout and "checking every byte" in proc.stderr
 
 
 def test_where_symlinks_are_unsupported_restore_writes_copies_that_work(cache, tmp_path, monkeypatch):

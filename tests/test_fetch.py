@@ -20,7 +20,8 @@ from conftest import REPO_ROOT, run_cli
 from hub_standin import HubRepo
 from sshd import BOGUS_TOKEN, SSHD, SSHServer, keygen
 
-from edgetam_provision.hfcache import check_revision, read_ref, repo_folder_name
+from edgetam_provision.hfcache import check_revision, read_ref
+from edgetam_provision.layout import repo_folder_name
 
 pytestmark = [pytest.mark.ssh,
               pytest.mark.skipif(not Path(SSHD).exists(), reason="needs openssh-server (.ci/run)")]
@@ -393,7 +394,7 @@ def test_fetch_works_with_a_requests_based_hub_on_the_host(sshd, hub, old_hub_py
 
 
 def test_progress_bar_shows_bytes_rate_and_eta_only_when_enabled(capsys):
-    from edgetam_provision.fetch import ProgressBar
+    from edgetam_provision.transfer import ProgressBar
 
     bar = ProgressBar("model.tar", 4_000_000, 0, enabled=True)
     bar.update(2_000_000)

@@ -16,9 +16,11 @@ from conftest import REPO_ROOT, run_cli
 from PIL import Image
 
 from edgetam_provision.errors import EnvironmentProblem, ModelMissingError
-from edgetam_provision.hfcache import EDGETAM_REPO, repo_folder_name
+from edgetam_provision.hfcache import EDGETAM_REPO
+from edgetam_provision.layout import repo_folder_name
+from edgetam_provision.runtime import choose_device
+from edgetam_provision.segment import check_environment
 from edgetam_provision.synthetic import EXPECTED_PARAMETERS, build_model_files, install_into_cache
-from edgetam_provision.verify import check_environment, choose_device
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,97 @@
+"""The hub cache's grammar: repo folder names, blob names and hashes, link paths, ref names.
+
+One place for every rule of how huggingface_hub names things on disk::
+
+    models--ORG--NAME/blobs/<hash>
+    models--ORG--NAME/snapshots/<40-hex commit>/<path>  ->  ../../blobs/<hash>  (one more ../ per subfolder)
+    models--ORG--NAME/refs/<name>                        holds the commit
+    models--ORG--NAME/{.no_exist/<commit>/<path>, trees/<commit>.json}
+
+A blob's name is its content hash: 64 hex = sha256 (LFS files), 40 hex = git blob sha1
+(``b"blob N\\0" + bytes``), so every byte can be checked without the network.
+
+Standard library only: `provision fetch` ships this module to the remote host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+FOLDER_PREFIX = "models--"
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+SHORT_COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
+BLOB_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
+FOLDER_RE = re.compile(r"^models--([A-Za-z0-9][A-Za-z0-9._-]*)--([A-Za-z0-9][A-Za-z0-9._-]*)$")
+REF_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,3}$")
+REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+TREE_NAME_RE = re.compile(r"^[0-9a-f]{40}\.json$")
+#: the folders a repo may hold, and the ones huggingface_hub keeps beside the repos
+REPO_AREAS = ("blobs", "snapshots", "refs", ".no_exist", "trees")
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """One file of a revision: its path in the repo, its blob name, its size in bytes."""
+
+    path: str
+    blob: str
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "blob": self.blob, "size": self.size}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FileRecord:
+        return cls(str(d["path"]), str(d["blob"]), int(d["size"]))
+
+
+def valid_repo_id(repo_id: str) -> bool:
+    """ORG/NAME with safe characters only: nothing a shell or a path could misread."""
+    return bool(REPO_ID_RE.match(repo_id)) and ".." not in repo_id and "--" not in repo_id
+
+
+def valid_revision(revision: str) -> bool:
+    """A branch, tag or commit with safe characters only."""
+    return bool(REVISION_RE.match(revision)) and ".." not in revision
+
+
+def repo_folder_name(repo_id: str) -> str:
+    """``ORG/NAME`` -> ``models--ORG--NAME``."""
+    return FOLDER_PREFIX + repo_id.replace("/", "--")
+
+
+def repo_id_from_folder(folder: str) -> str | None:
+    """``models--ORG--NAME`` -> ``ORG/NAME``; None for anything else."""
+    m = FOLDER_RE.match(folder)
+    return f"{m.group(1)}/{m.group(2)}" if m else None
+
+
+def archive_name(repo_id: str, commit: str, suffix: str = ".tar") -> str:
+    """``models--ORG--NAME--<commit12>.tar``: one backup file per repo revision."""
+    return f"{repo_folder_name(repo_id)}--{commit[:12]}{suffix}"
+
+
+def snapshot_link(path: str, blob: str) -> str:
+    """The relative link target of ``snapshots/<commit>/<path>``: ``../../blobs/<blob>`` and one
+    more ``../`` per subfolder of `path`."""
+    return "../" * (path.count("/") + 2) + f"blobs/{blob}"
+
+
+def blob_hasher(name: str, size: int) -> Any:
+    """A hash object that, fed a blob's bytes, yields `name` when the bytes are right."""
+    if len(name) == 64:
+        return hashlib.sha256()
+    h = hashlib.sha1(usedforsecurity=False)
+    h.update(b"blob %d\0" % size)
+    return h
+
+
+def blob_name(data: bytes, lfs: bool) -> str:
+    """The blob name huggingface_hub gives these bytes: sha256 for LFS files, else git sha1."""
+    h = blob_hasher("0" * (64 if lfs else 40), len(data))
+    h.update(data)
+    return h.hexdigest()

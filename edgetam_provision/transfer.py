@@ -1,0 +1,209 @@
+"""Moving archive bytes from the fetch host: a framed stream over the SSH channel (or SFTP),
+hashed while received into ``NAME.part``, resumable, renamed into place only when its sha256 checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import IntegrityError, RemoteConnectError, RemoteDownloadError
+from .fsutil import CHUNK, disk_error
+
+RECV = 16 * 1024 * 1024  # matches the SSH channel window: one recv can drain it
+
+
+class Stream:
+    """Line and byte-exact reads over a channel's recv/send (SSH channel or local pipes)."""
+
+    def __init__(self, recv: Callable[[int], bytes], send: Callable[[bytes], Any], where: str,
+                 broken: tuple[type[BaseException], ...] = ()) -> None:
+        self._recv, self._send_raw, self.where = recv, send, where
+        self._broken = (OSError, EOFError, *broken)
+        self._buf = b""
+
+    def _lost(self, exc: BaseException) -> RemoteConnectError:
+        if isinstance(exc, TimeoutError):
+            return RemoteConnectError(f"{self.where} went silent past the deadline",
+                                      "the host or network stalled; run again (pulls resume), "
+                                      "or raise --timeout")
+        return RemoteConnectError(f"lost the connection to {self.where} ({exc})",
+                                  "run the same command again: the pull resumes")
+
+    def send(self, data: bytes) -> None:
+        try:
+            self._send_raw(data)
+        except self._broken as exc:
+            raise self._lost(exc) from None
+
+    def _more(self, n: int = RECV) -> bytes:
+        try:
+            data = self._recv(n)
+        except self._broken as exc:
+            raise self._lost(exc) from None
+        if not data:
+            raise RemoteConnectError(f"{self.where} closed the connection",
+                                     "run the same command again: the pull resumes")
+        return data
+
+    def send_json(self, obj: dict[str, Any]) -> None:
+        self.send(json.dumps(obj).encode() + b"\n")
+
+    def read_json(self) -> dict[str, Any]:
+        while b"\n" not in self._buf:
+            self._buf += self._more(65536)
+        line, _, self._buf = self._buf.partition(b"\n")
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise RemoteDownloadError(f"{self.where} sent something unexpected: {line[:200]!r}",
+                                      "check --remote-python; the host's login shell may print "
+                                      "text") from None
+
+    def read_exact(self, n: int) -> Iterator[bytes]:
+        while n:
+            if not self._buf:
+                self._buf = self._more(min(RECV, n))
+            chunk, self._buf = self._buf[:n], self._buf[n:]
+            n -= len(chunk)
+            yield chunk
+
+
+class ProgressBar:
+    """bytes, rate, ETA on stderr; silent unless stderr is a terminal and output is not --json."""
+
+    def __init__(self, name: str, total: int, start: int, enabled: bool) -> None:
+        self.name, self.total, self.done, self.enabled = name, total, start, enabled
+        self.t0, self.start, self.last = time.monotonic(), start, 0.0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and (now - self.last > 0.2 or self.done == self.total):
+            self.last = now
+            rate = (self.done - self.start) / max(now - self.t0, 1e-6)
+            eta = (self.total - self.done) / rate if rate else 0
+            pct = 100 * self.done / self.total if self.total else 100
+            sys.stderr.write(f"\r{self.name[:40]:<40} {pct:5.1f}% {self.done / 1e6:8.1f} MB "
+                             f"{rate / 1e6:7.1f} MB/s ETA {eta:4.0f}s")
+            if self.done == self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _part_state(part: Path) -> tuple[int, Any]:
+    h = hashlib.sha256()
+    if not part.is_file():
+        return 0, h
+    with open(part, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return part.stat().st_size, h
+
+
+Source = Callable[[int, str], tuple[int, Iterator[bytes]]]
+
+
+def stream_source(stream: Stream, name: str) -> Source:
+    """Bytes from the agent over the exec channel: it restarts at 0 when our prefix is not its own."""
+
+    def fetch_from(offset: int, prefix_sha256: str) -> tuple[int, Iterator[bytes]]:
+        stream.send_json({"cmd": "send", "archive": name, "offset": offset, "prefix_sha256": prefix_sha256})
+        header = stream.read_json()
+        if header.get("event") != "data":
+            raise RemoteDownloadError(f"unexpected answer from the host: {header}", "run again")
+        return int(header["offset"]), stream.read_exact(int(header["length"]))
+
+    return fetch_from
+
+
+def sftp_source(sftp: Any, path: str, where: str) -> Source:
+    """Bytes over SFTP (accounts whose exec channel cannot carry data): resumes at our offset."""
+
+    def chunks(offset: int) -> Iterator[bytes]:
+        try:
+            with sftp.open(path, "rb") as fh:
+                fh.seek(offset)
+                fh.prefetch(max(0, fh.stat().st_size - offset))
+                while chunk := fh.read(CHUNK):
+                    yield chunk
+        except (OSError, EOFError) as exc:
+            raise RemoteConnectError(f"lost the SFTP transfer from {where} ({exc})",
+                                     "run the same command again: the pull resumes") from None
+
+    return lambda offset, _prefix: (offset, chunks(offset))
+
+
+def _drain(chunks: Iterator[bytes], fh: Any, h: Any, progress: ProgressBar) -> None:
+    """Hash and write `chunks` in a worker thread while the next ones arrive (~6% faster here)."""
+    q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            while (chunk := q.get()) is not None:
+                h.update(chunk)
+                fh.write(chunk)
+        except BaseException as exc:  # handed to the receiving thread
+            failure.append(exc)
+            while q.get() is not None:  # keep draining so the receiver never blocks
+                pass
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    try:
+        for chunk in chunks:
+            q.put(chunk)
+            progress.update(len(chunk))
+            if failure:
+                break
+    finally:
+        q.put(None)
+        worker.join()
+    if failure:
+        raise failure[0]
+
+
+def pull(source: Source, event: dict[str, Any], out: Path, bar: bool) -> tuple[int, float]:
+    """Pull one archive into ``out/NAME`` via ``NAME.part``; returns (resumed offset, seconds).
+
+    Hashes while receiving; resumes from the part's size; on a sha256 mismatch discards the part
+    and pulls once more from the start, then gives up with nothing kept.
+    """
+    name, size, want = event["archive"], int(event["size"]), event["sha256"]
+    final, part = out / name, out / f"{name}.part"
+    for attempt in (1, 2):
+        offset, h = _part_state(part)
+        if offset > size:
+            part.unlink()
+            offset, h = 0, hashlib.sha256()
+        t0 = time.monotonic()
+        start, chunks = source(offset, h.hexdigest())
+        if start != offset:
+            h = hashlib.sha256()
+        progress = ProgressBar(name, size, start, bar)
+        try:
+            with open(part, "r+b" if start else "wb") as fh:
+                fh.seek(start)
+                fh.truncate()
+                _drain(chunks, fh, h, progress)
+        except OSError as exc:
+            raise disk_error(exc, part) from None
+        if h.hexdigest() == want:
+            os.replace(part, final)
+            return start, time.monotonic() - t0
+        part.unlink()
+        if attempt == 2:
+            raise IntegrityError(f"{name}: received bytes do not match the host's sha256 {want[:16]}…",
+                                 "the transfer was corrupted twice; nothing was kept — check the "
+                                 "network or the host, then run again")
+    raise AssertionError("unreachable")  # pragma: no cover
+
