@@ -218,6 +218,16 @@ class _Reader:
                 self._blob(contents, member, stream)
             else:
                 self._copy(contents, member, stream)
+        for folder, repo in contents.repos.items():  # hard links of `tar -h`: the bytes of their source
+            for rel, source in repo.same_as.items():
+                source_blob = (source.split("/", 1)[1] if source.startswith("blobs/")
+                               else self.found.copies[(folder, source)])
+                if rel.startswith("snapshots/"):
+                    self.found.copies[(folder, rel)] = source_blob
+                elif rel.split("/", 1)[1] != source_blob:
+                    raise IntegrityError(f"{contents.path.name}: {folder}/{rel} does not match its hash",
+                                         "the backup is damaged; fetch or copy it again — the cache "
+                                         "was left as it was")
 
     def _blob(self, contents: ArchiveContents, m: DataMember, stream: Any) -> None:
         blob = m.path.split("/", 1)[1]
@@ -294,7 +304,8 @@ class _Reader:
                     names[1])
         self.found.copies[(m.folder, m.path)] = blob
         key = (m.folder, blob)
-        if blob in repo.blobs or key in self.found.blobs:
+        carried = blob in repo.blobs and f"blobs/{blob}" not in repo.same_as  # its own member brings it
+        if carried or key in self.found.blobs:
             if tmp is not None:
                 Path(tmp.name).unlink()
             return

@@ -49,6 +49,7 @@ class RepoPayload:
     blobs: dict[str, int] = field(default_factory=dict)  # blob name -> size
     links: dict[str, str] = field(default_factory=dict)  # "snapshots/<c>/<path>" -> blob name
     copies: dict[str, int] = field(default_factory=dict)  # "snapshots/<c>/<path>" -> size (tar -h)
+    same_as: dict[str, str] = field(default_factory=dict)  # hard link (tar -h) -> the member it repeats
     refs: dict[str, str] = field(default_factory=dict)  # ref name -> commit
     trees: dict[str, bytes] = field(default_factory=dict)  # "trees/<c>.json" -> bytes
 
@@ -174,6 +175,7 @@ class _Scan:
         self.outside: list[tuple[str, list[str], bool]] = []  # (name, parts, is_dir) outside repos
         self.seen: set[str] = set()
         self.links: set[str] = set()
+        self.regular: dict[str, tuple[str, str, int]] = {}  # member key -> (folder, path, size)
         self.prefix: tuple[str, ...] | None = None
 
     def member(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
@@ -186,13 +188,15 @@ class _Scan:
             raise _unsafe(m.name, "member below a symbolic link")
         if m.issym() or m.islnk():
             self.links.add(key)
-        _check_type_and_mode(m)
+        repeat = self._hard_link_target(m) if m.islnk() else None
+        if repeat is None:
+            _check_type_and_mode(m)
         try:  # second layer: what tarfile itself would refuse
             tarfile.data_filter(m, FILTER_ROOT)
         except tarfile.FilterError as exc:
             raise _unsafe(m.name, f"refused by tarfile's data filter ({exc})") from None
         idx = next((i for i, p in enumerate(parts) if p.startswith(FOLDER_PREFIX)), None)
-        if idx is None:
+        if idx is None or ".locks" in parts[:idx]:
             self.outside.append((m.name, parts, m.isdir()))
             return
         prefix = tuple(parts[:idx])
@@ -207,7 +211,39 @@ class _Scan:
         if not FOLDER_RE.match(folder):
             raise _unsafe(m.name, "not a valid models--ORG--NAME folder name")
         repo = self.repos.setdefault(folder, RepoPayload(folder))
-        _classify(self, tar, m, repo, parts[idx + 1:])
+        rest = parts[idx + 1:]
+        if repeat is not None:
+            self._repeat(m, repo, rest, repeat)
+            return
+        _classify(self, tar, m, repo, rest)
+        if m.isreg() and rest and rest[0] in ("blobs", "snapshots"):
+            self.regular[key] = (folder, "/".join(rest), m.size)
+
+    def _hard_link_target(self, m: tarfile.TarInfo) -> tuple[str, str, int]:
+        """`tar -h` stores a file reached twice (snapshot link and blob) as a hard link to the
+        first: allowed only to an earlier regular blob or snapshot member of the same repo."""
+        try:
+            target = self.regular.get("/".join(split_name(m.linkname)))
+        except UnsafeArchiveError:
+            target = None
+        if target is None:
+            raise _unsafe(m.name, "a hard link is not allowed (except to an earlier file of the same repo)")
+        return target
+
+    def _repeat(self, m: tarfile.TarInfo, repo: RepoPayload, rest: list[str],
+                target: tuple[str, str, int]) -> None:
+        folder, source, size = target
+        rel = "/".join(rest)
+        if folder != repo.folder:
+            raise _unsafe(m.name, "hard link to another repo's file")
+        if len(rest) == 2 and rest[0] == "blobs" and BLOB_RE.match(rest[1]):
+            _check_size(self, m, rest[1], size)
+            repo.blobs[rest[1]] = size
+        elif len(rest) >= 3 and rest[0] == "snapshots" and COMMIT_RE.match(rest[1]):
+            repo.copies[rel] = size
+        else:
+            raise _unsafe(m.name, "hard link outside blobs/ and snapshots/")
+        repo.same_as[rel] = source
 
     def finish(self) -> None:
         """Members outside any repo: the folders leading to it, or hub-level files we skip."""
@@ -240,7 +276,7 @@ def scan_archive(path: Path, expected_sizes: dict[str, int] | None = None) -> Ar
             for m in tar:
                 scan.member(tar, m)
             _check_end(tar, fobj, path)
-    except (tarfile.TarError, *STREAM_ERRORS) as exc:
+    except (tarfile.TarError, ValueError, *STREAM_ERRORS) as exc:  # ValueError: malformed pax numbers
         if isinstance(exc, OSError) and not isinstance(exc, tarfile.TarError) and exc.errno:
             raise _damaged(path, f"cannot read ({exc.strerror or exc})") from None
         raise _damaged(path, f"not a readable tar archive ({type(exc).__name__}: {exc})") from None
@@ -295,7 +331,7 @@ def _classify(scan: _Scan, tar: tarfile.TarInfo, m: tarfile.TarInfo, repo: RepoP
             raise _unsafe(m.name, "blob name is not a 40/64-hex hash")
         if not m.isreg():
             raise _unsafe(m.name, "a blob must be a regular file, not a link")
-        _check_size(scan, m, rest[1])
+        _check_size(scan, m, rest[1], m.size)
         repo.blobs[rest[1]] = m.size
         scan.data.append(DataMember(m.name, repo.folder, rel, m.size, m.offset_data))
     elif area == "snapshots":
@@ -321,14 +357,14 @@ def _classify(scan: _Scan, tar: tarfile.TarInfo, m: tarfile.TarInfo, repo: RepoP
         raise _unsafe(m.name, "file outside the HF cache layout")
 
 
-def _check_size(scan: _Scan, m: tarfile.TarInfo, blob: str) -> None:
+def _check_size(scan: _Scan, m: tarfile.TarInfo, blob: str, size: int) -> None:
     if scan.expected_sizes is None:
         return
     want = scan.expected_sizes.get(blob)
     if want is None:
         raise _unsafe(m.name, "blob is not listed in the manifest")
-    if m.size != want:
-        raise _unsafe(m.name, f"{m.size} bytes, the manifest says {want}")
+    if size != want:
+        raise _unsafe(m.name, f"{size} bytes, the manifest says {want}")
 
 
 def _snapshot_entry(scan: _Scan, m: tarfile.TarInfo, repo: RepoPayload, rest: list[str], rel: str) -> None:
@@ -358,6 +394,15 @@ def _check_references(folder: str, repo: RepoPayload) -> None:
     for name, commit in repo.refs.items():
         if commit not in commits:
             raise _unsafe(f"{folder}/refs/{name}", f"points to {commit}, which has no snapshot files here")
+    for rel, data in repo.trees.items():
+        commit = rel.split("/")[1][:-len(".json")]
+        listing = json.loads(data)
+        listed = listing.get("files") if isinstance(listing, dict) else None
+        have = {p.split("/", 2)[2] for p in (*repo.links, *repo.copies) if p.split("/")[1] == commit}
+        missing = sorted(set(listed) - have) if isinstance(listed, dict) else []
+        if missing:
+            raise CorruptArchiveError(f"{folder}@{commit[:12]}: {missing[0]} is listed in {rel} but not "
+                                      "in the archive (incomplete revision)", CORRUPT_HINT)
 
 
 class _Slice(io.RawIOBase):
@@ -399,7 +444,7 @@ def iter_data(contents: ArchiveContents) -> Iterator[tuple[DataMember, BinaryIO]
                 stream = tar.extractfile(m) if d else None
                 if d and stream:
                     yield d, stream  # type: ignore[misc]
-    except (tarfile.TarError, *STREAM_ERRORS) as exc:
+    except (tarfile.TarError, ValueError, *STREAM_ERRORS) as exc:
         raise CorruptArchiveError(f"{contents.path.name}: damaged archive ({exc})",
                                   "fetch or copy the backup again; nothing was published") from None
 
