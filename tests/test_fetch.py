@@ -404,3 +404,42 @@ def test_progress_bar_shows_bytes_rate_and_eta_only_when_enabled(capsys):
     quiet = ProgressBar("model.tar", 10, 0, enabled=False)
     quiet.update(10)
     assert capsys.readouterr().err == ""
+
+
+def test_a_proxyjump_chain_with_user_host_port_hops_is_followed(sshd, hub, tmp_path):
+    cfg = tmp_path / "ssh_config"
+    hop = f"{sshd.user}@127.0.0.1:{sshd.port}"
+    cfg.write_text(f"Host *\n  IdentityFile {sshd.client_key}\n"
+                   f"Host modelbox\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n"
+                   f"  ProxyJump {hop},{hop}\n")
+    logins = sshd.log.read_text().count("Accepted publickey")
+    res = run_cli("fetch", "--host", "modelbox", "--ssh-config", cfg, "--known-hosts", sshd.known_hosts,
+                  "--remote-python", sys.executable, "--endpoint", hub.endpoint, "--repo", "org/tiny",
+                  "--out", tmp_path / "b")
+    assert res.exit_code == 0, res.stderr
+    time.sleep(0.2)
+    assert sshd.log.read_text().count("Accepted publickey") == logins + 3  # two hops, then the target
+
+
+def test_proxycommand_tokens_see_the_port_and_user_given_on_the_command_line(sshd, tmp_path):
+    from edgetam_provision.remote import resolve_target
+
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text("Host box\n  HostName 10.9.8.7\n  Port 2200\n  User cfguser\n  ProxyCommand nc %h %p %r\n")
+    plain = resolve_target("box", ssh_config=str(cfg))
+    assert plain.proxy_command == "nc 10.9.8.7 2200 cfguser"
+    over = resolve_target("box", port=4242, user="me", ssh_config=str(cfg))
+    assert (over.port, over.user, over.proxy_command) == (4242, "me", "nc 10.9.8.7 4242 me")
+    dest = resolve_target("ssh://ann@box:2222", ssh_config=str(cfg))
+    assert (dest.port, dest.user, dest.hostname) == (2222, "ann", "10.9.8.7")
+    assert resolve_target("127.0.0.1:2022", ssh_config=str(cfg)).port == 2022
+
+
+def test_a_revoked_host_key_is_refused_even_when_also_listed(sshd, hub, tmp_path):
+    kh = tmp_path / "known_hosts"
+    key_type, key = sshd.host_pub.split()[:2]
+    kh.write_text(sshd.known_hosts.read_text() + f"@revoked * {key_type} {key}\n")
+    args = [a if a != str(sshd.known_hosts) else str(kh) for a in sshd.ssh_args()]
+    res = run_cli("fetch", *args, "--remote-python", sys.executable, "--endpoint", hub.endpoint,
+                  "--repo", "org/tiny", "--out", tmp_path / "b", "--accept-new-host-key")
+    assert res.exit_code == 12 and "REVOKED" in res.stderr
