@@ -100,3 +100,27 @@ def tree_state(root: Path) -> dict[str, tuple]:
                 out[rel] = ("file", st.st_mode, hashlib.sha256(p.read_bytes()).hexdigest())
     return out
 
+
+
+MISSING_COMPONENT = "needs openssh-server"  # the skip reason of tests that need a system component
+
+
+def _missing(session_or_reporter) -> list:
+    stats = session_or_reporter.stats if hasattr(session_or_reporter, "stats") else {}
+    return [r for r in stats.get("skipped", []) if MISSING_COMPONENT in str(r.longrepr)]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """One loud line when tests were skipped for a missing system component, naming the fix."""
+    missing = _missing(terminalreporter)
+    if missing:
+        terminalreporter.write_line(
+            f"WARNING: {len(missing)} tests did not run: {MISSING_COMPONENT} "
+            "(apt-get install openssh-server, or run .ci/run)", red=True, bold=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under PROVISION_REQUIRE_ALL=1 (.ci/run) a test skipped for a missing component fails the run."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if os.environ.get("PROVISION_REQUIRE_ALL") and reporter and _missing(reporter) and exitstatus == 0:
+        session.exitstatus = 1

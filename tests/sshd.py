@@ -7,6 +7,7 @@ running the tests is never touched. Started per test session, stopped by its PID
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import signal
@@ -58,7 +59,8 @@ class SSHServer:
             "Subsystem sftp internal-sftp", "AllowTcpForwarding yes", "LogLevel VERBOSE",
             f"SetEnv HOME={self.home} HF_TOKEN={BOGUS_TOKEN} HUGGING_FACE_HUB_TOKEN={BOGUS_TOKEN}",
         ]) + "\n")
-        Path("/run/sshd").mkdir(exist_ok=True)
+        with contextlib.suppress(PermissionError):  # root's privsep dir; non-root sshd needs none
+            Path("/run/sshd").mkdir(exist_ok=True)
         self._log_fh = open(self.log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=self._log_fh,
                                      stderr=subprocess.STDOUT)

@@ -23,14 +23,15 @@ from sshd import BOGUS_TOKEN, SSHD, SSHServer, keygen
 from edgetam_provision.hfcache import check_revision, read_ref
 from edgetam_provision.layout import repo_folder_name
 
-pytestmark = [pytest.mark.ssh,
-              pytest.mark.skipif(not Path(SSHD).exists(), reason="needs openssh-server (.ci/run)")]
+pytestmark = [pytest.mark.ssh]
 HELPERS = REPO_ROOT / "tests" / "helpers"
 BIG = 24_000_000
 
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
+    if not Path(SSHD).exists():
+        pytest.skip("needs openssh-server (.ci/run)")  # only the tests that use this fixture
     server = SSHServer(tmp_path_factory.mktemp("sshd"))
     yield server
     server.stop()
@@ -105,11 +106,14 @@ def test_fetch_then_restore_then_verify_end_to_end(sshd, hub, tmp_path):
 
     hub.add(HubRepo("yonigozlan/EdgeTAM-hf", build_model_files()))
     cache = tmp_path / "cache"
+    overlays = tmp_path / "overlays"
     res = fetch(sshd, hub, tmp_path / "b", "--repo", "yonigozlan/EdgeTAM-hf", "--restore",
-                "--min-iou", "0", "--cache-dir", cache, "--json")
+                "--min-iou", "0", "--cache-dir", cache, "--verify-out", overlays, "--json")
     assert res.exit_code == 0, res.stderr
     data = json.loads(res.stdout)
     assert data["verify"]["passed"] is True and data["verify"]["parameters"] == 9_120_641
+    assert len(list(overlays.glob("*.png"))) == 4  # --verify-out honoured
+    assert {Path(c["overlay"]).parent for c in data["verify"]["cases"]} == {overlays}
     repo = "yonigozlan/EdgeTAM-hf"
     assert check_revision(cache, repo, read_ref(cache / repo_folder_name(repo))).ok
 

@@ -104,3 +104,27 @@ def test_restore_into_a_read_only_cache_is_a_clear_error(big_backup, tmp_path):
     cache.mkdir(mode=0o500)
     proc = run_cli_process("restore", out, "--cache-dir", cache)
     assert proc.returncode == 5 and "cannot write" in proc.stderr
+
+
+def test_a_held_lock_becomes_the_locked_error_after_its_wait(tmp_path):
+    import subprocess
+    import sys
+
+    from edgetam_provision.errors import LockedError
+    from edgetam_provision.fsutil import LOCK_PATH, cache_lock
+
+    cache = tmp_path / "cache"
+    (cache / LOCK_PATH).parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import filelock,sys,time; l=filelock.FileLock(sys.argv[1]); l.acquire();"
+                               "print('held', flush=True); time.sleep(30)", str(cache / LOCK_PATH)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockedError), cache_lock(cache, timeout=0.3):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with cache_lock(cache, timeout=5):  # the holder died: the kernel released it
+        pass

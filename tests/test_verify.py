@@ -201,3 +201,25 @@ def test_synthetic_repos_with_nested_files_pass_the_integrity_check(tmp_path):
     commit = install_into_cache(tmp_path, "org/nested", {"a/b/c.bin": b"x" * 3000, "top.json": b"{}"})
     state = check_revision(tmp_path, "org/nested", commit)
     assert state.ok and {f.path for f in state.files} == {"a/b/c.bin", "top.json"}
+
+
+def test_version_rules_use_real_version_ordering():
+    from edgetam_provision.runtime import library_verdict, needs_backbone_config
+
+    assert not library_verdict("transformers", "5.17.1").ok
+    assert library_verdict("transformers", "5.18.0").ok
+    assert not library_verdict("transformers", "4.56.2").ok
+    assert needs_backbone_config("5.24.0rc1")  # a pre-release of 5.24 is older than 5.24
+    assert not needs_backbone_config("5.24.0")
+
+
+def test_debug_reaches_the_worker_process(tmp_path):
+    from conftest import run_cli_process
+
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    args = ["verify", "--synthetic", "--image", bad, "--point", "1,1", "--device", "cpu", "--runs", "1",
+            "--cache-dir", tmp_path / "c", "--out", tmp_path / "o"]
+    res = run_cli_process("--debug", *args)
+    assert res.returncode == 8, res.stderr
+    assert "Traceback (most recent call last)" in res.stderr and "error: EdgeTAM could not run" in res.stderr
