@@ -26,7 +26,7 @@ def main() -> str:
                                  "python -c pass": lambda: sh(f"{PY} -c pass")}, 7)
         verify_times = interleave({
             "provision verify (start to verdict)": lambda: sh(
-                f"{PY} -m edgetam_provision verify --device cpu --runs 1 --min-iou 0 "
+                f"{PY} -m edgetam_provision verify --device cpu --runs 1 --no-quality-gate "
                 f"--cache-dir {cache} --out {cache / 'o'}"),
             "python: import what verify needs": lambda: sh(
                 f"{PY} -c 'import torch; from transformers import EdgeTamModel, Sam2Processor'"),

@@ -77,28 +77,49 @@ def fetch(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _scores(values: list[float] | None, best: int | None = None) -> str:
+    if values is None:
+        return "n/a"
+    return " ".join(f"{x:.3f}{'*' if k == best else ' '}" for k, x in enumerate(values))
+
+
 def verify(d: dict[str, Any]) -> str:
     r = d["report"]
     v = r["versions"]
+    ref = r.get("reference")
+    n = len(r["cases"])
+    load_ref = f" (reference {ref['load_ms'] / 1000:.2f} s)" if ref else ""
     lines = [f"EdgeTAM verify: {'PASSED' if r['passed'] else 'FAILED'} on {r['device']}"
              + ("  (self-test, random weights)" if r["synthetic"] else ""),
              f"  model     {r['repo_id']}@{r['commit'][:12]}  ({r['parameters'] / 1e6:.2f}M parameters)",
              f"  versions  torch {v['torch']}, transformers {v['transformers']}, timm {v['timm']}, "
              f"huggingface_hub {v['huggingface_hub']}",
-             f"  timing    load {r['load_s']:.2f} s, first inference {r['first_inference_s']:.2f} s, "
-             f"image encode {r['encode_ms']:.1f} ms; four cases warm {r['four_cases_warm_ms']:.1f} ms",
-             f"  {'case':<14}{'warm':>10}  {'IoU scores (best *)':<24}{'area':>10}{'gt IoU':>9}"]
+             f"  image     {Path(r['image']).name}, prompts {r['prompts']}",
+             f"  timing    load {r['load_s']:.2f} s{load_ref}, "
+             f"first inference {r['first_inference_s']:.2f} s, "
+             f"image encode {r['encode_ms']:.1f} ms; {n} case{'s' if n != 1 else ''} warm "
+             f"{r['four_cases_warm_ms']:.1f} ms",
+             f"  {'case':<14}{'warm':>10}{'reference':>11}  {'IoU scores (chosen *)':<24}"
+             f"{'reference scores':<22}{'area':>9}{'gt IoU':>14}"]
     for c in r["cases"]:
+        rc = (ref or {}).get("cases", {}).get(c["name"], {})
         for i, o in enumerate(c["objects"]):
-            scores = " ".join(f"{x:.2f}{'*' if k == o['best'] else ' '}"
-                              for k, x in enumerate(o["iou_scores"]))
-            gt = f"{o['gt_iou']:.3f}" if "gt_iou" in o else "-"
-            name = c["name"] if i == 0 else ""
-            lat = f"{c['latency_ms']:.1f} ms" if i == 0 else ""
-            lines.append(f"  {name:<14}{lat:>10}  {scores:<24}{o['area']:>10}{gt:>9}")
+            ref_scores = (rc.get("iou_scores") or [None] * (i + 1))[i] if rc else None
+            gt = f"{o['gt_iou']:.3f}/{o['gt_iou_best']:.3f}" if "gt_iou" in o else "-"
+            name, warm, ref_ms = (c["name"], f"{c['latency_ms']:.1f} ms",
+                                  f"{rc['ms']} ms" if rc else "") if i == 0 else ("", "", "")
+            lines.append(f"  {name:<14}{warm:>10}{ref_ms:>11}  {_scores(o['iou_scores'], o['best']):<24}"
+                         f"{_scores(ref_scores) if rc else '-':<22}{o['area']:>9}{gt:>14}")
     gate = r["quality_gate"]
-    rule = f"IoU >= {gate['min_iou']}" if gate["applied"] else f"not applied: {gate['why_not']}"
+    if gate["applied"] and gate["yardstick"] == "reference":
+        rule = f"scores within {gate['tolerance']} of the reference run; masks where the prompts are"
+    elif gate["applied"]:
+        rule = f"best of three masks overlaps ground truth >= {gate['min_iou']} (chosen/best shown)"
+    else:
+        rule = f"not applied: {gate['why_not']}"
     lines.append(f"  quality   {rule}")
+    if ref:
+        lines.append(f"  reference {ref['source']}")
     if r["cases"] and r["cases"][0].get("overlay"):
         lines.append(f"  overlays  {Path(r['cases'][0]['overlay']).parent}/")
     lines += [f"  FAILED    {f}" for f in r["failures"]]

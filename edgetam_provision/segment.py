@@ -54,7 +54,8 @@ def run(req: VerifyRequest, progress: Progress) -> dict[str, Any]:
     """Load, segment, time and check; returns the full report (``passed`` says the verdict)."""
     t_start = time.perf_counter()
     cache = Path(req.cache)
-    image_path, cases, truth_dir = plan_cases(req)
+    plan = plan_cases(req)
+    image_path, cases, truth_dir = plan.image, plan.cases, plan.truth_dir
     versions = library_versions()
     check_environment(versions, Path(req.backbone_cache or req.cache))
     commit = resolve_commit(cache, req.repo_id, req.revision)
@@ -106,23 +107,22 @@ def run(req: VerifyRequest, progress: Progress) -> dict[str, Any]:
         for case in cases:
             step = decoders[case.name]
             latency, out = _latencies(step, runs, torch, device)
-            results.append(_describe(case, out, truth_dir, checks, np))
+            every_mask = (lambda o: processor.post_process_masks(o.pred_masks.cpu(), sizes)[0]) \
+                if truth_dir is not None else None
+            results.append(_describe(case, out, truth_dir, checks, np, every_mask))
             results[-1].update(latency_ms=statistics.median(latency), latency_min_ms=min(latency),
                                latency_max_ms=max(latency))
-    gate = truth_dir is not None and not req.synthetic and req.min_iou > 0
     overlays = _write_overlays(image, cases, results, Path(req.out)) if req.out else []
     for r, path in zip(results, overlays, strict=False):
         r["overlay"] = str(path)
     return finalize({
         "device": device, "versions": versions, "repo_id": req.repo_id, "commit": commit,
         "synthetic": req.synthetic, "parameters": params, "image": str(image_path),
+        "yardstick": plan.yardstick, "prompts": plan.prompts,
         "import_s": round(import_s, 3), "load_s": round(load_s, 3), "first_inference_s": round(first_s, 3),
         "encode_ms": round(encode_ms, 2), "cases": results, "acceleration": accel,
         "four_cases_warm_ms": round(encode_ms + sum(r["latency_ms"] for r in results), 2),
-        "quality_gate": {"applied": gate, "min_iou": req.min_iou,
-                         "why_not": None if gate else ("random weights cannot segment" if req.synthetic
-                                                       else "no ground truth for this image"
-                                                       if truth_dir is None else "disabled")},
+        "quality_gate": {"enabled": req.quality_gate, "min_iou": req.min_iou},
         "checks": checks,
         "total_s": round(time.perf_counter() - t_start, 3),
     })
@@ -238,8 +238,9 @@ def _latencies(fn: Callable[[], Any], runs: int, torch: Any, device: str) -> tup
 
 
 def _describe(case: Case, decoded: Any, truth_dir: Path | None, checks: list[dict[str, Any]],
-              np: Any) -> dict[str, Any]:
-    """Per-object scores, best mask, area and ground-truth IoU; appends the checks it makes."""
+              np: Any, every_mask: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """Per-object scores, chosen mask, area, whether the prompts lie in it, and (with ground truth)
+    the IoU of the chosen mask and of the best of the three; appends the checks it makes."""
     out, masks = decoded
     from PIL import Image
 
@@ -263,15 +264,33 @@ def _describe(case: Case, decoded: Any, truth_dir: Path | None, checks: list[dic
                                "area_fraction": round(area / mask.size, 4)}
         checks.append({"kind": "non-empty", "case": case.name, "ok": area > 0,
                        "detail": f"{case.name}: object {i} mask is {'non-empty' if area else 'EMPTY'}"})
-        if truth_dir is not None and i < len(case.truth):
+        obj.update(_placement(case, i, mask))
+        if truth_dir is not None and every_mask is not None and i < len(case.truth):
             truth = np.array(Image.open(truth_dir / case.truth[i]).convert("L")) > 127
+            three = every_mask(out)[i].numpy().astype(bool)
             obj["gt_iou"] = round(iou(mask, truth), 4)
-            checks.append({"kind": "quality", "case": case.name, "ok": None, "gt_iou": obj["gt_iou"],
-                           "detail": ""})
+            obj["gt_iou_best"] = round(max(iou(m, truth) for m in three), 4)
         objects.append(obj)
     return {"name": case.name, "objects": objects,
             "prompts": {"points": case.points, "labels": case.labels, "box": case.box},
             "_masks": [masks[i].numpy().astype(bool) for i in range(len(objects))]}
+
+
+def _placement(case: Case, i: int, mask: Any) -> dict[str, Any]:
+    """Where the chosen mask lies relative to its prompts: points inside it; share inside the box
+    and share of the box it fills."""
+    h, w = mask.shape
+    out: dict[str, Any] = {}
+    if case.points:
+        out["points_inside"] = all(bool(mask[min(int(y), h - 1), min(int(x), w - 1)])
+                                   for x, y in case.points[i])
+    if case.box:
+        x0, y0, x1, y1 = (round(v) for v in case.box)
+        inside = int(mask[max(y0, 0):y1, max(x0, 0):x1].sum())
+        area = int(mask.sum())
+        out["box_inside"] = round(inside / area, 4) if area else 0.0
+        out["box_fill"] = round(inside / max(1, (x1 - x0) * (y1 - y0)), 4)
+    return out
 
 
 def _write_overlays(image: Any, cases: list[Case], results: list[dict[str, Any]], out: Path) -> list[Path]:

@@ -1,7 +1,9 @@
 """Generate the verify scene: an 1800x1200 picture of a two-part truck, with ground-truth masks.
 
-Run `python test_images/generate.py` to rebuild `scene.png`, the `gt_*.png` masks and `cases.json`
-(deterministic: same bytes every run). The four prompts are the user's own (EdgeTAM's truck demo):
+Run `python test_images/generate.py` to rebuild `scene.png`, the `gt_*.png` masks and
+`scene_cases.json` in the package's assets (deterministic: same bytes every run; a test checks
+that the shipped files equal what this writes). `provision verify --image scene` uses them. The
+four prompts are the user's own (EdgeTAM's truck demo):
 one point [500,375] on the cab, two points [500,375]+[1125,625] on cab and cargo box (= the truck),
 the box [75,275,1725,850] around the truck, and two objects (cab, cargo box) with one point each.
 """
@@ -15,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 W, H = 1800, 1200
-HERE = Path(__file__).resolve().parent
+ASSETS = Path(__file__).resolve().parent.parent / "edgetam_provision" / "assets"
 CAB = [(300, 420), (380, 300), (760, 300), (760, 820), (300, 820)]
 CARGO = (790, 290, 1700, 840)
 
@@ -60,13 +62,15 @@ CASES = [
 ]
 
 
-def main() -> None:
+def main(out: Path = ASSETS) -> None:
     scene, masks = build()
-    scene.save(HERE / "scene.png", optimize=True)
+    scene.save(out / "scene.png", optimize=True)
     for name, m in masks.items():
-        m.convert("1").save(HERE / f"gt_{name}.png", optimize=True)
-    (HERE / "cases.json").write_text(json.dumps({"image": "scene.png", "cases": CASES}, indent=1) + "\n")
+        m.convert("1").save(out / f"gt_{name}.png", optimize=True)
+    (out / "scene_cases.json").write_text(json.dumps({"image": "scene.png", "cases": CASES}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ASSETS)

@@ -108,7 +108,7 @@ def test_fetch_then_restore_then_verify_end_to_end(sshd, hub, tmp_path):
     cache = tmp_path / "cache"
     overlays = tmp_path / "overlays"
     res = fetch(sshd, hub, tmp_path / "b", "--repo", "yonigozlan/EdgeTAM-hf", "--restore",
-                "--min-iou", "0", "--cache-dir", cache, "--verify-out", overlays, "--json")
+                "--no-quality-gate", "--cache-dir", cache, "--verify-out", overlays, "--json")
     assert res.exit_code == 0, res.stderr
     data = json.loads(res.stdout)
     assert data["verify"]["passed"] is True and data["verify"]["parameters"] == 9_120_641

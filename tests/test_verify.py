@@ -42,12 +42,12 @@ def edgetam_cache(edgetam_files, tmp_path_factory) -> Path:
 def verified(edgetam_cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("overlays")
     res = run_cli("verify", "--cache-dir", edgetam_cache, "--device", "cpu", "--runs", "1",
-                  "--min-iou", "0", "--out", out, "--json")
-    return res, out
+                  "--no-quality-gate", "--out", out, "--json")
+    return res, out, edgetam_cache
 
 
 def test_all_four_cases_run_and_the_report_is_complete(verified):
-    res, _ = verified
+    res, _, _cache = verified
     assert res.exit_code == 0, res.stderr
     data = json.loads(res.stdout)
     assert data["ok"] is True
@@ -64,16 +64,21 @@ def test_all_four_cases_run_and_the_report_is_complete(verified):
         assert case["latency_ms"] > 0
         for obj in case["objects"]:
             assert len(obj["iou_scores"]) == 3 and 0 < obj["area"] <= 1800 * 1200
-            assert 0 <= obj["gt_iou"] <= 1
+            assert "points_inside" in obj or "box_fill" in obj
     assert {c["kind"] for c in r["checks"]} == {"shape", "finite", "non-empty"}
-    assert r["quality_gate"] == {"applied": False, "min_iou": 0.0, "why_not": "disabled"}
+    assert Path(r["image"]).name == "truck.jpg" and r["yardstick"] == "reference"
+    assert r["quality_gate"]["applied"] is False and "disabled" in r["quality_gate"]["why_not"]
+    assert r["reference"]["cases"]["box"] == {"iou_scores": [[0.947, 0.978, 0.945]], "ms": 42}
+    text = run_cli("verify", "--cache-dir", verified[2], "--device", "cpu", "--runs", "1",
+                   "--no-quality-gate", "--out", verified[1]).stdout
+    assert "0.947  0.978  0.945" in text and "8491 ms" in text
     folded = r["acceleration"]["backbone"]
     assert folded["mode"] == "reparameterized" and folded["relative_diff"] < 1e-3
     assert r["acceleration"]["cuda_graphs"] is False  # CPU
 
 
 def test_overlays_are_pngs_of_the_image_size(verified):
-    res, out = verified
+    res, out, _cache = verified
     report = json.loads(res.stdout)["report"]
     paths = [Path(c["overlay"]) for c in report["cases"]]
     assert sorted(p.name for p in paths) == sorted(p.name for p in out.iterdir())
@@ -82,14 +87,26 @@ def test_overlays_are_pngs_of_the_image_size(verified):
             assert im.format == "PNG" and im.size == (1800, 1200)
 
 
-def test_quality_gate_fails_for_random_weights(edgetam_cache, tmp_path):
+def test_random_weights_under_the_real_name_fail_the_reference_naming_the_first_case(edgetam_cache, tmp_path):
     res = run_cli("verify", "--cache-dir", edgetam_cache, "--device", "cpu", "--runs", "1",
                   "--out", tmp_path, "--json")
     assert res.exit_code == 9
-    report = json.loads(res.stdout)["report"]
+    data = json.loads(res.stdout)
+    report = data["report"]
     assert report["passed"] is False and report["quality_gate"]["applied"] is True
-    assert any("IoU with ground truth" in f for f in report["failures"])
-    assert "verification failed" in res.stderr and "hint:" in res.stderr
+    assert report["failures"][0].startswith("single point: mask ") and "reference" in report["failures"][0]
+    assert data["error"] == "verification" and data["message"] and data["hint"]  # the common error keys
+    assert "verification failed: single point" in res.stderr and "other weights" in res.stderr
+
+
+def test_the_scene_gates_on_the_best_of_three_masks_against_ground_truth(edgetam_cache, tmp_path):
+    res = run_cli("verify", "--cache-dir", edgetam_cache, "--device", "cpu", "--runs", "1",
+                  "--image", "scene", "--out", tmp_path, "--json")
+    report = json.loads(res.stdout)["report"]
+    assert res.exit_code == 9 and report["yardstick"] == "ground truth"
+    for obj in (o for c in report["cases"] for o in c["objects"]):
+        assert 0 <= obj["gt_iou"] <= obj["gt_iou_best"] <= 1
+    assert any("best of the three masks overlaps ground truth" in f for f in report["failures"])
 
 
 def test_synthetic_self_test_needs_no_cached_model(tmp_path):
@@ -98,7 +115,7 @@ def test_synthetic_self_test_needs_no_cached_model(tmp_path):
     assert res.exit_code == 0, res.stderr
     r = json.loads(res.stdout)["report"]
     assert r["synthetic"] is True and r["parameters"] == EXPECTED_PARAMETERS
-    assert r["quality_gate"]["why_not"] == "random weights cannot segment"
+    assert r["quality_gate"]["why_not"] == "random weights cannot segment (self-test)"
     assert not (tmp_path / "empty").exists()
 
 
@@ -134,7 +151,7 @@ def test_custom_image_and_point_have_no_ground_truth(edgetam_cache, tmp_path):
     r = json.loads(res.stdout)["report"]
     assert r["acceleration"]["backbone"] == {"mode": "plain"}
     assert [c["name"] for c in r["cases"]] == ["points"]
-    assert r["quality_gate"]["why_not"] == "no ground truth for this image"
+    assert r["quality_gate"]["why_not"] == "no reference or ground truth for this image and these prompts"
 
 
 def test_malformed_point_is_a_usage_error(edgetam_cache):
@@ -173,13 +190,21 @@ def test_older_transformers_needs_the_backbone_config_and_says_so(tmp_path):
     check_environment(versions, tmp_path)
 
 
-def test_test_image_and_ground_truth_are_committed():
-    spec = json.loads((REPO_ROOT / "test_images" / "cases.json").read_text())
-    with Image.open(REPO_ROOT / "test_images" / spec["image"]) as im:
+def test_shipped_pictures_are_the_reference_photo_and_the_generated_scene():
+    import hashlib
+
+    from edgetam_provision.verify import assets
+
+    note = (REPO_ROOT / "test_images" / "TRUCK.md").read_text()
+    for truck in (REPO_ROOT / "test_images" / "truck.jpg", assets() / "truck.jpg"):
+        assert hashlib.sha256(truck.read_bytes()).hexdigest() in note
+    assert (assets() / "TRUCK.md").read_text() == note  # the license note travels with the photo
+    spec = json.loads((assets() / "scene_cases.json").read_text())
+    with Image.open(assets() / spec["image"]) as im:
         assert im.size == (1800, 1200)
     for case in spec["cases"]:
         for name in case["truth"]:
-            with Image.open(REPO_ROOT / "test_images" / name) as m:
+            with Image.open(assets() / name) as m:
                 assert m.size == (1800, 1200)
 
 
@@ -189,7 +214,7 @@ def test_backup_restore_round_trip_loads_offline_with_transformers(edgetam_cache
     assert run_cli("backup", EDGETAM_REPO, "--out", out, "--cache-dir", edgetam_cache).exit_code == 0
     fresh = tmp_path / "fresh"
     assert run_cli("restore", out, "--cache-dir", fresh).exit_code == 0
-    res = run_cli("verify", "--cache-dir", fresh, "--device", "cpu", "--runs", "1", "--min-iou", "0",
+    res = run_cli("verify", "--cache-dir", fresh, "--device", "cpu", "--runs", "1", "--no-quality-gate",
                   "--out", tmp_path / "o", "--json")
     assert res.exit_code == 0, res.stderr
     assert json.loads(res.stdout)["report"]["parameters"] == EXPECTED_PARAMETERS
@@ -213,13 +238,64 @@ def test_version_rules_use_real_version_ordering():
     assert not needs_backbone_config("5.24.0")
 
 
-def test_debug_reaches_the_worker_process(tmp_path):
+def test_debug_reaches_the_worker_process(edgetam_files, tmp_path):
     from conftest import run_cli_process
 
-    bad = tmp_path / "bad.png"
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
-    args = ["verify", "--synthetic", "--image", bad, "--point", "1,1", "--device", "cpu", "--runs", "1",
+    broken = b'{"model_type": "edgetam", "vision_config": 5}'
+    install_into_cache(tmp_path / "c", "org/broken", {**edgetam_files, "config.json": broken})
+    args = ["verify", "--repo", "org/broken", "--device", "cpu", "--runs", "1", "--no-quality-gate",
             "--cache-dir", tmp_path / "c", "--out", tmp_path / "o"]
     res = run_cli_process("--debug", *args)
     assert res.returncode == 8, res.stderr
     assert "Traceback (most recent call last)" in res.stderr and "error: EdgeTAM could not run" in res.stderr
+
+
+def test_the_shipped_scene_is_what_the_generator_writes(tmp_path):
+    import subprocess
+    import sys
+
+    from edgetam_provision.verify import assets
+
+    generator = REPO_ROOT / "test_images" / "generate.py"
+    subprocess.run([sys.executable, str(generator), str(tmp_path)], check=True)
+    for made in tmp_path.iterdir():
+        assert made.read_bytes() == (assets() / made.name).read_bytes(), made.name
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--image", "{bad}"], "not a readable picture"),
+    (["--image", "{empty}"], "not a readable picture"),
+    (["--image", "{cut}"], "not a readable picture"),
+    (["--image", "{small}"], "only 8x8 pixels"),
+    (["--box", "1725,850,75,275"], "not ordered"),
+    (["--point", "5000,5000"], "not inside the 1800x1200 image"),
+    (["--point", "-10,20"], "not inside"),
+    (["--point", "nan,nan"], "not inside"),
+    (["--box", "0,0,1e9,1e9"], "not inside"),
+])
+def test_bad_verify_inputs_are_usage_errors_before_the_model_loads(tmp_path, args, says):
+    import time
+
+    img = tmp_path / "ok.jpg"
+    Image.new("RGB", (640, 480), (10, 120, 200)).save(img)
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "cut.jpg").write_bytes(img.read_bytes()[:300])
+    Image.new("RGB", (8, 8)).save(tmp_path / "small.png")
+    names = {"bad": tmp_path / "bad.png", "empty": tmp_path / "empty.jpg", "cut": tmp_path / "cut.jpg",
+             "small": tmp_path / "small.png"}
+    t0 = time.monotonic()
+    res = run_cli("verify", "--cache-dir", tmp_path / "c", *[a.format(**names) for a in args])
+    assert res.exit_code == 2 and says in res.stderr and "hint:" in res.stderr
+    assert time.monotonic() - t0 < 5  # no model was loaded (generous: shared machines)
+
+
+def test_with_a_custom_image_the_built_in_prompts_are_scaled_and_the_report_says_so(edgetam_cache, tmp_path):
+    img = tmp_path / "photo.jpg"
+    Image.new("RGB", (900, 600), (10, 120, 200)).save(img)
+    res = run_cli("verify", "--cache-dir", edgetam_cache, "--device", "cpu", "--runs", "1", "--image", img,
+                  "--out", tmp_path / "o", "--json")
+    assert res.exit_code == 0, res.stderr
+    r = json.loads(res.stdout)["report"]
+    assert r["prompts"] == "built-in, scaled from 1800x1200 to 900x600"
+    assert r["cases"][2]["prompts"]["box"] == [37.5, 137.5, 862.5, 425.0]
