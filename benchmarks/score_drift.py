@@ -45,7 +45,7 @@ def main(envs: list[str]) -> None:
         install_into_cache(cache, EDGETAM_REPO, build_model_files(seed=0))
         install_into_cache(cache, BACKBONE_REPO, {"config.json": json.dumps(BACKBONE_CONFIG).encode()})
         runs = [(label, *scores(cache, overlay)) for label, _, overlay in (e.partition("=") for e in envs)]
-    base_label, base_version, base = runs[0]
+    _label, base_version, base = runs[0]
     print(f"| transformers | case | scores | max abs diff vs {base_version} |\n|---|---|---|---:|")
     for _label, version, got in runs:
         for case, objs in got.items():
