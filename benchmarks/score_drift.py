@@ -49,7 +49,8 @@ def main(envs: list[str]) -> None:
     print(f"| transformers | case | scores | max abs diff vs {base_version} |\n|---|---|---|---:|")
     for _label, version, got in runs:
         for case, objs in got.items():
-            diff = max(abs(a - b) for o, p in zip(objs, base[case], strict=True) for a, b in zip(o, p, strict=True))
+            pairs = [(a, b) for o, p in zip(objs, base[case], strict=True) for a, b in zip(o, p, strict=True)]
+            diff = max(abs(a - b) for a, b in pairs)
             print(f"| {version} | {case} | {objs} | {diff:.4f} |")
 
 
