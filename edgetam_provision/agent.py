@@ -33,7 +33,7 @@ with contextlib.suppress(ImportError):  # shipped: layout.py and pack.py ran jus
     from .pack import pack_repo
 CREDENTIAL_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_STORED_TOKENS_PATH",
                    "HF_HUB_ENABLE_HF_TRANSFER")
-SEND_CHUNK = 4 * 1024 * 1024
+SEND_CHUNK = 8 * 1024 * 1024  # fsutil.CHUNK: the agent runs alone on the host, so it cannot import it
 
 
 class AgentError(Exception):

@@ -18,7 +18,8 @@ import click
 
 from . import __version__, render
 from .errors import EXIT_CODES, InternalError, Interrupted, ProvisionError, UsageError
-from .output import Progress, emit, fail
+from .output import StderrProgress, emit, fail
+from .remote import TIMEOUT_S
 
 DEFAULT_BACKUPS = Path("model_backups")
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -51,7 +52,7 @@ def command(fn: Callable[..., Result]) -> Callable:
     def wrapper(ctx: click.Context, as_json: bool, cache_dir: Path | None, **kwargs: Any) -> None:
         debug = bool(ctx.obj and ctx.obj.get("debug"))
         try:
-            result, renderer = fn(cache_dir=cache_dir, progress=Progress(quiet=as_json), debug=debug,
+            result, renderer = fn(cache_dir=cache_dir, progress=StderrProgress(quiet=as_json), debug=debug,
                                   **kwargs)
             emit(result, as_json, renderer)
             code = result.get("exit_code", 0)
@@ -90,7 +91,7 @@ def _cache(cache_dir: Path | None) -> Path:
 @click.option("--compress", type=click.Choice(["none", "gzip", "zstd"]), default="none",
               show_default=True, help="Weights do not compress; gzip costs time for nothing.")
 @command
-def backup(cache_dir: Path | None, progress: Progress, debug: bool, repos: tuple[str, ...], out: Path,
+def backup(cache_dir: Path | None, progress: StderrProgress, debug: bool, repos: tuple[str, ...], out: Path,
            compress: str) -> Result:
     """Pack cached repo revisions into verified archives.
 
@@ -117,7 +118,7 @@ def backup(cache_dir: Path | None, progress: Progress, debug: bool, repos: tuple
 @click.option("--keep-refs", is_flag=True, help="Keep refs the cache already has (e.g. main) where the "
               "backup's point elsewhere.")
 @command
-def restore(cache_dir: Path | None, progress: Progress, debug: bool, paths: tuple[Path, ...],
+def restore(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths: tuple[Path, ...],
             dry_run: bool, keep_refs: bool) -> Result:
     """Verify backups and restore them atomically into the hub cache.
 
@@ -139,7 +140,7 @@ def restore(cache_dir: Path | None, progress: Progress, debug: bool, paths: tupl
 @cli.command(name="check", context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @command
-def check(cache_dir: Path | None, progress: Progress, debug: bool, paths: tuple[Path, ...]) -> Result:
+def check(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths: tuple[Path, ...]) -> Result:
     """Check backup files on their own, with no cache involved.
 
     Every member is validated and every byte hashed, against manifest.json / SHA256SUMS where
@@ -160,7 +161,8 @@ def check(cache_dir: Path | None, progress: Progress, debug: bool, paths: tuple[
               show_default=True, help="Backups folder to list.")
 @click.option("--quick", is_flag=True, help="Check structure only; do not hash the blobs.")
 @command
-def status(cache_dir: Path | None, progress: Progress, debug: bool, backups: Path, quick: bool) -> Result:
+def status(cache_dir: Path | None, progress: StderrProgress, debug: bool, backups: Path,
+           quick: bool) -> Result:
     """Show backups and cached repos: revision, size, integrity.
 
     Example: provision status --json
@@ -209,7 +211,7 @@ def _floats(text: str, n: int, what: str) -> list[float]:
 @click.option("--eager", is_flag=True, help="Plain model: no folded backbone, no CUDA graphs (both are "
               "used only when they match the plain result).")
 @command
-def verify(cache_dir: Path | None, progress: Progress, debug: bool, device: str, image: str | None,
+def verify(cache_dir: Path | None, progress: StderrProgress, debug: bool, device: str, image: str | None,
            points: tuple[str, ...], box: str | None, out: Path, min_iou: float, no_gate: bool,
            runs: int | None,
            repo: str | None, synthetic: bool, or_synthetic: bool, eager: bool) -> Result:
@@ -258,7 +260,7 @@ def verify(cache_dir: Path | None, progress: Progress, debug: bool, device: str,
               help="known_hosts file to check and append to [OpenSSH's files].")
 @click.option("--accept-new-host-key", is_flag=True,
               help="Trust an unknown host key (one line appended); a changed key is always refused.")
-@click.option("--timeout", type=float, default=30.0, show_default=True,
+@click.option("--timeout", type=float, default=TIMEOUT_S, show_default=True,
               help="Deadline in seconds for connecting and for each silent stretch.")
 @click.option("--transfer", type=click.Choice(["stream", "sftp"]), default="stream", show_default=True,
               help="Pull over the exec channel (fast) or over SFTP (fallback).")
@@ -268,7 +270,7 @@ def verify(cache_dir: Path | None, progress: Progress, debug: bool, device: str,
 @click.option("--verify-out", type=click.Path(file_okay=False, path_type=Path), default=Path("verify_output"),
               show_default=True, help="Folder for the overlays of the verify that --restore runs.")
 @command
-def fetch(cache_dir: Path | None, progress: Progress, debug: bool, host: str | None, local: bool,
+def fetch(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: str | None, local: bool,
           repos: tuple[str, ...], out: Path, endpoint: str | None, token_env: str | None,
           remote_python: str | None, bootstrap: bool, port: int | None, user: str | None,
           identity: str | None, ssh_config: str | None, known_hosts: str | None,
@@ -319,7 +321,7 @@ def fetch(cache_dir: Path | None, progress: Progress, debug: bool, host: str | N
 @click.option("--online", is_flag=True, help="Also probe the endpoint, anonymously and with the "
               "credentials found, to name the cause of a 401.")
 @command
-def doctor(cache_dir: Path | None, progress: Progress, debug: bool, online: bool) -> Result:
+def doctor(cache_dir: Path | None, progress: StderrProgress, debug: bool, online: bool) -> Result:
     """Say exactly why model downloads fail on this machine, and what to do.
 
     Checks the credentials huggingface_hub would send (masked), ~/.netrc, endpoint, proxies,

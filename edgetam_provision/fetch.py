@@ -14,7 +14,6 @@ import datetime as dt
 import re
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,14 @@ from .errors import RemoteDownloadError, UsageError
 from .hfcache import RepoSpec
 from .layout import FileRecord
 from .manifest import ArchiveEntry, record
+from .output import ProgressFn
+from .remote import TIMEOUT_S
 from .transfer import Stream, pull, sftp_source, stream_source
 from .untrusted_tar import scan_archive
 
 PYTHON_RE = re.compile(r"^[A-Za-z0-9_./+-]{1,200}$")
 BOOT = ("import sys;b=sys.stdin.buffer;"
         "exec(compile(b.read(int(b.readline())),'provision-agent','exec'))")
-Progress = Callable[[str], None]
 
 
 AGENT_MODULES = ("layout.py", "pack.py", "agent.py")  # what the host runs, in this order
@@ -94,7 +94,7 @@ def _agent_error(event: dict[str, Any], where: str) -> RemoteDownloadError:
                                hints.get(kind, "see the host's log: " + event.get("log", "")[-300:]))
 
 
-def run_agent(stream: Stream, params: dict[str, Any], out: Path, progress: Progress,
+def run_agent(stream: Stream, params: dict[str, Any], out: Path, progress: ProgressFn,
               bar: bool, sftp: Any = None) -> list[Pulled]:
     """Drive the agent: send parameters, wait for the packed archives, pull each one."""
     program = agent_program()
@@ -146,7 +146,7 @@ def fetch_params(specs: list[RepoSpec], endpoint: str | None, token: str | None,
 
 
 def fetch_remote(target: Any, params: dict[str, Any], out: Path, *, python: str, timeout: float,
-                 accept_new: bool, progress: Progress, bar: bool, transfer: str = "stream") -> list[Pulled]:
+                 accept_new: bool, progress: ProgressFn, bar: bool, transfer: str = "stream") -> list[Pulled]:
     """Run the agent on an SSH host and pull its archives (over its channel, or over SFTP)."""
     import paramiko
 
@@ -168,7 +168,7 @@ def fetch_remote(target: Any, params: dict[str, Any], out: Path, *, python: str,
     return pulled
 
 
-def fetch_local(params: dict[str, Any], out: Path, *, python: str, progress: Progress,
+def fetch_local(params: dict[str, Any], out: Path, *, python: str, progress: ProgressFn,
                 bar: bool) -> list[Pulled]:
     """The same clean-credential download, on this machine (the Hub is reachable, creds are not)."""
     proc = subprocess.Popen([check_python(python), "-u", "-c", BOOT], stdin=subprocess.PIPE,
@@ -203,14 +203,14 @@ class FetchRequest:
     endpoint: str | None = None
     token: str | None = None
     bootstrap: bool = False
-    timeout: float = 30.0
+    timeout: float = TIMEOUT_S
     accept_new_host_key: bool = False
     transfer: str = "stream"
     then_restore: Path | None = None  # the cache to restore into (and verify), if any
     verify: Any = None  # a VerifyRequest for after the restore
 
 
-def fetch(req: FetchRequest, progress: Progress, bar: bool = False) -> dict[str, Any]:
+def fetch(req: FetchRequest, progress: ProgressFn, bar: bool = False) -> dict[str, Any]:
     """Fetch (remotely or locally), then optionally restore and verify: the whole chain."""
     params = fetch_params(list(req.specs), req.endpoint, req.token, req.bootstrap)
     if req.host is None:

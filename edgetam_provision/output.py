@@ -39,8 +39,16 @@ def fail(err: ProvisionError, as_json: bool) -> None:
         sys.stdout.write(json.dumps({"ok": False, **err.to_dict()}, indent=2) + "\n")
 
 
-class Progress:
-    """Progress callback: lines on stderr, or nothing when `quiet` (--json)."""
+#: the one progress type of the library: a function taking one line of progress
+ProgressFn = Callable[[str], None]
+
+
+def no_progress(_line: str) -> None:
+    """The library's default: say nothing."""
+
+
+class StderrProgress:
+    """The CLI's `ProgressFn`: lines on stderr, or nothing when `quiet` (--json)."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet

@@ -49,7 +49,8 @@ def pack_repo(cache: Path, folder: str, commit: str, out: BinaryIO,
 
     `entries` maps snapshot paths to blob names (from the integrity check; needed for caches that
     hold copies instead of links); by default the snapshot's links are read. Returns (archive
-    sha256, archive size, files, ref names).
+    sha256, archive size, files, ref names). One function on purpose: the member order (folders,
+    blobs, links, listing, refs) is the archive's format, and reads best in one place.
     """
     repo = cache / folder
     snap = repo / "snapshots" / commit

@@ -29,7 +29,7 @@ WINDOW = 16 * 1024 * 1024
 MAX_PACKET = 256 * 1024
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 DEFAULT_IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")
-CONNECT_TIMEOUT_S = 20.0  # the library default; the CLI's --timeout (30 s) also bounds silent stretches
+TIMEOUT_S = 30.0  # connecting, and every silent stretch after it (`fetch --timeout`)
 DESTINATION_RE = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@/\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^@:/\s]+)"
                             r"(?::(?P<port>\d{1,5}))?/?$")
 
@@ -222,7 +222,7 @@ def _load_known_hosts(keys: Any, path: Path) -> None:
                 keys.add(name, entry.key.get_name(), entry.key)
 
 
-def connect_raw(target: SSHTarget, timeout: float = CONNECT_TIMEOUT_S,
+def connect_raw(target: SSHTarget, timeout: float = TIMEOUT_S,
                 accept_new: bool = False) -> Connection:
     """Connect and authenticate, mapping every failure to its own error kind."""
     import paramiko
@@ -266,7 +266,7 @@ def connect_raw(target: SSHTarget, timeout: float = CONNECT_TIMEOUT_S,
 
 
 @contextlib.contextmanager
-def connect(target: SSHTarget, timeout: float = CONNECT_TIMEOUT_S,
+def connect(target: SSHTarget, timeout: float = TIMEOUT_S,
             accept_new: bool = False) -> Iterator[Connection]:
     """`connect_raw` as a context manager that always closes."""
     conn = connect_raw(target, timeout, accept_new)

@@ -19,32 +19,27 @@ import os
 import posixpath
 import secrets
 import shutil
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from .compression import ARCHIVE_SUFFIXES, compression_of
 from .errors import CacheError, IntegrityError, UsageError
 from .fsutil import (
-    CHUNK,
     cache_lock,
     clean_stale,
-    copy_atomic,
     disk_error,
     sha256_file,
-    symlink_atomic,
-    symlinks_supported,
-    write_atomic,
 )
 from .hfcache import read_ref
-from .layout import blob_hasher, repo_folder_name, repo_id_from_folder
+from .layout import repo_folder_name, repo_id_from_folder
 from .manifest import ArchiveEntry, read_manifest, read_sums
-from .untrusted_tar import ArchiveContents, DataMember, iter_data, scan_archive
+from .output import ProgressFn, no_progress
+from .restore_check import ArchiveReader, ReadResult
+from .restore_publish import prove, publish
+from .untrusted_tar import ArchiveContents, scan_archive
 
 STAGING_PREFIX = ".provision-staging-"
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -193,136 +188,7 @@ def _link_conflicts(contents: ArchiveContents, cache: Path) -> None:
                                  "nothing was written")
 
 
-@dataclass
-class _Read:
-    """What hashing one archive found: the state of each blob, and the blobs of plain files."""
-
-    blobs: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, blob) -> new|present|repair
-    sizes: dict[tuple[str, str], int] = field(default_factory=dict)
-    copies: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, snapshot path) -> blob
-    staged: dict[tuple[str, str], Path] = field(default_factory=dict)
-
-
-class _Reader:
-    """Hash every data member; compare with the cache; stage what must be written (if staging)."""
-
-    def __init__(self, cache: Path, staging: Path | None) -> None:
-        self.cache, self.staging = cache, staging
-        self.buf = bytearray(CHUNK)
-        self.found = _Read()
-
-    def archive(self, contents: ArchiveContents, progress: Progress) -> None:
-        progress(f"checking every byte of {contents.path.name}")
-        for member, stream in iter_data(contents):
-            if member.path.startswith("blobs/"):
-                self._blob(contents, member, stream)
-            else:
-                self._copy(contents, member, stream)
-        for folder, repo in contents.repos.items():  # hard links of `tar -h`: the bytes of their source
-            for rel, source in repo.same_as.items():
-                source_blob = (source.split("/", 1)[1] if source.startswith("blobs/")
-                               else self.found.copies[(folder, source)])
-                if rel.startswith("snapshots/"):
-                    self.found.copies[(folder, rel)] = source_blob
-                elif rel.split("/", 1)[1] != source_blob:
-                    raise IntegrityError(f"{contents.path.name}: {folder}/{rel} does not match its hash",
-                                         "the backup is damaged; fetch or copy it again — the cache "
-                                         "was left as it was")
-
-    def _blob(self, contents: ArchiveContents, m: DataMember, stream: Any) -> None:
-        blob = m.path.split("/", 1)[1]
-        key = (m.folder, blob)
-        cached = self.cache / m.folder / "blobs" / blob
-        state = "new"
-        compare = None
-        if key not in self.found.blobs and cached.is_file() and cached.stat().st_size == m.size:
-            state, compare = "present", open(cached, "rb")  # noqa: SIM115 - closed below
-        elif key not in self.found.blobs and os.path.lexists(cached):
-            state = "repair"
-        elif key in self.found.blobs:
-            state = ""  # seen in an earlier archive: hash it again, write nothing
-        try:
-            h, same, out = blob_hasher(blob, m.size), True, None
-            if state in ("new", "repair") and self.staging is not None:
-                out = self._stage_file(m.folder, blob)
-            got = 0
-            view = memoryview(self.buf)
-            while n := stream.readinto(self.buf):
-                chunk = view[:n]
-                h.update(chunk)
-                if compare is not None and same and compare.read(n) != chunk:
-                    same = False
-                    if self.staging is not None:  # bytes so far agreed: start the repair copy from them
-                        out = self._stage_file(m.folder, blob)
-                        compare.seek(0)
-                        out.write(compare.read(got))
-                if out is not None:
-                    out.write(chunk)
-                got += n
-        finally:
-            for fh in (compare, out):
-                if fh is not None:
-                    fh.close()
-        if got != m.size or h.hexdigest() != blob:
-            raise IntegrityError(f"{contents.path.name}: {m.name} does not match its hash",
-                                 "the backup is damaged; fetch or copy it again — the cache was "
-                                 "left as it was")
-        if state == "present" and not same:
-            state = "repair"
-        if state:
-            self.found.blobs[key], self.found.sizes[key] = state, m.size
-            if state != "present" and self.staging is not None:
-                self.found.staged[key] = self.staging / m.folder / blob
-
-    def _stage_file(self, folder: str, blob: str) -> Any:
-        assert self.staging is not None
-        dest = self.staging / folder / blob
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        return open(dest, "wb")
-
-    def _copy(self, contents: ArchiveContents, m: DataMember, stream: Any) -> None:
-        """A plain snapshot file (tar -h): its blob is whichever name its bytes hash to."""
-        sha256, sha1 = blob_hasher("0" * 64, m.size), blob_hasher("0" * 40, m.size)
-        tmp = self._stage_file(m.folder, f"copy-{secrets.token_hex(8)}") if self.staging else None
-        got = 0
-        try:
-            while n := stream.readinto(self.buf):
-                chunk = memoryview(self.buf)[:n]
-                sha256.update(chunk)
-                sha1.update(chunk)
-                if tmp is not None:
-                    tmp.write(chunk)
-                got += n
-        finally:
-            if tmp is not None:
-                tmp.close()
-        if got != m.size:
-            raise IntegrityError(f"{contents.path.name}: {m.name} is cut short", "the backup is damaged")
-        repo = contents.repos[m.folder]
-        names = (sha1.hexdigest(), sha256.hexdigest())
-        blob = next((b for b in names if b in repo.blobs or (self.cache / m.folder / "blobs" / b).is_file()),
-                    names[1])
-        self.found.copies[(m.folder, m.path)] = blob
-        key = (m.folder, blob)
-        carried = blob in repo.blobs and f"blobs/{blob}" not in repo.same_as  # its own member brings it
-        if carried or key in self.found.blobs:
-            if tmp is not None:
-                Path(tmp.name).unlink()
-            return
-        cached = self.cache / m.folder / "blobs" / blob
-        same = cached.is_file() and (tmp is None or filecmp.cmp(tmp.name, cached, shallow=False))
-        self.found.blobs[key] = "present" if same else ("repair" if os.path.lexists(cached) else "new")
-        self.found.sizes[key] = m.size
-        if tmp is not None:
-            if same:
-                Path(tmp.name).unlink()
-            else:
-                self.found.staged[key] = Path(tmp.name)
-
-
-# ---------------------------------------------------------------------------- planning
-
-def _actions(contents: ArchiveContents, found: _Read, cache: Path, keep_refs: bool,
+def _actions(contents: ArchiveContents, found: ReadResult, cache: Path, keep_refs: bool,
              done: set[tuple[str, str, str]]) -> list[Action]:
     """What restoring `contents` writes, given what the read pass found. `done` dedupes."""
     actions: list[Action] = []
@@ -375,7 +241,7 @@ def _ref_action(repo_dir: Path, folder: str, name: str, commit: str, keep_refs: 
 
 # ---------------------------------------------------------------------------- running
 
-def check_backups(paths: list[Path], progress: Progress = lambda _m: None) -> RestorePlan:
+def check_backups(paths: list[Path], progress: ProgressFn = no_progress) -> RestorePlan:
     """Check backup files on their own (a copy on a USB disk, say): every member validated, every
     byte hashed, against manifest.json / SHA256SUMS where present. No cache is read or written."""
     import tempfile
@@ -385,12 +251,13 @@ def check_backups(paths: list[Path], progress: Progress = lambda _m: None) -> Re
     return replace(plan, cache=Path("-"))
 
 
-def restore(paths: list[Path], cache: Path, progress: Progress = lambda _m: None, *,
+def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, *,
             dry_run: bool = False, keep_refs: bool = False) -> RestorePlan:
     """Restore the archives at `paths` into `cache` (or, with `dry_run`, check all and write nothing).
 
     Returns the plan that was carried out. Raises a `ProvisionError` whose message says what was
-    and was not published.
+    and was not published. Kept whole: the order of its steps (scan without the lock, then read,
+    publish and prove under it) is the safety argument of the module docstring.
     """
     archives, ignored = find_archives(paths)
     for p in ignored:
@@ -419,7 +286,7 @@ def restore(paths: list[Path], cache: Path, progress: Progress = lambda _m: None
         staging = cache / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         try:
             plan = _read_and_plan(scanned, cache, staging, keep_refs, progress)
-            _publish(plan, progress)
+            publish(plan, progress)
             prove(plan)
         except OSError as exc:
             raise disk_error(exc, staging) from None
@@ -432,7 +299,7 @@ def restore(paths: list[Path], cache: Path, progress: Progress = lambda _m: None
         try:
             plan = _read_and_plan(scanned, cache, staging, keep_refs, progress)
             _check_space(plan, staging)
-            _publish(plan, progress)
+            publish(plan, progress)
             prove(plan)
         except OSError as exc:
             raise disk_error(exc, staging) from None
@@ -442,9 +309,9 @@ def restore(paths: list[Path], cache: Path, progress: Progress = lambda _m: None
 
 
 def _read_and_plan(scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str | None, str]],
-                   cache: Path, staging: Path | None, keep_refs: bool, progress: Progress) -> RestorePlan:
+                   cache: Path, staging: Path | None, keep_refs: bool, progress: ProgressFn) -> RestorePlan:
     """Hash every byte (the archives' sha256 in a thread beside the blobs), then plan the writes."""
-    reader = _Reader(cache, staging)
+    reader = ArchiveReader(cache, staging)
     plans: list[ArchivePlan] = []
     done: set[tuple[str, str, str]] = set()
     with ThreadPoolExecutor(max_workers=1) as pool:  # hashlib releases the GIL
@@ -482,89 +349,3 @@ def _check_space(cache: Path, needed: int) -> None:
     if needed > free:
         raise CacheError(f"the restore needs {needed} bytes but {cache} has {free} free",
                          "free some disk space or choose another --cache-dir; nothing was written")
-
-
-def _publish(plan: RestorePlan, progress: Progress) -> list[Action]:
-    """Move staged blobs into place, then links, then listings, then refs; returns what was written.
-
-    A failure part-way raises a `CacheError` that names what was already published.
-    """
-    staged = plan.staged
-    writes = plan.writes
-    cache = plan.cache
-    use_links = symlinks_supported(cache) if writes else True
-    data = {(a.folder, rel): d for p in plan.archives for a in p.actions if a.kind == "tree"
-            for rel, d in p.contents.repos[a.folder].trees.items() if rel == a.path}
-    published: list[Action] = []
-    try:
-        for kind in ("blob", "link", "tree", "ref"):
-            for a in writes:
-                if a.kind != kind:
-                    continue
-                dest = cache / a.folder / a.path
-                if kind == "blob":
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(staged[(a.folder, a.path.split("/", 1)[1])], dest)
-                elif kind == "link" and use_links:
-                    symlink_atomic(posixpath.relpath(f"blobs/{a.blob}", posixpath.dirname(a.path)), dest)
-                elif kind == "link":
-                    copy_atomic(cache / a.folder / "blobs" / str(a.blob), dest)
-                elif kind == "tree":
-                    write_atomic(dest, data[(a.folder, a.path)])
-                else:
-                    write_atomic(dest, str(a.commit))
-                published.append(a)
-    except OSError as exc:
-        err = disk_error(exc, cache / a.folder / a.path)
-        raise CacheError(err.message.replace("; nothing was published", ""),
-                         _partial_hint(published, len(writes))) from None
-    progress(f"published {len(published)} entries into {cache}")
-    return published
-
-
-def _partial_hint(published: list[Action], total: int) -> str:
-    if not published:
-        return "fix the cause and run it again; nothing was published"
-    kinds = sorted({a.kind + "s" for a in published})
-    return (f"{len(published)} of {total} entries ({', '.join(kinds)}) were published, no ref was moved "
-            "to an incomplete snapshot; fix the cause and run the restore again to complete it"
-            if not any(a.kind == "ref" for a in published) else
-            f"{len(published)} of {total} entries were published; run the restore again to complete it")
-
-
-def prove(plan: RestorePlan) -> None:
-    """The invariant behind exit 0: every ref the run wrote or kept points at a snapshot whose every
-    file resolves to a blob whose bytes match its name, as huggingface_hub reads it offline.
-
-    The archive's blobs were hashed in this run, so their files are checked by size and link
-    target here; a snapshot a kept ref points at is hashed in full.
-    """
-    from .hfcache import check_revision
-
-    actions = [a for ap in plan.archives for a in ap.actions]
-    sizes = {(a.folder, a.path.split("/", 1)[1]): a.size for a in actions if a.kind == "blob"}
-    for a in actions:
-        if a.kind == "link":
-            target, blob_file = plan.cache / a.folder / a.path, plan.cache / a.folder / "blobs" / str(a.blob)
-            try:
-                ok = (target.is_file() and blob_file.is_file()
-                      and target.stat().st_size == sizes[(a.folder, str(a.blob))]
-                      and (not target.is_symlink() or target.resolve() == blob_file.resolve()))
-            except OSError:
-                ok = False
-            if not ok:
-                raise IntegrityError(f"after the restore {a.folder}/{a.path} does not resolve to its blob",
-                                     "something changed the cache during the restore; run it again")
-    for a in actions:
-        if a.kind == "ref":
-            repo_dir = plan.cache / a.folder
-            raw = (repo_dir / a.path).read_bytes() if (repo_dir / a.path).is_file() else b""
-            ok = raw == str(a.commit).encode()
-            if ok and a.state == "kept":
-                repo_id = repo_id_from_folder(a.folder) or a.folder
-                state = check_revision(plan.cache, repo_id, str(a.commit))
-                ok = state.ok and bool(state.files)
-            if not ok:
-                raise IntegrityError(f"after the restore {a.folder}/{a.path} does not point at a complete, "
-                                     "intact snapshot", "run `provision status` to see what is damaged, "
-                                     "then restore again without --keep-refs")

@@ -14,7 +14,6 @@ Hand-made backups are welcome: any leading folders up to and including ``hub/`` 
 
 from __future__ import annotations
 
-import io
 import json
 import posixpath
 import re
@@ -23,18 +22,16 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from .compression import STREAM_ERRORS, compression_of, open_decompressed
+from .compression import STREAM_ERRORS, compression_of
 from .errors import CorruptArchiveError, UnsafeArchiveError
 from .layout import BLOB_RE, COMMIT_RE, FOLDER_PREFIX, FOLDER_RE, REF_NAME_RE, TREE_NAME_RE
+from .tar_io import CORRUPT_HINT, Slice, check_end, open_tar
 
 MAX_SMALL = 64 * 1024 * 1024  # refs and trees listings are read into memory, so bounded
 MAX_REF = 256
-TAIL_KEEP = 256 * 1024  # > tarfile's read-ahead: enough to look back at the end-of-archive marker
-END_MARKER = tarfile.BLOCKSIZE  # at least one zero block must follow the last member
 UNSAFE_HINT = "this archive is not a Hugging Face cache backup; nothing was written"
-CORRUPT_HINT = "fetch or copy the backup again; nothing was written"
 FILTER_ROOT = "/nonexistent-provision-filter-root"
 TYPE_NAMES = {tarfile.LNKTYPE: "a hard link", tarfile.CHRTYPE: "a character device",
               tarfile.BLKTYPE: "a block device", tarfile.FIFOTYPE: "a FIFO",
@@ -103,65 +100,6 @@ def split_name(raw: str) -> list[str]:
     if any(p in ("", ".", "..") for p in parts):
         raise _unsafe(raw, "path with '..', '.' or empty components")
     return parts
-
-
-class _TailReader:
-    """A forward-only stream that counts what it returned and keeps the last `TAIL_KEEP` bytes,
-    so the end-of-archive marker can be checked after tarfile's read-ahead."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw, self.pos, self.tail = raw, 0, b""
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.pos += len(data)
-        self.tail = (self.tail + data)[-TAIL_KEEP:]
-        return data
-
-    def close(self) -> None:
-        self.raw.close()
-
-    def __enter__(self) -> _TailReader:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-
-def _open_tar(path: Path, kind: str) -> tuple[tarfile.TarFile, Any]:
-    """tarfile over the archive: random access when uncompressed, a stream otherwise."""
-    if kind == "none":
-        fh = open(path, "rb")  # noqa: SIM115 - closed by the caller
-        return tarfile.open(fileobj=fh, mode="r:"), fh
-    reader = _TailReader(open_decompressed(path, kind))
-    return tarfile.open(fileobj=reader, mode="r|"), reader  # type: ignore[arg-type]
-
-
-def _check_end(tar: tarfile.TarFile, fobj: Any, path: Path) -> None:
-    """After the last member only zero blocks may follow, and at least one must.
-
-    tarfile stops quietly at a damaged header or at a clean cut between members; this catches
-    both. Reading to the very end also makes gzip/xz/bz2 check their trailers.
-    """
-    if isinstance(fobj, _TailReader):
-        start = fobj.pos - len(fobj.tail)
-        trailing = fobj.tail[tar.offset - start:]
-        more = fobj.read
-    else:
-        fobj.seek(tar.offset)
-        trailing, more = b"", fobj.read
-    seen = 0
-    while True:
-        if trailing.strip(b"\0"):
-            raise _damaged(path, f"unreadable data after the last member at offset {tar.offset} "
-                                 "(damaged archive)")
-        seen += len(trailing)
-        trailing = more(1024 * 1024)
-        if not trailing:
-            break
-    if seen < END_MARKER:
-        raise _damaged(path, f"archive ends at offset {tar.offset} without its end-of-archive marker "
-                             "(cut short)")
 
 
 class _Scan:
@@ -271,11 +209,11 @@ def scan_archive(path: Path, expected_sizes: dict[str, int] | None = None) -> Ar
     scan = _Scan(path, expected_sizes)
     try:
         kind = compression_of(path)
-        tar, fobj = _open_tar(path, kind)
+        tar, fobj = open_tar(path, kind)
         with tar, fobj:
             for m in tar:
                 scan.member(tar, m)
-            _check_end(tar, fobj, path)
+            check_end(tar, fobj, path)
     except (tarfile.TarError, ValueError, *STREAM_ERRORS) as exc:  # ValueError: malformed pax numbers
         if isinstance(exc, OSError) and not isinstance(exc, tarfile.TarError) and exc.errno:
             raise _damaged(path, f"cannot read ({exc.strerror or exc})") from None
@@ -405,24 +343,6 @@ def _check_references(folder: str, repo: RepoPayload) -> None:
                                       "in the archive (incomplete revision)", CORRUPT_HINT)
 
 
-class _Slice(io.RawIOBase):
-    """`size` bytes of `fh` from its current position: a member inside an uncompressed tar."""
-
-    def __init__(self, fh: BinaryIO, size: int, name: str) -> None:
-        self.fh, self.left, self.name = fh, size, name
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:  # type: ignore[override]
-        view = memoryview(buffer)[: min(len(buffer), self.left)]
-        got = self.fh.readinto(view) if len(view) else 0
-        if len(view) and not got:
-            raise CorruptArchiveError(f"archive ends inside {self.name}", "the archive is damaged")
-        self.left -= got
-        return got
-
-
 def iter_data(contents: ArchiveContents) -> Iterator[tuple[DataMember, BinaryIO]]:
     """Yield each data member (blobs, plain snapshot files) with a stream of its bytes, in order.
 
@@ -435,9 +355,9 @@ def iter_data(contents: ArchiveContents) -> Iterator[tuple[DataMember, BinaryIO]
             with open(contents.path, "rb", buffering=0) as fh:
                 for d in sorted(contents.data, key=lambda d: d.offset):
                     fh.seek(d.offset)
-                    yield d, _Slice(fh, d.size, d.name)  # type: ignore[misc]
+                    yield d, Slice(fh, d.size, d.name)  # type: ignore[misc]
             return
-        tar, fobj = _open_tar(contents.path, contents.compression)
+        tar, fobj = open_tar(contents.path, contents.compression)
         with tar, fobj:
             for m in tar:
                 d = by_name.get(m.name)

@@ -12,7 +12,6 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -20,11 +19,11 @@ from typing import Any
 
 from .errors import EnvironmentProblem, ModelMissingError, ProvisionError, UsageError, VerificationFailed
 from .hfcache import EDGETAM_REPO, resolve_commit
+from .output import ProgressFn, no_progress
 
 WORKER = "edgetam_provision.verify_worker"
 BUILTIN_SCENE = "scene"  # --image scene: the generated picture with ground-truth masks
 REFERENCE_SIZE = (1800, 1200)  # the truck photo the built-in prompts were made for
-Progress = Callable[[str], None]
 
 
 def assets() -> Path:
@@ -249,7 +248,7 @@ def run_in_fresh_process(req: VerifyRequest) -> dict[str, Any]:
 
 
 def verify_install(req: VerifyRequest, or_synthetic: bool = False,
-                   progress: Progress = lambda _m: None) -> dict[str, Any]:
+                   progress: ProgressFn = no_progress) -> dict[str, Any]:
     """Verify the cached model (or, with `or_synthetic`, the self-test when it is not cached).
 
     Returns ``{"report", "note", "ok"}``; a failed verdict adds the error keys and exit code.

@@ -1,7 +1,7 @@
 """A small stand-in for huggingface.co, so huggingface_hub's real download code runs in tests.
 
 Speaks the part of the Hub protocol that `snapshot_download` / `hf_hub_download` use (see
-../shared/docs/DESIGN.md §6): repo info, tree listing, HEAD/GET on ``resolve`` with the 307 (plain
+the project's design notes): repo info, tree listing, HEAD/GET on ``resolve`` with the 307 (plain
 files, same origin) and 302 (LFS, another origin) redirects and their headers, Range requests.
 With ``reject_credentials`` it answers 401 "Invalid credentials in Authorization header" to any
 request that carries an Authorization header, which is the user's bug.

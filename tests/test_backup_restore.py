@@ -274,7 +274,7 @@ def test_cli_restore_in_a_separate_process_reports_progress_on_stderr(cache, tmp
 
 
 def test_where_symlinks_are_unsupported_restore_writes_copies_that_work(cache, tmp_path, monkeypatch):
-    from edgetam_provision import restore as restore_module
+    from edgetam_provision import restore_publish as restore_module
 
     out = tmp_path / "backups"
     run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache)

@@ -1,0 +1,152 @@
+"""The read pass of a restore: every byte of every archive hashed, the cache compared with it.
+
+A blob is hashed against its name while it streams out of the archive. A blob the cache lacks,
+or holds damaged, is staged (when staging); a blob it holds is compared byte for byte, and the
+moment the bytes differ a repair copy starts from the part that agreed. Plain snapshot files of
+`tar -h` backups are hashed both ways (sha256, git sha1) and become the blob they match.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import IntegrityError
+from .fsutil import CHUNK
+from .layout import blob_hasher
+from .output import ProgressFn
+from .untrusted_tar import ArchiveContents, DataMember, iter_data
+
+
+@dataclass
+class ReadResult:
+    """What hashing one archive found: the state of each blob, and the blobs of plain files."""
+
+    blobs: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, blob) -> new|present|repair
+    sizes: dict[tuple[str, str], int] = field(default_factory=dict)
+    copies: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, snapshot path) -> blob
+    staged: dict[tuple[str, str], Path] = field(default_factory=dict)
+
+
+class ArchiveReader:
+    """Hash every data member; compare with the cache; stage what must be written (if staging)."""
+
+    def __init__(self, cache: Path, staging: Path | None) -> None:
+        self.cache, self.staging = cache, staging
+        self.buf = bytearray(CHUNK)
+        self.found = ReadResult()
+
+    def archive(self, contents: ArchiveContents, progress: ProgressFn) -> None:
+        progress(f"checking every byte of {contents.path.name}")
+        for member, stream in iter_data(contents):
+            if member.path.startswith("blobs/"):
+                self._blob(contents, member, stream)
+            else:
+                self._copy(contents, member, stream)
+        for folder, repo in contents.repos.items():  # hard links of `tar -h`: the bytes of their source
+            for rel, source in repo.same_as.items():
+                source_blob = (source.split("/", 1)[1] if source.startswith("blobs/")
+                               else self.found.copies[(folder, source)])
+                if rel.startswith("snapshots/"):
+                    self.found.copies[(folder, rel)] = source_blob
+                elif rel.split("/", 1)[1] != source_blob:
+                    raise IntegrityError(f"{contents.path.name}: {folder}/{rel} does not match its hash",
+                                         "the backup is damaged; fetch or copy it again — the cache "
+                                         "was left as it was")
+
+    def _blob(self, contents: ArchiveContents, m: DataMember, stream: Any) -> None:
+        blob = m.path.split("/", 1)[1]
+        key = (m.folder, blob)
+        cached = self.cache / m.folder / "blobs" / blob
+        state = "new"
+        compare = None
+        if key not in self.found.blobs and cached.is_file() and cached.stat().st_size == m.size:
+            state, compare = "present", open(cached, "rb")  # noqa: SIM115 - closed below
+        elif key not in self.found.blobs and os.path.lexists(cached):
+            state = "repair"
+        elif key in self.found.blobs:
+            state = ""  # seen in an earlier archive: hash it again, write nothing
+        try:
+            h, same, out = blob_hasher(blob, m.size), True, None
+            if state in ("new", "repair") and self.staging is not None:
+                out = self._stage_file(m.folder, blob)
+            got = 0
+            view = memoryview(self.buf)
+            while n := stream.readinto(self.buf):
+                chunk = view[:n]
+                h.update(chunk)
+                if compare is not None and same and compare.read(n) != chunk:
+                    same = False
+                    if self.staging is not None:  # bytes so far agreed: start the repair copy from them
+                        out = self._stage_file(m.folder, blob)
+                        compare.seek(0)
+                        out.write(compare.read(got))
+                if out is not None:
+                    out.write(chunk)
+                got += n
+        finally:
+            for fh in (compare, out):
+                if fh is not None:
+                    fh.close()
+        if got != m.size or h.hexdigest() != blob:
+            raise IntegrityError(f"{contents.path.name}: {m.name} does not match its hash",
+                                 "the backup is damaged; fetch or copy it again — the cache was "
+                                 "left as it was")
+        if state == "present" and not same:
+            state = "repair"
+        if state:
+            self.found.blobs[key], self.found.sizes[key] = state, m.size
+            if state != "present" and self.staging is not None:
+                self.found.staged[key] = self.staging / m.folder / blob
+
+    def _stage_file(self, folder: str, blob: str) -> Any:
+        assert self.staging is not None
+        dest = self.staging / folder / blob
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return open(dest, "wb")
+
+    def _copy(self, contents: ArchiveContents, m: DataMember, stream: Any) -> None:
+        """A plain snapshot file (tar -h): its blob is whichever name its bytes hash to."""
+        sha256, sha1 = blob_hasher("0" * 64, m.size), blob_hasher("0" * 40, m.size)
+        tmp = self._stage_file(m.folder, f"copy-{secrets.token_hex(8)}") if self.staging else None
+        got = 0
+        try:
+            while n := stream.readinto(self.buf):
+                chunk = memoryview(self.buf)[:n]
+                sha256.update(chunk)
+                sha1.update(chunk)
+                if tmp is not None:
+                    tmp.write(chunk)
+                got += n
+        finally:
+            if tmp is not None:
+                tmp.close()
+        if got != m.size:
+            raise IntegrityError(f"{contents.path.name}: {m.name} is cut short", "the backup is damaged")
+        repo = contents.repos[m.folder]
+        names = (sha1.hexdigest(), sha256.hexdigest())
+        blob = next((b for b in names if b in repo.blobs or (self.cache / m.folder / "blobs" / b).is_file()),
+                    names[1])
+        self.found.copies[(m.folder, m.path)] = blob
+        key = (m.folder, blob)
+        carried = blob in repo.blobs and f"blobs/{blob}" not in repo.same_as  # its own member brings it
+        if carried or key in self.found.blobs:
+            if tmp is not None:
+                Path(tmp.name).unlink()
+            return
+        cached = self.cache / m.folder / "blobs" / blob
+        same = cached.is_file() and (tmp is None or filecmp.cmp(tmp.name, cached, shallow=False))
+        self.found.blobs[key] = "present" if same else ("repair" if os.path.lexists(cached) else "new")
+        self.found.sizes[key] = m.size
+        if tmp is not None:
+            if same:
+                Path(tmp.name).unlink()
+            else:
+                self.found.staged[key] = Path(tmp.name)
+
+
+# ---------------------------------------------------------------------------- planning
