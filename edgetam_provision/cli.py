@@ -76,10 +76,16 @@ def command(fn: Callable[..., Result]) -> Callable:
     return wrapper
 
 
-def _cache(cache_dir: Path | None) -> Path:
+def _cache(cache_dir: Path | None, must_exist: bool = False) -> Path:
     from .hfcache import resolve_cache_dir
 
-    return resolve_cache_dir(cache_dir).path
+    loc = resolve_cache_dir(cache_dir)
+    if loc.note:
+        sys.stderr.write(loc.note + "\n")
+    if must_exist and cache_dir is not None and not loc.path.is_dir():
+        raise UsageError(f"no such cache folder: {cache_dir}", "pass an existing --cache-dir, or leave it "
+                         "out to use huggingface_hub's own")
+    return loc.path
 
 
 # ---------------------------------------------------------------------------- backup
@@ -169,7 +175,9 @@ def status(cache_dir: Path | None, progress: StderrProgress, debug: bool, backup
     """
     from .status import status as do_status
 
-    return do_status(_cache(cache_dir), backups, hash_blobs=not quick), render.status
+    if backups != DEFAULT_BACKUPS and not backups.is_dir():
+        raise UsageError(f"no such backups folder: {backups}", "pass the folder that holds the archives")
+    return do_status(_cache(cache_dir, must_exist=True), backups, hash_blobs=not quick), render.status
 
 
 # ---------------------------------------------------------------------------- verify

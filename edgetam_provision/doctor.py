@@ -60,23 +60,42 @@ def _truthy(var: str) -> bool:
     return os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def find_token() -> tuple[str | None, str | None]:
-    """(token, where it comes from), in huggingface_hub's order; (None, None) when none is sent."""
-    if _truthy("HF_HUB_DISABLE_IMPLICIT_TOKEN"):
-        return None, None
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        value = os.environ.get(var, "").strip()
-        if value:
-            return value, f"${var}"
+def token_sources() -> list[tuple[str, str]]:
+    """Every place a token is set, in huggingface_hub's order: [(source, token)], the first is sent."""
+    found = [(f"${var}", os.environ[var].strip()) for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+             if os.environ.get(var, "").strip()]
     path = Path(os.environ.get("HF_TOKEN_PATH") or hf_home() / "token").expanduser()
     try:
         value = path.read_text().strip()
     except (OSError, UnicodeDecodeError):
         value = ""
-    return (value, f"token file {path}") if value else (None, None)
+    return found + ([(f"token file {path}", value)] if value else [])
+
+
+def find_token() -> tuple[str | None, str | None]:
+    """(token, where it comes from) that huggingface_hub sends; (None, None) when none is sent."""
+    sources = token_sources()
+    if _truthy("HF_HUB_DISABLE_IMPLICIT_TOKEN") or not sources:
+        return None, None
+    source, token = sources[0]
+    return token, source
+
+
+def hub_token() -> str | None:
+    """The token huggingface_hub itself would send (its own lookup), for the cross-check."""
+    try:
+        from huggingface_hub import get_token
+    except ImportError:
+        return None
+    try:
+        return None if _truthy("HF_HUB_DISABLE_IMPLICIT_TOKEN") else get_token()
+    except Exception:  # a broken token file: our own lookup still reports it
+        return None
 
 
 def credential_checks() -> list[Check]:
+    """Every credential source, the one sent first and the shadowed ones after it, masked."""
+    sources = token_sources()
     token, source = find_token()
     checks: list[Check] = []
     if _truthy("HF_HUB_DISABLE_IMPLICIT_TOKEN"):
@@ -89,10 +108,22 @@ def credential_checks() -> list[Check]:
                             "HF_HUB_DISABLE_IMPLICIT_TOKEN=1, or use `provision fetch --local`"))
     else:
         checks.append(Check("credentials", "ok", "no token is sent (anonymous downloads)"))
+    shadowed = sources[1:] if token else sources
+    for i, (where, value) in enumerate(shadowed):
+        after = sources[i][0] if token else "HF_HUB_DISABLE_IMPLICIT_TOKEN"
+        checks.append(Check("credentials (shadowed)", "warn",
+                            f"{mask(value)} from {where} would be sent next if {after} is unset",
+                            "remove it too if it is stale, or the next run fails the same way"))
+    theirs = hub_token()
+    if theirs != token:
+        checks.append(Check("credentials (cross-check)", "warn",
+                            f"huggingface_hub's own lookup sends {mask(theirs) if theirs else 'no token'}, "
+                            f"not {mask(token) if token else 'no token'}: it reads a source this check "
+                            "does not know (e.g. $HF_STORED_TOKENS_PATH)", "trust huggingface_hub's answer"))
     if "HF_TOKEN" in os.environ and not os.environ["HF_TOKEN"].strip() and source and "file" in source:
         checks.append(Check("empty HF_TOKEN", "warn", "HF_TOKEN is set but empty: that does NOT disable "
                             f"the {source}", "set HF_HUB_DISABLE_IMPLICIT_TOKEN=1 instead"))
-    stored = hf_home() / "stored_tokens"
+    stored = Path(os.environ.get("HF_STORED_TOKENS_PATH") or hf_home() / "stored_tokens").expanduser()
     if stored.is_file():
         names = [ln.strip("[] \n") for ln in stored.read_text(errors="replace").splitlines()
                  if ln.startswith("[")]
@@ -250,8 +281,9 @@ def online_checks(repo: str = EDGETAM_REPO) -> list[Check]:
     if entry:
         path, host, (login, password) = entry
         status = _probe(url, "Basic " + b64encode(f"{login}:{password}".encode()).decode())
+        sent = hub_reads_netrc(library_versions().get("huggingface_hub", "0"))
         if status != 200:
-            checks.append(Check("online: netrc", "fail",
+            checks.append(Check("online: netrc", "fail" if sent else "warn",
                                 f"{'anonymous works, ' if anon == 200 else ''}the {path} entry for {host} "
                                 f"is rejected with {status} (requests-based clients send it)",
                                 "remove that entry, or run with NETRC=/dev/null"))

@@ -60,12 +60,17 @@ class CacheLocation:
 
     path: Path
     source: str
+    note: str = ""  # said on stderr: how the given folder was read
 
 
 def resolve_cache_dir(override: str | os.PathLike[str] | None = None) -> CacheLocation:
     """The hub cache folder exactly as huggingface_hub resolves it (its own constants decide)."""
     if override:
-        return CacheLocation(Path(override).expanduser().absolute(), "--cache-dir")
+        path = Path(override).expanduser().absolute()
+        if (path / "hub").is_dir() and not any(p.name.startswith("models--") for p in path.iterdir()):
+            return CacheLocation(path / "hub", "--cache-dir",
+                                 f"note: {path} is a Hugging Face home (it holds hub/): using {path / 'hub'}")
+        return CacheLocation(path, "--cache-dir")
     from huggingface_hub import constants
 
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):

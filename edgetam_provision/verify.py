@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field, replace
@@ -237,6 +238,9 @@ def run_in_fresh_process(req: VerifyRequest) -> dict[str, Any]:
         raise errors.Interrupted("interrupted", "nothing was written but the overlays of finished "
                                  "cases; run it again") from None
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode == -signal.SIGINT:
+        raise errors.Interrupted("interrupted", "nothing was written but the overlays of finished "
+                                 "cases; run it again")
     if proc.returncode != 0 or not lines:
         raise EnvironmentProblem(f"the verification process died (exit {proc.returncode})",
                                  "run `provision --debug verify` and see the messages above")

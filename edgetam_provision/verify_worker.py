@@ -9,12 +9,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import sys
 import tempfile
 import traceback
 from pathlib import Path
 
-from .verify import ensure_env_offline
+# Ctrl-C reaches this process too: end quietly, the parent says "interrupted" in one line.
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+from .verify import ensure_env_offline  # noqa: E402
 
 ensure_env_offline()  # before anything imports huggingface_hub
 
@@ -47,8 +51,6 @@ def main() -> int:
     try:
         report = verify_synthetic(req) if req.synthetic else run(req, _progress)
         print(json.dumps({"ok": True, "report": report}))
-    except KeyboardInterrupt:  # the parent reports it: one line, no traceback
-        return 130
     except ProvisionError as err:
         print(json.dumps({"ok": False, "class": type(err).__name__, **err.to_dict()}))
     except Exception as exc:  # torch/transformers failing in ways we cannot foresee

@@ -70,3 +70,19 @@ def test_a_failed_verdict_in_json_carries_the_common_error_keys(tmp_path):
     assert {"error", "message", "hint", "exit_code"} <= set(err) and err["exit_code"] == 9
     res = run_cli("status", "--backups", tmp_path, "--cache-dir", tmp_path, "--json")
     assert json.loads(res.stdout)["ok"] is True
+
+
+def test_status_of_folders_that_do_not_exist_is_a_usage_error(tmp_path):
+    assert run_cli("status", "--backups", tmp_path / "nope").exit_code == 2
+    res = run_cli("status", "--cache-dir", tmp_path / "nope")
+    assert res.exit_code == 2 and "no such cache folder" in res.stderr
+
+
+def test_a_cache_dir_that_is_an_hf_home_is_read_as_its_hub_folder(tmp_path):
+    import json
+
+    (tmp_path / "hf_home" / "hub").mkdir(parents=True)
+    res = run_cli("status", "--cache-dir", tmp_path / "hf_home", "--backups", tmp_path, "--json")
+    assert res.exit_code == 0
+    assert json.loads(res.stdout)["cache"] == str(tmp_path / "hf_home" / "hub")
+    assert "Hugging Face home" in res.stderr

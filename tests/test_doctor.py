@@ -101,7 +101,8 @@ def test_netrc_entry_for_the_host_or_default_is_named(clean_env, machine, monkey
     _, checks = run_doctor(clean_env, "--online")
     assert checks["netrc"]["status"] == "warn" and f"entry for {machine}" in checks["netrc"]["detail"]
     probe = checks["online: netrc"]
-    assert probe["status"] == "fail" and "rejected with 401" in probe["detail"]
+    # the installed huggingface_hub (2.x) never sends it: a warning, never a failure
+    assert probe["status"] == "warn" and "rejected with 401" in probe["detail"]
 
 
 def test_netrc_with_a_requests_based_hub_is_a_failure(clean_env, monkeypatch):
@@ -165,3 +166,31 @@ def test_human_output_has_fixes_and_a_summary(clean_env, monkeypatch):
     res = run_cli("doctor", "--cache-dir", clean_env["cache"])
     assert TOKEN not in res.stdout and "fix:" in res.stdout and "warnings" in res.stdout
     assert os.environ["HF_TOKEN"] == TOKEN
+
+
+SOURCES = {"env": ("HF_TOKEN", "hf_EnvStaleAAAA1111"),
+           "legacy": ("HUGGING_FACE_HUB_TOKEN", "hf_LegacyBBBB2222"),
+           "file": (None, "hf_FileStaleCCCC3333")}
+
+
+@pytest.mark.parametrize("pair", [("env", "legacy"), ("env", "file"), ("legacy", "file")])
+def test_every_stale_source_is_shown_the_shadowed_ones_too(clean_env, monkeypatch, pair):
+    from huggingface_hub import get_token
+
+    for name in pair:
+        var, value = SOURCES[name]
+        if var:
+            monkeypatch.setenv(var, value)
+        else:
+            (clean_env["home"] / ".cache" / "huggingface").mkdir(parents=True, exist_ok=True)
+            (clean_env["home"] / ".cache" / "huggingface" / "token").write_text(value)
+    res = run_cli("doctor", "--cache-dir", clean_env["cache"], "--json")
+    checks = json.loads(res.stdout)["checks"]
+    first, second = (SOURCES[n][1] for n in pair)
+    sent = next(c for c in checks if c["name"] == "credentials")
+    shadowed = [c for c in checks if c["name"] == "credentials (shadowed)"]
+    assert doctor.mask(first) in sent["detail"] and len(shadowed) == 1
+    assert doctor.mask(second) in shadowed[0]["detail"] and "would be sent next" in shadowed[0]["detail"]
+    assert first not in res.stdout and second not in res.stdout  # masked only
+    assert get_token() == first  # huggingface_hub agrees which one is sent ...
+    assert not any(c["name"] == "credentials (cross-check)" for c in checks)  # ... and so does the check
