@@ -76,7 +76,7 @@ def _entry(event: dict[str, Any]) -> ArchiveEntry:
         refs=tuple(event.get("refs", ())),
         files=tuple(FileRecord.from_dict(f) for f in event["files"]),
         sha256=event["sha256"], size=int(event["size"]), compression="none",
-        tool_version=__version__, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        tool_version=__version__, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
 
 def _agent_error(event: dict[str, Any], where: str) -> RemoteDownloadError:
