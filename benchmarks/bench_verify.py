@@ -24,7 +24,9 @@ from common import machine  # noqa: E402
 
 from edgetam_provision.hfcache import EDGETAM_REPO  # noqa: E402
 from edgetam_provision.synthetic import build_model_files, install_into_cache  # noqa: E402
-from edgetam_provision.verify import VerifyRequest, default_cases, run, synchronize  # noqa: E402
+from edgetam_provision.runtime import synchronize  # noqa: E402
+from edgetam_provision.segment import run  # noqa: E402
+from edgetam_provision.verify import VerifyRequest, plan_cases  # noqa: E402
 
 USER_MPS_MS = {"single point": 8491, "two points": 737, "box": 42, "two objects": 1679}
 
@@ -38,7 +40,8 @@ def naive_full_forward(cache: Path, device: str, runs: int) -> dict[str, float]:
     model = EdgeTamModel.from_pretrained(EDGETAM_REPO, cache_dir=cache, local_files_only=True)
     model = model.to(device).eval()
     proc = Sam2Processor.from_pretrained(EDGETAM_REPO, cache_dir=cache, local_files_only=True)
-    image_path, cases = default_cases()
+    plan = plan_cases(VerifyRequest(cache=str(cache)))
+    image_path, cases = plan.image, plan.cases
     image = Image.open(image_path).convert("RGB")
     out: dict[str, float] = {}
     with torch.inference_mode():
@@ -66,7 +69,7 @@ def main() -> dict:
         install_into_cache(cache, EDGETAM_REPO, build_model_files())
         reports = {}
         for mode, accelerate in (("eager", False), ("accelerated", True)):
-            req = VerifyRequest(cache=str(cache), device=device, runs=runs, min_iou=0,
+            req = VerifyRequest(cache=str(cache), device=device, runs=runs, quality_gate=False,
                                 out=str(cache / f"overlays-{mode}"), accelerate=accelerate)
             reports[mode] = run(req, lambda m: None)
         naive = naive_full_forward(cache, device, max(2, runs // 2))

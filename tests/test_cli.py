@@ -86,3 +86,11 @@ def test_a_cache_dir_that_is_an_hf_home_is_read_as_its_hub_folder(tmp_path):
     assert res.exit_code == 0
     assert json.loads(res.stdout)["cache"] == str(tmp_path / "hf_home" / "hub")
     assert "Hugging Face home" in res.stderr
+
+
+def test_every_benchmark_script_imports(tmp_path):
+    """The benchmarks are code too: a renamed library function must not leave one broken."""
+    for script in sorted((REPO_ROOT / "benchmarks").glob("*.py")):
+        code = f"import runpy; runpy.run_path({str(script)!r}, run_name='not_main')"
+        res = subprocess.run([sys.executable, "-c", code], cwd=script.parent, capture_output=True, text=True)
+        assert res.returncode == 0, f"{script.name}: {res.stderr[-500:]}"
