@@ -10,31 +10,49 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import interleave, machine, sh, table
+from common import ROOT, interleave, machine, sh, table
 
 from edgetam_provision.hfcache import EDGETAM_REPO
 from edgetam_provision.synthetic import build_model_files, install_into_cache
 
 PY = sys.executable
+NAIVE = """
+import sys
+from PIL import Image
+from transformers import EdgeTamModel, Sam2Processor
+import torch
+cache, repo, image = sys.argv[1:4]
+model = EdgeTamModel.from_pretrained(repo, cache_dir=cache, local_files_only=True).eval()
+proc = Sam2Processor.from_pretrained(repo, cache_dir=cache, local_files_only=True)
+inputs = proc(images=Image.open(image).convert("RGB"), input_points=[[[[500, 375]]]], input_labels=[[[1]]],
+              return_tensors="pt")
+with torch.inference_mode():
+    model(**{k: v for k, v in inputs.items() if k != "original_sizes"}, multimask_output=True)
+"""
 
 
 def main() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp)
         install_into_cache(cache, EDGETAM_REPO, build_model_files())
+        naive = cache / "naive.py"
+        naive.write_text(NAIVE)
+        image = ROOT / "edgetam_provision" / "assets" / "truck.jpg"
         help_times = interleave({"provision --help": lambda: sh(f"{PY} -m edgetam_provision --help"),
                                  "python -c pass": lambda: sh(f"{PY} -c pass")}, 7)
         verify_times = interleave({
             "provision verify (start to verdict)": lambda: sh(
                 f"{PY} -m edgetam_provision verify --device cpu --runs 1 --no-quality-gate "
                 f"--cache-dir {cache} --out {cache / 'o'}"),
+            "naive script: import, from_pretrained, one forward": lambda: sh(
+                f"HF_HUB_OFFLINE=1 {PY} {naive} {cache} {EDGETAM_REPO} {image}"),
             "python: import what verify needs": lambda: sh(
                 f"{PY} -c 'import torch; from transformers import EdgeTamModel, Sam2Processor'"),
         }, 3)
     return "\n".join([f"Machine: {machine()}\n",
                       table("Cold start of the CLI", help_times, "python -c pass"),
                       table("provision verify, process start to verdict (CPU, --runs 1)", verify_times,
-                            "python: import what verify needs")])
+                            "naive script: import, from_pretrained, one forward")])
 
 
 if __name__ == "__main__":

@@ -1,17 +1,25 @@
 """The program `provision fetch` runs on the clean host (or, with --local, here).
 
 Shipped as source over the SSH channel's stdin, after `layout.py` and `pack.py` (so packing is the
-very same code on both ends), and run by one fixed command: no repo id, revision or token ever reaches a
-shell. Needs the standard library and huggingface_hub (0.2x-0.3x, or >= 1.0) only.
+very same code on both ends), and run by one fixed command: no repo id, revision or token ever
+reaches a shell. Needs the standard library and huggingface_hub (0.2x-0.3x, or >= 1.0) only.
 
 Protocol: stdin carries one JSON line of parameters, then JSON commands; stdout carries JSON
-event lines, and after a ``data`` event exactly ``length`` raw bytes of an archive.
+event lines, and after a ``data`` event exactly ``length`` raw bytes of an archive. While the
+host downloads, a ``progress`` event (bytes so far, total when known) goes out every second: the
+client treats it as life, so only true silence runs into its deadline.
 
 Credentials are cleaned before huggingface_hub is imported: a private temporary HF_HOME and HOME,
 no HF_TOKEN / HUGGING_FACE_HUB_TOKEN, implicit token disabled, ``NETRC=/dev/null`` (requests-based
 huggingface_hub sends Basic auth from ~/.netrc even with token=False), no shared blob store. A token
 for a gated repo arrives in the parameters and is passed as an argument, never through the
-environment. The temporary folder is removed on every exit, Ctrl-C and lost connections included.
+environment.
+
+Resumable on the host: each repo revision downloads into a work folder of the account's own
+(``~/.cache/edgetam-provision/work/<repo>--<revision>``), reused by the next run after a cut and
+removed once the client has pulled its archive (``fresh`` discards it first). The client going
+away (stdin closed: Ctrl-C, timeout, cut connection) stops the agent within a second; its private
+temporary folder is removed on every exit.
 """
 
 from __future__ import annotations
@@ -20,26 +28,65 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
 with contextlib.suppress(ImportError):  # shipped: layout.py and pack.py ran just before, in this namespace
-    from .layout import COMMIT_RE, archive_name, repo_folder_name, valid_repo_id, valid_revision
+    from .layout import (
+        COMMIT_RE,
+        archive_name,
+        repo_folder_name,
+        valid_repo_id,
+        valid_revision,
+    )
     from .pack import pack_repo
 CREDENTIAL_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_STORED_TOKENS_PATH",
                    "HF_HUB_ENABLE_HF_TRANSFER")
 SEND_CHUNK = 8 * 1024 * 1024  # fsutil.CHUNK: the agent runs alone on the host, so it cannot import it
+PROGRESS_EVERY_S = 1.0
+REPO_TYPES = ("model", "dataset")
 
 
 class AgentError(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class Channel:
+    """stdout events (from any thread) and stdin commands (read by a watcher thread, so that a
+    closed stdin — the client is gone — is noticed at once, even in the middle of a download)."""
+
+    def __init__(self, inp: BinaryIO, out: BinaryIO, on_gone: Any) -> None:
+        self.out, self.lock, self.commands = out, threading.Lock(), queue.Queue()  # type: queue.Queue
+        self.on_gone = on_gone
+        threading.Thread(target=self._watch, args=(inp,), daemon=True).start()
+
+    def _watch(self, inp: BinaryIO) -> None:
+        while line := inp.readline():
+            self.commands.put(line)
+        self.on_gone()
+
+    def emit(self, event: dict[str, Any]) -> None:
+        with self.lock:
+            self.out.write(json.dumps(event).encode() + b"\n")
+            self.out.flush()
+
+    def command(self) -> dict[str, Any]:
+        return json.loads(self.commands.get())
+
+
+def work_root() -> Path:
+    """This account's work folder (read before the private HOME replaces the real one)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgetam-provision" / "work"
 
 
 def clean_environment(tmp: Path, endpoint: str | None) -> None:
@@ -80,76 +127,125 @@ def import_hub(tmp: Path, bootstrap: bool) -> Any:
     return huggingface_hub
 
 
-def download(hub: Any, repo_id: str, revision: str | None, token: str | None, cache: Path) -> str:
-    """Resolve `revision` to a commit, then download that exact commit; returns the commit."""
-    if not valid_repo_id(repo_id):
-        raise AgentError("bad-request", f"invalid repo id {repo_id!r}")
+def _classify(exc: Exception) -> str:
+    name = type(exc).__name__
+    return {"RepositoryNotFoundError": "repo-not-found", "RevisionNotFoundError": "revision-not-found",
+            "GatedRepoError": "gated"}.get(name, "unauthorized" if " 401" in str(exc) or "401 " in str(exc)
+                                           else "download")
+
+
+def _folder_bytes(folder: Path) -> int:
+    """Bytes downloaded so far into a repo's cache folder (finished blobs and .incomplete ones)."""
+    total = 0
+    for p in (folder / "blobs").glob("*") if (folder / "blobs").is_dir() else ():
+        with contextlib.suppress(OSError):
+            total += p.stat().st_size
+    return total
+
+
+def download(hub: Any, spec: dict[str, Any], token: str | None, cache: Path, chan: Channel) -> str:
+    """Resolve the revision to a commit, then download that exact commit into `cache`, reporting
+    progress every second; returns the commit."""
+    repo_id, revision, repo_type = spec["repo_id"], spec.get("revision"), spec.get("repo_type", "model")
+    if not valid_repo_id(repo_id) or repo_type not in REPO_TYPES:
+        raise AgentError("bad-request", f"invalid repo id {repo_id!r} ({repo_type})")
     if revision and not valid_revision(revision):
         raise AgentError("bad-request", f"invalid revision {revision!r}")
     auth: Any = token or False
+    label = f"{repo_id}@{revision or 'main'}"
     try:
-        info = hub.HfApi().model_info(repo_id, revision=revision, token=auth)
+        info = hub.HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type, token=auth)
         commit = info.sha
         if not commit or not COMMIT_RE.match(commit):
-            raise AgentError("download", f"the Hub gave no commit for {repo_id}@{revision or 'main'}")
-        hub.snapshot_download(repo_id, revision=commit, cache_dir=str(cache), token=auth)
+            raise AgentError("download", f"the Hub gave no commit for {label}")
+        total = _total_size(hub, repo_id, commit, repo_type, auth)
+        folder = cache / repo_folder_name(repo_id, repo_type)
+        done = threading.Event()
+
+        def report() -> None:
+            while not done.wait(PROGRESS_EVERY_S):
+                chan.emit({"event": "download", "repo_id": repo_id, "bytes": _folder_bytes(folder),
+                           "total": total})
+
+        threading.Thread(target=report, daemon=True).start()
+        try:
+            hub.snapshot_download(repo_id, revision=commit, repo_type=repo_type, cache_dir=str(cache),
+                                  token=auth, allow_patterns=spec.get("include") or None,
+                                  ignore_patterns=spec.get("exclude") or None)
+        finally:
+            done.set()
     except AgentError:
         raise
     except Exception as exc:
-        name = type(exc).__name__
         first = (str(exc).strip().splitlines() or [""])[0][:300]
-        kind = {"RepositoryNotFoundError": "repo-not-found", "RevisionNotFoundError": "revision-not-found",
-                "GatedRepoError": "gated"}.get(name, "unauthorized" if " 401" in str(exc) or
-                                               "401 " in str(exc) else "download")
-        raise AgentError(kind, f"{repo_id}@{revision or 'main'}: {name}: {first}") from None
+        raise AgentError(_classify(exc), f"{label}: {type(exc).__name__}: {first}") from None
     ref_name = revision or "main"
     if ref_name != commit:  # point the user's ref at the commit, as a normal download would
-        ref = cache / repo_folder_name(repo_id) / "refs" / ref_name
+        ref = cache / repo_folder_name(repo_id, repo_type) / "refs" / ref_name
         ref.parent.mkdir(parents=True, exist_ok=True)
         ref.write_text(commit)
     return commit
 
 
-def emit(out: BinaryIO, event: dict[str, Any]) -> None:
-    out.write(json.dumps(event).encode() + b"\n")
-    out.flush()
+def _total_size(hub: Any, repo_id: str, commit: str, repo_type: str, auth: Any) -> int | None:
+    """The revision's size from the Hub's file tree, when the Hub says (progress shows a share)."""
+    try:
+        files = hub.HfApi().list_repo_tree(repo_id, revision=commit, repo_type=repo_type, recursive=True,
+                                           token=auth)
+        return sum(int(getattr(f, "size", 0) or 0) for f in files)
+    except Exception:
+        return None
 
 
-def serve(params: dict[str, Any], tmp: Path, inp: BinaryIO, out: BinaryIO) -> None:
+def serve(params: dict[str, Any], tmp: Path, chan: Channel) -> None:
     """Download and pack every repo, then send archives until told we are done."""
+    root = work_root()
     clean_environment(tmp, params.get("endpoint"))
     hub = import_hub(tmp, bool(params.get("bootstrap")))
-    emit(out, {"event": "hello", "huggingface_hub": getattr(hub, "__version__", "?"),
+    chan.emit({"event": "hello", "huggingface_hub": getattr(hub, "__version__", "?"),
                "python": sys.version.split()[0]})
-    cache, packed = tmp / "hub", tmp / "out"
-    packed.mkdir()
     archives: dict[str, Path] = {}
+    works: list[Path] = []
     for spec in params["repos"]:
         repo_id, revision = spec["repo_id"], spec.get("revision")
-        emit(out, {"event": "progress", "message": f"downloading {repo_id}@{revision or 'main'}"})
-        commit = download(hub, repo_id, revision, params.get("token"), cache)
-        name = archive_name(repo_id, commit)
-        with open(packed / name, "wb") as fh:
-            sha, size, files, refs = pack_repo(cache, repo_folder_name(repo_id), commit, fh)
-        archives[name] = packed / name
-        emit(out, {"event": "packed", "archive": name, "repo_id": repo_id, "commit": commit,
-                   "sha256": sha, "size": size, "refs": refs,
-                   "files": [f.to_dict() for f in files]})
-    emit(out, {"event": "ready"})
-    while line := inp.readline():
-        cmd = json.loads(line)
+        work = root / (repo_folder_name(repo_id, spec.get("repo_type", "model")) + "--"
+                       + (revision or "main").replace("/", "--"))
+        if params.get("fresh"):
+            shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True, exist_ok=True, mode=0o700)
+        works.append(work)
+        chan.emit({"event": "progress", "message": f"downloading {repo_id}@{revision or 'main'}"
+                   + (" (resuming the host's earlier download)" if any(work.iterdir()) else "")})
+        cache = work / "hub"
+        commit = download(hub, spec, params.get("token"), cache, chan)
+        folder = repo_folder_name(repo_id, spec.get("repo_type", "model"))
+        name = archive_name(repo_id, commit, repo_type=spec.get("repo_type", "model"))
+        part = work / f"{name}.packing"
+        with open(part, "wb") as fh:
+            sha, size, files, refs = pack_repo(cache, folder, commit, fh,
+                                               with_tree=not (spec.get("include") or spec.get("exclude")))
+        os.replace(part, work / name)
+        archives[name] = work / name
+        chan.emit({"event": "packed", "archive": name, "repo_id": repo_id,
+                   "repo_type": spec.get("repo_type", "model"), "commit": commit, "sha256": sha,
+                   "size": size, "refs": refs, "files": [f.to_dict() for f in files]})
+    chan.emit({"event": "ready"})
+    while True:
+        cmd = chan.command()
         if cmd.get("cmd") == "done":
+            for work in works:  # pulled and checked by the client: nothing left to resume
+                shutil.rmtree(work, ignore_errors=True)
             return
         path = archives.get(cmd.get("archive", ""))
         if path is None:
             raise AgentError("bad-request", f"no archive {cmd.get('archive')!r}")
         if cmd.get("cmd") == "path":
-            emit(out, {"event": "path", "path": str(path)})
+            chan.emit({"event": "path", "path": str(path)})
         elif cmd.get("cmd") == "send":
-            send(path, int(cmd.get("offset", 0)), cmd.get("prefix_sha256"), out)
+            send(path, int(cmd.get("offset", 0)), cmd.get("prefix_sha256"), chan)
 
 
-def send(path: Path, offset: int, prefix_sha256: str | None, out: BinaryIO) -> None:
+def send(path: Path, offset: int, prefix_sha256: str | None, chan: Channel) -> None:
     """Stream `path` from `offset`, or from 0 when the client's prefix is not ours."""
     size = path.stat().st_size
     with open(path, "rb") as fh:
@@ -163,10 +259,12 @@ def send(path: Path, offset: int, prefix_sha256: str | None, out: BinaryIO) -> N
             if offset > size or h.hexdigest() != prefix_sha256:
                 offset = 0
         fh.seek(offset)
-        emit(out, {"event": "data", "offset": offset, "length": size - offset})
-        while chunk := fh.read(SEND_CHUNK):
-            out.write(chunk)
-        out.flush()
+        with chan.lock:
+            chan.out.write(json.dumps({"event": "data", "offset": offset, "length": size - offset}).encode()
+                           + b"\n")
+            while chunk := fh.read(SEND_CHUNK):
+                chan.out.write(chunk)
+            chan.out.flush()
 
 
 def _exit_on_signal(signum: int, _frame: Any) -> None:
@@ -181,20 +279,33 @@ def main() -> None:
     log = open(tmp / "agent.log", "w")  # noqa: SIM115 - closed below; keeps stderr off the channel
     os.dup2(log.fileno(), 2)
     sys.stderr = log
+
+    def gone() -> None:  # the client closed the channel: stop now, the work folder stays for resume
+        shutil.rmtree(tmp, ignore_errors=True)
+        os._exit(0)
+
     try:
         params = json.loads(inp.readline() or b"{}")
-        serve(params, tmp, inp, out)
+        chan = Channel(inp, out, gone)
+        serve(params, tmp, chan)
     except AgentError as exc:
-        emit(out, {"event": "error", "kind": exc.kind, "message": str(exc), "log": _tail(tmp)})
+        with contextlib.suppress(OSError):
+            _emit_raw(out, {"event": "error", "kind": exc.kind, "message": str(exc), "log": _tail(tmp)})
     except (BrokenPipeError, ConnectionResetError, SystemExit):
         pass
     except Exception as exc:
         with contextlib.suppress(OSError):
-            emit(out, {"event": "error", "kind": "agent", "message": f"{type(exc).__name__}: {exc}",
-                       "log": _tail(tmp)})
+            _emit_raw(out, {"event": "error", "kind": "agent", "message": f"{type(exc).__name__}: {exc}",
+                            "log": _tail(tmp)})
     finally:
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _emit_raw(out: BinaryIO, event: dict[str, Any]) -> None:
+    """An event after the channel is done with (or before it exists): the last thing we say."""
+    out.write(json.dumps(event).encode() + b"\n")
+    out.flush()
 
 
 def _tail(tmp: Path) -> str:

@@ -40,8 +40,8 @@ def backup(cache: Path, specs: list[RepoSpec] | None, out: Path,
     compress = compressor(compression)
     states = []
     for spec in specs:
-        commit = resolve_commit(cache, spec.repo_id, spec.revision)
-        state = check_revision(cache, spec.repo_id, commit)
+        commit = resolve_commit(cache, spec.repo_id, spec.revision, spec.repo_type)
+        state = check_revision(cache, spec.repo_id, commit, repo_type=spec.repo_type)
         if not state.ok:
             raise IntegrityError(f"{spec.repo_id}@{commit[:12]} failed its integrity check: "
                                  f"{state.problems[0]}",
@@ -51,7 +51,7 @@ def backup(cache: Path, specs: list[RepoSpec] | None, out: Path,
     known = read_manifest(out)
     results: list[BackupResult] = []
     for state in states:
-        name = archive_name(state.repo_id, state.commit, SUFFIX[compression])
+        name = archive_name(state.repo_id, state.commit, SUFFIX[compression], state.repo_type)
         path = out / name
         prior = known.get(name)
         if prior and prior.commit == state.commit and path.is_file() \
@@ -60,13 +60,14 @@ def backup(cache: Path, specs: list[RepoSpec] | None, out: Path,
             continue
         try:
             with atomic_writer(path) as fh:
-                sha, size, files, refs = pack_repo(cache, repo_folder_name(state.repo_id),
+                sha, size, files, refs = pack_repo(cache, repo_folder_name(state.repo_id, state.repo_type),
                                                    state.commit, fh, compress,
                                                    {f.path: f.blob for f in state.files})
         except OSError as exc:
             raise disk_error(exc, path) from None
         entry = ArchiveEntry(
-            archive=name, repo_id=state.repo_id, commit=state.commit, refs=tuple(refs),
+            archive=name, repo_id=state.repo_id, repo_type=state.repo_type, commit=state.commit,
+            refs=tuple(refs),
             files=tuple(files), sha256=sha,
             size=size, compression=compression, tool_version=__version__,
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))

@@ -1,39 +1,46 @@
 """`provision fetch`: download on a clean host (over SSH, or --local), pack, pull back, verify.
 
-Plan: validate the repo specs and the remote Python, then run `agent.py` there through one fixed
-command, feeding it its program and parameters on stdin. Pull each archive into ``NAME.part``,
-hashing while receiving (resuming from the part's size when the agent holds the same bytes),
-check the whole-file sha256, rename into place, record manifest.json + SHA256SUMS, and validate
-the archive exactly as a restore would.
+Plan, then execute. The plan checks every input that needs no connection (endpoint URL, key files,
+HF_HUB_OFFLINE, repo specs, the remote Python's name). Then `agent.py` runs there through one
+fixed command, fed its program and parameters on stdin; it reports the host's download progress
+every second (life, for the deadline) and packs each revision. Each archive is pulled into
+``NAME.part``, hashed while received (resuming from the part), checked against the host's sha256,
+renamed into place, recorded in manifest.json + SHA256SUMS, and validated exactly as a restore
+would. An archive already here with the right sha256 is not pulled again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import __version__
 from .errors import RemoteDownloadError, UsageError
+from .fsutil import sha256_file
 from .hfcache import RepoSpec
 from .layout import FileRecord
 from .manifest import ArchiveEntry, record
 from .output import ProgressFn
 from .remote import TIMEOUT_S
-from .transfer import Stream, pull, sftp_source, stream_source
+from .transfer import ProgressBar, Stream, pull, sftp_source, stream_source
 from .untrusted_tar import scan_archive
 
 PYTHON_RE = re.compile(r"^[A-Za-z0-9_./+-]{1,200}$")
 BOOT = ("import sys;b=sys.stdin.buffer;"
         "exec(compile(b.read(int(b.readline())),'provision-agent','exec'))")
-
-
 AGENT_MODULES = ("layout.py", "pack.py", "agent.py")  # what the host runs, in this order
+PLAIN_PROGRESS_EVERY_S = 5.0  # without a terminal: one line of host progress this often
+TRANSFERS = ("auto", "openssh", "stream", "sftp")
 
 
 def agent_program() -> bytes:
@@ -56,16 +63,68 @@ def remote_command(python: str) -> str:
     return f"{check_python(python)} -u -c \"{BOOT}\""
 
 
+@dataclass(frozen=True)
+class FetchRequest:
+    """Everything `provision fetch` was asked to do: where, what, and what follows the pull."""
+
+    specs: tuple[RepoSpec, ...]
+    out: Path
+    host: str | None = None  # None: --local
+    ssh: dict[str, Any] = field(default_factory=dict)  # port, user, identity, ssh_config, known_hosts
+    python: str | None = None
+    endpoint: str | None = None
+    token: str | None = None
+    bootstrap: bool = False
+    timeout: float = TIMEOUT_S
+    accept_new_host_key: bool = False
+    transfer: str = "auto"
+    streams: int = 0  # parallel OpenSSH streams per archive; 0: by size
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    fresh: bool = False
+    then_restore: Path | None = None  # the cache to restore into (and verify), if any
+    verify: Any = None  # a VerifyRequest for after the restore
+
+    def params(self) -> dict[str, Any]:
+        """What the agent is told on stdin."""
+        return {"repos": [{"repo_id": s.repo_id, "revision": s.revision, "repo_type": s.repo_type,
+                           "include": list(self.include), "exclude": list(self.exclude)} for s in self.specs],
+                "endpoint": self.endpoint, "token": self.token, "bootstrap": self.bootstrap,
+                "fresh": self.fresh}
+
+
+def check_request(req: FetchRequest) -> None:
+    """Everything that can be wrong before any connection: said now, with exit 2."""
+    if req.endpoint is not None:
+        url = urlsplit(req.endpoint)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise UsageError(f"--endpoint {req.endpoint!r} is not an http(s) URL",
+                             "e.g. --endpoint https://hf-mirror.example.org")
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+    if req.host is None and offline:
+        raise UsageError("HF_HUB_OFFLINE is set, and fetch --local downloads from the Hub",
+                         "unset HF_HUB_OFFLINE for this command (or fetch on another host with --host)")
+    identity = req.ssh.get("identity")
+    if identity and not Path(identity).expanduser().is_file():
+        raise UsageError(f"no such key file: {identity}", "pass the private key's path to --identity/-i")
+    if req.transfer not in TRANSFERS:
+        raise UsageError(f"unknown transfer {req.transfer!r}", f"use one of {', '.join(TRANSFERS)}")
+    check_python(req.python or "python3")
+
+
 @dataclass
 class Pulled:
     archive: Path
     entry: ArchiveEntry
     resumed_from: int
     seconds: float
+    already_here: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"archive": str(self.archive), "repo_id": self.entry.repo_id, "commit": self.entry.commit,
-                "size": self.entry.size, "sha256": self.entry.sha256, "resumed_from": self.resumed_from,
+        return {"archive": str(self.archive), "repo_id": self.entry.repo_id,
+                "repo_type": self.entry.repo_type, "commit": self.entry.commit, "size": self.entry.size,
+                "sha256": self.entry.sha256,
+                "resumed_from": self.resumed_from, "already_here": self.already_here,
                 "seconds": round(self.seconds, 3),
                 "mb_per_s": round(self.entry.size / 1e6 / self.seconds, 1) if self.seconds else None}
 
@@ -76,39 +135,105 @@ def _entry(event: dict[str, Any]) -> ArchiveEntry:
         refs=tuple(event.get("refs", ())),
         files=tuple(FileRecord.from_dict(f) for f in event["files"]),
         sha256=event["sha256"], size=int(event["size"]), compression="none",
-        tool_version=__version__, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+        tool_version=__version__, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        repo_type=event.get("repo_type", "model"))
+
+
+HINTS = {
+    "missing-hub": "install it there (pip install huggingface_hub), point --remote-python at a "
+                   "Python that has it, or pass --bootstrap to install it into a temporary folder",
+    "repo-not-found": "check the repo id, --repo-type and --endpoint; private repos need --token-env VAR",
+    "revision-not-found": "check the revision: a branch, tag or commit of that repo",
+    "gated": "accept the model's terms on the Hub, then pass --token-env VAR with your token",
+    "unauthorized": "the Hub rejected the request even without stale credentials: check "
+                    "--token-env, or the endpoint",
+}
 
 
 def _agent_error(event: dict[str, Any], where: str) -> RemoteDownloadError:
-    kind, msg = event.get("kind", "agent"), event.get("message", "")
-    hints = {
-        "missing-hub": "install it there (pip install huggingface_hub), point --remote-python at a "
-                       "Python that has it, or pass --bootstrap to install it into a temporary folder",
-        "repo-not-found": "check the repo id (and --endpoint); private repos need --token-env VAR",
-        "revision-not-found": "check the revision: a branch, tag or commit of that repo",
-        "gated": "accept the model's terms on the Hub, then pass --token-env VAR with your token",
-        "unauthorized": "the Hub rejected the request even without stale credentials: check "
-                        "--token-env, or the endpoint",
-    }
-    return RemoteDownloadError(f"download on {where} failed: {msg}",
-                               hints.get(kind, "see the host's log: " + event.get("log", "")[-300:]))
+    kind, msg, log = event.get("kind", "agent"), event.get("message", ""), event.get("log", "").strip()
+    fallback = f"the host's log ends with: {log[-300:]}" if log else "run again with --debug"
+    return RemoteDownloadError(f"download on {where} failed: {msg}", HINTS.get(kind, fallback))
 
 
-def run_agent(stream: Stream, params: dict[str, Any], out: Path, progress: ProgressFn,
-              bar: bool, sftp: Any = None) -> list[Pulled]:
-    """Drive the agent: send parameters, wait for the packed archives, pull each one."""
+@dataclass
+class AgentLink:
+    """A running agent: its framed stream, how it ended, and where its archives can be read."""
+
+    stream: Stream
+    ended: Callable[[], tuple[int | None, str]]  # (exit status, stderr) once the stream closed
+    python: str
+    #: pulls one packed archive into the out folder: (event, out, bar) -> (resumed offset, seconds);
+    #: None: over the agent's own stream
+    puller: Callable[[dict[str, Any], Path, bool], tuple[int, float]] | None = None
+
+
+class HostProgress:
+    """The host's download progress: a bar on a terminal, else one plain line every few seconds."""
+
+    def __init__(self, where: str, progress: ProgressFn, bar: bool) -> None:
+        self.where, self.progress, self.bar = where, progress, bar
+        self.bars: dict[str, ProgressBar] = {}
+        self.last = 0.0
+
+    def update(self, event: dict[str, Any]) -> None:
+        repo, done, total = event["repo_id"], int(event["bytes"]), event.get("total")
+        if self.bar:
+            pb = self.bars.setdefault(repo, ProgressBar(f"{self.where}: {repo}", total or 0, 0, True))
+            pb.update(done - pb.done)
+        elif time.monotonic() - self.last >= PLAIN_PROGRESS_EVERY_S:
+            self.last = time.monotonic()
+            share = f" of {total / 1e6:.1f} MB ({100 * done / total:.0f}%)" if total else ""
+            self.progress(f"{self.where}: {repo}: {done / 1e6:.1f} MB downloaded{share}")
+
+
+def run_agent(link: AgentLink, params: dict[str, Any], out: Path, progress: ProgressFn,
+              bar: bool) -> list[Pulled]:
+    """Drive the agent: send parameters, follow its download, pull each packed archive."""
+    stream = link.stream
     program = agent_program()
     stream.send(b"%d\n" % len(program) + program)
     stream.send_json(params)
-    packed: list[dict[str, Any]] = []
+    packed = _wait_for_archives(link, progress, bar)
+    out.mkdir(parents=True, exist_ok=True)
+    pulled = []
+    for event in packed:
+        final = out / event["archive"]
+        if (final.is_file() and final.stat().st_size == int(event["size"])
+                and sha256_file(final) == event["sha256"]):
+            progress(f"{event['archive']} is already here with the right sha256: not pulled again")
+            pulled.append(Pulled(final, _entry(event), int(event["size"]), 0.0, already_here=True))
+            continue
+        if link.puller is not None:
+            resumed, seconds = link.puller(event, out, bar)
+        else:
+            resumed, seconds = pull(stream_source(stream, event), event, out, bar)
+        if resumed:
+            progress(f"resumed {event['archive']} from byte {resumed}")
+        pulled.append(Pulled(final, _entry(event), resumed, seconds))
+    stream.send_json({"cmd": "done"})
+    return pulled
+
+
+def _wait_for_archives(link: AgentLink, progress: ProgressFn, bar: bool) -> list[dict[str, Any]]:
+    """Events up to ``ready``; a host that ends before saying hello is diagnosed from its exit."""
+    stream, packed, hello = link.stream, [], False
+    host = HostProgress(stream.where, progress, bar)
     while True:
-        event = stream.read_json()
+        try:
+            event = stream.read_json()
+        except Exception:
+            if not hello:
+                _diagnose_start(link)
+            raise
         kind = event.get("event")
         if kind == "error":
             raise _agent_error(event, stream.where)
         if kind == "hello":
-            progress(f"{stream.where}: huggingface_hub {event['huggingface_hub']}, "
-                     f"Python {event['python']}")
+            hello = True
+            progress(f"{stream.where}: huggingface_hub {event['huggingface_hub']}, Python {event['python']}")
+        elif kind == "download":
+            host.update(event)
         elif kind == "progress":
             progress(f"{stream.where}: {event['message']}")
         elif kind == "packed":
@@ -116,20 +241,21 @@ def run_agent(stream: Stream, params: dict[str, Any], out: Path, progress: Progr
                      f"sha256 {event['sha256'][:16]}…)")
             packed.append(event)
         elif kind == "ready":
-            break
-    out.mkdir(parents=True, exist_ok=True)
-    pulled = []
-    for event in packed:
-        source = stream_source(stream, event["archive"])
-        if sftp is not None:
-            stream.send_json({"cmd": "path", "archive": event["archive"]})
-            source = sftp_source(sftp, stream.read_json()["path"], stream.where)
-        resumed, seconds = pull(source, event, out, bar)
-        if resumed:
-            progress(f"resumed {event['archive']} from byte {resumed}")
-        pulled.append(Pulled(out / event["archive"], _entry(event), resumed, seconds))
-    stream.send_json({"cmd": "done"})
-    return pulled
+            return packed
+
+
+def _diagnose_start(link: AgentLink) -> None:
+    """The agent never started: say why (no such Python, a shell that prints, ...)."""
+    status, stderr = link.ended()
+    said = (stderr.strip().splitlines() or [""])[-1][:200]
+    if status == 127 or "not found" in said or "No such file" in said:
+        raise RemoteDownloadError(f"{link.stream.where} cannot run {link.python!r}: {said or 'not found'}",
+                                  "point --remote-python at a Python 3 on that host (e.g. /usr/bin/python3)")
+    if status is not None:
+        raise RemoteDownloadError(f"{link.python} on {link.stream.where} exited with status {status} before "
+                                  f"starting the agent{': ' + said if said else ''}",
+                                  "check --remote-python (a Python 3.8+ with huggingface_hub, or "
+                                  "--bootstrap)")
 
 
 def check_pulled(pulled: list[Pulled], out: Path) -> None:
@@ -139,89 +265,94 @@ def check_pulled(pulled: list[Pulled], out: Path) -> None:
     record(out, [p.entry for p in pulled])
 
 
-def fetch_params(specs: list[RepoSpec], endpoint: str | None, token: str | None,
-                 bootstrap: bool) -> dict[str, Any]:
-    return {"repos": [{"repo_id": s.repo_id, "revision": s.revision} for s in specs],
-            "endpoint": endpoint, "token": token, "bootstrap": bootstrap}
-
-
-def fetch_remote(target: Any, params: dict[str, Any], out: Path, *, python: str, timeout: float,
-                 accept_new: bool, progress: ProgressFn, bar: bool, transfer: str = "stream") -> list[Pulled]:
-    """Run the agent on an SSH host and pull its archives (over its channel, or over SFTP)."""
+def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pulled]:
+    """Run the agent on an SSH host and pull its archives (OpenSSH, the exec channel, or SFTP)."""
     import paramiko
 
-    from .remote import connect
+    from .openssh import pull_openssh, use_openssh
+    from .remote import connect, resolve_target
 
-    command = remote_command(python)
+    target = resolve_target(req.host or "", **req.ssh)
+    python = req.python or "python3"
     progress(f"connecting to {target.describe()}…")
-    with connect(target, timeout, accept_new) as conn:
-        chan = conn.exec(command)
+    with connect(target, req.timeout, req.accept_new_host_key) as conn:
+        chan = conn.exec(remote_command(python))
         try:
             stream = Stream(chan.recv, chan.sendall, target.alias, (paramiko.SSHException,))
-            sftp = conn.open_sftp() if transfer == "sftp" else None
-            pulled = run_agent(stream, params, out, progress, bar, sftp)
+            link = AgentLink(stream, lambda: _channel_end(chan), python)
+            if req.transfer == "sftp":
+                sftp = conn.open_sftp()
+                link.puller = lambda e, out, bar: pull(
+                    sftp_source(sftp, _remote_path(stream, e), stream.where), e, out, bar)
+            elif use_openssh(req.transfer, target):
+                link.puller = lambda e, out, bar: pull_openssh(target, _remote_path(stream, e), e, out, bar,
+                                                               req.timeout, req.streams)
+            pulled = run_agent(link, req.params(), req.out, progress, bar)
             progress(f"cipher {conn.cipher()}")
         finally:
             with contextlib.suppress(Exception):  # the connection may already be gone
                 chan.close()
-    check_pulled(pulled, out)
+    check_pulled(pulled, req.out)
     return pulled
 
 
-def fetch_local(params: dict[str, Any], out: Path, *, python: str, progress: ProgressFn,
-                bar: bool) -> list[Pulled]:
+def _remote_path(stream: Stream, event: dict[str, Any]) -> str:
+    stream.send_json({"cmd": "path", "archive": event["archive"]})
+    return str(stream.read_json()["path"])
+
+
+def _channel_end(chan: Any) -> tuple[int | None, str]:
+    """The remote command's exit status and stderr, once its channel has closed."""
+    with contextlib.suppress(Exception):
+        stderr = b""
+        while chan.recv_stderr_ready():
+            stderr += chan.recv_stderr(65536)
+        status = chan.recv_exit_status() if chan.exit_status_ready() or chan.closed else None
+        return status, stderr.decode(errors="replace")
+    return None, ""
+
+
+def fetch_local(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pulled]:
     """The same clean-credential download, on this machine (the Hub is reachable, creds are not)."""
-    proc = subprocess.Popen([check_python(python), "-u", "-c", BOOT], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE)
-    assert proc.stdin and proc.stdout
+    python = req.python or sys.executable
+    try:
+        env = {k: v for k, v in os.environ.items() if not (req.token and v == req.token)}  # stdin only
+        proc = subprocess.Popen([check_python(python), "-u", "-c", BOOT], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    except OSError as exc:
+        raise RemoteDownloadError(f"cannot run {python!r} here: {exc.strerror or exc}",
+                                  "point --remote-python at a Python 3 (default: this one)") from None
+    assert proc.stdin and proc.stdout and proc.stderr
 
     def send(data: bytes) -> None:
         proc.stdin.write(data)
         proc.stdin.flush()
 
+    def ended() -> tuple[int | None, str]:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        if proc.returncode is None:
+            return None, ""
+        return proc.returncode, proc.stderr.read().decode(errors="replace")
+
     try:
-        pulled = run_agent(Stream(proc.stdout.read1, send, "this machine"), params, out, progress, bar)
+        link = AgentLink(Stream(proc.stdout.read1, send, "this machine"), ended, python)
+        pulled = run_agent(link, req.params(), req.out, progress, bar)
     finally:
-        proc.stdin.close()
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    check_pulled(pulled, out)
+    check_pulled(pulled, req.out)
     return pulled
-
-
-@dataclass(frozen=True)
-class FetchRequest:
-    """Everything `provision fetch` was asked to do: where, what, and what follows the pull."""
-
-    specs: tuple[RepoSpec, ...]
-    out: Path
-    host: str | None = None  # None: --local
-    ssh: dict[str, Any] | None = None  # port, user, identity, ssh_config, known_hosts
-    python: str | None = None
-    endpoint: str | None = None
-    token: str | None = None
-    bootstrap: bool = False
-    timeout: float = TIMEOUT_S
-    accept_new_host_key: bool = False
-    transfer: str = "stream"
-    then_restore: Path | None = None  # the cache to restore into (and verify), if any
-    verify: Any = None  # a VerifyRequest for after the restore
 
 
 def fetch(req: FetchRequest, progress: ProgressFn, bar: bool = False) -> dict[str, Any]:
     """Fetch (remotely or locally), then optionally restore and verify: the whole chain."""
-    params = fetch_params(list(req.specs), req.endpoint, req.token, req.bootstrap)
-    if req.host is None:
-        pulled = fetch_local(params, req.out, python=req.python or sys.executable, progress=progress, bar=bar)
-    else:
-        from .remote import resolve_target
-
-        target = resolve_target(req.host, **(req.ssh or {}))
-        pulled = fetch_remote(target, params, req.out, python=req.python or "python3", timeout=req.timeout,
-                              accept_new=req.accept_new_host_key, progress=progress, bar=bar,
-                              transfer=req.transfer)
+    check_request(req)
+    pulled = fetch_local(req, progress, bar) if req.host is None else fetch_remote(req, progress, bar)
     data: dict[str, Any] = {"out": str(req.out), "archives": [p.to_dict() for p in pulled]}
     if req.then_restore is not None:
         from .restore import restore

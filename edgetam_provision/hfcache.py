@@ -23,6 +23,7 @@ from .layout import (
     blob_hasher,
     repo_folder_name,
     repo_id_from_folder,
+    repo_type_from_folder,
     valid_repo_id,
     valid_revision,
 )
@@ -38,17 +39,21 @@ class RepoSpec:
 
     repo_id: str
     revision: str | None = None
+    repo_type: str = "model"
 
     @classmethod
-    def parse(cls, text: str) -> RepoSpec:
-        repo_id, _, revision = text.partition("@")
+    def parse(cls, text: str, revision: str | None = None, repo_type: str = "model") -> RepoSpec:
+        """``ORG/NAME[@REV]``; `revision` (from --revision) applies when the text names none."""
+        repo_id, at, rev = text.partition("@")
         if not valid_repo_id(repo_id):
             raise UsageError(f"not a valid repo id: {text!r}",
                              "use ORG/NAME, optionally followed by @REVISION")
-        if revision and not valid_revision(revision):
-            raise UsageError(f"not a valid revision: {revision!r}",
-                             "use a branch, tag or 40-hex commit")
-        return cls(repo_id, revision or None)
+        if at and revision and rev != revision:
+            raise UsageError(f"{text!r} and --revision {revision} disagree", "give the revision once")
+        rev = rev or revision or ""
+        if rev and not valid_revision(rev):
+            raise UsageError(f"not a valid revision: {rev!r}", "use a branch, tag or 40-hex commit")
+        return cls(repo_id, rev or None, repo_type)
 
     def __str__(self) -> str:
         return f"{self.repo_id}@{self.revision}" if self.revision else self.repo_id
@@ -120,16 +125,20 @@ def list_refs(repo_dir: Path) -> dict[str, str]:
     return out
 
 
-def resolve_commit(cache: Path, repo_id: str, revision: str | None) -> str:
-    """Turn a revision (None = main, a ref name, or a commit) into a cached 40-hex commit."""
-    repo_dir = cache / repo_folder_name(repo_id)
+def resolve_commit(cache: Path, repo_id: str, revision: str | None, repo_type: str = "model") -> str:
+    """Turn a revision (None = main, a ref name, a commit or its first 7+ hex digits) into a cached
+    40-hex commit. With no revision and no refs/main (a pinned fetch), a single snapshot is it."""
+    repo_dir = cache / repo_folder_name(repo_id, repo_type)
     if not repo_dir.is_dir():
         raise ModelMissingError(f"{repo_id} is not in the cache {cache}",
                                 "get it with `provision fetch` or `provision restore`")
     rev = revision or "main"
     commit = rev if COMMIT_RE.match(rev) else read_ref(repo_dir, rev)
+    snaps = repo_dir / "snapshots"
+    if commit is None and revision is None and snaps.is_dir():
+        pinned = [p.name for p in snaps.iterdir() if COMMIT_RE.match(p.name)]
+        commit = pinned[0] if len(pinned) == 1 else None
     if commit is None and SHORT_COMMIT_RE.match(rev):  # the 12-hex form this tool prints
-        snaps = repo_dir / "snapshots"
         found = sorted(p.name for p in snaps.iterdir() if p.name.startswith(rev)) if snaps.is_dir() else []
         if len(found) > 1:
             raise UsageError(f"{repo_id}@{rev} is ambiguous: {', '.join(f[:12] for f in found)}",
@@ -151,6 +160,7 @@ class RevisionState:
     files: tuple[FileRecord, ...]
     problems: tuple[str, ...] = field(default=())
     hashed: bool = True
+    repo_type: str = "model"
 
     @property
     def ok(self) -> bool:
@@ -161,15 +171,17 @@ class RevisionState:
         return sum(f.size for f in self.files)
 
     def to_dict(self) -> dict[str, object]:
-        return {"repo_id": self.repo_id, "commit": self.commit, "refs": list(self.refs),
+        return {"repo_id": self.repo_id, "repo_type": self.repo_type, "commit": self.commit,
+                "refs": list(self.refs),
                 "files": len(self.files), "size": self.size,
                 "integrity": ("ok" if self.ok else "bad") if self.hashed else "unchecked",
                 "problems": list(self.problems)}
 
 
-def check_revision(cache: Path, repo_id: str, commit: str, hash_blobs: bool = True) -> RevisionState:
+def check_revision(cache: Path, repo_id: str, commit: str, hash_blobs: bool = True,
+                   repo_type: str = "model") -> RevisionState:
     """Check one cached revision offline: links, blobs (hashed), refs and the trees listing."""
-    repo_dir = cache / repo_folder_name(repo_id)
+    repo_dir = cache / repo_folder_name(repo_id, repo_type)
     snap = repo_dir / "snapshots" / commit
     blobs_dir = (repo_dir / "blobs").resolve()
     problems: list[str] = []
@@ -203,7 +215,7 @@ def check_revision(cache: Path, repo_id: str, commit: str, hash_blobs: bool = Tr
             problems.append(f"{rel}: blob {target.name} does not match its hash")
     problems.extend(_missing_from_tree(repo_dir, commit, {f.path for f in files}))
     refs = tuple(sorted(n for n, c in list_refs(repo_dir).items() if c == commit))
-    return RevisionState(repo_id, commit, refs, tuple(files), tuple(problems), hash_blobs)
+    return RevisionState(repo_id, commit, refs, tuple(files), tuple(problems), hash_blobs, repo_type)
 
 
 def _copied_blob(path: Path, blobs_dir: Path) -> str | None:
@@ -231,7 +243,7 @@ def _missing_from_tree(repo_dir: Path, commit: str, present: set[str]) -> list[s
 
 
 def scan_cache(cache: Path, hash_blobs: bool = True) -> list[RevisionState]:
-    """Every revision of every model repo in the cache, checked."""
+    """Every revision of every model and dataset repo in the cache, checked."""
     out: list[RevisionState] = []
     if not cache.is_dir():
         return out
@@ -242,5 +254,6 @@ def scan_cache(cache: Path, hash_blobs: bool = True) -> list[RevisionState]:
             continue
         for snap in sorted(snaps.iterdir()):
             if COMMIT_RE.match(snap.name):
-                out.append(check_revision(cache, repo_id, snap.name, hash_blobs))
+                out.append(check_revision(cache, repo_id, snap.name, hash_blobs,
+                                          repo_type_from_folder(repo_dir.name)))
     return out

@@ -2,7 +2,7 @@
 
 One place for every rule of how huggingface_hub names things on disk::
 
-    models--ORG--NAME/blobs/<hash>
+    models--ORG--NAME/blobs/<hash>                       (datasets--ORG--NAME for a dataset)
     models--ORG--NAME/snapshots/<40-hex commit>/<path>  ->  ../../blobs/<hash>  (one more ../ per subfolder)
     models--ORG--NAME/refs/<name>                        holds the commit
     models--ORG--NAME/{.no_exist/<commit>/<path>, trees/<commit>.json}
@@ -20,11 +20,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-FOLDER_PREFIX = "models--"
+FOLDER_PREFIXES = {"model": "models--", "dataset": "datasets--"}
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 SHORT_COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
 BLOB_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
-FOLDER_RE = re.compile(r"^models--([A-Za-z0-9][A-Za-z0-9._-]*)--([A-Za-z0-9][A-Za-z0-9._-]*)$")
+FOLDER_RE = re.compile(r"^(models|datasets)--([A-Za-z0-9][A-Za-z0-9._-]*)--([A-Za-z0-9][A-Za-z0-9._-]*)$")
 REF_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,3}$")
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
@@ -59,20 +59,30 @@ def valid_revision(revision: str) -> bool:
     return bool(REVISION_RE.match(revision)) and ".." not in revision
 
 
-def repo_folder_name(repo_id: str) -> str:
-    """``ORG/NAME`` -> ``models--ORG--NAME``."""
-    return FOLDER_PREFIX + repo_id.replace("/", "--")
+def repo_folder_name(repo_id: str, repo_type: str = "model") -> str:
+    """``ORG/NAME`` -> ``models--ORG--NAME`` (``datasets--ORG--NAME`` for a dataset)."""
+    return FOLDER_PREFIXES[repo_type] + repo_id.replace("/", "--")
 
 
 def repo_id_from_folder(folder: str) -> str | None:
     """``models--ORG--NAME`` -> ``ORG/NAME``; None for anything else."""
     m = FOLDER_RE.match(folder)
-    return f"{m.group(1)}/{m.group(2)}" if m else None
+    return f"{m.group(2)}/{m.group(3)}" if m else None
 
 
-def archive_name(repo_id: str, commit: str, suffix: str = ".tar") -> str:
+def repo_type_from_folder(folder: str) -> str:
+    """``models--…`` -> model, ``datasets--…`` -> dataset."""
+    return "dataset" if folder.startswith(FOLDER_PREFIXES["dataset"]) else "model"
+
+
+def is_repo_folder_name(part: str) -> bool:
+    """A path part that starts a repo folder (models--…, datasets--…)."""
+    return part.startswith(tuple(FOLDER_PREFIXES.values()))
+
+
+def archive_name(repo_id: str, commit: str, suffix: str = ".tar", repo_type: str = "model") -> str:
     """``models--ORG--NAME--<commit12>.tar``: one backup file per repo revision."""
-    return f"{repo_folder_name(repo_id)}--{commit[:12]}{suffix}"
+    return f"{repo_folder_name(repo_id, repo_type)}--{commit[:12]}{suffix}"
 
 
 def snapshot_link(path: str, blob: str) -> str:

@@ -38,6 +38,7 @@ class ArchiveEntry:
     compression: str
     tool_version: str
     created: str
+    repo_type: str = "model"
 
     def blob_sizes(self) -> dict[str, int]:
         return {f.blob: f.size for f in self.files}
@@ -54,7 +55,8 @@ class ArchiveEntry:
                    refs=tuple(d.get("refs", ())),
                    files=tuple(FileRecord.from_dict(f) for f in d["files"]),
                    sha256=d["sha256"], size=int(d["size"]), compression=d.get("compression", "none"),
-                   tool_version=d.get("tool_version", ""), created=d.get("created", ""))
+                   tool_version=d.get("tool_version", ""), created=d.get("created", ""),
+                   repo_type=str(d.get("repo_type", "model")))
 
 
 def read_manifest(folder: Path) -> dict[str, ArchiveEntry]:

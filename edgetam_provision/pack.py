@@ -44,11 +44,14 @@ class HashingWriter(io.RawIOBase):
 
 def pack_repo(cache: Path, folder: str, commit: str, out: BinaryIO,
               compress: Callable[[BinaryIO], BinaryIO] | None = None,
-              entries: dict[str, str] | None = None) -> tuple[str, int, list[FileRecord], list[str]]:
+              entries: dict[str, str] | None = None,
+              with_tree: bool = True) -> tuple[str, int, list[FileRecord], list[str]]:
     """Write one revision of ``cache/folder`` as a tar into `out`, through `compress` if given.
 
     `entries` maps snapshot paths to blob names (from the integrity check; needed for caches that
-    hold copies instead of links); by default the snapshot's links are read. Returns (archive
+    hold copies instead of links); by default the snapshot's links are read. `with_tree=False`
+    leaves out the ``trees/<commit>.json`` listing (a filtered download holds only part of what it
+    lists). Returns (archive
     sha256, archive size, files, ref names). One function on purpose: the member order (folders,
     blobs, links, listing, refs) is the archive's format, and reads best in one place.
     """
@@ -88,7 +91,7 @@ def pack_repo(cache: Path, folder: str, commit: str, out: BinaryIO,
         for rel, blob in links:
             tar.addfile(info(f"snapshots/{commit}/{rel}", tarfile.SYMTYPE, link=snapshot_link(rel, blob)))
         tree = repo / "trees" / f"{commit}.json"
-        if tree.is_file():
+        if with_tree and tree.is_file():
             data = tree.read_bytes()
             tar.addfile(info("trees", tarfile.DIRTYPE))
             tar.addfile(info(f"trees/{commit}.json", tarfile.REGTYPE, len(data)), io.BytesIO(data))

@@ -225,7 +225,13 @@ def _load_known_hosts(keys: Any, path: Path) -> None:
 def connect_raw(target: SSHTarget, timeout: float = TIMEOUT_S,
                 accept_new: bool = False) -> Connection:
     """Connect and authenticate, mapping every failure to its own error kind."""
+    import logging
+
     import paramiko
+
+    # paramiko logs a traceback for a failed banner before raising; our one-line error says it all
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
+    logging.getLogger("paramiko").propagate = False
 
     sock, jump = _sock_for(target, timeout, accept_new)
     client = paramiko.SSHClient()

@@ -32,7 +32,7 @@ from .fsutil import (
     sha256_file,
 )
 from .hfcache import read_ref
-from .layout import repo_folder_name, repo_id_from_folder
+from .layout import repo_folder_name, repo_id_from_folder, repo_type_from_folder
 from .manifest import ArchiveEntry, read_manifest, read_sums
 from .output import ProgressFn, no_progress
 from .restore_check import ArchiveReader, ReadResult
@@ -60,6 +60,7 @@ class Action:
 
     def to_dict(self) -> dict[str, object]:
         d: dict[str, object] = {"kind": self.kind, "repo_id": repo_id_from_folder(self.folder),
+                                "repo_type": repo_type_from_folder(self.folder),
                                 "path": self.path, "state": self.state, "size": self.size}
         d.update({k: v for k, v in (("blob", self.blob), ("commit", self.commit),
                                     ("previous", self.previous)) if v})
@@ -161,7 +162,8 @@ def _expected_hash(path: Path, entry: ArchiveEntry | None, sums: dict[str, str])
 
 
 def _check_manifest_files(contents: ArchiveContents, entry: ArchiveEntry) -> None:
-    repo = contents.repos.get(repo_folder_name(entry.repo_id))
+    repo = contents.repos.get(repo_folder_name(entry.repo_id, entry.repo_type)) \
+        if entry.repo_type in ("model", "dataset") else None
     if repo is None:
         raise IntegrityError(f"{contents.path.name}: does not hold {entry.repo_id} as its manifest says",
                              "the backup and its manifest do not belong together")

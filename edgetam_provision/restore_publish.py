@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from .errors import CacheError, IntegrityError
 from .fsutil import copy_atomic, disk_error, symlink_atomic, symlinks_supported, write_atomic
-from .layout import repo_id_from_folder
+from .layout import repo_id_from_folder, repo_type_from_folder
 from .output import ProgressFn
 
 if TYPE_CHECKING:
@@ -93,7 +93,8 @@ def prove(plan: RestorePlan) -> None:
             ok = raw == str(a.commit).encode()
             if ok and a.state == "kept":
                 repo_id = repo_id_from_folder(a.folder) or a.folder
-                state = check_revision(plan.cache, repo_id, str(a.commit))
+                state = check_revision(plan.cache, repo_id, str(a.commit),
+                                       repo_type=repo_type_from_folder(a.folder))
                 ok = state.ok and bool(state.files)
             if not ok:
                 raise IntegrityError(f"after the restore {a.folder}/{a.path} does not point at a complete, "

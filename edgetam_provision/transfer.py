@@ -112,11 +112,12 @@ def _part_state(part: Path) -> tuple[int, Any]:
 Source = Callable[[int, str], tuple[int, Iterator[bytes]]]
 
 
-def stream_source(stream: Stream, name: str) -> Source:
+def stream_source(stream: Stream, event: dict[str, Any]) -> Source:
     """Bytes from the agent over the exec channel: it restarts at 0 when our prefix is not its own."""
 
     def fetch_from(offset: int, prefix_sha256: str) -> tuple[int, Iterator[bytes]]:
-        stream.send_json({"cmd": "send", "archive": name, "offset": offset, "prefix_sha256": prefix_sha256})
+        stream.send_json({"cmd": "send", "archive": event["archive"], "offset": offset,
+                          "prefix_sha256": prefix_sha256})
         header = stream.read_json()
         if header.get("event") != "data":
             raise RemoteDownloadError(f"unexpected answer from the host: {header}", "run again")

@@ -26,7 +26,7 @@ from typing import BinaryIO
 
 from .compression import STREAM_ERRORS, compression_of
 from .errors import CorruptArchiveError, UnsafeArchiveError
-from .layout import BLOB_RE, COMMIT_RE, FOLDER_PREFIX, FOLDER_RE, REF_NAME_RE, TREE_NAME_RE
+from .layout import BLOB_RE, COMMIT_RE, FOLDER_RE, REF_NAME_RE, TREE_NAME_RE, is_repo_folder_name
 from .tar_io import CORRUPT_HINT, Slice, check_end, open_tar
 
 MAX_SMALL = 64 * 1024 * 1024  # refs and trees listings are read into memory, so bounded
@@ -133,7 +133,7 @@ class _Scan:
             tarfile.data_filter(m, FILTER_ROOT)
         except tarfile.FilterError as exc:
             raise _unsafe(m.name, f"refused by tarfile's data filter ({exc})") from None
-        idx = next((i for i, p in enumerate(parts) if p.startswith(FOLDER_PREFIX)), None)
+        idx = next((i for i, p in enumerate(parts) if is_repo_folder_name(p)), None)
         if idx is None or ".locks" in parts[:idx]:
             self.outside.append((m.name, parts, m.isdir()))
             return

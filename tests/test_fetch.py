@@ -218,7 +218,7 @@ def test_corrupted_bytes_are_detected_and_nothing_is_kept(sshd, hub, tmp_path):
     wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {HELPERS / 'corrupting_python.py'} \"$@\"\n")
     wrapper.chmod(0o755)
     res = run_cli("fetch", *sshd.ssh_args(), "--remote-python", str(wrapper), "--endpoint", hub.endpoint,
-                  "--repo", "org/tiny", "--out", tmp_path / "b")
+                  "--repo", "org/tiny", "--out", tmp_path / "b", "--transfer", "stream")
     assert res.exit_code == 1 and "do not match" in res.stderr
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == []
 
@@ -243,9 +243,11 @@ def test_the_agent_itself_refuses_bad_repo_ids(tmp_path):
     from edgetam_provision.agent import AgentError, download
 
     with pytest.raises(AgentError, match="invalid repo id"):
-        download(None, "org/x;touch y", None, None, tmp_path)
+        download(None, {"repo_id": "org/x;touch y"}, None, tmp_path, None)
+    with pytest.raises(AgentError, match="invalid repo id"):
+        download(None, {"repo_id": "org/x", "repo_type": "space;id"}, None, tmp_path, None)
     with pytest.raises(AgentError, match="invalid revision"):
-        download(None, "org/x", "$(id)", None, tmp_path)
+        download(None, {"repo_id": "org/x", "revision": "$(id)"}, None, tmp_path, None)
 
 
 def test_a_token_for_gated_repos_never_leaks(sshd, hub, tmp_path, monkeypatch):
