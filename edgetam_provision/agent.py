@@ -70,9 +70,12 @@ class Channel:
         threading.Thread(target=self._watch, args=(inp,), daemon=True).start()
 
     def _watch(self, inp: BinaryIO) -> None:
+        finishing = False  # after "done" the client may close at once: let the main thread finish
         while line := inp.readline():
+            finishing = finishing or json.loads(line).get("cmd") == "done"
             self.commands.put(line)
-        self.on_gone()
+        if not finishing:
+            self.on_gone()
 
     def emit(self, event: dict[str, Any]) -> None:
         with self.lock:
@@ -235,6 +238,7 @@ def serve(params: dict[str, Any], tmp: Path, chan: Channel) -> None:
         if cmd.get("cmd") == "done":
             for work in works:  # pulled and checked by the client: nothing left to resume
                 shutil.rmtree(work, ignore_errors=True)
+            chan.emit({"event": "bye"})
             return
         path = archives.get(cmd.get("archive", ""))
         if path is None:

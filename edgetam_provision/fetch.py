@@ -212,6 +212,8 @@ def run_agent(link: AgentLink, params: dict[str, Any], out: Path, progress: Prog
             progress(f"resumed {event['archive']} from byte {resumed}")
         pulled.append(Pulled(final, _entry(event), resumed, seconds))
     stream.send_json({"cmd": "done"})
+    with contextlib.suppress(Exception):  # the host removes its work folders, then says bye
+        stream.read_json()
     return pulled
 
 

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from hub_standin import HubRepo, HubStandIn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+MISSING_COMPONENT = "needs openssh-server"  # the skip reason of tests that need a system component
 
 
 def tiny_files(seed: int = 1) -> dict[str, bytes]:
@@ -44,6 +45,18 @@ def download(hub: HubStandIn, cache: Path, repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(repo_id, cache_dir=cache, token=False, endpoint=hub.endpoint))
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A real OpenSSH server on 127.0.0.1 (tests/sshd.py); skips where openssh-server is missing."""
+    from sshd import SSHD, SSHServer
+
+    if not Path(SSHD).exists():
+        pytest.skip(f"{MISSING_COMPONENT} (.ci/run)")  # only the tests that use this fixture
+    server = SSHServer(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +115,6 @@ def tree_state(root: Path) -> dict[str, tuple]:
 
 
 
-MISSING_COMPONENT = "needs openssh-server"  # the skip reason of tests that need a system component
 
 
 def _missing(session_or_reporter) -> list:

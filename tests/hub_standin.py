@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
@@ -29,6 +30,17 @@ class HubRepo:
     files: dict[str, bytes]
     commit: str = ""
     branches: dict[str, str] = field(default_factory=dict)
+    repo_type: str = "model"
+
+    @property
+    def key(self) -> str:
+        """How the stand-in files it: ORG/NAME for models, datasets/ORG/NAME for datasets."""
+        return self.repo_id if self.repo_type == "model" else f"datasets/{self.repo_id}"
+
+    @property
+    def token(self) -> str:
+        """The key as one URL path segment."""
+        return self.key.replace("/", "--")
 
     def __post_init__(self) -> None:
         if not self.commit:
@@ -50,10 +62,12 @@ class HubStandIn:
     """Start with `start()`, stop with `stop()`; `endpoint` is what HF_ENDPOINT should be."""
 
     def __init__(self, repos: list[HubRepo], reject_credentials: bool = True) -> None:
-        self.repos = {r.repo_id: r for r in repos}
+        self.repos = {r.key: r for r in repos}
         self.reject_credentials = reject_credentials
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, Authorization
         self.cut_after: int | None = None  # cut LFS bodies after this many bytes, once
+        self.rate: float | None = None  # bytes per second for file bodies (a slow link)
+        self.bytes_sent = 0  # file body bytes sent so far
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.port = self._server.server_address[1]
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -68,7 +82,7 @@ class HubStandIn:
         self._server.server_close()
 
     def add(self, repo: HubRepo) -> None:
-        self.repos[repo.repo_id] = repo
+        self.repos[repo.key] = repo
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         hub = self
@@ -112,16 +126,21 @@ class HubStandIn:
                                body, head)
                     return
                 parts = path.strip("/").split("/")
+                kind = "datasets/" if parts[:2] == ["api", "datasets"] or parts[:1] == ["datasets"] else ""
+                if kind and parts[0] == "datasets":
+                    parts = parts[1:]
+                if kind and parts[:2] == ["api", "datasets"]:
+                    parts = ["api", "models", *parts[2:]]
                 if parts[:2] == ["api", "models"] and len(parts) == 4:
-                    self._api([*parts, "revision", "main"], head)
+                    self._api([*parts, "revision", "main"], head, kind)
                 elif parts[:2] == ["api", "models"] and len(parts) >= 5:
-                    self._api(parts, head)
-                elif parts[:2] == ["api", "blob"] and len(parts) >= 6:
-                    self._content("/".join(parts[2:4]), parts[4], "/".join(parts[5:]), head)
+                    self._api(parts, head, kind)
+                elif parts[:2] == ["api", "blob"] and len(parts) >= 5:
+                    self._content(parts[2], parts[3], "/".join(parts[4:]), head)
                 elif parts[:1] == ["lfs"] and len(parts) == 3:
                     self._lfs(parts[1], parts[2], head)
                 elif len(parts) >= 5 and parts[2] == "resolve":
-                    self._resolve("/".join(parts[:2]), parts[3], "/".join(parts[4:]), head)
+                    self._resolve(kind + "/".join(parts[:2]), parts[3], "/".join(parts[4:]), head)
                 else:
                     self._error(404, "EntryNotFound", f"no route {path}", head)
 
@@ -137,8 +156,8 @@ class HubStandIn:
                     self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}", head)
                 return commit
 
-            def _api(self, parts: list[str], head: bool) -> None:
-                repo = self._repo("/".join(parts[2:4]), head)
+            def _api(self, parts: list[str], head: bool, kind: str = "") -> None:
+                repo = self._repo(kind + "/".join(parts[2:4]), head)
                 if repo is None:
                     return
                 kind, rev = parts[4], unquote("/".join(parts[5:]))
@@ -179,23 +198,22 @@ class HubStandIn:
                     etag = repo.etag(fpath)
                     self._send(302, {**common, "X-Linked-Etag": f'"{etag}"',
                                      "X-Linked-Size": str(len(data)), "ETag": f'"{etag}"',
-                                     "Location": f"http://localhost:{hub.port}/lfs/"
-                                                 f"{repo.repo_id.replace('/', '--')}/{etag}"},
+                                     "Location": f"http://localhost:{hub.port}/lfs/{repo.token}/{etag}"},
                                b"", head)
                 else:
-                    self._send(307, {**common, "Location": f"/api/blob/{repo.repo_id}/{commit}/{fpath}"},
+                    self._send(307, {**common, "Location": f"/api/blob/{repo.token}/{commit}/{fpath}"},
                                b"", head)
 
-            def _content(self, repo_id: str, commit: str, fpath: str, head: bool) -> None:
-                repo = hub.repos.get(repo_id)
+            def _content(self, token: str, commit: str, fpath: str, head: bool) -> None:
+                repo = next((r for r in hub.repos.values() if r.token == token), None)
                 if repo is None or fpath not in repo.files:
                     self._error(404, "EntryNotFound", "gone", head)
                     return
                 data = repo.files[fpath]
                 self._body(data, {"ETag": f'"{git_blob_sha1(data)}"', "X-Repo-Commit": commit}, head)
 
-            def _lfs(self, folder: str, sha: str, head: bool) -> None:
-                repo = hub.repos.get(folder.replace("--", "/", 1))
+            def _lfs(self, token: str, sha: str, head: bool) -> None:
+                repo = next((r for r in hub.repos.values() if r.token == token), None)
                 match = [p for p in (repo.files if repo else {}) if repo and repo.etag(p) == sha]
                 if not match:
                     self._error(404, "EntryNotFound", "no such object", head)
@@ -220,6 +238,27 @@ class HubStandIn:
                     self.wfile.flush()
                     self.close_connection = True
                     return
+                if hub.rate and not head:
+                    self._throttled(code, {**headers, "Content-Type": "application/octet-stream"}, body)
+                    return
+                if not head:
+                    hub.bytes_sent += len(body)
                 self._send(code, {**headers, "Content-Type": "application/octet-stream"}, body, head)
+
+            def _throttled(self, code: int, headers: dict[str, str], body: bytes) -> None:
+                """A slow link: the body in 64 KiB pieces at `hub.rate` bytes per second."""
+                self.send_response(code)
+                for k, v in {**headers, "Content-Length": str(len(body))}.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                step = 65536
+                for i in range(0, len(body), step):
+                    try:
+                        self.wfile.write(body[i:i + step])
+                    except OSError:  # the client went away
+                        self.close_connection = True
+                        return
+                    hub.bytes_sent += len(body[i:i + step])
+                    time.sleep(step / hub.rate)
 
         return Handler

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, run_cli
 from hub_standin import HubRepo
-from sshd import BOGUS_TOKEN, SSHD, SSHServer, keygen
+from sshd import BOGUS_TOKEN, keygen
 
 from edgetam_provision.hfcache import check_revision, read_ref
 from edgetam_provision.layout import repo_folder_name
@@ -26,15 +26,6 @@ from edgetam_provision.layout import repo_folder_name
 pytestmark = [pytest.mark.ssh]
 HELPERS = REPO_ROOT / "tests" / "helpers"
 BIG = 24_000_000
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    if not Path(SSHD).exists():
-        pytest.skip("needs openssh-server (.ci/run)")  # only the tests that use this fixture
-    server = SSHServer(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
