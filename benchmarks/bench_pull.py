@@ -1,8 +1,12 @@
-"""Pulling an archive over SSH: `provision fetch`'s transfer vs OpenSSH scp and `ssh host cat`.
+"""Pulling an archive over SSH: `provision fetch`'s data paths vs OpenSSH scp and `ssh host cat`.
 
-All three read the same file from the same local sshd (started here, as in the tests). The
-provision side is the real code: the agent's `send` on the host, `fetch.pull` here (16 MiB window,
-256 KiB packets, AES-GCM first, sha256 while receiving, .part + rename). Goal: >= 1.3x scp.
+All read the same file from the same local sshd (started here, as in the tests). The provision
+side is the real code, hashing every byte and writing ``.part`` + rename: `openssh.pull_openssh`
+(the ssh binary, 1 or 4 streams) and the paramiko exec channel (`transfer.pull` over the agent's
+`send`). Anchors: scp, and `ssh -c aes128-gcm@openssh.com host cat` (this machine's ceiling).
+Then the same through a TCP proxy adding 20 ms each way (ProxyCommand; this kernel has no netem).
+
+Usage: python benchmarks/bench_pull.py [SIZE...] [--latency SIZE]
 """
 
 from __future__ import annotations
@@ -12,62 +16,91 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import interleave, machine, sh, table
+from common import ROOT, interleave, machine, sh, table
 from sshd import SSHServer
 
-from edgetam_provision.fetch import Stream, pull, stream_source
 from edgetam_provision.fsutil import sha256_file
+from edgetam_provision.openssh import pull_openssh
 from edgetam_provision.remote import connect, resolve_target
+from edgetam_provision.transfer import Stream, pull, stream_source
 
-SENDER = ("import sys,json;from pathlib import Path;from edgetam_provision.agent import send;"
-          "c=json.loads(sys.stdin.readline());send(Path(c['path']),c['offset'],c['prefix_sha256'],"
-          "sys.stdout.buffer)")
+SENDER = ("import sys,json,threading;from pathlib import Path;from edgetam_provision.agent import send;"
+          "C=type('C',(),{'lock':threading.Lock(),'out':sys.stdout.buffer});"
+          "c=json.loads(sys.stdin.readline());send(Path(c['path']),c['offset'],c['prefix_sha256'],C)")
+LATENCY = ROOT / "tests" / "helpers" / "latency_proxy.py"
 
 
-def provision_pull(server: SSHServer, src: Path, dest: Path, sha: str) -> None:
+def target_for(server: SSHServer, proxy: str | None = None):
     target = resolve_target("127.0.0.1", port=server.port, user=server.user,
                             identity=str(server.client_key), known_hosts=str(server.known_hosts))
+    return target if proxy is None else type(target)(**{**target.__dict__, "proxy_command": proxy})
+
+
+def paramiko_pull(target, src: Path, dest: Path, sha: str) -> None:
     with connect(target) as conn:
-        chan = conn.exec(f"{sys.executable} -c \"{SENDER}\"")
+        chan = conn.exec(f"cd {ROOT} && {sys.executable} -c \"{SENDER}\"")
         stream = Stream(chan.recv, chan.sendall, "bench")
         real_send = stream.send_json
         stream.send_json = lambda obj: real_send({**obj, "path": str(src)})  # type: ignore[method-assign]
         event = {"archive": src.name, "size": src.stat().st_size, "sha256": sha}
-        pull(stream_source(stream, src.name), event, dest, False)
+        pull(stream_source(stream, event), event, dest, False)
         chan.close()
 
 
-def compare(server: SSHServer, root: Path, size: int) -> str:
-    """One size: the same random file pulled three ways, interleaved."""
+def make_file(root: Path, size: int) -> tuple[Path, str]:
     src = root / f"archive-{size}.tar"
     with open(src, "wb") as fh:
         left = size
         while left:
             fh.write(os.urandom(min(left, 1 << 24)))
             left -= min(left, 1 << 24)
-    sha = sha256_file(src)
+    return src, sha256_file(src)
+
+
+def compare(server: SSHServer, root: Path, size: int, delay: float = 0.0) -> str:
+    """One size: the same random file pulled every way, interleaved."""
+    src, sha = make_file(root, size)
     dest = root / "dest"
     dest.mkdir(exist_ok=True)
-    ssh = (f"-i {server.client_key} -o UserKnownHostsFile={server.known_hosts} "
-           "-o BatchMode=yes -o IdentitiesOnly=yes")
+    proxy = f"{sys.executable} {LATENCY} %h %p {delay}" if delay else None
+    target = target_for(server, proxy.replace("%h", "127.0.0.1").replace("%p", str(server.port))
+                        if proxy else None)
+    opts = (f"-i {server.client_key} -o UserKnownHostsFile={server.known_hosts} -o BatchMode=yes "
+            f"-o IdentitiesOnly=yes" + (f" -o 'ProxyCommand={proxy}'" if proxy else ""))
     user = f"{server.user}@127.0.0.1"
+    event = {"archive": src.name, "size": size, "sha256": sha}
 
     def clean() -> None:
         for p in dest.iterdir():
             p.unlink()
 
-    times = interleave({
-        "provision pull": lambda: provision_pull(server, src, dest, sha),
-        "scp": lambda: sh(f"scp -q -P {server.port} {ssh} {user}:{src} {dest}/scp.tar"),
-        "ssh host cat": lambda: sh(f"ssh -p {server.port} {ssh} {user} cat {src} > {dest}/cat.tar"),
-    }, 5 if size <= 104_857_600 else 3, setup=clean)
+    def ours(streams: int) -> object:
+        return pull_openssh(target, str(src), event, dest, False, 30, streams)
+
+    contenders = {
+        "provision pull (ssh binary, 1 stream)": lambda: ours(1),
+        "provision pull (ssh binary, 4 streams)": lambda: ours(4),
+        "provision pull (paramiko channel)": lambda: paramiko_pull(target, src, dest, sha),
+        "scp": lambda: sh(f"scp -q -P {server.port} {opts} {user}:{src} {dest}/scp.tar"),
+        "ssh -c aes128-gcm cat": lambda: sh(f"ssh -c aes128-gcm@openssh.com -p {server.port} {opts} {user} "
+                                            f"cat {src} > {dest}/cat.tar"),
+    }
+    if delay:  # window-bound on a slow link: the paramiko channel only adds minutes here
+        contenders.pop("provision pull (paramiko channel)")
+    times = interleave(contenders, 5 if size <= 104_857_600 else 3, setup=clean)
     src.unlink()
-    return table(f"Pull of a {size / 2**20:.0f} MiB archive over SSH (loopback)", times, "scp",
+    where = f"through {delay * 1000:.0f} ms each way" if delay else "loopback"
+    return table(f"Pull of a {size / 2**20:.0f} MiB archive over SSH ({where})", times, "scp",
                  higher_is_better=True, sizes={k: size for k in times})
 
 
 def main() -> str:
-    sizes = [int(a) for a in sys.argv[1:]] or [10_000_000, 104_857_600, 1_000_000_000]
+    args = sys.argv[1:]
+    latency = [int(args.pop(args.index("--latency") + 1))] if "--latency" in args else []
+    if "--latency" in args:
+        args.remove("--latency")
+    sizes = [int(a) for a in args] or [104_857_600, 1_073_741_824]
+    latency = latency or [268_435_456]
     report = [f"Machine: {machine()}\n"]
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         root = Path(tmp)
@@ -75,6 +108,7 @@ def main() -> str:
         server = SSHServer(root / "sshd")
         try:
             report += [compare(server, root, size) for size in sizes]
+            report += [compare(server, root, size, delay=0.02) for size in latency]
         finally:
             server.stop()
     return "\n".join(report)

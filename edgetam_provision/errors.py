@@ -115,6 +115,13 @@ class RemoteDownloadError(ProvisionError):
     kind = "remote-download"
 
 
+class FleetError(ProvisionError):
+    """One or more hosts of a push did not pass (the table says which and why)."""
+
+    exit_code = 14
+    kind = "fleet"
+
+
 class Interrupted(ProvisionError):
     """Ctrl-C: everything written so far was rolled back or left resumable."""
 
@@ -135,6 +142,7 @@ EXIT_CODES: dict[int, tuple[str, str]] = {
     **{cls.exit_code: (cls.__name__, (cls.__doc__ or "").strip()) for cls in (
         IntegrityError, UsageError, UnsafeArchiveError, CorruptArchiveError, CacheError,
         LockedError, ModelMissingError, EnvironmentProblem, VerificationFailed,
-        RemoteConnectError, RemoteAuthError, HostKeyError, RemoteDownloadError, Interrupted, InternalError,
+        RemoteConnectError, RemoteAuthError, HostKeyError, RemoteDownloadError, FleetError, Interrupted,
+        InternalError,
     )},
 }

@@ -271,7 +271,7 @@ def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pul
     """Run the agent on an SSH host and pull its archives (OpenSSH, the exec channel, or SFTP)."""
     import paramiko
 
-    from .openssh import pull_openssh, use_openssh
+    from .openssh import pull_openssh, use_openssh, worth_openssh
     from .remote import connect, resolve_target
 
     target = resolve_target(req.host or "", **req.ssh)
@@ -287,8 +287,14 @@ def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pul
                 link.puller = lambda e, out, bar: pull(
                     sftp_source(sftp, _remote_path(stream, e), stream.where), e, out, bar)
             elif use_openssh(req.transfer, target):
-                link.puller = lambda e, out, bar: pull_openssh(target, _remote_path(stream, e), e, out, bar,
-                                                               req.timeout, req.streams)
+                def puller(e: dict[str, Any], out: Path, bar: bool) -> tuple[int, float]:
+                    t0 = time.monotonic()
+                    path = _remote_path(stream, e)
+                    if req.transfer == "openssh" or worth_openssh(int(e["size"]), time.monotonic() - t0):
+                        return pull_openssh(target, path, e, out, bar, req.timeout, req.streams)
+                    return pull(stream_source(stream, e), e, out, bar)
+
+                link.puller = puller
             pulled = run_agent(link, req.params(), req.out, progress, bar)
             progress(f"cipher {conn.cipher()}")
         finally:

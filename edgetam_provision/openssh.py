@@ -35,6 +35,8 @@ SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./@+-]{1,1000}$")  # what the agent's work
 CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
            "aes128-ctr,aes256-ctr")
 MULTI_STREAM_FROM = 256 * 1024 * 1024  # smaller archives: one stream (start-up costs ~0.3 s a stream)
+SLOW_LINK_RTT_S = 0.005  # a round trip slower than this is a WAN: several streams pay off early
+SLOW_LINK_FROM = 16 * 1024 * 1024
 DEFAULT_STREAMS = 4
 READ = 1024 * 1024
 
@@ -56,6 +58,13 @@ def child_env() -> dict[str, str]:
     """What an ssh child needs (keys, agent, locale), and nothing else: no token variables."""
     keep = ("PATH", "HOME", "USER", "LOGNAME", "SSH_AUTH_SOCK", "LANG", "LC_ALL", "TMPDIR")
     return {k: os.environ[k] for k in keep if k in os.environ}
+
+
+def worth_openssh(size: int, rtt: float) -> bool:
+    """Auto's choice for one archive (measured, benchmarks/results/pull.md): on a LAN the paramiko
+    channel wins below 256 MiB and four ssh streams from there; on a slow link (a round trip of
+    the control channel over 5 ms) the window-bound single stream loses early, so from 16 MiB."""
+    return size >= MULTI_STREAM_FROM or (rtt > SLOW_LINK_RTT_S and size >= SLOW_LINK_FROM)
 
 
 def ssh_argv(target: SSHTarget, timeout: float) -> list[str]:
@@ -92,7 +101,7 @@ def pull_openssh(target: SSHTarget, path: str, event: dict[str, Any], out: Path,
         raise UsageError(f"the host's archive path {path!r} has characters a shell could misread",
                          "use --transfer stream")
     size = int(event["size"])
-    n = streams or (DEFAULT_STREAMS if size >= MULTI_STREAM_FROM else 1)
+    n = streams or (DEFAULT_STREAMS if size >= SLOW_LINK_FROM else 1)
     argv = ssh_argv(target, timeout)
     if n <= 1:
         return pull(_single_stream(argv, path, target.alias), event, out, bar)

@@ -126,3 +126,20 @@ def verify(d: dict[str, Any]) -> str:
     if d.get("note"):
         lines.append(f"  note      {d['note']}")
     return "\n".join(lines)
+
+
+def push(d: dict[str, Any]) -> str:
+    head = (f"{'host':<22}{'repos':<34}{'copied':<8}{'restore':<18}{'verify':<8}{'4 cases':>10}  "
+            f"{'device':<7}error")
+    lines = [head]
+    for r in d["hosts"]:
+        verify = "-" if r["verify"] is None else "PASSED" if r["verify"] else "FAILED"
+        ms = f"{r['four_cases_ms']:.1f} ms" if r["four_cases_ms"] else "-"
+        lines.append(f"{r['host'][:21]:<22}{', '.join(r['repos'])[:33] or '-':<34}"
+                     f"{('would' if d['check'] else 'yes') if r['copied'] else 'no':<8}"
+                     f"{', '.join(r['restore'])[:17] or '-':<18}{verify:<8}{ms:>10}  {r['device'] or '-':<7}"
+                     f"{r['error']}")
+    ok = sum(r["passed"] for r in d["hosts"])
+    lines.append(f"{ok} of {len(d['hosts'])} hosts passed" + (" (check mode: nothing was written)"
+                                                              if d["check"] else ""))
+    return "\n".join(lines)

@@ -1,0 +1,147 @@
+"""`provision push`: real Ansible against three real sshd "hosts" on loopback, each with its own
+HOME and so its own Hugging Face cache (sshd's SetEnv)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import MISSING_COMPONENT, run_cli, tree_state
+
+from edgetam_provision.backup import backup
+from edgetam_provision.hfcache import RepoSpec
+
+pytestmark = [pytest.mark.ssh, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory):
+    from sshd import SSHD, SSHServer
+
+    if not Path(SSHD).exists():
+        pytest.skip(f"{MISSING_COMPONENT} (.ci/run)")
+    pytest.importorskip("ansible", reason="needs the fleet extra (ansible-core)")
+    servers = [SSHServer(tmp_path_factory.mktemp(f"host{i}")) for i in range(3)]
+    yield servers
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    from edgetam_provision.fleet import build_wheel
+
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+def inventory(path: Path, servers, down_port: int | None = None) -> Path:
+    known = path.parent / "known_hosts"
+    known.write_text("".join(s.known_hosts.read_text() for s in servers))
+    lines = ["[fleet]"]
+    lines += [f"host{i} ansible_host=127.0.0.1 ansible_port={s.port} "
+              f"ansible_ssh_private_key_file={s.client_key}" for i, s in enumerate(servers)]
+    if down_port:
+        lines.append(f"down ansible_host=127.0.0.1 ansible_port={down_port} "
+                     f"ansible_ssh_private_key_file={servers[0].client_key}")
+    lines += ["", "[fleet:vars]", f"ansible_user={servers[0].user}",
+              f"ansible_python_interpreter={sys.executable}",
+              f"ansible_ssh_common_args='-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes "
+              "-o ConnectTimeout=5'"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def push(inv: Path, backups: Path, wheel: Path, *extra: str):
+    res = run_cli("push", "--inventory", inv, "--backups", backups, "--wheel", wheel, "--synthetic",
+                  "--device", "cpu", "--json", *extra)
+    return res, json.loads(res.stdout)
+
+
+@pytest.fixture(scope="module")
+def backups(tmp_path_factory, hub):
+    from conftest import download
+
+    cache = tmp_path_factory.mktemp("controller-cache")
+    download(hub, cache, "org/tiny")
+    out = tmp_path_factory.mktemp("backups")
+    backup(cache, [RepoSpec("org/tiny")], out)
+    return out
+
+
+def host_cache(server) -> Path:
+    return server.home / ".cache" / "huggingface" / "hub"
+
+
+def test_push_restores_and_verifies_on_every_host_then_copies_nothing_the_second_time(hosts, wheel, backups,
+                                                                                    tmp_path):
+    inv = inventory(tmp_path / "inv.ini", hosts)
+    res, data = push(inv, backups, wheel)
+    assert res.exit_code == 0, res.stdout + res.stderr
+    assert [r["host"] for r in data["hosts"]] == ["host0", "host1", "host2"]
+    for row in data["hosts"]:
+        assert row["passed"] and row["copied"] and row["restore"] == ["restored"] and row["verify"] is True
+        assert row["repos"][0].startswith("org/tiny@") and row["four_cases_ms"] > 0
+    for server in hosts:  # judged by huggingface_hub on each host's own cache
+        from test_restore_verdicts import hub_loads_offline
+
+        assert hub_loads_offline(host_cache(server), "org/tiny")
+    res, again = push(inv, backups, wheel)
+    assert res.exit_code == 0
+    assert all(not r["copied"] and r["restore"] == ["already present"] for r in again["hosts"])
+
+
+def test_a_damaged_blob_on_one_host_is_repaired(hosts, wheel, backups, tmp_path):
+    inv = inventory(tmp_path / "inv.ini", hosts)
+    assert push(inv, backups, wheel)[0].exit_code == 0
+    blobs = host_cache(hosts[1]) / "models--org--tiny" / "blobs"
+    blob = next(p for p in blobs.iterdir() if len(p.name) == 64)
+    good = blob.read_bytes()
+    blob.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    res, data = push(inv, backups, wheel)
+    assert res.exit_code == 0, res.stdout
+    assert {r["host"]: r["restore"] for r in data["hosts"]}["host1"] == ["repaired"]
+    assert blob.read_bytes() == good
+
+
+def test_one_host_down_never_stops_the_others(hosts, wheel, backups, tmp_path):
+    from sshd import free_port
+
+    inv = inventory(tmp_path / "inv.ini", hosts, down_port=free_port())
+    res, data = push(inv, backups, wheel)
+    assert res.exit_code == 14
+    rows = {r["host"]: r for r in data["hosts"]}
+    assert not rows["down"]["passed"] and "nreachable" in rows["down"]["error"] + json.dumps(rows["down"])
+    assert all(rows[f"host{i}"]["passed"] for i in range(3))
+    text = run_cli("push", "--inventory", inv, "--backups", backups, "--wheel", wheel, "--synthetic",
+                   "--device", "cpu")
+    assert "down" in text.stdout and "3 of 4 hosts passed" in text.stdout
+
+
+def test_check_mode_writes_nothing_anywhere(hosts, wheel, backups, hub, tmp_path):
+    from conftest import download
+
+    cache = tmp_path / "c"
+    download(hub, cache, "org/other")
+    more = tmp_path / "more"
+    shutil.copytree(backups, more)
+    backup(cache, [RepoSpec("org/other")], more)
+    before = [tree_state(s.home) for s in hosts]
+    inv = inventory(tmp_path / "inv.ini", hosts)
+    res, data = push(inv, more, wheel, "--check")
+    assert res.exit_code == 0, res.stdout
+    assert all(r["copied"] for r in data["hosts"])  # would copy the new backup ...
+    after = [tree_state(s.home) for s in hosts]
+    strip = [{k: v for k, v in t.items() if not k.startswith(".ansible")} for t in (before, after)]
+    assert strip[0] == strip[1]  # ... and wrote nothing
+
+
+def test_without_ansible_push_says_what_to_install(monkeypatch, tmp_path):
+    from edgetam_provision import fleet
+
+    monkeypatch.setattr(fleet.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    res = run_cli("push", "somehost", "--backups", tmp_path)
+    assert res.exit_code == 2 and "edgetam-provision[fleet]" in res.stderr
