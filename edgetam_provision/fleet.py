@@ -171,7 +171,7 @@ def host_rows(result: dict[str, Any], check: bool) -> list[dict[str, Any]]:
             "host": host, "passed": passed, "copied": bool(tasks["copy"].get(host, {}).get("changed")),
             "repos": [f"{r['repo_id']}@{c[:12]}" for a in archives for r in a["repos"] for c in r["commits"]],
             "restore": sorted({a["status"] for a in archives}) if archives else [],
-            "verify": None if check else bool(report.get("passed")),
+            "verify": None if check or not report else bool(report.get("passed")),
             "four_cases_ms": report.get("four_cases_warm_ms"), "device": report.get("device"),
             "error": error})
     return rows
