@@ -62,6 +62,10 @@ def status(d: dict[str, Any]) -> str:
                          "or fetch it again")
     if not d["revisions"]:
         lines.append("  (no model repos)")
+    if d.get("mirror"):
+        lines.append(f"mirror running on {d['mirror']['url']} (pid {d['mirror']['pid']}), serving: "
+                     + ", ".join(f"{r['repo_id']}@{','.join(c[:12] for c in r['commits'])}"
+                                 for r in d["mirror"]["repos"]))
     return "\n".join(lines)
 
 
@@ -142,4 +146,12 @@ def push(d: dict[str, Any]) -> str:
     ok = sum(r["passed"] for r in d["hosts"])
     lines.append(f"{ok} of {len(d['hosts'])} hosts passed" + (" (check mode: nothing was written)"
                                                               if d["check"] else ""))
+    return "\n".join(lines)
+
+
+def serve(d: dict[str, Any]) -> str:
+    lines = [f"mirror on {d['url']} stopped; it served:"]
+    lines += [f"  {r['repo_type']} {r['repo_id']}@{', '.join(c[:12] for c in r['commits']) or '-'}"
+              + (f"  (NOT served, damaged: {', '.join(r['damaged'].values())})" if r["damaged"] else "")
+              for r in d["repos"]]
     return "\n".join(lines)
