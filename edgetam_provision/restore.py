@@ -295,19 +295,6 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return replace(plan, ignored=tuple(ignored))
-    with cache_lock(cache):
-        clean_stale(cache, STAGING_PREFIX, [f for c, *_ in scanned for f in c.repos])
-        staging = cache / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-        try:
-            plan = _read_and_plan(scanned, cache, staging, keep_refs, progress)
-            _check_space(plan, staging)
-            publish(plan, progress)
-            prove(plan)
-        except OSError as exc:
-            raise disk_error(exc, staging) from None
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return replace(plan, ignored=tuple(ignored))
 
 
 def _read_and_plan(scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str | None, str]],
