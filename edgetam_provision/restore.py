@@ -249,12 +249,12 @@ def check_backups(paths: list[Path], progress: ProgressFn = no_progress) -> Rest
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="provision-check-") as empty:
-        plan = restore(paths, Path(empty), progress, dry_run=True)
+        plan = restore(paths, Path(empty), progress, dry_run=True, for_cache=False)
     return replace(plan, cache=Path("-"))
 
 
 def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, *,
-            dry_run: bool = False, keep_refs: bool = False) -> RestorePlan:
+            dry_run: bool = False, keep_refs: bool = False, for_cache: bool = True) -> RestorePlan:
     """Restore the archives at `paths` into `cache` (or, with `dry_run`, check all and write nothing).
 
     Returns the plan that was carried out. Raises a `ProvisionError` whose message says what was
@@ -276,10 +276,11 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
             progress(f"note: {contents.path.name}: skipped {len(contents.skipped)} members that are "
                      f"not part of a revision (e.g. {contents.skipped[0]})")
         scanned.append((contents, entry, expected, checked_by))
-    _check_space(cache, sum(_unseen_bytes(c, cache) for c, *_ in scanned))
+    if for_cache:  # `check_backups` has no cache: its space and permissions do not matter
+        _check_space(cache, sum(_unseen_bytes(c, cache) for c, *_ in scanned))
     if dry_run:
         plan = _read_and_plan(scanned, cache, None, keep_refs, progress)
-        if plan.writes and not os.access(_nearest_existing(cache), os.W_OK):
+        if for_cache and plan.writes and not os.access(_nearest_existing(cache), os.W_OK):
             raise CacheError(f"cannot write into {_nearest_existing(cache)}",
                              "check the folder's permissions or pass --cache-dir")
         return replace(plan, ignored=tuple(ignored))
