@@ -20,6 +20,9 @@ from hub_standin import HubRepo, HubStandIn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MISSING_COMPONENT = "needs openssh-server"  # the skip reason of tests that need a system component
+MISSING_WHEELS = "needs huggingface_hub 0.36's wheels"  # the other one: prepared by .ci/run
+HUB036 = ["huggingface_hub==0.36.2", "requests", "urllib3", "charset-normalizer", "idna", "certifi"]
+WHEELS = REPO_ROOT / ".wheels" / "hub036"  # .ci/run downloads them: the suite then needs no index
 
 
 def tiny_files(seed: int = 1) -> dict[str, bytes]:
@@ -57,6 +60,19 @@ def sshd(tmp_path_factory):
     server = SSHServer(tmp_path_factory.mktemp("sshd"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def hub036_site(tmp_path_factory) -> Path:
+    """A folder holding huggingface_hub 0.36 (requests-based, reads ~/.netrc), from the wheels
+    .ci/run downloaded (no index needed then), else from the package index."""
+    site = tmp_path_factory.mktemp("hub036")
+    source = ["--no-index", "--find-links", str(WHEELS)] if WHEELS.is_dir() else []
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
+                           *source, *HUB036], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"{MISSING_WHEELS} (.ci/run): {proc.stderr[-200:]}")
+    return site
 
 
 @pytest.fixture(scope="session")
@@ -119,7 +135,8 @@ def tree_state(root: Path) -> dict[str, tuple]:
 
 def _missing(session_or_reporter) -> list:
     stats = session_or_reporter.stats if hasattr(session_or_reporter, "stats") else {}
-    return [r for r in stats.get("skipped", []) if MISSING_COMPONENT in str(r.longrepr)]
+    return [r for r in stats.get("skipped", [])
+            if MISSING_COMPONENT in str(r.longrepr) or MISSING_WHEELS in str(r.longrepr)]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -127,8 +144,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     missing = _missing(terminalreporter)
     if missing:
         terminalreporter.write_line(
-            f"WARNING: {len(missing)} tests did not run: {MISSING_COMPONENT} "
-            "(apt-get install openssh-server, or run .ci/run)", red=True, bold=True)
+            f"WARNING: {len(missing)} tests did not run: {MISSING_COMPONENT} or {MISSING_WHEELS} "
+            "(apt-get install openssh-server; run .ci/run, which also fetches the wheels)", red=True,
+            bold=True)
 
 
 def pytest_sessionfinish(session, exitstatus):

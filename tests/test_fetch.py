@@ -361,16 +361,9 @@ def test_bootstrap_installs_huggingface_hub_into_the_temporary_folder(sshd, hub,
 
 
 @pytest.fixture(scope="module")
-def old_hub_python(tmp_path_factory):
+def old_hub_python(hub036_site):
     """A Python whose huggingface_hub is 0.36 (requests-based, reads ~/.netrc): the common host."""
-    import subprocess
-
-    site = tmp_path_factory.mktemp("hub036")
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
-                           "huggingface_hub==0.36.2", "requests", "urllib3", "charset-normalizer", "idna",
-                           "certifi"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot install huggingface_hub 0.36 here: {proc.stderr[-200:]}")
+    site = hub036_site
     wrapper = site / "python-hub036"
     wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={site} exec {sys.executable} \"$@\"\n")
     wrapper.chmod(0o755)

@@ -97,13 +97,8 @@ def test_stale_credentials_do_not_matter_and_are_never_logged(source_cache, tmp_
     assert "GET /org/tiny/resolve/" in log and BOGUS_TOKEN not in log
 
 
-def test_the_requests_based_hub_0_36_downloads_too(mirror, tmp_path):
-    site = tmp_path / "hub036"
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
-                           "huggingface_hub==0.36.2", "requests", "urllib3", "charset-normalizer", "idna",
-                           "certifi"], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot install huggingface_hub 0.36 here: {proc.stderr[-200:]}")
+def test_the_requests_based_hub_0_36_downloads_too(mirror, hub036_site, tmp_path):
+    site = hub036_site
     code = ("import sys, huggingface_hub as h; assert h.__version__.startswith('0.36');"
             "print(h.snapshot_download('org/tiny', cache_dir=sys.argv[1]))")
     res = client(mirror["url"], code, tmp_path / "c", env={"PYTHONPATH": str(site)})
