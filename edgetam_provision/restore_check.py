@@ -22,6 +22,12 @@ from .output import ProgressFn
 from .untrusted_tar import ArchiveContents, DataMember, iter_data
 
 
+def damaged(contents: ArchiveContents, what: str) -> IntegrityError:
+    """The error for bytes of a backup that do not check: nothing was written yet."""
+    return IntegrityError(f"{contents.path.name}: {what}",
+                          "the backup is damaged; fetch or copy it again — the cache was left as it was")
+
+
 @dataclass
 class ReadResult:
     """What hashing one archive found: the state of each blob, and the blobs of plain files."""
@@ -54,9 +60,7 @@ class ArchiveReader:
                 if rel.startswith("snapshots/"):
                     self.found.copies[(folder, rel)] = source_blob
                 elif rel.split("/", 1)[1] != source_blob:
-                    raise IntegrityError(f"{contents.path.name}: {folder}/{rel} does not match its hash",
-                                         "the backup is damaged; fetch or copy it again — the cache "
-                                         "was left as it was")
+                    raise damaged(contents, f"{folder}/{rel} does not match its hash")
 
     def _blob(self, contents: ArchiveContents, m: DataMember, stream: Any) -> None:
         blob = m.path.split("/", 1)[1]
@@ -93,9 +97,7 @@ class ArchiveReader:
                 if fh is not None:
                     fh.close()
         if got != m.size or h.hexdigest() != blob:
-            raise IntegrityError(f"{contents.path.name}: {m.name} does not match its hash",
-                                 "the backup is damaged; fetch or copy it again — the cache was "
-                                 "left as it was")
+            raise damaged(contents, f"{m.name} does not match its hash")
         if state == "present" and not same:
             state = "repair"
         if state:
@@ -126,7 +128,7 @@ class ArchiveReader:
             if tmp is not None:
                 tmp.close()
         if got != m.size:
-            raise IntegrityError(f"{contents.path.name}: {m.name} is cut short", "the backup is damaged")
+            raise damaged(contents, f"{m.name} is cut short")
         repo = contents.repos[m.folder]
         names = (sha1.hexdigest(), sha256.hexdigest())
         blob = next((b for b in names if b in repo.blobs or (self.cache / m.folder / "blobs" / b).is_file()),
