@@ -58,6 +58,8 @@ def test_readme_command_reference_equals_help():
 
     status = Cog().main(["cog", "--check", str(REPO_ROOT / "README.md")])
     assert status == 0, "README.md is out of date: run `cog -r README.md`"
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert all(f"### `provision {name} --help`" in readme for name in cli.commands)  # every command
 
 
 def test_a_failed_verdict_in_json_carries_the_common_error_keys(tmp_path):
