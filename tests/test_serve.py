@@ -234,3 +234,16 @@ def test_transformers_from_pretrained_through_the_mirror(tmp_path):
         proc.communicate(timeout=10)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[-1] == "9120641"
+
+
+def test_all_public_serves_every_cached_revision_and_only_when_asked(source_cache, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(source_cache, cache, symlinks=True)
+    proc, url = start_mirror(cache, "--all-public")
+    try:
+        assert http(f"{url}/org/other/resolve/main/config.json")[0] == 200
+        assert http(f"{url}/org/tiny/resolve/main/config.json")[0] == 200
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert run_cli("serve", "--all-public", "--repo", "org/tiny", "--cache-dir", cache).exit_code == 2
