@@ -9,7 +9,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = [("bench_pull.py", []), ("bench_restore.py", []), ("bench_cold_start.py", []),
-           ("bench_verify.py", ["cpu", "5"]), ("bench_push.py", []), ("bench_serve.py", [])]
+           ("bench_verify.py", ["cpu", "5"]), ("bench_push.py", []), ("bench_serve.py", []),
+           ("bench_fetch.py", [])]
 
 
 def main() -> None:
