@@ -4,6 +4,7 @@ HOME and so its own Hugging Face cache (sshd's SetEnv)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -146,3 +147,14 @@ def test_without_ansible_push_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     res = run_cli("push", "somehost", "--backups", tmp_path)
     assert res.exit_code == 2 and "edgetam-provision[fleet]" in res.stderr
+
+
+def test_a_host_python_without_the_libraries_fails_naming_them(hosts, wheel, backups, tmp_path):
+    bare = Path("/usr/bin/python3")
+    if not bare.exists() or os.system(f"{bare} -c 'import torch' 2>/dev/null") == 0:
+        pytest.skip("needs a system python3 without torch")
+    inv = inventory(tmp_path / "inv.ini", hosts[:1])
+    res, data = push(inv, backups, wheel, "--remote-python", str(bare))
+    assert res.exit_code == 14
+    [row] = data["hosts"]
+    assert not row["passed"] and "missing on the host: torch" in row["error"]
