@@ -37,7 +37,11 @@ def zstandard_module():
 def compression_of(path: Path) -> str:
     """none, gzip, zstd, bz2 or xz: by the file's magic bytes, not its name."""
     with open(path, "rb") as fh:
-        head = fh.read(6)
+        return compression_of_head(fh.read(6))
+
+
+def compression_of_head(head: bytes) -> str:
+    """The compression the first bytes of a file announce."""
     return next((name for magic, name in MAGIC if head.startswith(magic)), "none")
 
 

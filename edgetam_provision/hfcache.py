@@ -21,6 +21,7 @@ from .layout import (
     SHORT_COMMIT_RE,
     FileRecord,
     blob_hasher,
+    is_repo_folder_name,
     repo_folder_name,
     repo_id_from_folder,
     repo_type_from_folder,
@@ -72,7 +73,7 @@ def resolve_cache_dir(override: str | os.PathLike[str] | None = None) -> CacheLo
     """The hub cache folder exactly as huggingface_hub resolves it (its own constants decide)."""
     if override:
         path = Path(override).expanduser().absolute()
-        if (path / "hub").is_dir() and not any(p.name.startswith("models--") for p in path.iterdir()):
+        if (path / "hub").is_dir() and not any(is_repo_folder_name(p.name) for p in path.iterdir()):
             return CacheLocation(path / "hub", "--cache-dir",
                                  f"note: {path} is a Hugging Face home (it holds hub/): using {path / 'hub'}")
         return CacheLocation(path, "--cache-dir")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import IntegrityError
 from .fsutil import write_atomic
-from .layout import BLOB_RE, FileRecord
+from .layout import BLOB_RE, FOLDER_PREFIXES, FileRecord
 
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
@@ -70,6 +70,8 @@ def read_manifest(folder: Path) -> dict[str, ArchiveEntry]:
         for e in entries.values():
             if not (SHA256_RE.match(e.sha256) and all(BLOB_RE.match(f.blob) for f in e.files)):
                 raise ValueError(f"{e.archive}: a hash is not hex")
+            if e.repo_type not in FOLDER_PREFIXES:
+                raise ValueError(f"{e.archive}: unknown repo type {e.repo_type!r}")
         return entries
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         why = "nested too deeply" if isinstance(exc, RecursionError) else f"{type(exc).__name__}: {exc}"

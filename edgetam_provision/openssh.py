@@ -147,10 +147,10 @@ def _pull_ranges(argv: list[str], path: str, event: dict[str, Any], out: Path, b
     name, size, want = event["archive"], int(event["size"]), event["sha256"]
     final, part, ledger = out / name, out / f"{name}.part", out / f"{name}.part.ranges"
     step = -(-size // n)
-    ranges = [(s, min(size, s + step)) for s in range(0, size, step)]
+    ranges = [[s, min(size, s + step)] for s in range(0, size, step)]  # lists: as JSON reads them back
     key = {"sha256": want, "size": size, "ranges": ranges}
     done = _ledger(ledger, key, part)
-    todo = [r for r in ranges if list(r) not in done]
+    todo = [r for r in ranges if r not in done]
     resumed = sum(e - s for s, e in ranges) - sum(e - s for s, e in todo)
     t0 = time.monotonic()
     progress = ProgressBar(name, size, resumed, bar)
@@ -211,7 +211,7 @@ def _ledger(ledger: Path, key: dict[str, Any], part: Path) -> list[list[int]]:
         data = json.loads(ledger.read_text())
     except (OSError, ValueError):
         data = {}
-    if not part.is_file() or any(data.get(k) != (json.loads(json.dumps(v))) for k, v in key.items()):
+    if not part.is_file() or any(data.get(k) != v for k, v in key.items()):
         part.unlink(missing_ok=True)
         return []
     return [r for r in data.get("done", []) if isinstance(r, list)]

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .compression import ARCHIVE_SUFFIXES, compression_of
+from .compression import ARCHIVE_SUFFIXES, compression_of_head
 from .errors import CacheError, IntegrityError, UsageError
 from .fsutil import (
     cache_lock,
@@ -147,7 +147,7 @@ def _looks_like_archive(path: Path) -> bool:
             head = fh.read(512)
     except OSError:
         return True  # let the scan report why it cannot be read
-    return compression_of(path) != "none" or head[257:262] == b"ustar"
+    return compression_of_head(head) != "none" or head[257:262] == b"ustar"
 
 
 # ---------------------------------------------------------------------------- checking
@@ -162,8 +162,7 @@ def _expected_hash(path: Path, entry: ArchiveEntry | None, sums: dict[str, str])
 
 
 def _check_manifest_files(contents: ArchiveContents, entry: ArchiveEntry) -> None:
-    repo = contents.repos.get(repo_folder_name(entry.repo_id, entry.repo_type)) \
-        if entry.repo_type in ("model", "dataset") else None
+    repo = contents.repos.get(repo_folder_name(entry.repo_id, entry.repo_type))
     if repo is None:
         raise IntegrityError(f"{contents.path.name}: does not hold {entry.repo_id} as its manifest says",
                              "the backup and its manifest do not belong together")
