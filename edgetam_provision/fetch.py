@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import __version__
-from .errors import RemoteDownloadError, UsageError
+from .errors import RemoteConnectError, RemoteDownloadError, UsageError
 from .fsutil import sha256_file
 from .hfcache import RepoSpec
 from .layout import FileRecord
@@ -192,8 +192,12 @@ def run_agent(link: AgentLink, params: dict[str, Any], out: Path, progress: Prog
     """Drive the agent: send parameters, follow its download, pull each packed archive."""
     stream = link.stream
     program = agent_program()
-    stream.send(b"%d\n" % len(program) + program)
-    stream.send_json(params)
+    try:  # a host whose Python never started closes the channel while we are still sending
+        stream.send(b"%d\n" % len(program) + program)
+        stream.send_json(params)
+    except RemoteConnectError:
+        _diagnose_start(link)
+        raise
     packed = _wait_for_archives(link, progress, bar)
     out.mkdir(parents=True, exist_ok=True)
     pulled = []

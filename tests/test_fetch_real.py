@@ -169,6 +169,23 @@ def test_a_missing_remote_python_is_named(sshd, hub, tmp_path):
     assert "--remote-python" in res.stderr
 
 
+def test_a_host_python_that_dies_while_the_agent_is_still_being_sent_is_named(tmp_path):
+    """The race behind a missing Python: its shell exits before our first write lands."""
+    from edgetam_provision.errors import RemoteDownloadError
+    from edgetam_provision.fetch import AgentLink, run_agent
+    from edgetam_provision.transfer import Stream
+
+    def closed(_: bytes) -> None:
+        raise OSError("Socket is closed")
+
+    link = AgentLink(Stream(lambda n: b"", closed, "edge-1"),
+                     lambda: (127, "sh: 1: /nonexistent/python3: not found\n"), "/nonexistent/python3")
+    with pytest.raises(RemoteDownloadError) as err:
+        run_agent(link, {}, tmp_path / "b", lambda _: None, False)
+    assert "edge-1 cannot run '/nonexistent/python3'" in str(err.value)
+    assert not (tmp_path / "b").exists()
+
+
 def test_a_missing_key_file_is_a_usage_error_before_connecting(tmp_path):
     res = run_cli("fetch", "--host", "127.0.0.1", "-p", "1", "-i", tmp_path / "nokey",
                   "--out", tmp_path / "b")
