@@ -21,7 +21,9 @@ LFS_MIN = 1024  # files at least this big, and every *.safetensors, are served a
 
 
 def git_blob_sha1(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    h = hashlib.sha1(b"blob %d\0" % len(data))
+    h.update(data)
+    return h.hexdigest()
 
 
 @dataclass
@@ -31,6 +33,7 @@ class HubRepo:
     commit: str = ""
     branches: dict[str, str] = field(default_factory=dict)
     repo_type: str = "model"
+    _known: dict[str, tuple[bytes, str, str]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def key(self) -> str:
@@ -46,16 +49,27 @@ class HubRepo:
         if not self.commit:
             h = hashlib.sha1(self.repo_id.encode())
             for p in sorted(self.files):
-                h.update(p.encode() + hashlib.sha256(self.files[p]).digest())
+                h.update(p.encode() + bytes.fromhex(self._hashes(p)[1]))
             self.commit = h.hexdigest()
         self.branches.setdefault("main", self.commit)
 
     def is_lfs(self, path: str) -> bool:
         return len(self.files[path]) >= LFS_MIN or path.endswith(".safetensors")
 
+    def oid(self, path: str) -> str:
+        """The file's git blob sha1, as the Hub stores it (hashed once per content, not per request)."""
+        return self._hashes(path)[0]
+
     def etag(self, path: str) -> str:
+        return self._hashes(path)[1] if self.is_lfs(path) else self.oid(path)
+
+    def _hashes(self, path: str) -> tuple[str, str]:
         data = self.files[path]
-        return hashlib.sha256(data).hexdigest() if self.is_lfs(path) else git_blob_sha1(data)
+        known = self._known.get(path)
+        if known is None or known[0] is not data:  # a test may swap a file's bytes
+            known = (data, git_blob_sha1(data), hashlib.sha256(data).hexdigest())
+            self._known[path] = known
+        return known[1], known[2]
 
 
 class HubStandIn:
@@ -172,7 +186,7 @@ class HubStandIn:
                     body = []
                     for p in sorted(repo.files):
                         entry = {"type": "file", "path": p, "size": len(repo.files[p]),
-                                 "oid": git_blob_sha1(repo.files[p])}
+                                 "oid": repo.oid(p)}
                         if repo.is_lfs(p):
                             entry["lfs"] = {"oid": repo.etag(p), "size": len(repo.files[p]),
                                             "pointerSize": 134}
@@ -210,7 +224,7 @@ class HubStandIn:
                     self._error(404, "EntryNotFound", "gone", head)
                     return
                 data = repo.files[fpath]
-                self._body(data, {"ETag": f'"{git_blob_sha1(data)}"', "X-Repo-Commit": commit}, head)
+                self._body(data, {"ETag": f'"{repo.oid(fpath)}"', "X-Repo-Commit": commit}, head)
 
             def _lfs(self, token: str, sha: str, head: bool) -> None:
                 repo = next((r for r in hub.repos.values() if r.token == token), None)
