@@ -41,12 +41,13 @@ from typing import Any, BinaryIO
 with contextlib.suppress(ImportError):  # shipped: layout.py and pack.py ran just before, in this namespace
     from .layout import (
         COMMIT_RE,
+        FileRecord,
         archive_name,
         repo_folder_name,
         valid_repo_id,
         valid_revision,
     )
-    from .pack import pack_repo
+    from .pack import Arriving, LiveSink, NotAsListed, PackPlan, pack_repo
 CREDENTIAL_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_STORED_TOKENS_PATH",
                    "HF_HUB_ENABLE_HF_TRANSFER")
 SEND_CHUNK = 8 * 1024 * 1024  # fsutil.CHUNK: the agent runs alone on the host, so it cannot import it
@@ -80,6 +81,13 @@ class Channel:
     def emit(self, event: dict[str, Any]) -> None:
         with self.lock:
             self.out.write(json.dumps(event).encode() + b"\n")
+            self.out.flush()
+
+    def emit_data(self, data: bytes) -> None:
+        """One ``chunk`` of an archive sent while it is packed: a header line, then the bytes."""
+        with self.lock:
+            self.out.write(json.dumps({"event": "chunk", "length": len(data)}).encode() + b"\n")
+            self.out.write(data)
             self.out.flush()
 
     def command(self) -> dict[str, Any]:
@@ -146,56 +154,92 @@ def _folder_bytes(folder: Path) -> int:
     return total
 
 
-def download(hub: Any, spec: dict[str, Any], token: str | None, cache: Path, chan: Channel) -> str:
-    """Resolve the revision to a commit, then download that exact commit into `cache`, reporting
-    progress every second; returns the commit."""
+def resolve(hub: Any, spec: dict[str, Any], auth: Any) -> tuple[str, list[FileRecord] | None]:
+    """The commit the revision names, and the Hub's listing of its files (None when not given)."""
     repo_id, revision, repo_type = spec["repo_id"], spec.get("revision"), spec.get("repo_type", "model")
     if not valid_repo_id(repo_id) or repo_type not in REPO_TYPES:
         raise AgentError("bad-request", f"invalid repo id {repo_id!r} ({repo_type})")
     if revision and not valid_revision(revision):
         raise AgentError("bad-request", f"invalid revision {revision!r}")
-    auth: Any = token or False
-    label = f"{repo_id}@{revision or 'main'}"
+    with _hub_errors(f"{repo_id}@{revision or 'main'}"):
+        commit = hub.HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type, token=auth).sha
+    if not commit or not COMMIT_RE.match(commit):
+        raise AgentError("download", f"the Hub gave no commit for {repo_id}@{revision or 'main'}")
+    return commit, _listing(hub, repo_id, commit, repo_type, auth)
+
+
+@contextlib.contextmanager
+def _hub_errors(label: str) -> Any:
+    """huggingface_hub's exceptions as the agent's error kinds."""
     try:
-        info = hub.HfApi().repo_info(repo_id, revision=revision, repo_type=repo_type, token=auth)
-        commit = info.sha
-        if not commit or not COMMIT_RE.match(commit):
-            raise AgentError("download", f"the Hub gave no commit for {label}")
-        total = _total_size(hub, repo_id, commit, repo_type, auth)
-        folder = cache / repo_folder_name(repo_id, repo_type)
-        done = threading.Event()
-
-        def report() -> None:
-            while not done.wait(PROGRESS_EVERY_S):
-                chan.emit({"event": "download", "repo_id": repo_id, "bytes": _folder_bytes(folder),
-                           "total": total})
-
-        threading.Thread(target=report, daemon=True).start()
-        try:
-            hub.snapshot_download(repo_id, revision=commit, repo_type=repo_type, cache_dir=str(cache),
-                                  token=auth, allow_patterns=spec.get("include") or None,
-                                  ignore_patterns=spec.get("exclude") or None)
-        finally:
-            done.set()
+        yield
     except AgentError:
         raise
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise AgentError(_classify(exc), f"{label}: {type(exc).__name__}: {first}") from None
+
+
+def download(hub: Any, spec: dict[str, Any], auth: Any, commit: str, total: int | None, cache: Path,
+             chan: Channel) -> None:
+    """Download that exact commit into `cache`, reporting progress every second, then point the
+    user's ref at it, as a normal download would."""
+    repo_id, revision, repo_type = spec["repo_id"], spec.get("revision"), spec.get("repo_type", "model")
+    folder = cache / repo_folder_name(repo_id, repo_type)
+    done = threading.Event()
+
+    def report() -> None:
+        while not done.wait(PROGRESS_EVERY_S):
+            chan.emit({"event": "download", "repo_id": repo_id, "bytes": _folder_bytes(folder),
+                       "total": total})
+
+    threading.Thread(target=report, daemon=True).start()
+    try:
+        with _hub_errors(f"{repo_id}@{revision or 'main'}"):
+            hub.snapshot_download(repo_id, revision=commit, repo_type=repo_type, cache_dir=str(cache),
+                                  token=auth, allow_patterns=spec.get("include") or None,
+                                  ignore_patterns=spec.get("exclude") or None)
+    finally:
+        done.set()
     ref_name = revision or "main"
-    if ref_name != commit:  # point the user's ref at the commit, as a normal download would
-        ref = cache / repo_folder_name(repo_id, repo_type) / "refs" / ref_name
+    if ref_name != commit:
+        ref = folder / "refs" / ref_name
         ref.parent.mkdir(parents=True, exist_ok=True)
         ref.write_text(commit)
-    return commit
 
 
-def _total_size(hub: Any, repo_id: str, commit: str, repo_type: str, auth: Any) -> int | None:
-    """The revision's size from the Hub's file tree, when the Hub says (progress shows a share)."""
+class Background(threading.Thread):
+    """A download running beside the packer: `failed()` is its error once it ended without success."""
+
+    def __init__(self, work: Any) -> None:
+        super().__init__(daemon=True)
+        self.work, self.error = work, None  # type: Any, BaseException | None
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except BaseException as exc:  # handed to the packing thread
+            self.error = exc
+
+    def failed(self) -> BaseException | None:
+        if self.is_alive():
+            return None
+        return self.error or NotAsListed("the download ended without every listed file")
+
+
+def _listing(hub: Any, repo_id: str, commit: str, repo_type: str, auth: Any) -> list[FileRecord] | None:
+    """The revision's files (path, blob, size) from the Hub's tree, when the Hub says."""
     try:
         files = hub.HfApi().list_repo_tree(repo_id, revision=commit, repo_type=repo_type, recursive=True,
                                            token=auth)
-        return sum(int(getattr(f, "size", 0) or 0) for f in files)
+        listed = []
+        for f in files:
+            if getattr(f, "blob_id", None) is None:
+                continue  # a folder
+            lfs = getattr(f, "lfs", None)
+            sha = lfs.get("sha256") if isinstance(lfs, dict) else getattr(lfs, "sha256", None)
+            listed.append(FileRecord(f.path, sha or f.blob_id, int(f.size)))
+        return listed
     except Exception:
         return None
 
@@ -219,19 +263,9 @@ def serve(params: dict[str, Any], tmp: Path, chan: Channel) -> None:
         works.append(work)
         chan.emit({"event": "progress", "message": f"downloading {repo_id}@{revision or 'main'}"
                    + (" (resuming the host's earlier download)" if any(work.iterdir()) else "")})
-        cache = work / "hub"
-        commit = download(hub, spec, params.get("token"), cache, chan)
-        folder = repo_folder_name(repo_id, spec.get("repo_type", "model"))
-        name = archive_name(repo_id, commit, repo_type=spec.get("repo_type", "model"))
-        part = work / f"{name}.packing"
-        with open(part, "wb") as fh:
-            sha, size, files, refs = pack_repo(cache, folder, commit, fh,
-                                               with_tree=not (spec.get("include") or spec.get("exclude")))
-        os.replace(part, work / name)
+        name, packed = download_and_pack(hub, spec, params, work, chan)
         archives[name] = work / name
-        chan.emit({"event": "packed", "archive": name, "repo_id": repo_id,
-                   "repo_type": spec.get("repo_type", "model"), "commit": commit, "sha256": sha,
-                   "size": size, "refs": refs, "files": [f.to_dict() for f in files]})
+        chan.emit(packed)
     chan.emit({"event": "ready"})
     while True:
         cmd = chan.command()
@@ -247,6 +281,73 @@ def serve(params: dict[str, Any], tmp: Path, chan: Channel) -> None:
             chan.emit({"event": "path", "path": str(path)})
         elif cmd.get("cmd") == "send":
             send(path, int(cmd.get("offset", 0)), cmd.get("prefix_sha256"), chan)
+
+
+def download_and_pack(hub: Any, spec: dict[str, Any], params: dict[str, Any], work: Path,
+                      chan: Channel) -> tuple[str, dict[str, Any]]:
+    """Download one revision into `work` and pack it there; returns its name and ``packed`` event.
+
+    When the client asked for it, has no part of this archive, and the Hub listed the revision's
+    files, the archive is packed and sent while the download runs (``stream``, ``chunk``... events):
+    it is the very archive a pack after the download writes. Should the download not match the
+    listing, ``stream-void`` tells the client to drop those bytes, and the revision is packed anew.
+    """
+    repo_id, repo_type = spec["repo_id"], spec.get("repo_type", "model")
+    auth: Any = params.get("token") or False
+    cache, folder = work / "hub", repo_folder_name(repo_id, repo_type)
+    filtered = bool(spec.get("include") or spec.get("exclude"))
+    commit, listed = resolve(hub, spec, auth)
+    name = archive_name(repo_id, commit, repo_type=repo_type)
+    total = sum(f.size for f in listed) if listed is not None else None
+    fetch = Background(lambda: download(hub, spec, auth, commit, total, cache, chan))
+    live = (bool(params.get("stream")) and listed is not None and not filtered
+            and name not in params.get("have", ()))
+    packed = None
+    if live:
+        assert listed is not None
+        chan.emit({"event": "stream", "archive": name})
+        fetch.start()
+        packed = _pack_streaming(cache, folder, commit, work / name, PackPlan.from_files(listed), fetch, chan)
+    streamed = packed is not None
+    if packed is None:
+        if not live:
+            fetch.run()  # here, in this thread
+        if fetch.error is not None:
+            raise fetch.error
+        with open(work / f"{name}.packing", "wb") as fh:
+            packed = pack_repo(cache, folder, commit, fh, with_tree=not filtered)
+        os.replace(work / f"{name}.packing", work / name)
+    sha, size, files, refs = packed
+    return name, {"event": "packed", "archive": name, "repo_id": repo_id, "repo_type": repo_type,
+                  "commit": commit, "sha256": sha, "size": size, "refs": refs,
+                  "files": [f.to_dict() for f in files], "streamed": streamed}
+
+
+def _pack_streaming(cache: Path, folder: str, commit: str, dest: Path, plan: PackPlan, fetch: Background,
+                    chan: Channel) -> tuple[str, int, list[FileRecord], list[str]] | None:
+    """Pack while `fetch` downloads, sending each piece as it is written; None: void, pack again."""
+    repo = cache / folder
+    part = dest.with_name(dest.name + ".packing")
+
+    def before_links() -> None:
+        fetch.join()
+        if fetch.error is not None:
+            raise fetch.error
+        if PackPlan.from_snapshot(repo, commit) != plan:
+            raise NotAsListed("the snapshot differs from the Hub's listing")
+
+    try:
+        with open(part, "wb") as fh:
+            sink = LiveSink(fh, chan.emit_data)
+            packed = pack_repo(cache, folder, commit, sink, plan=plan, before_links=before_links,
+                               open_blob=lambda f: Arriving(repo / "blobs", f, fetch.failed, sink.flush_held))
+            sink.flush_held()
+    except NotAsListed as exc:
+        chan.emit({"event": "stream-void", "why": str(exc)})
+        fetch.join()
+        return None
+    os.replace(part, dest)
+    return packed
 
 
 def send(path: Path, offset: int, prefix_sha256: str | None, chan: Channel) -> None:

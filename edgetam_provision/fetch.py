@@ -32,7 +32,7 @@ from .layout import FileRecord
 from .manifest import ArchiveEntry, record
 from .output import ProgressFn
 from .remote import TIMEOUT_S
-from .transfer import ProgressBar, Stream, pull, sftp_source, stream_source
+from .transfer import LiveArchive, ProgressBar, Stream, pull, sftp_source, stream_source
 from .untrusted_tar import scan_archive
 
 PYTHON_RE = re.compile(r"^[A-Za-z0-9_./+-]{1,200}$")
@@ -166,6 +166,8 @@ class AgentLink:
     #: pulls one packed archive into the out folder: (event, out, bar) -> (resumed offset, seconds);
     #: None: over the agent's own stream
     puller: Callable[[dict[str, Any], Path, bool], tuple[int, float]] | None = None
+    #: the host may send an archive over its stream while packing it, during the download
+    live: bool = True
 
 
 class HostProgress:
@@ -192,17 +194,21 @@ def run_agent(link: AgentLink, params: dict[str, Any], out: Path, progress: Prog
     """Drive the agent: send parameters, follow its download, pull each packed archive."""
     stream = link.stream
     program = agent_program()
+    have = sorted({p.name.removesuffix(".part") for p in out.iterdir()}) if out.is_dir() else []
     try:  # a host whose Python never started closes the channel while we are still sending
         stream.send(b"%d\n" % len(program) + program)
-        stream.send_json(params)
+        stream.send_json({**params, "stream": link.live, "have": have})
     except RemoteConnectError:
         _diagnose_start(link)
         raise
-    packed = _wait_for_archives(link, progress, bar)
+    packed = _wait_for_archives(link, out, progress, bar)
     out.mkdir(parents=True, exist_ok=True)
     pulled = []
     for event in packed:
         final = out / event["archive"]
+        if event.get("received") is not None:
+            pulled.append(Pulled(final, _entry(event), 0, event["received"]))
+            continue
         if (final.is_file() and final.stat().st_size == int(event["size"])
                 and sha256_file(final) == event["sha256"]):
             progress(f"{event['archive']} is already here with the right sha256: not pulled again")
@@ -221,33 +227,56 @@ def run_agent(link: AgentLink, params: dict[str, Any], out: Path, progress: Prog
     return pulled
 
 
-def _wait_for_archives(link: AgentLink, progress: ProgressFn, bar: bool) -> list[dict[str, Any]]:
-    """Events up to ``ready``; a host that ends before saying hello is diagnosed from its exit."""
+def _wait_for_archives(link: AgentLink, out: Path, progress: ProgressFn,
+                       bar: bool) -> list[dict[str, Any]]:
+    """Events up to ``ready``; archives the host sends while packing them are received on the way
+    (their ``packed`` event then carries ``received``: the seconds it took). A host that ends
+    before saying hello is diagnosed from its exit."""
     stream, packed, hello = link.stream, [], False
     host = HostProgress(stream.where, progress, bar)
-    while True:
-        try:
-            event = stream.read_json()
-        except Exception:
-            if not hello:
-                _diagnose_start(link)
-            raise
-        kind = event.get("event")
-        if kind == "error":
-            raise _agent_error(event, stream.where)
-        if kind == "hello":
-            hello = True
-            progress(f"{stream.where}: huggingface_hub {event['huggingface_hub']}, Python {event['python']}")
-        elif kind == "download":
-            host.update(event)
-        elif kind == "progress":
-            progress(f"{stream.where}: {event['message']}")
-        elif kind == "packed":
-            progress(f"{stream.where}: packed {event['archive']} ({event['size'] / 1e6:.1f} MB, "
-                     f"sha256 {event['sha256'][:16]}…)")
-            packed.append(event)
-        elif kind == "ready":
-            return packed
+    live: LiveArchive | None = None
+    try:
+        while True:
+            try:
+                event = stream.read_json()
+            except Exception:
+                if not hello:
+                    _diagnose_start(link)
+                raise
+            kind = event.get("event")
+            if kind == "chunk":
+                if live is None:
+                    raise RemoteDownloadError(f"{stream.where} sent archive bytes it had not announced",
+                                              "run again; if it persists, with --transfer openssh")
+                live.add(stream.read_exact(int(event["length"])))
+            elif kind == "error":
+                raise _agent_error(event, stream.where)
+            elif kind == "hello":
+                hello = True
+                progress(f"{stream.where}: huggingface_hub {event['huggingface_hub']}, "
+                         f"Python {event['python']}")
+            elif kind == "download":
+                host.update(event)
+            elif kind == "progress":
+                progress(f"{stream.where}: {event['message']}")
+            elif kind == "stream":
+                live = LiveArchive(out, event["archive"])
+            elif kind == "stream-void" and live is not None:
+                progress(f"{stream.where}: packing again after the download ({event.get('why')})")
+                live.discard()
+                live = None
+            elif kind == "packed":
+                if event.get("streamed") and live is not None:
+                    event["received"], live = live.finish(int(event["size"]), event["sha256"]), None
+                progress(f"{stream.where}: packed {event['archive']} ({event['size'] / 1e6:.1f} MB, "
+                         f"sha256 {event['sha256'][:16]}…)"
+                         + (", received while packed" if event.get("received") is not None else ""))
+                packed.append(event)
+            elif kind == "ready":
+                return packed
+    finally:
+        if live is not None:  # cut mid-stream: the part is a prefix of the archive; the next run resumes it
+            live.close()
 
 
 def _diagnose_start(link: AgentLink) -> None:
@@ -275,17 +304,21 @@ def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pul
     """Run the agent on an SSH host and pull its archives (OpenSSH, the exec channel, or SFTP)."""
     import paramiko
 
-    from .openssh import pull_openssh, use_openssh, worth_openssh
+    from .openssh import SLOW_LINK_RTT_S, pull_openssh, use_openssh, worth_openssh
     from .remote import connect, resolve_target
 
     target = resolve_target(req.host or "", **req.ssh)
     python = req.python or "python3"
     progress(f"connecting to {target.describe()}…")
     with connect(target, req.timeout, req.accept_new_host_key) as conn:
+        rtt = conn.round_trip()
         chan = conn.exec(remote_command(python))
         try:
             stream = Stream(chan.recv, chan.sendall, target.alias, (paramiko.SSHException,))
-            link = AgentLink(stream, lambda: _channel_end(chan), python)
+            # during the download, the archive can come over this channel as it is packed: on a
+            # LAN that overlaps download and pull; a slow link keeps OpenSSH's parallel streams
+            live = req.transfer == "stream" or (req.transfer == "auto" and rtt <= SLOW_LINK_RTT_S)
+            link = AgentLink(stream, lambda: _channel_end(chan), python, live=live)
             if req.transfer == "sftp":
                 sftp = conn.open_sftp()
                 link.puller = lambda e, out, bar: pull(

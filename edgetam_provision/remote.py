@@ -18,6 +18,8 @@ import contextlib
 import dataclasses
 import re
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +164,23 @@ class Connection:
         chan.settimeout(self.timeout)
         chan.exec_command(command)
         return chan
+
+    def round_trip(self, tries: int = 3) -> float:
+        """Seconds for the server to answer an SSH request (the best of `tries`): the link's latency,
+        without starting a process there (a keepalive the server refuses at once)."""
+        t = self.client.get_transport()
+
+        def pings() -> None:
+            for _ in range(tries):
+                t0 = time.monotonic()
+                t.global_request("keepalive@openssh.com", wait=True)
+                times.append(time.monotonic() - t0)
+
+        times: list[float] = []
+        asking = threading.Thread(target=pings, daemon=True)  # paramiko's wait has no deadline
+        asking.start()
+        asking.join(self.timeout)
+        return min(times) if len(times) == tries else float("inf")
 
     def cipher(self) -> str:
         return self.client.get_transport().remote_cipher

@@ -231,14 +231,14 @@ def test_shell_metacharacters_are_rejected_and_inert(sshd, hub, tmp_path, args):
 
 
 def test_the_agent_itself_refuses_bad_repo_ids(tmp_path):
-    from edgetam_provision.agent import AgentError, download
+    from edgetam_provision.agent import AgentError, resolve
 
     with pytest.raises(AgentError, match="invalid repo id"):
-        download(None, {"repo_id": "org/x;touch y"}, None, tmp_path, None)
+        resolve(None, {"repo_id": "org/x;touch y"}, False)
     with pytest.raises(AgentError, match="invalid repo id"):
-        download(None, {"repo_id": "org/x", "repo_type": "space;id"}, None, tmp_path, None)
+        resolve(None, {"repo_id": "org/x", "repo_type": "space;id"}, False)
     with pytest.raises(AgentError, match="invalid revision"):
-        download(None, {"repo_id": "org/x", "revision": "$(id)"}, None, tmp_path, None)
+        resolve(None, {"repo_id": "org/x", "revision": "$(id)"}, False)
 
 
 def test_a_token_for_gated_repos_never_leaks(sshd, hub, tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""Stand-in for the host's python3: runs the real one, flipping one byte of each archive it sends."""
+"""Stand-in for the host's python3: runs the real one, flipping one byte of each piece of archive it
+sends (whole archives after ``data``, pieces sent while packing after ``chunk``)."""
 
 import json
 import subprocess
@@ -23,7 +24,7 @@ while chunk := real.stdout.read1(1 << 20):
             line, _, buf = buf.partition(b"\n")
             out.write(line + b"\n")
             event = json.loads(line)
-            if event.get("event") == "data" and event["length"]:
+            if event.get("event") in ("data", "chunk") and event["length"]:  # archive bytes follow
                 remaining, flip_at = event["length"], min(1000, event["length"] - 1)
         else:
             break
