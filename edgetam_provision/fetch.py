@@ -119,12 +119,14 @@ class Pulled:
     resumed_from: int
     seconds: float
     already_here: bool = False
+    streamed: bool = False  # received while the host packed it, during its download
 
     def to_dict(self) -> dict[str, Any]:
         return {"archive": str(self.archive), "repo_id": self.entry.repo_id,
                 "repo_type": self.entry.repo_type, "commit": self.entry.commit, "size": self.entry.size,
                 "sha256": self.entry.sha256,
                 "resumed_from": self.resumed_from, "already_here": self.already_here,
+                "streamed": self.streamed,
                 "seconds": round(self.seconds, 3),
                 "mb_per_s": round(self.entry.size / 1e6 / self.seconds, 1) if self.seconds else None}
 
@@ -207,7 +209,7 @@ def run_agent(link: AgentLink, params: dict[str, Any], out: Path, progress: Prog
     for event in packed:
         final = out / event["archive"]
         if event.get("received") is not None:
-            pulled.append(Pulled(final, _entry(event), 0, event["received"]))
+            pulled.append(Pulled(final, _entry(event), 0, event["received"], streamed=True))
             continue
         if (final.is_file() and final.stat().st_size == int(event["size"])
                 and sha256_file(final) == event["sha256"]):
@@ -304,7 +306,7 @@ def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pul
     """Run the agent on an SSH host and pull its archives (OpenSSH, the exec channel, or SFTP)."""
     import paramiko
 
-    from .openssh import SLOW_LINK_RTT_S, pull_openssh, use_openssh, worth_openssh
+    from .openssh import pull_openssh, use_openssh, worth_openssh
     from .remote import connect, resolve_target
 
     target = resolve_target(req.host or "", **req.ssh)
@@ -315,10 +317,7 @@ def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pul
         chan = conn.exec(remote_command(python))
         try:
             stream = Stream(chan.recv, chan.sendall, target.alias, (paramiko.SSHException,))
-            # during the download, the archive can come over this channel as it is packed: on a
-            # LAN that overlaps download and pull; a slow link keeps OpenSSH's parallel streams
-            live = req.transfer == "stream" or (req.transfer == "auto" and rtt <= SLOW_LINK_RTT_S)
-            link = AgentLink(stream, lambda: _channel_end(chan), python, live=live)
+            link = AgentLink(stream, lambda: _channel_end(chan), python, live=streams_live(req.transfer, rtt))
             if req.transfer == "sftp":
                 sftp = conn.open_sftp()
                 link.puller = lambda e, out, bar: pull(
@@ -339,6 +338,17 @@ def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pul
                 chan.close()
     check_pulled(pulled, req.out)
     return pulled
+
+
+def streams_live(transfer: str, rtt: float) -> bool:
+    """Whether the archive may come over the agent's channel while it is packed, during the download.
+
+    On a LAN that overlaps download and pull (benchmarks/results/fetch.md); on a slow link one
+    window-bound channel loses to OpenSSH's parallel streams after the pack, and an explicit
+    --transfer openssh/sftp is what the user asked for."""
+    from .openssh import SLOW_LINK_RTT_S
+
+    return transfer == "stream" or (transfer == "auto" and rtt <= SLOW_LINK_RTT_S)
 
 
 def _remote_path(stream: Stream, event: dict[str, Any]) -> str:

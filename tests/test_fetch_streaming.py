@@ -1,0 +1,192 @@
+"""The host sends the archive while it downloads: the bytes streamed are exactly the archive a pack
+after the download writes, a download that disagrees with the Hub's listing voids the stream (and
+the fetch still succeeds), a failed download is the download's error. The agent's part runs here
+against a fake huggingface_hub whose download writes `.incomplete` files piece by piece; the whole
+path runs against the real sshd and the Hub stand-in."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import run_cli
+from huggingface_hub import snapshot_download
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edgetam_provision.agent import AgentError, Channel, download_and_pack
+from edgetam_provision.fetch import streams_live
+from edgetam_provision.layout import FileRecord, repo_folder_name, snapshot_link
+from edgetam_provision.pack import Arriving, NotAsListed, PackPlan, pack_repo
+
+COMMIT = "c" * 40
+
+
+class FakeHub:
+    """huggingface_hub as the agent uses it: repo info, the tree listing, and a snapshot download
+    that writes each blob through a growing ``<blob>.<id>.incomplete`` file, as hub 1.x/2.x do."""
+
+    def __init__(self, files: dict[str, bytes], listed_blob: dict[str, str] | None = None,
+                 fail: Exception | None = None, restart: bool = False) -> None:
+        self.files, self.listed_blob, self.fail, self.restart = files, listed_blob or {}, fail, restart
+
+    def HfApi(self) -> SimpleNamespace:
+        listing = [SimpleNamespace(path=p, blob_id=blob_of(d), size=len(d), lfs=None)
+                   for p, d in self.files.items()]
+        for f in listing:
+            f.blob_id = self.listed_blob.get(f.path, f.blob_id)
+        return SimpleNamespace(repo_info=lambda *a, **k: SimpleNamespace(sha=COMMIT),
+                               list_repo_tree=lambda *a, **k: listing)
+
+    def snapshot_download(self, repo_id: str, *, cache_dir: str, revision: str, **_: object) -> None:
+        repo = Path(cache_dir) / repo_folder_name(repo_id)
+        (repo / "blobs").mkdir(parents=True, exist_ok=True)
+        for rel, data in self.files.items():
+            blob = blob_of(data)
+            if not (repo / "blobs" / blob).exists():
+                if self.restart:  # a first attempt that stops half-way, then a fresh file
+                    (repo / "blobs" / f"{blob}.aaaaaaaa.incomplete").write_bytes(data[: len(data) // 2])
+                grow(repo / "blobs" / f"{blob}.{os.urandom(4).hex()}.incomplete", data)
+                os.replace(next(p for p in (repo / "blobs").glob(f"{blob}.*.incomplete")
+                                if p.stat().st_size == len(data)), repo / "blobs" / blob)
+                for stale in (repo / "blobs").glob(f"{blob}.*.incomplete"):
+                    stale.unlink()
+            if self.fail is not None:
+                raise self.fail
+            link = repo / "snapshots" / revision / rel
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(snapshot_link(rel, blob))
+
+
+def blob_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def grow(path: Path, data: bytes, pieces: int = 4) -> None:
+    step = max(1, len(data) // pieces)
+    with open(path, "wb") as fh:
+        for i in range(0, len(data), step):
+            fh.write(data[i:i + step])
+            fh.flush()
+            time.sleep(0.01)
+
+
+def run_agent_side(hub: FakeHub, work: Path, stream: bool = True) -> tuple[list[dict], bytes, dict]:
+    """Run the agent's download-and-pack; returns its events, the bytes it streamed, its packed event."""
+    out = io.BytesIO()
+    chan = Channel(io.BytesIO(b""), out, lambda: None)
+    _name, packed = download_and_pack(hub, {"repo_id": "org/m"}, {"stream": stream}, work, chan)
+    chan.emit(packed)
+    events, chunks, data = [], [], out.getvalue()
+    while data:
+        line, _, data = data.partition(b"\n")
+        event = json.loads(line)
+        events.append(event)
+        if event["event"] == "chunk":
+            chunks.append(data[: event["length"]])
+            data = data[event["length"]:]
+    return events, b"".join(chunks), packed
+
+
+def normal_pack(work: Path) -> bytes:
+    buf = io.BytesIO()
+    pack_repo(work / "hub", repo_folder_name("org/m"), COMMIT, buf)
+    return buf.getvalue()
+
+
+FILES = {"config.json": b'{"a": 1}', "model.safetensors": os.urandom(300_000), "sub/dir/x.bin": b"x" * 5000}
+
+
+def test_the_bytes_streamed_during_the_download_are_the_archive_a_later_pack_writes(tmp_path):
+    events, streamed, packed = run_agent_side(FakeHub(FILES), tmp_path)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "stream" and "chunk" in kinds and packed["streamed"] is True
+    archive = (tmp_path / packed["archive"]).read_bytes()
+    assert streamed == archive == normal_pack(tmp_path)
+    assert packed["sha256"] == hashlib.sha256(streamed).hexdigest() and packed["size"] == len(streamed)
+
+
+def test_a_download_restarted_into_a_new_file_still_streams_the_right_bytes(tmp_path):
+    _events, streamed, packed = run_agent_side(FakeHub(FILES, restart=True), tmp_path)
+    assert packed["streamed"] is True and streamed == normal_pack(tmp_path)
+
+
+def test_a_download_that_differs_from_the_listing_voids_the_stream_and_packs_again(tmp_path):
+    hub = FakeHub(FILES, listed_blob={"config.json": "e" * 64})  # the listing names another blob
+    events, _streamed, packed = run_agent_side(hub, tmp_path)
+    assert "stream-void" in [e["event"] for e in events] and packed["streamed"] is False
+    assert (tmp_path / packed["archive"]).read_bytes() == normal_pack(tmp_path)
+
+
+def test_a_failed_download_is_the_downloads_error_not_a_streaming_one(tmp_path):
+    with pytest.raises(AgentError, match="ConnectionError: the Hub went away"):
+        run_agent_side(FakeHub(FILES, fail=ConnectionError("the Hub went away")), tmp_path)
+
+
+def test_without_the_clients_consent_nothing_is_streamed(tmp_path):
+    events, streamed, packed = run_agent_side(FakeHub(FILES), tmp_path, stream=False)
+    assert streamed == b"" and "stream" not in [e["event"] for e in events] and packed["streamed"] is False
+
+
+def test_a_blob_smaller_than_listed_is_noticed_not_waited_for(tmp_path):
+    (tmp_path / ("b" * 64)).write_bytes(b"short")
+    reader = Arriving(tmp_path, FileRecord("f", "b" * 64, 10), lambda: None, lambda: None)
+    with pytest.raises(NotAsListed, match="smaller"):
+        reader.read(10)
+
+
+paths = st.lists(st.lists(st.sampled_from(["a", "b", "a.b", "b-c", "A", "z_1"]), min_size=1, max_size=3)
+                 .map("/".join), min_size=1, max_size=8, unique=True)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rels=paths)
+def test_the_plan_from_the_listing_is_the_plan_of_the_snapshot(rels, tmp_path_factory):
+    rels = [r for r in rels if not any(o.startswith(r + "/") for o in rels)]  # a file is no folder
+    work = tmp_path_factory.mktemp("plan")
+    files = {r: r.encode() * 3 for r in rels}
+    FakeHub(files).snapshot_download("org/m", cache_dir=str(work / "hub"), revision=COMMIT)
+    listed = PackPlan.from_files([FileRecord(r, blob_of(d), len(d)) for r, d in files.items()])
+    assert listed == PackPlan.from_snapshot(work / "hub" / repo_folder_name("org/m"), COMMIT)
+
+
+# ---------------------------------------------------------------------------- end to end
+
+def fetch_args(sshd, hub, out: Path, *extra: str) -> list[str]:
+    return ["fetch", *sshd.ssh_args(), "--remote-python", sys.executable, "--endpoint", hub.endpoint,
+            "--out", str(out), "--repo", "org/tiny", *extra]
+
+
+@pytest.mark.ssh
+def test_over_ssh_on_a_lan_the_archive_arrives_while_packed_and_restores(sshd, hub, tmp_path):
+    cache = tmp_path / "cache"
+    res = run_cli(*fetch_args(sshd, hub, tmp_path / "b", "--cache-dir", cache, "--restore", "--json"))
+    assert res.exit_code == 0, res.stderr
+    [archive] = json.loads(res.stdout)["archives"]
+    assert archive["streamed"] is True and archive["resumed_from"] == 0
+    assert not list((tmp_path / "b").glob("*.part"))
+    files = snapshot_download("org/tiny", cache_dir=cache, local_files_only=True)  # judged by the hub
+    for rel, data in hub.repos["org/tiny"].files.items():
+        assert (Path(files) / rel).read_bytes() == data
+
+
+@pytest.mark.ssh
+def test_an_explicit_openssh_transfer_pulls_after_packing(sshd, hub, tmp_path):
+    res = run_cli(*fetch_args(sshd, hub, tmp_path / "b", "--transfer", "openssh", "--json"))
+    assert res.exit_code == 0, res.stderr
+    [archive] = json.loads(res.stdout)["archives"]
+    assert archive["streamed"] is False and (tmp_path / "b" / Path(archive["archive"]).name).is_file()
+
+
+@pytest.mark.parametrize(("transfer", "rtt", "live"), [
+    ("auto", 0.0001, True), ("auto", 0.004, True), ("auto", 0.02, False), ("auto", float("inf"), False),
+    ("stream", 0.2, True), ("openssh", 0.0001, False), ("sftp", 0.0001, False)])
+def test_the_archive_streams_during_the_download_only_on_a_short_round_trip_or_if_asked(transfer, rtt, live):
+    assert streams_live(transfer, rtt) is live
