@@ -280,8 +280,9 @@ def verify(cache_dir: Path | None, progress: StderrProgress, debug: bool, device
               help="Deadline in seconds for connecting and for each silent stretch (the host's download "
               "progress counts as life).")
 @click.option("--transfer", type=click.Choice(["auto", "openssh", "stream", "sftp"]), default="auto",
-              show_default=True, help="How archive bytes travel: auto = OpenSSH's ssh client when installed, "
-              "else paramiko's exec channel; sftp for accounts without a shell.")
+              show_default=True, help="How archive bytes travel: auto = over the agent's channel during the "
+              "download on a LAN, else after packing by OpenSSH's ssh client when installed or "
+              "paramiko's exec channel; stream = the agent's channel; sftp for accounts without a shell.")
 @click.option("--streams", type=click.IntRange(0, 16), default=0, help="Parallel ssh streams per archive "
               "(openssh) [default: 4 from 256 MiB, else 1].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
@@ -302,8 +303,9 @@ def fetch(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: s
 
     The host runs one fixed command; the program, repo ids and any token travel on stdin. Stale
     credentials there (HF_TOKEN, token files, ~/.netrc) are never sent. The host's download reports
-    progress every second and resumes after a cut; archives are pulled (resumable, hashed while
-    receiving) into --out with manifest.json, and one already there is not pulled again.
+    progress every second and resumes after a cut. On a LAN the archive is packed and sent while
+    the host still downloads; otherwise it is pulled after packing. Either way it lands (resumable,
+    hashed while receiving) in --out with manifest.json, and one already there is not pulled again.
 
     Example: provision fetch --host gpu-box --restore
     """
