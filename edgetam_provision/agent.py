@@ -251,7 +251,7 @@ def serve(params: dict[str, Any], tmp: Path, chan: Channel) -> None:
     hub = import_hub(tmp, bool(params.get("bootstrap")))
     chan.emit({"event": "hello", "huggingface_hub": getattr(hub, "__version__", "?"),
                "python": sys.version.split()[0]})
-    archives: dict[str, Path] = {}
+    archives: dict[str, Any] = {}  # name -> its file on this host (packed now if it was only sent)
     works: list[Path] = []
     for spec in params["repos"]:
         repo_id, revision = spec["repo_id"], spec.get("revision")
@@ -264,7 +264,7 @@ def serve(params: dict[str, Any], tmp: Path, chan: Channel) -> None:
         chan.emit({"event": "progress", "message": f"downloading {repo_id}@{revision or 'main'}"
                    + (" (resuming the host's earlier download)" if any(work.iterdir()) else "")})
         name, packed = download_and_pack(hub, spec, params, work, chan)
-        archives[name] = work / name
+        archives[name] = _archive_file(work, name, packed)
         chan.emit(packed)
     chan.emit({"event": "ready"})
     while True:
@@ -274,9 +274,10 @@ def serve(params: dict[str, Any], tmp: Path, chan: Channel) -> None:
                 shutil.rmtree(work, ignore_errors=True)
             chan.emit({"event": "bye"})
             return
-        path = archives.get(cmd.get("archive", ""))
-        if path is None:
+        archive = archives.get(cmd.get("archive", ""))
+        if archive is None:
             raise AgentError("bad-request", f"no archive {cmd.get('archive')!r}")
+        path = archive()
         if cmd.get("cmd") == "path":
             chan.emit({"event": "path", "path": str(path)})
         elif cmd.get("cmd") == "send":
@@ -307,7 +308,7 @@ def download_and_pack(hub: Any, spec: dict[str, Any], params: dict[str, Any], wo
         assert listed is not None
         chan.emit({"event": "stream", "archive": name})
         fetch.start()
-        packed = _pack_streaming(cache, folder, commit, work / name, PackPlan.from_files(listed), fetch, chan)
+        packed = _pack_streaming(cache, folder, commit, PackPlan.from_files(listed), fetch, chan)
     streamed = packed is not None
     if packed is None:
         if not live:
@@ -323,11 +324,28 @@ def download_and_pack(hub: Any, spec: dict[str, Any], params: dict[str, Any], wo
                   "files": [f.to_dict() for f in files], "streamed": streamed}
 
 
-def _pack_streaming(cache: Path, folder: str, commit: str, dest: Path, plan: PackPlan, fetch: Background,
+def _archive_file(work: Path, name: str, packed: dict[str, Any]) -> Any:
+    """The archive's file on this host; one that was only sent (streamed) is packed when first
+    asked for (a client that did not get it whole), to the same bytes, or the agent says not."""
+
+    def path() -> Path:
+        if not (work / name).exists():
+            with open(work / f"{name}.packing", "wb") as fh:
+                sha = pack_repo(work / "hub", repo_folder_name(packed["repo_id"], packed["repo_type"]),
+                                packed["commit"], fh)[0]
+            if sha != packed["sha256"]:
+                raise AgentError("agent", f"{name} packed again to other bytes than were sent")
+            os.replace(work / f"{name}.packing", work / name)
+        return work / name
+
+    return path
+
+
+def _pack_streaming(cache: Path, folder: str, commit: str, plan: PackPlan, fetch: Background,
                     chan: Channel) -> tuple[str, int, list[FileRecord], list[str]] | None:
-    """Pack while `fetch` downloads, sending each piece as it is written; None: void, pack again."""
+    """Pack while `fetch` downloads, sending each piece as it is written (no file is written: the
+    client has it once it checks, else `_archive_file` packs it); None: void, pack again."""
     repo = cache / folder
-    part = dest.with_name(dest.name + ".packing")
 
     def before_links() -> None:
         fetch.join()
@@ -336,17 +354,15 @@ def _pack_streaming(cache: Path, folder: str, commit: str, dest: Path, plan: Pac
         if PackPlan.from_snapshot(repo, commit) != plan:
             raise NotAsListed("the snapshot differs from the Hub's listing")
 
+    sink = LiveSink(chan.emit_data)
     try:
-        with open(part, "wb") as fh:
-            sink = LiveSink(fh, chan.emit_data)
-            packed = pack_repo(cache, folder, commit, sink, plan=plan, before_links=before_links,
-                               open_blob=lambda f: Arriving(repo / "blobs", f, fetch.failed, sink.flush_held))
-            sink.flush_held()
+        packed = pack_repo(cache, folder, commit, sink, plan=plan, before_links=before_links,
+                           open_blob=lambda f: Arriving(repo / "blobs", f, fetch.failed, sink.flush_held))
+        sink.flush_held()
     except NotAsListed as exc:
         chan.emit({"event": "stream-void", "why": str(exc)})
         fetch.join()
         return None
-    os.replace(part, dest)
     return packed
 
 

@@ -221,18 +221,17 @@ class Arriving(io.RawIOBase):
 
 
 class LiveSink(io.RawIOBase):
-    """Where a streamed pack writes: the archive file, and in chunks to `send` as it grows."""
+    """Where a streamed pack writes: in chunks to `send` as the archive grows."""
 
     SMALL = 1024 * 1024  # headers and small blobs gather up to this; big pieces go out at once
 
-    def __init__(self, fh: BinaryIO, send: Callable[[bytes], None]) -> None:
-        self.fh, self.send, self.held = fh, send, bytearray()
+    def __init__(self, send: Callable[[bytes], None]) -> None:
+        self.send, self.held = send, bytearray()
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
-        self.fh.write(data)
         if len(self.held) + len(data) < self.SMALL:
             self.held += data
         else:

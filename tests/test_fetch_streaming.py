@@ -21,7 +21,7 @@ from huggingface_hub import snapshot_download
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgetam_provision.agent import AgentError, Channel, download_and_pack
+from edgetam_provision.agent import AgentError, Channel, _archive_file, download_and_pack
 from edgetam_provision.fetch import streams_live
 from edgetam_provision.layout import FileRecord, repo_folder_name, snapshot_link
 from edgetam_provision.pack import Arriving, NotAsListed, PackPlan, pack_repo
@@ -108,9 +108,14 @@ def test_the_bytes_streamed_during_the_download_are_the_archive_a_later_pack_wri
     events, streamed, packed = run_agent_side(FakeHub(FILES), tmp_path)
     kinds = [e["event"] for e in events]
     assert kinds[0] == "stream" and "chunk" in kinds and packed["streamed"] is True
-    archive = (tmp_path / packed["archive"]).read_bytes()
-    assert streamed == archive == normal_pack(tmp_path)
+    assert streamed == normal_pack(tmp_path)
     assert packed["sha256"] == hashlib.sha256(streamed).hexdigest() and packed["size"] == len(streamed)
+    assert not (tmp_path / packed["archive"]).exists()  # sent, not written: the client has it
+
+
+def test_a_streamed_archive_the_client_asks_for_again_is_packed_to_the_same_bytes(tmp_path):
+    _events, streamed, packed = run_agent_side(FakeHub(FILES), tmp_path)
+    assert _archive_file(tmp_path, packed["archive"], packed)().read_bytes() == streamed
 
 
 def test_a_download_restarted_into_a_new_file_still_streams_the_right_bytes(tmp_path):
