@@ -195,3 +195,33 @@ def test_an_explicit_openssh_transfer_pulls_after_packing(sshd, hub, tmp_path):
     ("stream", 0.2, True), ("openssh", 0.0001, False), ("sftp", 0.0001, False)])
 def test_the_archive_streams_during_the_download_only_on_a_short_round_trip_or_if_asked(transfer, rtt, live):
     assert streams_live(transfer, rtt) is live
+
+
+@pytest.mark.ssh
+def test_a_stream_cut_by_the_client_resumes_from_what_arrived(sshd, hub, tmp_path):
+    import signal
+    import subprocess
+
+    from hub_standin import HubRepo
+
+    hub.add(HubRepo("org/cut", {"a.safetensors": os.urandom(600_000), "b.safetensors": os.urandom(900_000)}))
+    out = tmp_path / "b"
+    args = [sys.executable, "-m", "edgetam_provision", *fetch_args(sshd, hub, out)]
+    args[args.index("org/tiny")] = "org/cut"
+    hub.rate = 300_000
+    try:
+        proc = subprocess.Popen([*args, "--fresh"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(p.stat().st_size > 100_000 for p in out.glob("*.part")):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 130
+    finally:
+        hub.rate = None
+    [part] = out.glob("*.part")
+    kept = part.stat().st_size
+    assert kept > 100_000
+    res = run_cli(*args[3:])
+    assert res.exit_code == 0, res.stderr
+    assert f"from byte {kept}" in res.stderr  # the rerun pulled only what the cut stream had not brought
+    assert not list(out.glob("*.part"))
