@@ -50,6 +50,16 @@ def download(hub: HubStandIn, cache: Path, repo_id: str) -> Path:
     return Path(snapshot_download(repo_id, cache_dir=cache, token=False, endpoint=hub.endpoint))
 
 
+def hf_cache_verify(hub: HubStandIn, cache: Path, repo_id: str) -> subprocess.CompletedProcess[str]:
+    """huggingface_hub's own judge, `hf cache verify`: every cached file's checksum against the
+    Hub's listing of the revision, no file missing, none extra."""
+    hf = Path(sys.executable).parent / "hf"
+    env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1"}
+    return subprocess.run([str(hf), "cache", "verify", repo_id, "--cache-dir", str(cache),
+                           "--fail-on-missing-files", "--fail-on-extra-files"],
+                          capture_output=True, text=True, env=env)
+
+
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
     """A real OpenSSH server on 127.0.0.1 (tests/sshd.py); skips where openssh-server is missing."""

@@ -13,7 +13,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, run_cli_process, tree_state
+from conftest import hf_cache_verify, run_cli, run_cli_process, tree_state
 
 from edgetam_provision.hfcache import check_revision, read_ref, scan_cache
 from edgetam_provision.layout import repo_folder_name
@@ -47,7 +47,7 @@ def test_backup_writes_archive_manifest_and_sha256sums(cache, tmp_path):
     assert all(m.isreg() for n, m in names.items() if "/blobs/" in n)
 
 
-def test_round_trip_into_an_empty_cache_then_offline_download_works(cache, tmp_path):
+def test_round_trip_into_an_empty_cache_then_offline_download_works(cache, hub, tmp_path):
     out = tmp_path / "backups"
     assert run_cli("backup", "--out", out, "--cache-dir", cache, "org/tiny", "org/other").exit_code == 0
     fresh = tmp_path / "fresh"
@@ -65,6 +65,9 @@ def test_round_trip_into_an_empty_cache_then_offline_download_works(cache, tmp_p
                                "HF_ENDPOINT": "http://127.0.0.1:9"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "nested file"
+    for repo in ("org/tiny", "org/other"):  # every checksum against the Hub's listing, by huggingface_hub
+        judge = hf_cache_verify(hub, fresh, repo)
+        assert judge.returncode == 0, judge.stdout + judge.stderr
 
 
 def test_second_restore_reports_already_present_and_writes_nothing(cache, tmp_path):
@@ -104,7 +107,7 @@ def test_restore_merges_with_revisions_already_in_the_cache(cache, tmp_path):
     assert all(r.ok for r in scan_cache(other_only))
 
 
-def test_a_damaged_cached_blob_is_repaired_from_the_verified_backup(cache, tmp_path):
+def test_a_damaged_cached_blob_is_repaired_from_the_verified_backup(cache, hub, tmp_path):
     out = tmp_path / "backups"
     run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache)
     blob = next(p for p in (cache / "models--org--tiny" / "blobs").iterdir() if len(p.name) == 64)
@@ -117,6 +120,7 @@ def test_a_damaged_cached_blob_is_repaired_from_the_verified_backup(cache, tmp_p
     assert data["archives"][0]["status"] == "repaired" and data["archives"][0]["repaired_blobs"] == 1
     assert blob.read_bytes() == good
     assert all(r.ok for r in scan_cache(cache))
+    assert hf_cache_verify(hub, cache, "org/tiny").returncode == 0
 
 
 def test_refuses_to_back_up_a_damaged_revision(cache, tmp_path):

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, run_cli
+from conftest import REPO_ROOT, hf_cache_verify, run_cli
 from hub_standin import HubRepo
 from sshd import BOGUS_TOKEN, keygen
 
@@ -107,6 +107,8 @@ def test_fetch_then_restore_then_verify_end_to_end(sshd, hub, tmp_path):
     assert {Path(c["overlay"]).parent for c in data["verify"]["cases"]} == {overlays}
     repo = "yonigozlan/EdgeTAM-hf"
     assert check_revision(cache, repo, read_ref(cache / repo_folder_name(repo))).ok
+    judge = hf_cache_verify(hub, cache, repo)
+    assert judge.returncode == 0, judge.stdout + judge.stderr
 
 
 def test_unknown_host_key_is_refused(sshd, hub, tmp_path):

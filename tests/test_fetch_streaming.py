@@ -16,7 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import run_cli
+from conftest import hf_cache_verify, run_cli
 from huggingface_hub import snapshot_download
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -180,6 +180,8 @@ def test_over_ssh_on_a_lan_the_archive_arrives_while_packed_and_restores(sshd, h
     files = snapshot_download("org/tiny", cache_dir=cache, local_files_only=True)  # judged by the hub
     for rel, data in hub.repos["org/tiny"].files.items():
         assert (Path(files) / rel).read_bytes() == data
+    judge = hf_cache_verify(hub, cache, "org/tiny")
+    assert judge.returncode == 0, judge.stdout + judge.stderr  # checksums against the Hub's own listing
 
 
 @pytest.mark.ssh
