@@ -5,9 +5,15 @@ very same code on both ends), and run by one fixed command: no repo id, revision
 reaches a shell. Needs the standard library and huggingface_hub (0.2x-0.3x, or >= 1.0) only.
 
 Protocol: stdin carries one JSON line of parameters, then JSON commands; stdout carries JSON
-event lines, and after a ``data`` event exactly ``length`` raw bytes of an archive. While the
-host downloads, a ``progress`` event (bytes so far, total when known) goes out every second: the
-client treats it as life, so only true silence runs into its deadline.
+event lines, and after a ``data`` or ``chunk`` event exactly ``length`` raw bytes of an archive.
+While the host downloads, a ``download`` event (bytes so far, total when known) goes out every
+second: the client treats it as life, so only true silence runs into its deadline.
+
+Streamed (the client asks with ``stream``; it has no part of the archive; the Hub listed the
+revision): ``stream`` names the archive, ``chunk`` events carry it while it is packed during the
+download, ``packed`` (with ``streamed``) gives its sha256 and size; ``stream-void`` drops what was
+sent, and the archive is packed and offered as below. Otherwise ``packed`` events, ``ready``, and
+the client asks for each archive (``send`` from an offset, or ``path`` for its own ssh/SFTP).
 
 Credentials are cleaned before huggingface_hub is imported: a private temporary HF_HOME and HOME,
 no HF_TOKEN / HUGGING_FACE_HUB_TOKEN, implicit token disabled, ``NETRC=/dev/null`` (requests-based
