@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 with contextlib.suppress(ImportError):  # shipped: layout.py's source ran just before, in this namespace
-    from .layout import FileRecord, snapshot_link
+    from .layout import FileRecord, blob_hasher, snapshot_link
 
 PACK_MTIME = 1_735_689_600  # fixed (2025-01-01): a revision packs to the same bytes, so pulls resume
 COPY_BUF = 4 * 1024 * 1024  # tarfile copies blob bytes in pieces this big (its default is 16 KiB)
@@ -159,6 +159,8 @@ class NotAsListed(Exception):
 class Arriving(io.RawIOBase):
     """One blob read while huggingface_hub downloads it: from its ``*.incomplete`` file as that
     grows, then from the finished blob. Blocks until the bytes are there (tarfile wants full reads).
+    The bytes read are hashed against the blob's name: whatever the download did meanwhile (a
+    restart, a writer that is not sequential), what was sent is the blob, or the stream is void.
 
     `failed()` says whether the download ended without this blob (its error, or None while it
     runs); `waiting()` runs before each pause (the packer sends what it holds meanwhile).
@@ -171,6 +173,7 @@ class Arriving(io.RawIOBase):
         self.blobs, self.record, self.failed, self.waiting = blobs, record, failed, waiting
         self.fh: BinaryIO | None = None
         self.pos = 0
+        self.hash = blob_hasher(record.blob, record.size)
 
     def readable(self) -> bool:
         return True
@@ -184,8 +187,12 @@ class Arriving(io.RawIOBase):
                 parts.append(data)
                 want -= len(data)
                 self.pos += len(data)
+                self.hash.update(data)
             else:
                 self._wait()
+        if self.pos == self.record.size and self.hash.hexdigest() != self.record.blob:
+            raise NotAsListed(f"{self.record.path}: the bytes read while downloading do not hash to "
+                              f"{self.record.blob[:12]}")
         return b"".join(parts)
 
     def _wait(self) -> None:

@@ -34,8 +34,9 @@ class FakeHub:
     that writes each blob through a growing ``<blob>.<id>.incomplete`` file, as hub 1.x/2.x do."""
 
     def __init__(self, files: dict[str, bytes], listed_blob: dict[str, str] | None = None,
-                 fail: Exception | None = None, restart: bool = False) -> None:
+                 fail: Exception | None = None, restart: bool = False, scribble: bool = False) -> None:
         self.files, self.listed_blob, self.fail, self.restart = files, listed_blob or {}, fail, restart
+        self.scribble = scribble  # a writer that is not sequential: zeros first, the bytes later
 
     def HfApi(self) -> SimpleNamespace:
         listing = [SimpleNamespace(path=p, blob_id=blob_of(d), size=len(d), lfs=None)
@@ -53,7 +54,11 @@ class FakeHub:
             if not (repo / "blobs" / blob).exists():
                 if self.restart:  # a first attempt that stops half-way, then a fresh file
                     (repo / "blobs" / f"{blob}.aaaaaaaa.incomplete").write_bytes(data[: len(data) // 2])
-                grow(repo / "blobs" / f"{blob}.{os.urandom(4).hex()}.incomplete", data)
+                growing = repo / "blobs" / f"{blob}.{os.urandom(4).hex()}.incomplete"
+                if self.scribble:
+                    growing.write_bytes(bytes(len(data)))
+                    time.sleep(0.2)  # the packer reads the zeros meanwhile
+                grow(growing, data)
                 os.replace(next(p for p in (repo / "blobs").glob(f"{blob}.*.incomplete")
                                 if p.stat().st_size == len(data)), repo / "blobs" / blob)
                 for stale in (repo / "blobs").glob(f"{blob}.*.incomplete"):
@@ -127,6 +132,13 @@ def test_a_download_that_differs_from_the_listing_voids_the_stream_and_packs_aga
     hub = FakeHub(FILES, listed_blob={"config.json": "e" * 64})  # the listing names another blob
     events, _streamed, packed = run_agent_side(hub, tmp_path)
     assert "stream-void" in [e["event"] for e in events] and packed["streamed"] is False
+    assert (tmp_path / packed["archive"]).read_bytes() == normal_pack(tmp_path)
+
+
+def test_bytes_read_before_a_writer_that_is_not_sequential_filled_them_void_the_stream(tmp_path):
+    events, _streamed, packed = run_agent_side(FakeHub(FILES, scribble=True), tmp_path)
+    void = [e for e in events if e["event"] == "stream-void"]
+    assert void and "do not hash to" in void[0]["why"] and packed["streamed"] is False
     assert (tmp_path / packed["archive"]).read_bytes() == normal_pack(tmp_path)
 
 
