@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import filecmp
 import os
+import queue
 import secrets
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +40,57 @@ class ReadResult:
     staged: dict[tuple[str, str], Path] = field(default_factory=dict)
 
 
+class WriteBehind:
+    """Writes staged bytes in a second thread while the next piece is read and hashed (both let go
+    of the GIL): a big restore costs about the larger of hashing and writing, not their sum."""
+
+    DEPTH = 3  # buffers in flight
+
+    def __init__(self) -> None:
+        self.free: queue.Queue[bytearray] = queue.Queue()
+        self.todo: queue.Queue[tuple[Any, bytearray, int]] = queue.Queue()
+        self.made, self.error = 0, None  # type: int, OSError | None
+        self.thread: threading.Thread | None = None
+
+    def buffer(self) -> bytearray:
+        if self.free.empty() and self.made < self.DEPTH:
+            self.made += 1
+            return bytearray(CHUNK)
+        return self.free.get()
+
+    def write(self, fh: Any, buf: bytearray, n: int) -> None:
+        """Queue `buf[:n]` for `fh`; the buffer comes back through `buffer()` once written."""
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, daemon=True)
+            self.thread.start()
+        self.todo.put((fh, buf, n))
+
+    def wait(self) -> None:
+        """Every queued write done; the first write error, if any, raised here."""
+        self.todo.join()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def _run(self) -> None:
+        while True:
+            fh, buf, n = self.todo.get()
+            try:
+                if self.error is None:
+                    fh.write(memoryview(buf)[:n])
+            except OSError as exc:
+                self.error = exc
+            finally:
+                self.free.put(buf)
+                self.todo.task_done()
+
+
 class ArchiveReader:
     """Hash every data member; compare with the cache; stage what must be written (if staging)."""
 
     def __init__(self, cache: Path, staging: Path | None) -> None:
         self.cache, self.staging = cache, staging
-        self.buf = bytearray(CHUNK)
+        self.writer = WriteBehind()
         self.found = ReadResult()
 
     def archive(self, contents: ArchiveContents, progress: ProgressFn) -> None:
@@ -79,9 +126,13 @@ class ArchiveReader:
             if state in ("new", "repair") and self.staging is not None:
                 out = self._stage_file(m.folder, blob)
             got = 0
-            view = memoryview(self.buf)
-            while n := stream.readinto(self.buf):
-                chunk = view[:n]
+            while True:
+                buf = self.writer.buffer()
+                n = stream.readinto(buf)
+                if not n:
+                    self.writer.free.put(buf)
+                    break
+                chunk = memoryview(buf)[:n]
                 h.update(chunk)
                 if compare is not None and same and compare.read(n) != chunk:
                     same = False
@@ -90,12 +141,17 @@ class ArchiveReader:
                         compare.seek(0)
                         out.write(compare.read(got))
                 if out is not None:
-                    out.write(chunk)
+                    self.writer.write(out, buf, n)
+                else:
+                    self.writer.free.put(buf)
                 got += n
         finally:
-            for fh in (compare, out):
-                if fh is not None:
-                    fh.close()
+            try:
+                self.writer.wait()
+            finally:
+                for fh in (compare, out):
+                    if fh is not None:
+                        fh.close()
         if got != m.size or h.hexdigest() != blob:
             raise damaged(contents, f"{m.name} does not match its hash")
         if state == "present" and not same:
@@ -115,16 +171,17 @@ class ArchiveReader:
         """A plain snapshot file (tar -h): its blob is whichever name its bytes hash to."""
         sha256, sha1 = blob_hasher("0" * 64, m.size), blob_hasher("0" * 40, m.size)
         tmp = self._stage_file(m.folder, f"copy-{secrets.token_hex(8)}") if self.staging else None
-        got = 0
+        got, buf = 0, self.writer.buffer()
         try:
-            while n := stream.readinto(self.buf):
-                chunk = memoryview(self.buf)[:n]
+            while n := stream.readinto(buf):
+                chunk = memoryview(buf)[:n]
                 sha256.update(chunk)
                 sha1.update(chunk)
                 if tmp is not None:
                     tmp.write(chunk)
                 got += n
         finally:
+            self.writer.free.put(buf)
             if tmp is not None:
                 tmp.close()
         if got != m.size:
