@@ -128,18 +128,22 @@ class ArchiveReader:
             got = 0
             while True:
                 buf = self.writer.buffer()
-                n = stream.readinto(buf)
+                try:
+                    n = stream.readinto(buf)
+                    chunk = memoryview(buf)[:n]
+                    h.update(chunk)
+                    if compare is not None and same and compare.read(n) != chunk:
+                        same = False
+                        if self.staging is not None:  # bytes so far agreed: the repair copy starts with them
+                            out = self._stage_file(m.folder, blob)
+                            compare.seek(0)
+                            out.write(compare.read(got))
+                except BaseException:
+                    self.writer.free.put(buf)  # the pool stays whole for the next archive
+                    raise
                 if not n:
                     self.writer.free.put(buf)
                     break
-                chunk = memoryview(buf)[:n]
-                h.update(chunk)
-                if compare is not None and same and compare.read(n) != chunk:
-                    same = False
-                    if self.staging is not None:  # bytes so far agreed: start the repair copy from them
-                        out = self._stage_file(m.folder, blob)
-                        compare.seek(0)
-                        out.write(compare.read(got))
                 if out is not None:
                     self.writer.write(out, buf, n)
                 else:
