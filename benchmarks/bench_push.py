@@ -1,4 +1,4 @@
-"""`provision push` to 1 host vs 3 hosts in parallel (copy + restore of a 100 MB backup).
+"""`provision push` to 1 host vs 2 and 3 hosts in parallel (copy + restore of a 100 MB backup).
 
 Three sshd "hosts" on loopback (their own HOME each, as in the tests), real Ansible. Each round
 starts from empty hosts. Goal: three hosts in parallel <= 1.5x the wall time of one host (verify is
@@ -45,7 +45,8 @@ def main() -> str:
             backups = root / "backups"
             backup(cache, [RepoSpec("bench/model")], backups)
             wheel = build_wheel(root)
-            one, three = inventory(root / "one.ini", servers[:1]), inventory(root / "three.ini", servers)
+            one, two = inventory(root / "one.ini", servers[:1]), inventory(root / "two.ini", servers[:2])
+            three = inventory(root / "three.ini", servers)
 
             def empty() -> None:
                 for s in servers:
@@ -56,8 +57,8 @@ def main() -> str:
                                        tags=("install", "copy", "restore")))
                 assert all(r["restore"] == ["restored"] for r in res["hosts"]), res
 
-            times = interleave({"push to 1 host": lambda: run(one), "push to 3 hosts": lambda: run(three)},
-                               3, setup=empty)
+            times = interleave({"push to 1 host": lambda: run(one), "push to 2 hosts": lambda: run(two),
+                                "push to 3 hosts": lambda: run(three)}, 3, setup=empty)
         finally:
             for s in servers:
                 s.stop()

@@ -26,7 +26,8 @@ from typing import Any
 from .errors import FleetError, UsageError
 from .output import ProgressFn, no_progress
 
-TASKS = {"host": "Find the provision folder and check the host's libraries", "copy": "Copy the backups "
+TASKS = {"host": "Check the host's libraries and make the provision folders (not in check mode)",
+         "copy": "Copy the backups "
          "(checksums decide what travels)", "restore": "Restore (every byte checked; damaged blobs repaired)",
          "verify": "Verify (an offline EdgeTAM segmentation)"}
 FLEET_HINT = "pip install 'edgetam-provision[fleet]' (Ansible), or uv sync --extra fleet"
@@ -118,7 +119,8 @@ def push(req: PushRequest, progress: ProgressFn = no_progress) -> dict[str, Any]
                 "--forks", str(req.forks)] + (["--check"] if req.check else []) \
             + (["--limit", req.limit] if req.limit else []) \
             + (["--tags", ",".join(req.tags)] if req.tags else [])
-        env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "provision_json",
+        env = {"ANSIBLE_PIPELINING": "1",  # one SSH run per task instead of several (no become here)
+               **os.environ, "ANSIBLE_STDOUT_CALLBACK": "provision_json",
                "ANSIBLE_CALLBACK_PLUGINS": str(playbook().parent / "callback_plugins"),
                "ANSIBLE_RETRY_FILES_ENABLED": "0",
                "ANSIBLE_NOCOLOR": "1", "ANSIBLE_DEPRECATION_WARNINGS": "0", "ANSIBLE_LOCALHOST_WARNING": "0"}
