@@ -172,7 +172,7 @@ class Arriving(io.RawIOBase):
                  waiting: Callable[[], None]) -> None:
         self.blobs, self.record, self.failed, self.waiting = blobs, record, failed, waiting
         self.fh: BinaryIO | None = None
-        self.pos = 0
+        self.pos, self.finished = 0, False
         self.hash = blob_hasher(record.blob, record.size)
 
     def readable(self) -> bool:
@@ -199,12 +199,14 @@ class Arriving(io.RawIOBase):
         final = self.blobs / self.record.blob
         if final.is_file():  # finished: read on from the blob itself (a restarted download is a new file)
             if self.fh is not None and os.fstat(self.fh.fileno()).st_ino == final.stat().st_ino:
-                raise NotAsListed(f"{self.record.path} is smaller than the Hub said")
+                if self.finished:  # read to its end once more after the rename: truly short
+                    raise NotAsListed(f"{self.record.path} is smaller than the Hub said")
+                self.finished = True  # its last bytes may have landed just before the rename
+                return
             self._switch(open(final, "rb"))  # noqa: SIM115 - closed in close()
             return
         if self.fh is None:
-            growing = sorted(self.blobs.glob(self.record.blob + "*.incomplete"),
-                             key=lambda p: p.stat().st_mtime if p.exists() else 0)
+            growing = sorted(self.blobs.glob(self.record.blob + "*.incomplete"), key=_mtime)
             if growing:
                 with contextlib.suppress(OSError):
                     self._switch(open(growing[-1], "rb"))  # noqa: SIM115 - closed in close()
@@ -225,6 +227,14 @@ class Arriving(io.RawIOBase):
         if self.fh is not None:
             self.fh.close()
         super().close()
+
+
+def _mtime(path: Path) -> float:
+    """When a download file last grew; 0 for one renamed or removed meanwhile."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 class LiveSink(io.RawIOBase):

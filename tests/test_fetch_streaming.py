@@ -159,6 +159,22 @@ def test_a_blob_smaller_than_listed_is_noticed_not_waited_for(tmp_path):
         reader.read(10)
 
 
+def test_last_bytes_that_land_just_before_the_rename_are_read_not_called_short(tmp_path):
+    data = os.urandom(10_000)
+    growing = tmp_path / f"{blob_of(data)}.0123abcd.incomplete"
+    growing.write_bytes(data[:4000])
+    reader = Arriving(tmp_path, FileRecord("f", blob_of(data), len(data)), lambda: None, lambda: None)
+    reader._wait()  # opens the growing file
+    assert reader.fh is not None and reader.fh.read(20_000) == data[:4000]
+    reader.pos = 4000
+    reader.hash.update(data[:4000])
+    with open(growing, "ab") as fh:  # the rest, then the rename, between our last read and our look
+        fh.write(data[4000:])
+    os.replace(growing, tmp_path / blob_of(data))
+    reader._wait()
+    assert reader.read(len(data)) == data[4000:]
+
+
 paths = st.lists(st.lists(st.sampled_from(["a", "b", "a.b", "b-c", "A", "z_1"]), min_size=1, max_size=3)
                  .map("/".join), min_size=1, max_size=8, unique=True)
 
