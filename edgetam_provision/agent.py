@@ -321,9 +321,7 @@ def download_and_pack(hub: Any, spec: dict[str, Any], params: dict[str, Any], wo
             fetch.run()  # here, in this thread
         if fetch.error is not None:
             raise fetch.error
-        with open(work / f"{name}.packing", "wb") as fh:
-            packed = pack_repo(cache, folder, commit, fh, with_tree=not filtered)
-        os.replace(work / f"{name}.packing", work / name)
+        packed = _pack_to_file(work, name, folder, commit, with_tree=not filtered)
     sha, size, files, refs = packed
     return name, {"event": "packed", "archive": name, "repo_id": repo_id, "repo_type": repo_type,
                   "commit": commit, "sha256": sha, "size": size, "refs": refs,
@@ -336,15 +334,22 @@ def _archive_file(work: Path, name: str, packed: dict[str, Any]) -> Any:
 
     def path() -> Path:
         if not (work / name).exists():
-            with open(work / f"{name}.packing", "wb") as fh:
-                sha = pack_repo(work / "hub", repo_folder_name(packed["repo_id"], packed["repo_type"]),
-                                packed["commit"], fh)[0]
-            if sha != packed["sha256"]:
+            folder = repo_folder_name(packed["repo_id"], packed["repo_type"])
+            if _pack_to_file(work, name, folder, packed["commit"])[0] != packed["sha256"]:
+                (work / name).unlink()
                 raise AgentError("agent", f"{name} packed again to other bytes than were sent")
-            os.replace(work / f"{name}.packing", work / name)
         return work / name
 
     return path
+
+
+def _pack_to_file(work: Path, name: str, folder: str, commit: str,
+                  with_tree: bool = True) -> tuple[str, int, list[FileRecord], list[str]]:
+    """Pack a downloaded revision into ``work/name`` (through ``name.packing``, renamed when whole)."""
+    with open(work / f"{name}.packing", "wb") as fh:
+        packed = pack_repo(work / "hub", folder, commit, fh, with_tree=with_tree)
+    os.replace(work / f"{name}.packing", work / name)
+    return packed
 
 
 def _pack_streaming(cache: Path, folder: str, commit: str, plan: PackPlan, fetch: Background,

@@ -58,6 +58,10 @@ class WriteBehind:
             return bytearray(CHUNK)
         return self.free.get()
 
+    def release(self, buf: bytearray) -> None:
+        """Give back a buffer that is not to be written."""
+        self.free.put(buf)
+
     def write(self, fh: Any, buf: bytearray, n: int) -> None:
         """Queue `buf[:n]` for `fh`; the buffer comes back through `buffer()` once written."""
         if self.thread is None:
@@ -139,15 +143,15 @@ class ArchiveReader:
                             compare.seek(0)
                             out.write(compare.read(got))
                 except BaseException:
-                    self.writer.free.put(buf)  # the pool stays whole for the next archive
+                    self.writer.release(buf)  # the pool stays whole for the next archive
                     raise
                 if not n:
-                    self.writer.free.put(buf)
+                    self.writer.release(buf)
                     break
                 if out is not None:
                     self.writer.write(out, buf, n)
                 else:
-                    self.writer.free.put(buf)
+                    self.writer.release(buf)
                 got += n
         finally:
             try:
@@ -185,7 +189,7 @@ class ArchiveReader:
                     tmp.write(chunk)
                 got += n
         finally:
-            self.writer.free.put(buf)
+            self.writer.release(buf)
             if tmp is not None:
                 tmp.close()
         if got != m.size:
