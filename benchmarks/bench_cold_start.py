@@ -12,8 +12,8 @@ from pathlib import Path
 
 from common import ROOT, interleave, machine, sh, table
 
-from edgetam_provision.hfcache import EDGETAM_REPO
-from edgetam_provision.synthetic import build_model_files, install_into_cache
+from edgetam_provision.hub.cache import EDGETAM_REPO
+from edgetam_provision.verify.synthetic import build_model_files, install_into_cache
 
 PY = sys.executable
 NAIVE = """
@@ -37,7 +37,7 @@ def main() -> str:
         install_into_cache(cache, EDGETAM_REPO, build_model_files())
         naive = cache / "naive.py"
         naive.write_text(NAIVE)
-        image = ROOT / "edgetam_provision" / "assets" / "truck.jpg"
+        image = ROOT / "edgetam_provision" / "verify" / "assets" / "truck.jpg"
         help_times = interleave({"provision --help": lambda: sh(f"{PY} -m edgetam_provision --help"),
                                  "python -c pass": lambda: sh(f"{PY} -c pass")}, 7)
         verify_times = interleave({

@@ -2,7 +2,7 @@
 
 All read the same file from the same local sshd (started here, as in the tests). The provision
 side is the real code, hashing every byte and writing ``.part`` + rename: `openssh.pull_openssh`
-(the ssh binary, 1 or 4 streams) and the paramiko exec channel (`transfer.pull` over the agent's
+(the ssh binary in 1 or 4 ranges) and the paramiko exec channel (`pull.pull` over the agent's
 `send`). Anchors: scp, and `ssh -c aes128-gcm@openssh.com host cat` (this machine's ceiling).
 Then the same through a TCP proxy adding 20 ms each way (ProxyCommand; this kernel has no netem).
 
@@ -19,12 +19,14 @@ from pathlib import Path
 from common import ROOT, interleave, machine, sh, table
 from sshd import SSHServer
 
+from edgetam_provision.fetch.client import stream_source
+from edgetam_provision.fetch.openssh import pull_openssh
+from edgetam_provision.fetch.protocol import Stream
+from edgetam_provision.fetch.pull import pull
+from edgetam_provision.fetch.ssh import connect, resolve_target
 from edgetam_provision.fsutil import sha256_file
-from edgetam_provision.openssh import pull_openssh
-from edgetam_provision.remote import connect, resolve_target
-from edgetam_provision.transfer import Stream, pull, stream_source
 
-SENDER = ("import sys,json,threading;from pathlib import Path;from edgetam_provision.agent import send;"
+SENDER = ("import sys,json,threading;from pathlib import Path;from edgetam_provision.fetch.agent import send;"
           "C=type('C',(),{'lock':threading.Lock(),'out':sys.stdout.buffer});"
           "c=json.loads(sys.stdin.readline());send(Path(c['path']),c['offset'],c['prefix_sha256'],C)")
 LATENCY = ROOT / "tests" / "helpers" / "latency_proxy.py"

@@ -17,9 +17,9 @@ from common import interleave, machine, table
 from sshd import SSHServer
 
 from edgetam_provision.backup import backup
-from edgetam_provision.fleet import PushRequest, build_wheel, push
-from edgetam_provision.hfcache import RepoSpec
-from edgetam_provision.synthetic import install_into_cache
+from edgetam_provision.fleet.push import PushRequest, build_wheel, push
+from edgetam_provision.hub.cache import RepoSpec
+from edgetam_provision.verify.synthetic import install_into_cache
 
 
 def inventory(path: Path, servers: list[SSHServer]) -> Path:

@@ -15,8 +15,8 @@ from pathlib import Path
 from common import interleave, machine, sh, table
 
 from edgetam_provision.backup import backup
-from edgetam_provision.hfcache import RepoSpec
-from edgetam_provision.synthetic import install_into_cache
+from edgetam_provision.hub.cache import RepoSpec
+from edgetam_provision.verify.synthetic import install_into_cache
 
 PY = sys.executable
 

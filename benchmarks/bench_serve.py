@@ -19,8 +19,8 @@ from pathlib import Path
 from common import interleave, machine, table
 from sshd import free_port
 
-from edgetam_provision.layout import repo_folder_name
-from edgetam_provision.synthetic import install_into_cache
+from edgetam_provision.hub.layout import repo_folder_name
+from edgetam_provision.verify.synthetic import install_into_cache
 
 CLIENTS = 16
 FILES = {"shard-0.safetensors": 128 * 2**20, "shard-1.safetensors": 128 * 2**20}

@@ -16,17 +16,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgetam_provision.verify import ensure_env_offline
+from edgetam_provision.verify.run import ensure_env_offline
 
 ensure_env_offline()
 
 from common import machine  # noqa: E402
 
-from edgetam_provision.hfcache import EDGETAM_REPO  # noqa: E402
-from edgetam_provision.runtime import synchronize  # noqa: E402
-from edgetam_provision.segment import run  # noqa: E402
-from edgetam_provision.synthetic import build_model_files, install_into_cache  # noqa: E402
-from edgetam_provision.verify import VerifyRequest, plan_cases  # noqa: E402
+from edgetam_provision.hub.cache import EDGETAM_REPO  # noqa: E402
+from edgetam_provision.verify.run import VerifyRequest, plan_cases  # noqa: E402
+from edgetam_provision.verify.runtime import synchronize  # noqa: E402
+from edgetam_provision.verify.segment import run  # noqa: E402
+from edgetam_provision.verify.synthetic import build_model_files, install_into_cache  # noqa: E402
 
 USER_MPS_MS = {"single point": 8491, "two points": 737, "box": 42, "two objects": 1679}
 

@@ -17,8 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgetam_provision.hfcache import BACKBONE_REPO, EDGETAM_REPO
-from edgetam_provision.synthetic import build_model_files, install_into_cache
+from edgetam_provision.hub.cache import BACKBONE_REPO, EDGETAM_REPO
+from edgetam_provision.verify.synthetic import build_model_files, install_into_cache
 
 # What transformers < 5.24 reads of the backbone repo offline (the fields timm's own config has).
 BACKBONE_CONFIG = {"architecture": "repvit_m1", "num_classes": 1000, "num_features": 512,

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .compression import SUFFIX, compressor
+from .archive.compression import SUFFIX, compressor
+from .archive.pack import pack_repo
 from .errors import IntegrityError
 from .fsutil import atomic_writer, disk_error
-from .hfcache import DEFAULT_REPOS, RepoSpec, check_revision, resolve_commit
-from .layout import archive_name, repo_folder_name
-from .manifest import ArchiveEntry, read_manifest, record
-from .pack import pack_repo
+from .hub.cache import DEFAULT_REPOS, RepoSpec, check_revision, resolve_commit
+from .hub.layout import archive_name, repo_folder_name
+from .hub.manifest import ArchiveEntry, read_manifest, record
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ModelMissingError
-from .hfcache import BACKBONE_REPO, EDGETAM_REPO, check_revision, resolve_commit
-from .runtime import (
+from .hub.cache import BACKBONE_REPO, EDGETAM_REPO, check_revision, resolve_commit
+from .verify.runtime import (
     REQUIRED,
     available_devices,
     hub_reads_netrc,

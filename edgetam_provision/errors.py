@@ -122,6 +122,17 @@ class FleetError(ProvisionError):
     kind = "fleet"
 
 
+class HostMisbehaved(ProvisionError):
+    """The fetch host broke the protocol: a bad event, a name or size it may not send, what was not asked."""
+
+    exit_code = 15
+    kind = "host-misbehaved"
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message, hint or "nothing it sent was kept; use a host you trust, or run with "
+                                          "--debug and report it if the host is yours")
+
+
 class Interrupted(ProvisionError):
     """Ctrl-C: everything written so far was rolled back or left resumable."""
 
@@ -142,7 +153,8 @@ EXIT_CODES: dict[int, tuple[str, str]] = {
     **{cls.exit_code: (cls.__name__, (cls.__doc__ or "").strip()) for cls in (
         IntegrityError, UsageError, UnsafeArchiveError, CorruptArchiveError, CacheError,
         LockedError, ModelMissingError, EnvironmentProblem, VerificationFailed,
-        RemoteConnectError, RemoteAuthError, HostKeyError, RemoteDownloadError, FleetError, Interrupted,
+        RemoteConnectError, RemoteAuthError, HostKeyError, RemoteDownloadError, FleetError, HostMisbehaved,
+        Interrupted,
         InternalError,
     )},
 }

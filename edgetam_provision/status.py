@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .compression import ARCHIVE_SUFFIXES
-from .hfcache import BACKBONE_REPO, EDGETAM_REPO, scan_cache
-from .manifest import read_manifest
+from .archive.compression import ARCHIVE_SUFFIXES
+from .hub.cache import BACKBONE_REPO, EDGETAM_REPO, scan_cache
+from .hub.manifest import read_manifest
 
 
 def backups_status(folder: Path) -> list[dict[str, Any]]:
@@ -38,7 +38,7 @@ def cache_status(cache: Path, hash_blobs: bool = True) -> dict[str, Any]:
 
 def status(cache: Path, backups: Path, hash_blobs: bool = True) -> dict[str, Any]:
     """`provision status`: backups and cache; exit code 1 when a cached revision is damaged."""
-    from .serve import running_mirror
+    from .serve.run import running_mirror
 
     data = {"backups_folder": str(backups), "backups": backups_status(backups),
             **cache_status(cache, hash_blobs), "mirror": running_mirror(cache)}

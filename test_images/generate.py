@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 W, H = 1800, 1200
-ASSETS = Path(__file__).resolve().parent.parent / "edgetam_provision" / "assets"
+ASSETS = Path(__file__).resolve().parent.parent / "edgetam_provision" / "verify" / "assets"
 CAB = [(300, 420), (380, 300), (760, 300), (760, 820), (300, 820)]
 CARGO = (790, 290, 1700, 840)
 

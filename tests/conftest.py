@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edgetam_provision.cli import cli
+from edgetam_provision.cli.app import cli
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_standin import HubRepo, HubStandIn

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from edgetam_provision.accelerate import cuda_graph, relative_diff, reparameterize
+from edgetam_provision.verify.accelerate import cuda_graph, relative_diff, reparameterize
 
 
 def test_relative_diff_measures_against_the_reference_scale():

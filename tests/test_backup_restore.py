@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import hf_cache_verify, run_cli, run_cli_process, tree_state
 
-from edgetam_provision.hfcache import check_revision, read_ref, scan_cache
-from edgetam_provision.layout import repo_folder_name
+from edgetam_provision.hub.cache import check_revision, read_ref, scan_cache
+from edgetam_provision.hub.layout import repo_folder_name
 
 
 def commit_of(cache: Path, repo_id: str) -> str:
@@ -261,7 +261,7 @@ def test_cache_dir_is_resolved_like_huggingface_hub(tmp_path):
     for source, env in cases.items():
         clean = {k: v for k, v in os.environ.items()
                  if k not in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME")}
-        code = ("from edgetam_provision.hfcache import resolve_cache_dir as r;"
+        code = ("from edgetam_provision.hub.cache import resolve_cache_dir as r;"
                 "from huggingface_hub import constants as c; l = r();"
                 "print(l.source, l.path == __import__('pathlib').Path(c.HF_HUB_CACHE))")
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True,
@@ -278,7 +278,7 @@ def test_cli_restore_in_a_separate_process_reports_progress_on_stderr(cache, tmp
 
 
 def test_where_symlinks_are_unsupported_restore_writes_copies_that_work(cache, tmp_path, monkeypatch):
-    from edgetam_provision import restore_publish as restore_module
+    from edgetam_provision.restore import publish as restore_module
 
     out = tmp_path / "backups"
     run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache)

@@ -13,8 +13,8 @@ from conftest import run_cli
 from hub_standin import HubRepo
 
 from edgetam_provision import doctor
-from edgetam_provision.hfcache import BACKBONE_REPO, EDGETAM_REPO
-from edgetam_provision.synthetic import install_into_cache
+from edgetam_provision.hub.cache import BACKBONE_REPO, EDGETAM_REPO
+from edgetam_provision.verify.synthetic import install_into_cache
 
 TOKEN = "hf_StaleDoctorTokenXYZ987654321wxyz"
 SCRUB = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HOME", "HF_ENDPOINT", "NETRC",

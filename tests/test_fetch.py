@@ -20,8 +20,8 @@ from conftest import REPO_ROOT, hf_cache_verify, run_cli
 from hub_standin import HubRepo
 from sshd import BOGUS_TOKEN, keygen
 
-from edgetam_provision.hfcache import check_revision, read_ref
-from edgetam_provision.layout import repo_folder_name
+from edgetam_provision.hub.cache import check_revision, read_ref
+from edgetam_provision.hub.layout import repo_folder_name
 
 pytestmark = [pytest.mark.ssh]
 HELPERS = REPO_ROOT / "tests" / "helpers"
@@ -93,7 +93,7 @@ def test_local_fetch_succeeds_despite_stale_local_credentials(hub, tmp_path, mon
 
 
 def test_fetch_then_restore_then_verify_end_to_end(sshd, hub, tmp_path):
-    from edgetam_provision.synthetic import build_model_files
+    from edgetam_provision.verify.synthetic import build_model_files
 
     hub.add(HubRepo("yonigozlan/EdgeTAM-hf", build_model_files()))
     cache = tmp_path / "cache"
@@ -233,7 +233,7 @@ def test_shell_metacharacters_are_rejected_and_inert(sshd, hub, tmp_path, args):
 
 
 def test_the_agent_itself_refuses_bad_repo_ids(tmp_path):
-    from edgetam_provision.agent import AgentError, resolve
+    from edgetam_provision.fetch.agent import AgentError, resolve
 
     with pytest.raises(AgentError, match="invalid repo id"):
         resolve(None, {"repo_id": "org/x;touch y"}, False)
@@ -323,28 +323,28 @@ def test_host_or_local_is_required(tmp_path):
     assert res.exit_code == 2 and "--host HOST or --local" in res.stderr
 
 
-def test_sftp_transfer_works_and_resumes_from_a_kept_part(sshd, hub, big_repo, tmp_path):
+def test_the_agents_channel_resumes_from_a_kept_part(sshd, hub, big_repo, tmp_path):
     out = tmp_path / "b"
     first = fetch(sshd, hub, out, "--repo", "org/big", "--json")
     assert first.exit_code == 0, first.stderr
     archive = Path(json.loads(first.stdout)["archives"][0]["archive"])
     part = archive.with_name(archive.name + ".part")
-    part.write_bytes(archive.read_bytes()[:5_000_000])  # as if an SFTP pull had been cut there
+    part.write_bytes(archive.read_bytes()[:5_000_000])  # as if a pull had been cut there
     archive.unlink()
-    res = fetch(sshd, hub, out, "--repo", "org/big", "--transfer", "sftp", "--json")
+    res = fetch(sshd, hub, out, "--repo", "org/big", "--transfer", "stream", "--json")
     assert res.exit_code == 0, res.stderr
     [a] = json.loads(res.stdout)["archives"]
     assert a["resumed_from"] == 5_000_000 and not part.exists()
     assert run_cli("restore", out, "--cache-dir", tmp_path / "cache").exit_code == 0
 
 
-def test_sftp_transfer_discards_a_part_that_is_not_a_prefix(sshd, hub, tmp_path):
+def test_the_agents_channel_discards_a_part_that_is_not_a_prefix(sshd, hub, tmp_path):
     out = tmp_path / "b"
     out.mkdir()
     first = fetch(sshd, hub, tmp_path / "ref", "--repo", "org/tiny", "--json")
     name = Path(json.loads(first.stdout)["archives"][0]["archive"]).name
     (out / f"{name}.part").write_bytes(b"garbage" * 100)
-    res = fetch(sshd, hub, out, "--repo", "org/tiny", "--transfer", "sftp", "--json")
+    res = fetch(sshd, hub, out, "--repo", "org/tiny", "--transfer", "stream", "--json")
     assert res.exit_code == 0, res.stderr
     assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes()
 
@@ -392,7 +392,7 @@ def test_fetch_works_with_a_requests_based_hub_on_the_host(sshd, hub, old_hub_py
 
 
 def test_progress_bar_shows_bytes_rate_and_eta_only_when_enabled(capsys):
-    from edgetam_provision.transfer import ProgressBar
+    from edgetam_provision.fetch.pull import ProgressBar
 
     bar = ProgressBar("model.tar", 4_000_000, 0, enabled=True)
     bar.update(2_000_000)
@@ -416,7 +416,7 @@ def test_a_proxyjump_chain_with_user_host_port_hops_is_followed(sshd, hub, tmp_p
 
 
 def test_proxycommand_tokens_see_the_port_and_user_given_on_the_command_line(sshd, tmp_path):
-    from edgetam_provision.remote import resolve_target
+    from edgetam_provision.fetch.ssh import resolve_target
 
     cfg = tmp_path / "ssh_config"
     cfg.write_text("Host box\n  HostName 10.9.8.7\n  Port 2200\n  User cfguser\n  ProxyCommand nc %h %p %r\n")

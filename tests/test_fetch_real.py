@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, run_cli
+from conftest import run_cli
 from hub_standin import HubRepo
 
-from edgetam_provision.hfcache import read_ref
-from edgetam_provision.layout import repo_folder_name
+from edgetam_provision.hub.cache import read_ref
+from edgetam_provision.hub.layout import repo_folder_name
 
 pytestmark = [pytest.mark.ssh]
 
@@ -123,7 +123,7 @@ def test_a_pinned_revision_works_end_to_end(hub, tmp_path, monkeypatch):
     assert read_ref(cache / repo_folder_name("org/tiny")) is None  # pinned: no refs/main was invented
     status = json.loads(run_cli("status", "--cache-dir", cache, "--backups", tmp_path / "b", "--json").stdout)
     assert [r["commit"] for r in status["revisions"]] == [commit]
-    from edgetam_provision.hfcache import resolve_commit
+    from edgetam_provision.hub.cache import resolve_commit
 
     assert resolve_commit(cache, "org/tiny", commit[:12]) == commit  # the short form this tool prints
     assert resolve_commit(cache, "org/tiny", None) == commit  # the only snapshot, with no refs/main
@@ -172,8 +172,8 @@ def test_a_missing_remote_python_is_named(sshd, hub, tmp_path):
 def test_a_host_python_that_dies_while_the_agent_is_still_being_sent_is_named(tmp_path):
     """The race behind a missing Python: its shell exits before our first write lands."""
     from edgetam_provision.errors import RemoteDownloadError
-    from edgetam_provision.fetch import AgentLink, run_agent
-    from edgetam_provision.transfer import Stream
+    from edgetam_provision.fetch.client import AgentLink, run_agent
+    from edgetam_provision.fetch.protocol import Stream
 
     def closed(_: bytes) -> None:
         raise OSError("Socket is closed")
@@ -181,7 +181,7 @@ def test_a_host_python_that_dies_while_the_agent_is_still_being_sent_is_named(tm
     link = AgentLink(Stream(lambda n: b"", closed, "edge-1"),
                      lambda: (127, "sh: 1: /nonexistent/python3: not found\n"), "/nonexistent/python3")
     with pytest.raises(RemoteDownloadError) as err:
-        run_agent(link, {}, tmp_path / "b", lambda _: None, False)
+        run_agent(link, {}, (), tmp_path / "b", lambda _: None, False, 60)
     assert "edge-1 cannot run '/nonexistent/python3'" in str(err.value)
     assert not (tmp_path / "b").exists()
 
@@ -238,8 +238,8 @@ def test_both_data_paths_give_the_same_verified_archive(sshd, hub, tmp_path, tra
 
 
 def test_several_openssh_streams_pull_one_archive_and_resume_by_range(sshd, hub, tmp_path):
-    from edgetam_provision.openssh import pull_openssh
-    from edgetam_provision.remote import resolve_target
+    from edgetam_provision.fetch.openssh import pull_openssh
+    from edgetam_provision.fetch.ssh import resolve_target
 
     data = os.urandom(3_000_001)
     src = tmp_path / "host" / "a.tar"
@@ -271,12 +271,3 @@ def test_several_openssh_streams_pull_one_archive_and_resume_by_range(sshd, hub,
     with pytest.raises(Exception, match="do not match"):
         pull_openssh(target, str(src), bad, out, False, 10, streams=3)
     assert sorted(p.name for p in out.iterdir()) == ["a.tar"]
-
-
-def test_the_agent_program_is_what_the_package_ships():
-    from edgetam_provision.fetch import AGENT_MODULES, agent_program
-
-    program = agent_program().decode()
-    for name in AGENT_MODULES:
-        assert (REPO_ROOT / "edgetam_provision" / name).exists()
-    assert "untrusted_tar" not in program and program.count("from __future__") == 1

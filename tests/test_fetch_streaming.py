@@ -21,10 +21,10 @@ from huggingface_hub import snapshot_download
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgetam_provision.agent import AgentError, Channel, _archive_file, download_and_pack
-from edgetam_provision.fetch import streams_live
-from edgetam_provision.layout import FileRecord, repo_folder_name, snapshot_link
-from edgetam_provision.pack import Arriving, NotAsListed, PackPlan, pack_repo
+from edgetam_provision.archive.pack import Arriving, NotAsListed, PackPlan, pack_repo
+from edgetam_provision.fetch.agent import AgentError, Channel, _archive_file, download_and_pack
+from edgetam_provision.fetch.run import streams_live
+from edgetam_provision.hub.layout import FileRecord, repo_folder_name, snapshot_link
 
 COMMIT = "c" * 40
 
@@ -225,7 +225,7 @@ def test_an_explicit_openssh_transfer_pulls_after_packing(sshd, hub, tmp_path):
 
 @pytest.mark.parametrize(("transfer", "rtt", "live"), [
     ("auto", 0.0001, True), ("auto", 0.004, True), ("auto", 0.02, False), ("auto", float("inf"), False),
-    ("stream", 0.2, True), ("openssh", 0.0001, False), ("sftp", 0.0001, False)])
+    ("stream", 0.2, True), ("openssh", 0.0001, False)])
 def test_the_archive_streams_during_the_download_only_on_a_short_round_trip_or_if_asked(transfer, rtt, live):
     assert streams_live(transfer, rtt) is live
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import MISSING_COMPONENT, run_cli, tree_state
 
 from edgetam_provision.backup import backup
-from edgetam_provision.hfcache import RepoSpec
+from edgetam_provision.hub.cache import RepoSpec
 
 pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 
@@ -33,7 +33,7 @@ def hosts(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    from edgetam_provision.fleet import build_wheel
+    from edgetam_provision.fleet.push import build_wheel
 
     return build_wheel(tmp_path_factory.mktemp("wheel"))
 
@@ -141,7 +141,7 @@ def test_check_mode_writes_nothing_anywhere(hosts, wheel, backups, hub, tmp_path
 
 
 def test_without_ansible_push_says_what_to_install(monkeypatch, tmp_path):
-    from edgetam_provision import fleet
+    from edgetam_provision.fleet import push as fleet
 
     monkeypatch.setattr(fleet.sys, "executable", str(tmp_path / "python"))
     monkeypatch.setenv("PATH", str(tmp_path))

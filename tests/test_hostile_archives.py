@@ -17,7 +17,7 @@ import pytest
 from conftest import run_cli, tree_state
 
 from edgetam_provision.backup import backup
-from edgetam_provision.hfcache import RepoSpec, read_ref
+from edgetam_provision.hub.cache import RepoSpec, read_ref
 
 R = "models--org--tiny"
 MISSING = "ab" * 32  # a well-formed blob name that no archive or cache holds

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from edgetam_provision.reference import TOLERANCE, compare_scores, load_reference, plausibility
+from edgetam_provision.verify.reference import TOLERANCE, compare_scores, load_reference, plausibility
 
 
 def recorded(shift: float = 0.0, drop: str | None = None) -> list[dict]:

@@ -15,8 +15,8 @@ import pytest
 from conftest import run_cli_process, tree_state
 
 from edgetam_provision.backup import backup
-from edgetam_provision.hfcache import RepoSpec, check_revision, scan_cache
-from edgetam_provision.synthetic import install_into_cache
+from edgetam_provision.hub.cache import RepoSpec, check_revision, scan_cache
+from edgetam_provision.verify.synthetic import install_into_cache
 
 
 @pytest.fixture(scope="module")

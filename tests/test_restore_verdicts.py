@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgetam_provision.backup import backup
-from edgetam_provision.hfcache import RepoSpec, read_ref
+from edgetam_provision.hub.cache import RepoSpec, read_ref
 
 R = "models--org--tiny"
 

@@ -20,7 +20,7 @@ import pytest
 from conftest import run_cli
 from sshd import BOGUS_TOKEN, free_port
 
-from edgetam_provision.layout import repo_folder_name
+from edgetam_provision.hub.layout import repo_folder_name
 
 pytest.importorskip("uvicorn", reason="needs the serve extra (uvicorn)")
 
@@ -219,7 +219,7 @@ def test_binding_beyond_loopback_says_so_loudly(source_cache, tmp_path):
 
 
 def test_transformers_from_pretrained_through_the_mirror(tmp_path):
-    from edgetam_provision.synthetic import build_model_files, install_into_cache
+    from edgetam_provision.verify.synthetic import build_model_files, install_into_cache
 
     cache = tmp_path / "served"
     install_into_cache(cache, "org/edgetam-standin", build_model_files())

@@ -16,11 +16,11 @@ from conftest import REPO_ROOT, run_cli
 from PIL import Image
 
 from edgetam_provision.errors import EnvironmentProblem, ModelMissingError
-from edgetam_provision.hfcache import EDGETAM_REPO
-from edgetam_provision.layout import repo_folder_name
-from edgetam_provision.runtime import choose_device
-from edgetam_provision.segment import check_environment
-from edgetam_provision.synthetic import EXPECTED_PARAMETERS, build_model_files, install_into_cache
+from edgetam_provision.hub.cache import EDGETAM_REPO
+from edgetam_provision.hub.layout import repo_folder_name
+from edgetam_provision.verify.runtime import choose_device
+from edgetam_provision.verify.segment import check_environment
+from edgetam_provision.verify.synthetic import EXPECTED_PARAMETERS, build_model_files, install_into_cache
 
 pytestmark = pytest.mark.slow
 
@@ -193,7 +193,7 @@ def test_older_transformers_needs_the_backbone_config_and_says_so(tmp_path):
 def test_shipped_pictures_are_the_reference_photo_and_the_generated_scene():
     import hashlib
 
-    from edgetam_provision.verify import assets
+    from edgetam_provision.verify.run import assets
 
     note = (REPO_ROOT / "test_images" / "TRUCK.md").read_text()
     for truck in (REPO_ROOT / "test_images" / "truck.jpg", assets() / "truck.jpg"):
@@ -221,7 +221,7 @@ def test_backup_restore_round_trip_loads_offline_with_transformers(edgetam_cache
 
 
 def test_synthetic_repos_with_nested_files_pass_the_integrity_check(tmp_path):
-    from edgetam_provision.hfcache import check_revision
+    from edgetam_provision.hub.cache import check_revision
 
     commit = install_into_cache(tmp_path, "org/nested", {"a/b/c.bin": b"x" * 3000, "top.json": b"{}"})
     state = check_revision(tmp_path, "org/nested", commit)
@@ -229,7 +229,7 @@ def test_synthetic_repos_with_nested_files_pass_the_integrity_check(tmp_path):
 
 
 def test_version_rules_use_real_version_ordering():
-    from edgetam_provision.runtime import library_verdict, needs_backbone_config
+    from edgetam_provision.verify.runtime import library_verdict, needs_backbone_config
 
     assert not library_verdict("transformers", "5.17.1").ok
     assert library_verdict("transformers", "5.18.0").ok
@@ -254,7 +254,7 @@ def test_the_shipped_scene_is_what_the_generator_writes(tmp_path):
     import subprocess
     import sys
 
-    from edgetam_provision.verify import assets
+    from edgetam_provision.verify.run import assets
 
     generator = REPO_ROOT / "test_images" / "generate.py"
     subprocess.run([sys.executable, str(generator), str(tmp_path)], check=True)

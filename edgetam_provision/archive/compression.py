@@ -1,0 +1,71 @@
+"""The compressions a backup may use: told apart by magic bytes, opened as streams.
+
+Written: none (default: weights do not compress), gzip, zstd. Read: those, plus bz2 and xz,
+which people use for hand-made backups (``tar cjf`` / ``tar cJf``).
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import zlib
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import UsageError
+
+SUFFIX = {"none": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bz2"),
+         (b"\xfd7zXZ\x00", "xz"))
+#: the exceptions a damaged compressed stream raises while it is read
+STREAM_ERRORS: tuple[type[BaseException], ...] = (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError,
+                                                  OSError)
+
+
+def zstandard_module():
+    """The optional `zstandard` package, or a usage error that says how to get it."""
+    try:
+        import zstandard
+    except ImportError:
+        raise UsageError("zstd needs the 'zstandard' package",
+                         "pip install 'edgetam-provision[zstd]', or use --compress gzip/none") from None
+    return zstandard
+
+
+def compression_of(path: Path) -> str:
+    """none, gzip, zstd, bz2 or xz: by the file's magic bytes, not its name."""
+    with open(path, "rb") as fh:
+        return compression_of_head(fh.read(6))
+
+
+def compression_of_head(head: bytes) -> str:
+    """The compression the first bytes of a file announce."""
+    return next((name for magic, name in MAGIC if head.startswith(magic)), "none")
+
+
+def compressor(kind: str):
+    """A function wrapping a raw output stream in `kind`'s compressor (None for "none")."""
+    if kind not in SUFFIX:
+        raise UsageError(f"unknown compression {kind!r}", "use none, gzip or zstd")
+    if kind == "gzip":
+        return lambda raw: gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0)
+    if kind == "zstd":
+        zstd = zstandard_module()
+        return lambda raw: zstd.ZstdCompressor(level=3).stream_writer(raw, closefd=False)
+    return None
+
+
+def open_decompressed(path: Path, kind: str) -> BinaryIO:
+    """A read stream of the archive's tar bytes. For zstd the file handle closes with the stream."""
+    if kind == "gzip":
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    if kind == "bz2":
+        return bz2.open(path, "rb")  # type: ignore[return-value]
+    if kind == "xz":
+        return lzma.open(path, "rb")  # type: ignore[return-value]
+    if kind == "zstd":
+        raw = open(path, "rb")  # noqa: SIM115 - closed by the reader (closefd=True)
+        return zstandard_module().ZstdDecompressor().stream_reader(raw, closefd=True)
+    return open(path, "rb")

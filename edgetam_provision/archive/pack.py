@@ -1,0 +1,262 @@
+"""Pack one cached repo revision into a tar: blobs as real bytes, snapshot entries as links.
+
+The archive holds ``models--ORG--NAME/`` with blobs as regular files (real bytes, also for hub
+2.x shared-blob-store links), snapshot entries as relative symlinks, the refs that point at the
+commit, the trees listing and ``.no_exist`` markers. Every member has a fixed mtime, so the same
+revision always packs to the same bytes (a pull can resume against a re-packed archive).
+
+Standard library only: `provision fetch` ships this module to the remote host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import posixpath
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+with contextlib.suppress(ImportError):  # shipped: layout.py's source ran just before, in this namespace
+    from ..hub.layout import FileRecord, blob_hasher, snapshot_link
+
+PACK_MTIME = 1_735_689_600  # fixed (2025-01-01): a revision packs to the same bytes, so pulls resume
+COPY_BUF = 4 * 1024 * 1024  # tarfile copies blob bytes in pieces this big (its default is 16 KiB)
+
+
+class HashingWriter(io.RawIOBase):
+    """A write-only stream that hashes and counts what passes through to `out`."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out, self.sha256, self.size = out, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:  # tarfile's "w:" mode asks where it is
+        return self.size
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.sha256.update(data)
+        self.size += len(data)
+        self.out.write(data)
+        return len(data)
+
+
+@dataclass
+class PackPlan:
+    """What a revision's archive holds, in the archive's order: the snapshot's sub-folders and
+    its files (path, blob, size). From the snapshot on disk, or from the Hub's listing before the
+    download (so the archive can be sent while the bytes still arrive)."""
+
+    folders: list[str]
+    files: list[FileRecord]
+
+    @classmethod
+    def from_files(cls, files: list[FileRecord]) -> PackPlan:
+        """The plan a snapshot of exactly these files gives (the same order as `from_snapshot`)."""
+        folders = {"/".join(f.path.split("/")[:i]) for f in files for i in range(1, f.path.count("/") + 1)}
+        order = sorted([(tuple(d.split("/")), d, None) for d in folders]
+                       + [(tuple(f.path.split("/")), f.path, f) for f in files], key=lambda t: t[0])
+        return cls([d for _, d, f in order if f is None], [f for _, _, f in order if f is not None])
+
+    @classmethod
+    def from_snapshot(cls, repo: Path, commit: str, entries: dict[str, str] | None = None) -> PackPlan:
+        """The snapshot's folders and links; `entries` (snapshot path -> blob, from an integrity
+        check) for caches that hold copies instead of links."""
+        snap = repo / "snapshots" / commit
+        files = []
+        for entry in snap.rglob("*"):
+            if entry.is_dir() and not entry.is_symlink():
+                continue
+            rel = entry.relative_to(snap).as_posix()
+            blob = entries[rel] if entries is not None else posixpath.basename(os.readlink(entry))
+            files.append(FileRecord(rel, blob, (repo / "blobs" / blob).resolve().stat().st_size))
+        return cls.from_files(files)
+
+
+def pack_repo(cache: Path, folder: str, commit: str, out: BinaryIO,
+              compress: Callable[[BinaryIO], BinaryIO] | None = None,
+              entries: dict[str, str] | None = None,
+              with_tree: bool = True, plan: PackPlan | None = None,
+              open_blob: Callable[[FileRecord], BinaryIO] | None = None,
+              before_links: Callable[[], None] | None = None) -> tuple[str, int, list[FileRecord], list[str]]:
+    """Write one revision of ``cache/folder`` as a tar into `out`, through `compress` if given.
+
+    `plan` defaults to the snapshot on disk (see `PackPlan`); `open_blob` to the blob's file
+    (through any shared-blob-store link); `before_links` runs once every blob is written (a
+    streamed pack waits there for the download to finish). `with_tree=False` leaves out the
+    ``trees/<commit>.json`` listing (a filtered download holds only part of what it lists).
+    Returns (archive sha256, archive size, files, ref names). One function on purpose: the member
+    order (folders, blobs, links, listing, refs) is the archive's format, and reads best in one place.
+    """
+    repo = cache / folder
+    plan = plan or PackPlan.from_snapshot(repo, commit, entries)
+    hasher = HashingWriter(out)
+    stream = compress(hasher) if compress else hasher  # type: ignore[arg-type]
+
+    def info(name: str, kind: bytes, size: int = 0, link: str = "") -> tarfile.TarInfo:
+        ti = tarfile.TarInfo(f"{folder}/{name}" if name else folder)
+        ti.type, ti.size, ti.linkname, ti.mtime = kind, size, link, PACK_MTIME
+        ti.mode = 0o755 if kind in (tarfile.DIRTYPE, tarfile.SYMTYPE) else 0o644
+        return ti
+
+    def default_open(f: FileRecord) -> BinaryIO:
+        return open((repo / "blobs" / f.blob).resolve(), "rb")
+
+    with tarfile.open(fileobj=stream, mode="w:", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUF) as tar:
+        for d in ("", "blobs", "refs", "snapshots", f"snapshots/{commit}"):
+            tar.addfile(info(d, tarfile.DIRTYPE))
+        for d in plan.folders:
+            tar.addfile(info(f"snapshots/{commit}/{d}", tarfile.DIRTYPE))
+        seen: set[str] = set()
+        for f in plan.files:
+            if f.blob not in seen:
+                seen.add(f.blob)
+                with (open_blob or default_open)(f) as fh:
+                    tar.addfile(info(f"blobs/{f.blob}", tarfile.REGTYPE, f.size), fh)
+        if before_links:
+            before_links()
+        for f in plan.files:
+            tar.addfile(info(f"snapshots/{commit}/{f.path}", tarfile.SYMTYPE,
+                             link=snapshot_link(f.path, f.blob)))
+        tree = repo / "trees" / f"{commit}.json"
+        if with_tree and tree.is_file():
+            data = tree.read_bytes()
+            tar.addfile(info("trees", tarfile.DIRTYPE))
+            tar.addfile(info(f"trees/{commit}.json", tarfile.REGTYPE, len(data)), io.BytesIO(data))
+        refs = _refs_to(repo, commit)
+        for ref in refs:
+            parts = ref.split("/")
+            for i in range(1, len(parts)):
+                tar.addfile(info("refs/" + "/".join(parts[:i]), tarfile.DIRTYPE))
+            tar.addfile(info(f"refs/{ref}", tarfile.REGTYPE, 40), io.BytesIO(commit.encode()))
+    if stream is not hasher:
+        stream.close()
+    return hasher.sha256.hexdigest(), hasher.size, list(plan.files), refs
+
+
+def _refs_to(repo: Path, commit: str) -> list[str]:
+    """The names of the refs of `repo` that point at `commit`."""
+    refs_dir = repo / "refs"
+    if not refs_dir.is_dir():
+        return []
+    return sorted(p.relative_to(refs_dir).as_posix() for p in refs_dir.rglob("*")
+                  if p.is_file() and p.read_text(errors="replace").strip() == commit)
+
+
+# ---------------------------------------------------------------------------- packing while downloading
+
+class NotAsListed(Exception):
+    """The download did not produce what the Hub's listing said: the streamed archive is void."""
+
+
+class Arriving(io.RawIOBase):
+    """One blob read while huggingface_hub downloads it: from its ``*.incomplete`` file as that
+    grows, then from the finished blob. Blocks until the bytes are there (tarfile wants full reads).
+    The bytes read are hashed against the blob's name: whatever the download did meanwhile (a
+    restart, a writer that is not sequential), what was sent is the blob, or the stream is void.
+
+    `failed()` says whether the download ended without this blob (its error, or None while it
+    runs); `waiting()` runs before each pause (the packer sends what it holds meanwhile).
+    """
+
+    POLL_S = 0.02
+
+    def __init__(self, blobs: Path, record: FileRecord, failed: Callable[[], BaseException | None],
+                 waiting: Callable[[], None]) -> None:
+        self.blobs, self.record, self.failed, self.waiting = blobs, record, failed, waiting
+        self.fh: BinaryIO | None = None
+        self.pos, self.finished = 0, False
+        self.hash = blob_hasher(record.blob, record.size)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        want = self.record.size - self.pos if n < 0 else min(n, self.record.size - self.pos)
+        parts = []
+        while want:
+            data = self.fh.read(want) if self.fh else b""
+            if data:
+                parts.append(data)
+                want -= len(data)
+                self.pos += len(data)
+                self.hash.update(data)
+            else:
+                self._wait()
+        if self.pos == self.record.size and self.hash.hexdigest() != self.record.blob:
+            raise NotAsListed(f"{self.record.path}: the bytes read while downloading do not hash to "
+                              f"{self.record.blob[:12]}")
+        return b"".join(parts)
+
+    def _wait(self) -> None:
+        final = self.blobs / self.record.blob
+        if final.is_file():  # finished: read on from the blob itself (a restarted download is a new file)
+            if self.fh is not None and os.fstat(self.fh.fileno()).st_ino == final.stat().st_ino:
+                if self.finished:  # read to its end once more after the rename: truly short
+                    raise NotAsListed(f"{self.record.path} is smaller than the Hub said")
+                self.finished = True  # its last bytes may have landed just before the rename
+                return
+            self._switch(open(final, "rb"))  # noqa: SIM115 - closed in close()
+            return
+        if self.fh is None:
+            growing = sorted(self.blobs.glob(self.record.blob + "*.incomplete"), key=_mtime)
+            if growing:
+                with contextlib.suppress(OSError):
+                    self._switch(open(growing[-1], "rb"))  # noqa: SIM115 - closed in close()
+                    return
+        error = self.failed()
+        if error is not None:
+            raise error
+        self.waiting()
+        time.sleep(self.POLL_S)
+
+    def _switch(self, fh: BinaryIO) -> None:
+        if self.fh is not None:
+            self.fh.close()
+        fh.seek(self.pos)
+        self.fh = fh
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+        super().close()
+
+
+def _mtime(path: Path) -> float:
+    """When a download file last grew; 0 for one renamed or removed meanwhile."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+class LiveSink(io.RawIOBase):
+    """Where a streamed pack writes: in chunks to `send` as the archive grows."""
+
+    SMALL = 1024 * 1024  # headers and small blobs gather up to this; big pieces go out at once
+
+    def __init__(self, send: Callable[[bytes], None]) -> None:
+        self.send, self.held = send, bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        if len(self.held) + len(data) < self.SMALL:
+            self.held += data
+        else:
+            self.flush_held()
+            self.send(bytes(data))
+        return len(data)
+
+    def flush_held(self) -> None:
+        if self.held:
+            self.send(bytes(self.held))
+            self.held.clear()

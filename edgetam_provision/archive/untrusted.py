@@ -1,0 +1,370 @@
+"""Read a backup archive as hostile input: every member is validated before anything is written.
+
+`scan_archive` checks each member against the hub cache layout (path escapes, links, devices,
+modes, duplicates, refs, sizes against a manifest), runs tarfile's ``data`` filter over it as a
+second layer, and insists on the end-of-archive marker, so a tar cut at a member boundary is
+refused. tarfile is never allowed to write: `iter_data` streams member bytes to the caller,
+which hashes them against their names before anything reaches the cache.
+
+Hand-made backups are welcome: any leading folders up to and including ``hub/`` (``./``,
+``Users/me/.cache/huggingface/hub/``), a whole ``hub/`` folder (its ``CACHEDIR.TAG`` and
+``.locks/`` are skipped, as are ``.no_exist/`` markers and ``*.incomplete`` downloads), and
+``tar -h`` backups whose snapshot entries are plain files (hashed into blobs when read).
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+import stat
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import CorruptArchiveError, UnsafeArchiveError
+from ..hub.layout import BLOB_RE, COMMIT_RE, FOLDER_RE, REF_NAME_RE, TREE_NAME_RE, is_repo_folder_name
+from .compression import STREAM_ERRORS, compression_of
+from .tar_io import CORRUPT_HINT, Slice, check_end, open_tar
+
+MAX_SMALL = 64 * 1024 * 1024  # refs and trees listings are read into memory, so bounded
+MAX_REF = 256
+UNSAFE_HINT = "this archive is not a Hugging Face cache backup; nothing was written"
+FILTER_ROOT = "/nonexistent-provision-filter-root"
+TYPE_NAMES = {tarfile.LNKTYPE: "a hard link", tarfile.CHRTYPE: "a character device",
+              tarfile.BLKTYPE: "a block device", tarfile.FIFOTYPE: "a FIFO",
+              tarfile.CONTTYPE: "a contiguous file"}
+
+
+@dataclass
+class RepoPayload:
+    """What an archive holds for one repo folder."""
+
+    folder: str
+    blobs: dict[str, int] = field(default_factory=dict)  # blob name -> size
+    links: dict[str, str] = field(default_factory=dict)  # "snapshots/<c>/<path>" -> blob name
+    copies: dict[str, int] = field(default_factory=dict)  # "snapshots/<c>/<path>" -> size (tar -h)
+    same_as: dict[str, str] = field(default_factory=dict)  # hard link (tar -h) -> the member it repeats
+    refs: dict[str, str] = field(default_factory=dict)  # ref name -> commit
+    trees: dict[str, bytes] = field(default_factory=dict)  # "trees/<c>.json" -> bytes
+
+    @property
+    def commits(self) -> set[str]:
+        """The commits this archive holds files of (bare folders do not count)."""
+        return {p.split("/")[1] for p in (*self.links, *self.copies)}
+
+
+@dataclass(frozen=True)
+class DataMember:
+    """A member whose bytes the restore reads: a blob, or a plain snapshot file (tar -h)."""
+
+    name: str
+    folder: str
+    path: str  # "blobs/<name>" or "snapshots/<c>/<path>"
+    size: int
+    offset: int  # of its data, in the uncompressed tar stream
+
+
+@dataclass
+class ArchiveContents:
+    """The validated content of one archive."""
+
+    path: Path
+    prefix: str
+    compression: str
+    repos: dict[str, RepoPayload]
+    data: list[DataMember]
+    skipped: list[str]  # member names not restored (.locks/, CACHEDIR.TAG, .no_exist/, *.incomplete)
+
+
+def _unsafe(member: str, why: str) -> UnsafeArchiveError:
+    return UnsafeArchiveError(f"unsafe archive member {member!r}: {why}", UNSAFE_HINT)
+
+
+def _damaged(path: Path, why: str) -> CorruptArchiveError:
+    return CorruptArchiveError(f"{path.name}: {why}", CORRUPT_HINT)
+
+
+def split_name(raw: str) -> list[str]:
+    """Lexically check a member name and split it; reject anything that could escape."""
+    if any(ord(c) < 0x20 or c in "\\\x7f" for c in raw):
+        raise _unsafe(raw, "control character or backslash in the name")
+    if raw.startswith("/") or re.match(r"^[A-Za-z]:", raw):
+        raise _unsafe(raw, "absolute path")
+    name = raw[2:] if raw.startswith("./") else raw
+    parts = name.rstrip("/").split("/")
+    if name in ("", ".") and raw.startswith("."):
+        return []  # "./" itself: the archive's root folder
+    if any(p in ("", ".", "..") for p in parts):
+        raise _unsafe(raw, "path with '..', '.' or empty components")
+    return parts
+
+
+class _Scan:
+    """State of one scan: the repos found, the prefix they share, what was skipped."""
+
+    def __init__(self, path: Path, expected_sizes: dict[str, int] | None) -> None:
+        self.path, self.expected_sizes = path, expected_sizes
+        self.repos: dict[str, RepoPayload] = {}
+        self.data: list[DataMember] = []
+        self.skipped: list[str] = []
+        self.outside: list[tuple[str, list[str], bool]] = []  # (name, parts, is_dir) outside repos
+        self.seen: set[str] = set()
+        self.links: set[str] = set()
+        self.regular: dict[str, tuple[str, str, int]] = {}  # member key -> (folder, path, size)
+        self.prefix: tuple[str, ...] | None = None
+
+    def member(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        parts = split_name(m.name)
+        key = "/".join(parts)
+        if key in self.seen:
+            raise _unsafe(m.name, "duplicate member name")
+        self.seen.add(key)
+        if any("/".join(parts[:i]) in self.links for i in range(1, len(parts))):
+            raise _unsafe(m.name, "member below a symbolic link")
+        if m.issym() or m.islnk():
+            self.links.add(key)
+        repeat = self._hard_link_target(m) if m.islnk() else None
+        if repeat is None:
+            _check_type_and_mode(m)
+        try:  # second layer: what tarfile itself would refuse
+            tarfile.data_filter(m, FILTER_ROOT)
+        except tarfile.FilterError as exc:
+            raise _unsafe(m.name, f"refused by tarfile's data filter ({exc})") from None
+        idx = next((i for i, p in enumerate(parts) if is_repo_folder_name(p)), None)
+        if idx is None or ".locks" in parts[:idx]:
+            self.outside.append((m.name, parts, m.isdir()))
+            return
+        prefix = tuple(parts[:idx])
+        if self.prefix is None:
+            if prefix and prefix[-1] != "hub":
+                raise _unsafe(m.name, "unexpected leading folders (only folders up to hub/ may "
+                                      "come before models--ORG--NAME)")
+            self.prefix = prefix
+        elif prefix != self.prefix:
+            raise _unsafe(m.name, "members disagree on their leading folders")
+        folder = parts[idx]
+        if not FOLDER_RE.match(folder):
+            raise _unsafe(m.name, "not a valid models--ORG--NAME folder name")
+        repo = self.repos.setdefault(folder, RepoPayload(folder))
+        rest = parts[idx + 1:]
+        if repeat is not None:
+            self._repeat(m, repo, rest, repeat)
+            return
+        _classify(self, tar, m, repo, rest)
+        if m.isreg() and rest and rest[0] in ("blobs", "snapshots"):
+            self.regular[key] = (folder, "/".join(rest), m.size)
+
+    def _hard_link_target(self, m: tarfile.TarInfo) -> tuple[str, str, int]:
+        """`tar -h` stores a file reached twice (snapshot link and blob) as a hard link to the
+        first: allowed only to an earlier regular blob or snapshot member of the same repo."""
+        try:
+            target = self.regular.get("/".join(split_name(m.linkname)))
+        except UnsafeArchiveError:
+            target = None
+        if target is None:
+            raise _unsafe(m.name, "a hard link is not allowed (except to an earlier file of the same repo)")
+        return target
+
+    def _repeat(self, m: tarfile.TarInfo, repo: RepoPayload, rest: list[str],
+                target: tuple[str, str, int]) -> None:
+        folder, source, size = target
+        rel = "/".join(rest)
+        if folder != repo.folder:
+            raise _unsafe(m.name, "hard link to another repo's file")
+        if len(rest) == 2 and rest[0] == "blobs" and BLOB_RE.match(rest[1]):
+            _check_size(self, m, rest[1], size)
+            repo.blobs[rest[1]] = size
+        elif len(rest) >= 3 and rest[0] == "snapshots" and COMMIT_RE.match(rest[1]):
+            repo.copies[rel] = size
+        else:
+            raise _unsafe(m.name, "hard link outside blobs/ and snapshots/")
+        repo.same_as[rel] = source
+
+    def finish(self) -> None:
+        """Members outside any repo: the folders leading to it, or hub-level files we skip."""
+        prefix = self.prefix or ()
+        for name, parts, is_dir in self.outside:
+            if len(parts) == 0 or (is_dir and tuple(parts) == prefix[:len(parts)]):
+                continue
+            at_hub = tuple(parts[:len(prefix)]) == prefix and len(parts) > len(prefix)
+            rest = parts[len(prefix):] if at_hub else []
+            if at_hub and (rest == ["CACHEDIR.TAG"] or rest[0] == ".locks"):
+                self.skipped.append(name)
+                continue
+            raise _unsafe(name, "not inside a models--ORG--NAME folder")
+        if not self.repos:
+            raise _unsafe(self.path.name, "no models--ORG--NAME folder in the archive")
+        for folder, repo in self.repos.items():
+            _check_references(folder, repo)
+
+
+def scan_archive(path: Path, expected_sizes: dict[str, int] | None = None) -> ArchiveContents:
+    """Validate every member of the archive at `path` without writing anything.
+
+    `expected_sizes` (blob -> size, from a manifest) bounds every blob.
+    """
+    scan = _Scan(path, expected_sizes)
+    try:
+        kind = compression_of(path)
+        tar, fobj = open_tar(path, kind)
+        with tar, fobj:
+            for m in tar:
+                scan.member(tar, m)
+            check_end(tar, fobj, path)
+    except (tarfile.TarError, ValueError, *STREAM_ERRORS) as exc:  # ValueError: malformed pax numbers
+        if isinstance(exc, OSError) and not isinstance(exc, tarfile.TarError) and exc.errno:
+            raise _damaged(path, f"cannot read ({exc.strerror or exc})") from None
+        raise _damaged(path, f"not a readable tar archive ({type(exc).__name__}: {exc})") from None
+    scan.finish()
+    return ArchiveContents(path, "/".join(scan.prefix or ()), kind, scan.repos, scan.data, scan.skipped)
+
+
+def _check_type_and_mode(m: tarfile.TarInfo) -> None:
+    if m.type in TYPE_NAMES:
+        raise _unsafe(m.name, f"{TYPE_NAMES[m.type]} is not allowed")
+    if m.issparse() or any(k.startswith("GNU.sparse") for k in m.pax_headers):
+        raise _unsafe(m.name, "a sparse file is not allowed")
+    if not (m.isreg() or m.isdir() or m.issym()):
+        raise _unsafe(m.name, f"member type {m.type!r} is not allowed")
+    if not m.issym() and m.mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWOTH):
+        raise _unsafe(m.name, f"odd mode {oct(m.mode)} (setuid/setgid/sticky/world-writable)")
+
+
+def _read_small(tar: tarfile.TarFile, m: tarfile.TarInfo, limit: int) -> bytes:
+    if m.size > limit:
+        raise _unsafe(m.name, f"{m.size} bytes is too large for this kind of file")
+    fh = tar.extractfile(m)
+    data = fh.read() if fh else b""
+    if len(data) != m.size:
+        raise CorruptArchiveError(f"{m.name}: truncated member", "the archive is damaged")
+    return data
+
+
+def _valid_dir(rest: list[str]) -> bool:
+    if len(rest) <= 1:
+        return not rest or rest[0] in ("blobs", "snapshots", "refs", "trees")
+    if rest[0] == "snapshots":
+        return bool(COMMIT_RE.match(rest[1]))
+    return rest[0] == "refs" and bool(REF_NAME_RE.match("/".join(rest[1:])))
+
+
+def _classify(scan: _Scan, tar: tarfile.TarInfo, m: tarfile.TarInfo, repo: RepoPayload,
+              rest: list[str]) -> None:
+    """Place one member of a repo folder into its payload, skip it, or reject it."""
+    rel = "/".join(rest)
+    area = rest[0] if rest else ""
+    if area == ".no_exist" or (area == "blobs" and len(rest) == 2 and rest[1].endswith(".incomplete")
+                               and m.isreg()):
+        scan.skipped.append(m.name)  # markers of known-missing files; unfinished downloads
+        return
+    if m.isdir():
+        if not _valid_dir(rest):
+            raise _unsafe(m.name, "folder outside the HF cache layout")
+        return
+    if area == "blobs":
+        if len(rest) != 2 or not BLOB_RE.match(rest[1]):
+            raise _unsafe(m.name, "blob name is not a 40/64-hex hash")
+        if not m.isreg():
+            raise _unsafe(m.name, "a blob must be a regular file, not a link")
+        _check_size(scan, m, rest[1], m.size)
+        repo.blobs[rest[1]] = m.size
+        scan.data.append(DataMember(m.name, repo.folder, rel, m.size, m.offset_data))
+    elif area == "snapshots":
+        _snapshot_entry(scan, m, repo, rest, rel)
+    elif area == "refs":
+        name = "/".join(rest[1:])
+        if not m.isreg() or not REF_NAME_RE.match(name):
+            raise _unsafe(m.name, "a ref must be a regular file with a plain name")
+        commit = _read_small(tar, m, MAX_REF).decode("ascii", "replace").strip()
+        if not COMMIT_RE.match(commit):
+            raise _unsafe(m.name, "ref does not hold a 40-hex commit")
+        repo.refs[name] = commit
+    elif area == "trees":
+        if len(rest) != 2 or not TREE_NAME_RE.match(rest[1]) or not m.isreg():
+            raise _unsafe(m.name, "trees/ holds only <commit>.json files")
+        data = _read_small(tar, m, MAX_SMALL)
+        try:
+            json.loads(data)
+        except (ValueError, RecursionError):
+            raise _unsafe(m.name, "trees listing is not valid JSON") from None
+        repo.trees[rel] = data
+    else:
+        raise _unsafe(m.name, "file outside the HF cache layout")
+
+
+def _check_size(scan: _Scan, m: tarfile.TarInfo, blob: str, size: int) -> None:
+    if scan.expected_sizes is None:
+        return
+    want = scan.expected_sizes.get(blob)
+    if want is None:
+        raise _unsafe(m.name, "blob is not listed in the manifest")
+    if size != want:
+        raise _unsafe(m.name, f"{size} bytes, the manifest says {want}")
+
+
+def _snapshot_entry(scan: _Scan, m: tarfile.TarInfo, repo: RepoPayload, rest: list[str], rel: str) -> None:
+    if len(rest) < 3 or not COMMIT_RE.match(rest[1]):
+        raise _unsafe(m.name, "snapshot entry outside snapshots/<40-hex commit>/")
+    if m.isreg():  # a dereferenced backup (tar -h): the bytes are hashed into a blob when read
+        repo.copies[rel] = m.size
+        scan.data.append(DataMember(m.name, repo.folder, rel, m.size, m.offset_data))
+        return
+    if m.linkname.startswith("/"):
+        raise _unsafe(m.name, f"absolute symlink target {m.linkname!r}")
+    target = posixpath.normpath(posixpath.join(posixpath.dirname(rel), m.linkname))
+    tparts = target.split("/")
+    if len(tparts) != 2 or tparts[0] != "blobs" or not BLOB_RE.match(tparts[1]):
+        raise _unsafe(m.name, f"symlink target {m.linkname!r} is not a blob of this repo")
+    repo.links[rel] = tparts[1]
+
+
+def _check_references(folder: str, repo: RepoPayload) -> None:
+    """Every link names a blob the archive carries; every ref names a commit it has files of."""
+    for rel, blob in repo.links.items():
+        if blob not in repo.blobs:
+            raise _unsafe(f"{folder}/{rel}", f"links to blob {blob}, which the archive does not hold")
+    commits = repo.commits
+    if not commits:
+        raise _unsafe(folder, "holds no snapshot files")
+    for name, commit in repo.refs.items():
+        if commit not in commits:
+            raise _unsafe(f"{folder}/refs/{name}", f"points to {commit}, which has no snapshot files here")
+    for rel, data in repo.trees.items():
+        commit = rel.split("/")[1][:-len(".json")]
+        listing = json.loads(data)
+        listed = listing.get("files") if isinstance(listing, dict) else None
+        have = {p.split("/", 2)[2] for p in (*repo.links, *repo.copies) if p.split("/")[1] == commit}
+        missing = sorted(set(listed) - have) if isinstance(listed, dict) else []
+        if missing:
+            raise CorruptArchiveError(f"{folder}@{commit[:12]}: {missing[0]} is listed in {rel} but not "
+                                      "in the archive (incomplete revision)", CORRUPT_HINT)
+
+
+def iter_data(contents: ArchiveContents) -> Iterator[tuple[DataMember, BinaryIO]]:
+    """Yield each data member (blobs, plain snapshot files) with a stream of its bytes, in order.
+
+    Uncompressed archives are read directly at the offsets `scan_archive` recorded; compressed
+    ones stream through tarfile.
+    """
+    by_name = {d.name: d for d in contents.data}
+    try:
+        if contents.compression == "none":
+            with open(contents.path, "rb", buffering=0) as fh:
+                for d in sorted(contents.data, key=lambda d: d.offset):
+                    fh.seek(d.offset)
+                    yield d, Slice(fh, d.size, d.name)  # type: ignore[misc]
+            return
+        tar, fobj = open_tar(contents.path, contents.compression)
+        with tar, fobj:
+            for m in tar:
+                d = by_name.get(m.name)
+                stream = tar.extractfile(m) if d else None
+                if d and stream:
+                    yield d, stream  # type: ignore[misc]
+    except (tarfile.TarError, ValueError, *STREAM_ERRORS) as exc:
+        raise CorruptArchiveError(f"{contents.path.name}: damaged archive ({exc})",
+                                  "fetch or copy the backup again; nothing was published") from None
+

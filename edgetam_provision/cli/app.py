@@ -1,0 +1,92 @@
+"""The `provision` command line: parse, call one library function, render. Nothing else.
+
+Heavy libraries (torch, transformers, paramiko) are imported inside the library functions that
+use them, so `provision --help` stays fast. Renderings live in `render`; the commands, one module
+per subsystem beside this one, register themselves on `cli`.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..console import StderrProgress, emit, fail
+from ..errors import EXIT_CODES, InternalError, Interrupted, ProvisionError, UsageError
+
+DEFAULT_BACKUPS = Path("model_backups")
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+Result = tuple[dict[str, Any], Callable[[dict[str, Any]], str]]
+
+
+def _exit_code_epilog() -> str:
+    rows = "\n".join(f"  {code:>3}  {desc.splitlines()[0]}" for code, (_n, desc) in EXIT_CODES.items())
+    return "\b\nExit codes:\n" + rows
+
+
+@click.group(context_settings=CONTEXT, epilog=_exit_code_epilog())
+@click.version_option(__version__, prog_name="provision")
+@click.option("--debug", is_flag=True, envvar="PROVISION_DEBUG", help="Show tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Get Hugging Face models (EdgeTAM by default) onto this machine when the direct download
+    fails, and prove the install works."""
+    ctx.obj = {"debug": debug}
+
+
+def command(fn: Callable[..., Result]) -> Callable:
+    """Wrap a command: --json and --cache-dir options, errors -> one line + hint + exit code."""
+
+    @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+    @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+                  help="Hub cache folder (default: as huggingface_hub resolves it).")
+    @click.pass_context
+    @functools.wraps(fn)
+    def wrapper(ctx: click.Context, as_json: bool, cache_dir: Path | None, **kwargs: Any) -> None:
+        debug = bool(ctx.obj and ctx.obj.get("debug"))
+        try:
+            result, renderer = fn(cache_dir=cache_dir, progress=StderrProgress(quiet=as_json), debug=debug,
+                                  **kwargs)
+            emit(result, as_json, renderer)
+            code = result.get("exit_code", 0)
+            if code and result.get("message"):  # a failed verdict: the full result, then the error
+                fail(ProvisionError(result["message"], result.get("hint", "")), as_json=False)
+        except ProvisionError as err:
+            fail(err, as_json)
+            code = err.exit_code
+        except KeyboardInterrupt:
+            fail(Interrupted("interrupted", "what was finished is kept (pulls resume, the cache is "
+                                            "consistent); run the same command again"), as_json)
+            code = Interrupted.exit_code
+        except Exception as exc:
+            if debug:
+                traceback.print_exc()
+            fail(InternalError(f"internal error: {type(exc).__name__}: {exc}",
+                               "run again with --debug and report the traceback"), as_json)
+            code = InternalError.exit_code
+        ctx.exit(code)
+
+    return wrapper
+
+
+def cache_folder(cache_dir: Path | None, must_exist: bool = False) -> Path:
+    from ..hub.cache import resolve_cache_dir
+
+    loc = resolve_cache_dir(cache_dir)
+    if loc.note:
+        sys.stderr.write(loc.note + "\n")
+    if must_exist and cache_dir is not None and not loc.path.is_dir():
+        raise UsageError(f"no such cache folder: {cache_dir}", "pass an existing --cache-dir, or leave it "
+                         "out to use huggingface_hub's own")
+    return loc.path
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli.main(prog_name="provision")

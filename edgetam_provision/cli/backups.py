@@ -1,0 +1,102 @@
+"""`provision backup`, `restore`, `check` and `status`: backups in and out of the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..console import StderrProgress
+from ..errors import UsageError
+from . import render
+from .app import CONTEXT, DEFAULT_BACKUPS, Result, cache_folder, cli, command
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("repos", nargs=-1, metavar="[REPO[@REV]]...")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_BACKUPS,
+              show_default=True, help="Folder for the archives, manifest.json and SHA256SUMS.")
+@click.option("--compress", type=click.Choice(["none", "gzip", "zstd"]), default="none",
+              show_default=True, help="Weights do not compress; gzip costs time for nothing.")
+@command
+def backup(cache_dir: Path | None, progress: StderrProgress, debug: bool, repos: tuple[str, ...], out: Path,
+           compress: str) -> Result:
+    """Pack cached repo revisions into verified archives.
+
+    Default repos: yonigozlan/EdgeTAM-hf and timm/repvit_m1.dist_in1k. Every blob is hashed
+    first; a damaged revision is refused.
+
+    Example: provision backup yonigozlan/EdgeTAM-hf --out model_backups/
+    """
+    from ..backup import backup as do_backup
+    from ..hub.cache import RepoSpec
+
+    specs = [RepoSpec.parse(r) for r in repos] or None
+    progress("checking and packing cached revisions…")
+    results = do_backup(cache_folder(cache_dir), specs, out, compress)
+    return {"out": str(out), "backups": [r.to_dict() for r in results]}, render.backup
+
+
+# ---------------------------------------------------------------------------- restore
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Run every check a restore runs (every byte hashed, "
+              "write permission, free space) and print the plan; write nothing.")
+@click.option("--keep-refs", is_flag=True, help="Keep refs the cache already has (e.g. main) where the "
+              "backup's point elsewhere.")
+@command
+def restore(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths: tuple[Path, ...],
+            dry_run: bool, keep_refs: bool) -> Result:
+    """Verify backups and restore them atomically into the hub cache.
+
+    PATHS are archives or folders of them (default model_backups/). Every archive is treated as
+    hostile: all members are validated before anything is written, every byte is hashed on every
+    run (blobs the cache holds are compared and repaired when damaged), and blobs, snapshot links
+    and refs are published in that order. Exit 0 means every restored revision loads offline.
+    Hand-made `tar` backups of ~/.cache/huggingface/hub (whole or per repo, gz/bz2/xz) restore too.
+
+    Example: provision restore model_backups/
+    """
+    from ..restore.run import restore as do_restore
+
+    plan = do_restore(list(paths) or [DEFAULT_BACKUPS], cache_folder(cache_dir), progress, dry_run=dry_run,
+                      keep_refs=keep_refs)
+    return {**plan.to_dict(), "dry_run": dry_run}, render.restore_plan
+
+
+@cli.command(name="check", context_settings=CONTEXT)
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@command
+def check(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths: tuple[Path, ...]) -> Result:
+    """Check backup files on their own, with no cache involved.
+
+    Every member is validated and every byte hashed, against manifest.json / SHA256SUMS where
+    present: for a backup copied to a USB disk. Exit 0 means `restore` would accept it.
+
+    Example: provision check /Volumes/usb/model_backups
+    """
+    from ..restore.run import check_backups
+
+    plan = check_backups(list(paths) or [DEFAULT_BACKUPS], progress)
+    return {**plan.to_dict(), "dry_run": True, "check_only": True}, render.restore_plan
+
+
+# ---------------------------------------------------------------------------- status
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--backups", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_BACKUPS,
+              show_default=True, help="Backups folder to list.")
+@click.option("--quick", is_flag=True, help="Check structure only; do not hash the blobs.")
+@command
+def status(cache_dir: Path | None, progress: StderrProgress, debug: bool, backups: Path,
+           quick: bool) -> Result:
+    """Show backups and cached repos: revision, size, integrity.
+
+    Example: provision status --json
+    """
+    from ..status import status as do_status
+
+    if backups != DEFAULT_BACKUPS and not backups.is_dir():
+        raise UsageError(f"no such backups folder: {backups}", "pass the folder that holds the archives")
+    return do_status(cache_folder(cache_dir, must_exist=True), backups, hash_blobs=not quick), render.status

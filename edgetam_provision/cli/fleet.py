@@ -1,0 +1,49 @@
+"""`provision push`: restore and verify on many hosts, through Ansible."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..console import StderrProgress
+from . import render
+from .app import CONTEXT, DEFAULT_BACKUPS, Result, cli, command
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("hosts", nargs=-1, metavar="[HOST]...")
+@click.option("--inventory", type=click.Path(dir_okay=False, path_type=Path), help="An Ansible inventory.")
+@click.option("--limit", metavar="PATTERN", help="Ansible host pattern within the inventory.")
+@click.option("--backups", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_BACKUPS,
+              show_default=True, help="The verified backups to push.")
+@click.option("--remote-python", help="The hosts' Python (with torch, transformers, ...) [default: "
+              "ansible_python_interpreter, else python3].")
+@click.option("--synthetic", is_flag=True, help="Verify with the self-test (random weights) on each host.")
+@click.option("--device", type=click.Choice(["auto", "mps", "cuda", "cpu"]), default="auto",
+              show_default=True)
+@click.option("--forks", type=click.IntRange(1, 500), default=5, show_default=True,
+              help="Hosts worked on at once.")
+@click.option("--check", is_flag=True, help="Ansible check mode: say what would change, write nothing.")
+@click.option("--wheel", type=click.Path(dir_okay=False, path_type=Path),
+              help="The edgetam-provision wheel to install there [default: built from this checkout].")
+@command
+def push(cache_dir: Path | None, progress: StderrProgress, debug: bool, hosts: tuple[str, ...],
+         inventory: Path | None, limit: str | None, backups: Path, remote_python: str | None, synthetic: bool,
+         device: str, forks: int, check: bool, wheel: Path | None) -> Result:
+    """Push verified backups to many hosts through Ansible; restore and verify on each.
+
+    Runs the playbook shipped in the package (usable on its own with ansible-playbook) on HOSTs or
+    an --inventory, in parallel: installs this tool beside each host's own libraries, copies the
+    backups (checksums: a second run copies nothing), restores and verifies there, and prints one
+    table. Exit 0 only if every host passed; a failing host never stops the others.
+
+    Example: provision push --inventory lab.ini --synthetic
+    """
+    from ..fleet.push import PushRequest
+    from ..fleet.push import push as do_push
+
+    req = PushRequest(hosts=hosts, backups=backups, inventory=inventory, limit=limit,
+                      remote_python=remote_python, synthetic=synthetic, forks=forks, check=check,
+                      wheel=wheel, device=device)
+    return do_push(req, progress), render.push

@@ -1,0 +1,157 @@
+"""Human renderings of each command's result (the JSON object is the result itself)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..console import human_size
+
+
+def backup(d: dict[str, Any]) -> str:
+    return "\n".join(f"{b['status']:>18}  {b['archive']}  {b['repo_id']}@{b['commit'][:12]}  "
+                     f"{human_size(b['size'])}  sha256 {b['sha256'][:16]}…" for b in d["backups"])
+
+
+def _action(x: dict[str, Any]) -> str:
+    extra = ""
+    if x["kind"] == "ref":
+        extra = f"  {x.get('previous', '')[:12]} → {x['commit'][:12]}" if x.get("previous") else \
+            f"  {x['commit'][:12]}"
+    return f"{'':>17}{x['state']:>7} {x['kind']:<5} {x['path']}{extra}"
+
+
+def restore_plan(d: dict[str, Any]) -> str:
+    lines = []
+    for a in d["archives"]:
+        repos = ", ".join(f"{r['repo_id']}@{','.join(c[:12] for c in r['commits'])}" for r in a["repos"])
+        repaired = f", {a['repaired_blobs']} repaired" if a["repaired_blobs"] else ""
+        lines.append(f"{a['status']:>15}  {Path(a['archive']).name}  {repos}  "
+                     f"({a['new_blobs']} new blobs{repaired}, {human_size(a['new_bytes'])}; "
+                     f"every byte checked, archive by {a['checked_by']})")
+        for r in a["moved_refs"]:
+            verb = "kept" if r["state"] == "kept" else "moved"
+            lines.append(f"{'':>17}{r['repo_id']} {r['path']} {verb}: " + (
+                f"{r['previous'][:12]} (the backup has another commit; --keep-refs)" if verb == "kept"
+                else f"{r['previous'][:12]} → {r['commit'][:12]}"))
+        if a["skipped"]:
+            lines.append(f"{'':>17}skipped {len(a['skipped'])} members that are not part of a revision "
+                         f"(.locks/, CACHEDIR.TAG, .no_exist/, *.incomplete), e.g. {a['skipped'][0]}")
+        if d.get("dry_run"):
+            lines.extend(_action(x) for x in a["actions"])
+    if d.get("check_only"):
+        lines.append(f"checked {len(d['archives'])} backup files: every member and every byte is intact")
+    else:
+        lines.append(("would write" if d.get("dry_run") else "wrote") + f" {d['writes']} entries into "
+                     f"{d['cache']}")
+    return "\n".join(lines)
+
+
+def status(d: dict[str, Any]) -> str:
+    lines = [f"backups in {d['backups_folder']}:"]
+    lines += ([f"  {b['archive']}  {human_size(b['size'])}  {b['state']}" for b in d["backups"]]
+              or ["  (none)"])
+    lines.append(f"cache {d['cache']}:")
+    for r in d["revisions"]:
+        refs = f" ({', '.join(r['refs'])})" if r["refs"] else ""
+        lines.append(f"  {r['repo_id']}@{r['commit'][:12]}{refs}  {r['files']} files  "
+                     f"{human_size(r['size'])}  {r['integrity']}")
+        lines += [f"      problem: {p}" for p in r["problems"]]
+        if r["problems"]:
+            lines.append("      fix: `provision restore` a backup of it (damaged blobs are repaired), "
+                         "or fetch it again")
+    if not d["revisions"]:
+        lines.append("  (no model repos)")
+    if d.get("mirror"):
+        lines.append(f"mirror running on {d['mirror']['url']} (pid {d['mirror']['pid']}), serving: "
+                     + ", ".join(f"{r['repo_id']}@{','.join(c[:12] for c in r['commits'])}"
+                                 for r in d["mirror"]["repos"]))
+    return "\n".join(lines)
+
+
+def fetch(d: dict[str, Any]) -> str:
+    lines = [f"fetched  {Path(a['archive']).name}  {a['repo_id']}@{a['commit'][:12]}  "
+             f"{human_size(a['size'])}  sha256 {a['sha256'][:16]}…  {a['mb_per_s']} MB/s"
+             + (f"  (resumed at {a['resumed_from']})" if a["resumed_from"] else "")
+             for a in d["archives"]]
+    if "restore" in d:
+        lines.append(restore_plan(d["restore"]))
+    if "verify" in d:
+        lines.append(verify({"report": d["verify"]}))
+    return "\n".join(lines)
+
+
+def _scores(values: list[float] | None, best: int | None = None) -> str:
+    if values is None:
+        return "n/a"
+    return " ".join(f"{x:.3f}{'*' if k == best else ' '}" for k, x in enumerate(values))
+
+
+def verify(d: dict[str, Any]) -> str:
+    r = d["report"]
+    v = r["versions"]
+    ref = r.get("reference")
+    n = len(r["cases"])
+    load_ref = f" (reference {ref['load_ms'] / 1000:.2f} s)" if ref else ""
+    lines = [f"EdgeTAM verify: {'PASSED' if r['passed'] else 'FAILED'} on {r['device']}"
+             + ("  (self-test, random weights)" if r["synthetic"] else ""),
+             f"  model     {r['repo_id']}@{r['commit'][:12]}  ({r['parameters'] / 1e6:.2f}M parameters)",
+             f"  versions  torch {v['torch']}, transformers {v['transformers']}, timm {v['timm']}, "
+             f"huggingface_hub {v['huggingface_hub']}",
+             f"  image     {Path(r['image']).name}, prompts {r['prompts']}",
+             f"  timing    load {r['load_s']:.2f} s{load_ref}, "
+             f"first inference {r['first_inference_s']:.2f} s, "
+             f"image encode {r['encode_ms']:.1f} ms; {n} case{'s' if n != 1 else ''} warm "
+             f"{r['four_cases_warm_ms']:.1f} ms",
+             f"  {'case':<14}{'warm':>10}{'reference':>11}  {'IoU scores (chosen *)':<24}"
+             f"{'reference scores':<22}{'area':>9}{'gt IoU':>14}"]
+    for c in r["cases"]:
+        rc = (ref or {}).get("cases", {}).get(c["name"], {})
+        for i, o in enumerate(c["objects"]):
+            ref_scores = (rc.get("iou_scores") or [None] * (i + 1))[i] if rc else None
+            gt = f"{o['gt_iou']:.3f}/{o['gt_iou_best']:.3f}" if "gt_iou" in o else "-"
+            name, warm, ref_ms = (c["name"], f"{c['latency_ms']:.1f} ms",
+                                  f"{rc['ms']} ms" if rc else "") if i == 0 else ("", "", "")
+            lines.append(f"  {name:<14}{warm:>10}{ref_ms:>11}  {_scores(o['iou_scores'], o['best']):<24}"
+                         f"{_scores(ref_scores) if rc else '-':<22}{o['area']:>9}{gt:>14}")
+    gate = r["quality_gate"]
+    if gate["applied"] and gate["yardstick"] == "reference":
+        rule = f"scores within {gate['tolerance']} of the reference run; masks where the prompts are"
+    elif gate["applied"]:
+        rule = f"best of three masks overlaps ground truth >= {gate['min_iou']} (chosen/best shown)"
+    else:
+        rule = f"not applied: {gate['why_not']}"
+    lines.append(f"  quality   {rule}")
+    if ref:
+        lines.append(f"  reference {ref['source']}")
+    if r["cases"] and r["cases"][0].get("overlay"):
+        lines.append(f"  overlays  {Path(r['cases'][0]['overlay']).parent}/")
+    lines += [f"  FAILED    {f}" for f in r["failures"]]
+    if d.get("note"):
+        lines.append(f"  note      {d['note']}")
+    return "\n".join(lines)
+
+
+def push(d: dict[str, Any]) -> str:
+    head = (f"{'host':<22}{'repos':<34}{'copied':<8}{'restore':<18}{'verify':<8}{'4 cases':>10}  "
+            f"{'device':<7}error")
+    lines = [head]
+    for r in d["hosts"]:
+        verify = "-" if r["verify"] is None else "PASSED" if r["verify"] else "FAILED"
+        ms = f"{r['four_cases_ms']:.1f} ms" if r["four_cases_ms"] else "-"
+        lines.append(f"{r['host'][:21]:<22}{', '.join(r['repos'])[:33] or '-':<34}"
+                     f"{('would' if d['check'] else 'yes') if r['copied'] else 'no':<8}"
+                     f"{', '.join(r['restore'])[:17] or '-':<18}{verify:<8}{ms:>10}  {r['device'] or '-':<7}"
+                     f"{r['error']}")
+    ok = sum(r["passed"] for r in d["hosts"])
+    lines.append(f"{ok} of {len(d['hosts'])} hosts passed" + (" (check mode: nothing was written)"
+                                                              if d["check"] else ""))
+    return "\n".join(lines)
+
+
+def serve(d: dict[str, Any]) -> str:
+    lines = [f"mirror on {d['url']} stopped; it served:"]
+    lines += [f"  {r['repo_type']} {r['repo_id']}@{', '.join(c[:12] for c in r['commits']) or '-'}"
+              + (f"  (NOT served, damaged: {', '.join(r['damaged'].values())})" if r["damaged"] else "")
+              for r in d["repos"]]
+    return "\n".join(lines)

@@ -1,0 +1,41 @@
+"""`provision serve`: the verified cache as a read-only Hub endpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..console import StderrProgress
+from ..errors import UsageError
+from . import render
+from .app import CONTEXT, Result, cache_folder, cli, command
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (anything but "
+              "loopback makes the mirror reachable from other machines; it says so).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8090, show_default=True)
+@click.option("--repo", "repos", multiple=True, metavar="ID[@REV]",
+              help="Repo to serve (repeatable). Default: EdgeTAM and its backbone config repo.")
+@click.option("--repo-type", type=click.Choice(["model", "dataset"]), default="model", show_default=True)
+@click.option("--all-public", is_flag=True, help="Serve every revision in the cache.")
+@command
+def serve(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: str, port: int,
+          repos: tuple[str, ...], repo_type: str, all_public: bool) -> Result:
+    """Serve the verified cache as a read-only Hugging Face endpoint for the LAN.
+
+    Other machines set HF_ENDPOINT=http://THIS-MACHINE:8090 and download with the tools they
+    already have (hf download, snapshot_download, from_pretrained, provision fetch --local), whatever
+    stale credentials they send. Only revisions whose every blob matches its hash are served.
+
+    Example: provision serve --host 0.0.0.0 --port 8090
+    """
+    from ..hub.cache import DEFAULT_REPOS, RepoSpec
+    from ..serve.run import serve as do_serve
+
+    if all_public and repos:
+        raise UsageError("--all-public and --repo both given", "list repos, or serve them all")
+    specs = [RepoSpec.parse(r, None, repo_type) for r in repos] or [RepoSpec(r) for r in DEFAULT_REPOS]
+    result = do_serve(cache_folder(cache_dir, must_exist=True), specs, host, port, all_public, progress)
+    return result, render.serve

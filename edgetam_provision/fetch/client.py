@@ -1,0 +1,336 @@
+"""The client side of the agent protocol: send the program and parameters, follow the host's
+events, receive or pull each archive, and hold the host to what was asked.
+
+The host is not trusted. Every event comes through `protocol.Stream.read_event` (bounded, checked
+against the protocol table); beyond that, each archive must be one that was asked for (repo, repo
+type, the pinned commit if one was given) under its one right name, placed under ``--out`` by us;
+sizes must fit the disk before a byte is written; a download that stops advancing is given up
+after ``stall`` seconds. A violation is `HostMisbehaved`, and what the host sent is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..console import ProgressFn
+from ..errors import CacheError, HostMisbehaved, RemoteConnectError, RemoteDownloadError
+from ..fsutil import sha256_file
+from ..hub.cache import RepoSpec
+from ..hub.layout import COMMIT_RE, FileRecord, archive_name, repo_folder_name
+from ..hub.manifest import ArchiveEntry
+from .protocol import Stream, clean
+from .pull import LiveArchive, ProgressBar, Source, pull
+from .shipped import agent_program
+
+PLAIN_PROGRESS_EVERY_S = 5.0  # without a terminal: one line of host progress this often
+SPACE_RESERVE = 64 * 1024 * 1024  # what a pull leaves free on the disk of --out
+TAR_OVERHEAD = 2048  # bytes a tar spends per member beyond its data, at most (header + padding)
+
+HINTS = {
+    "missing-hub": "install it there (pip install huggingface_hub), point --remote-python at a "
+                   "Python that has it, or pass --bootstrap to install it into a temporary folder",
+    "repo-not-found": "check the repo id, --repo-type and --endpoint; private repos need --token-env VAR",
+    "revision-not-found": "check the revision: a branch, tag or commit of that repo",
+    "gated": "accept the model's terms on the Hub, then pass --token-env VAR with your token",
+    "unauthorized": "the Hub rejected the request even without stale credentials: check "
+                    "--token-env, or the endpoint",
+}
+
+
+@dataclass
+class Pulled:
+    archive: Path
+    entry: ArchiveEntry
+    resumed_from: int
+    seconds: float
+    already_here: bool = False
+    streamed: bool = False  # received while the host packed it, during its download
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"archive": str(self.archive), "repo_id": self.entry.repo_id,
+                "repo_type": self.entry.repo_type, "commit": self.entry.commit, "size": self.entry.size,
+                "sha256": self.entry.sha256,
+                "resumed_from": self.resumed_from, "already_here": self.already_here,
+                "streamed": self.streamed,
+                "seconds": round(self.seconds, 3),
+                "mb_per_s": round(self.entry.size / 1e6 / self.seconds, 1) if self.seconds else None}
+
+
+@dataclass
+class AgentLink:
+    """A running agent: its framed stream, how it ended, and where its archives can be read."""
+
+    stream: Stream
+    ended: Callable[[], tuple[int | None, str]]  # (exit status, stderr) once the stream closed
+    python: str
+    #: pulls one packed archive into the out folder: (event, out, bar) -> (resumed offset, seconds);
+    #: None: over the agent's own stream
+    puller: Callable[[dict[str, Any], Path, bool], tuple[int, float]] | None = None
+    #: the host may send an archive over its stream while packing it, during the download
+    live: bool = True
+
+
+class Asked:
+    """What was asked for, and what the host has answered: each spec once, under its right name."""
+
+    def __init__(self, specs: tuple[RepoSpec, ...], where: str) -> None:
+        self.open, self.where = list(specs), where
+
+    def folders(self) -> set[str]:
+        return {repo_folder_name(s.repo_id, s.repo_type) for s in self.open}
+
+    def streamable(self, name: str) -> None:
+        """A ``stream`` event's archive must be one of an unanswered spec."""
+        if name.rsplit("--", 1)[0] not in self.folders():
+            raise HostMisbehaved(f"{self.where} announced {name}, which was not asked for")
+
+    def answer(self, event: dict[str, Any]) -> None:
+        """Match a ``packed`` event to its spec, or refuse it."""
+        repo_id, repo_type, commit = event["repo_id"], event.get("repo_type", "model"), event["commit"]
+        spec = next((s for s in self.open if (s.repo_id, s.repo_type) == (repo_id, repo_type)), None)
+        if spec is None:
+            raise HostMisbehaved(f"{self.where} sent {repo_type} {repo_id}, which was not asked for "
+                                 "(or was already sent)")
+        if spec.revision and COMMIT_RE.match(spec.revision) and commit != spec.revision:
+            raise HostMisbehaved(f"{self.where} answered {repo_id}@{spec.revision[:12]} with another "
+                                 f"commit, {commit[:12]}")
+        if event["archive"] != archive_name(repo_id, commit, ".tar", repo_type):
+            raise HostMisbehaved(f"{self.where} named the archive of {repo_id}@{commit[:12]} "
+                                 f"{event['archive']!r}")
+        blobs = {f["blob"]: f["size"] for f in event["files"]}
+        least = sum(blobs.values())
+        most = least + TAR_OVERHEAD * (2 * len(event["files"]) + len(event.get("refs", ())) + 16) + 10240
+        if not least <= event["size"] <= most:
+            raise HostMisbehaved(f"{self.where} said {event['archive']} has {event['size']} bytes, which "
+                                 f"cannot hold its {len(event['files'])} files ({least} bytes)")
+        self.open.remove(spec)
+
+    def complete(self) -> None:
+        if self.open:
+            missing = ", ".join(s.repo_id for s in self.open)
+            raise HostMisbehaved(f"{self.where} said it was ready without sending {missing}")
+
+
+def _free(out: Path) -> int:
+    st = os.statvfs(out)
+    return st.f_bavail * st.f_frsize
+
+
+def ensure_space(out: Path, needed: int, name: str) -> None:
+    """Refuse before writing when `needed` more bytes would not fit (leaving a reserve)."""
+    free = _free(out)
+    if needed + SPACE_RESERVE > free:
+        raise CacheError(f"{name} needs {needed / 1e6:.1f} MB more in {out}, which has "
+                         f"{free / 1e6:.1f} MB free", "free some space (or pass another --out), "
+                         "then run again: what arrived so far is kept")
+
+
+def entry_of(event: dict[str, Any]) -> ArchiveEntry:
+    return ArchiveEntry(
+        archive=event["archive"], repo_id=event["repo_id"], commit=event["commit"],
+        refs=tuple(event.get("refs", ())),
+        files=tuple(FileRecord.from_dict(f) for f in event["files"]),
+        sha256=event["sha256"], size=event["size"], compression="none",
+        tool_version=__version__, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        repo_type=event.get("repo_type", "model"))
+
+
+def agent_error(event: dict[str, Any], where: str) -> RemoteDownloadError:
+    kind, msg, log = event["kind"], clean(event["message"]), clean(event.get("log", "").strip())
+    fallback = f"the host's log ends with: {log[-300:]}" if log else "run again with --debug"
+    return RemoteDownloadError(f"download on {where} failed: {msg}", HINTS.get(kind, fallback))
+
+
+class HostProgress:
+    """The host's download progress: a bar on a terminal, else one plain line every few seconds;
+    and the stall clock: only bytes that advance count as progress."""
+
+    def __init__(self, where: str, progress: ProgressFn, bar: bool, stall: float) -> None:
+        self.where, self.progress, self.bar, self.stall = where, progress, bar, stall
+        self.bars: dict[str, ProgressBar] = {}
+        self.last, self.seen = 0.0, {}  # type: float, dict[str, int]
+        self.advanced = time.monotonic()
+
+    def advance(self) -> None:
+        self.advanced = time.monotonic()
+
+    def check_stall(self) -> None:
+        if time.monotonic() - self.advanced > self.stall:
+            raise RemoteConnectError(f"the download on {self.where} made no progress for {self.stall:.0f} s",
+                                     "run again (the host keeps what it has), or raise --stall")
+
+    def update(self, event: dict[str, Any]) -> None:
+        repo, done, total = event["repo_id"], event["bytes"], event.get("total")
+        if done > self.seen.get(repo, -1):
+            self.seen[repo] = done
+            self.advance()
+        if self.bar:
+            pb = self.bars.setdefault(repo, ProgressBar(f"{self.where}: {repo}", total or 0, 0, True))
+            pb.update(done - pb.done)
+        elif time.monotonic() - self.last >= PLAIN_PROGRESS_EVERY_S:
+            self.last = time.monotonic()
+            share = f" of {total / 1e6:.1f} MB ({100 * done / total:.0f}%)" if total else ""
+            self.progress(f"{self.where}: {repo}: {done / 1e6:.1f} MB downloaded{share}")
+
+
+def run_agent(link: AgentLink, params: dict[str, Any], specs: tuple[RepoSpec, ...], out: Path,
+              progress: ProgressFn, bar: bool, stall: float) -> list[Pulled]:
+    """Drive the agent: send parameters, follow its download, pull each packed archive."""
+    stream = link.stream
+    program = agent_program()
+    have = sorted({p.name.removesuffix(".part") for p in out.iterdir()}) if out.is_dir() else []
+    try:  # a host whose Python never started closes the channel while we are still sending
+        stream.send(b"%d\n" % len(program) + program)
+        stream.send_json({**params, "stream": link.live, "have": have})
+    except RemoteConnectError:
+        diagnose_start(link)
+        raise
+    packed = _wait_for_archives(link, Asked(specs, stream.where), out, progress, bar, stall)
+    out.mkdir(parents=True, exist_ok=True)
+    pulled = []
+    for event in packed:
+        final = out / event["archive"]
+        if event.get("received") is not None:
+            pulled.append(Pulled(final, entry_of(event), 0, event["received"], streamed=True))
+            continue
+        if (final.is_file() and final.stat().st_size == event["size"]
+                and sha256_file(final) == event["sha256"]):
+            progress(f"{event['archive']} is already here with the right sha256: not pulled again")
+            pulled.append(Pulled(final, entry_of(event), event["size"], 0.0, already_here=True))
+            continue
+        part = out / f"{event['archive']}.part"
+        ensure_space(out, event["size"] - (part.stat().st_size if part.is_file() else 0), event["archive"])
+        if link.puller is not None:
+            resumed, seconds = link.puller(event, out, bar)
+        else:
+            resumed, seconds = pull(stream_source(stream, event), event, out, bar)
+        if resumed:
+            progress(f"resumed {event['archive']} from byte {resumed}")
+        pulled.append(Pulled(final, entry_of(event), resumed, seconds))
+    stream.send_json({"cmd": "done"})
+    with contextlib.suppress(RemoteConnectError, HostMisbehaved):  # it removes its work folders, says bye
+        stream.read_event()
+    return pulled
+
+
+def _wait_for_archives(link: AgentLink, asked: Asked, out: Path, progress: ProgressFn, bar: bool,
+                       stall: float) -> list[dict[str, Any]]:
+    """Events up to ``ready``; archives the host sends while packing them are received on the way
+    (their ``packed`` event then carries ``received``: the seconds it took). A host that ends
+    before saying hello is diagnosed from its exit."""
+    stream, packed, hello = link.stream, [], False
+    host = HostProgress(stream.where, progress, bar, stall)
+    live: LiveArchive | None = None
+    try:
+        while True:
+            host.check_stall()
+            try:
+                event = stream.read_event()
+            except RemoteConnectError:
+                if not hello:
+                    diagnose_start(link)
+                raise
+            kind = event["event"]
+            if kind == "chunk":
+                if live is None:
+                    raise HostMisbehaved(f"{stream.where} sent archive bytes it had not announced")
+                ensure_space(out, event["length"], live.final.name)
+                live.add(stream.read_exact(event["length"]))
+                host.advance()
+            elif kind == "error":
+                raise agent_error(event, stream.where)
+            elif kind == "hello":
+                hello = True
+                progress(f"{stream.where}: huggingface_hub {clean(event['huggingface_hub'])}, "
+                         f"Python {clean(event['python'])}")
+            elif kind == "download":
+                host.update(event)
+            elif kind == "progress":
+                progress(f"{stream.where}: {clean(event['message'])}")
+            elif kind == "stream":
+                if live is not None or not link.live:
+                    raise HostMisbehaved(f"{stream.where} announced a stream it may not send now")
+                asked.streamable(event["archive"])
+                live = LiveArchive(out, event["archive"])
+            elif kind == "stream-void":
+                if live is not None:
+                    progress(f"{stream.where}: packing again after the download ({clean(event['why'])})")
+                    live.discard()
+                    live = None
+            elif kind == "packed":
+                asked.answer(event)
+                if event.get("streamed"):
+                    if live is None or live.final.name != event["archive"]:
+                        raise HostMisbehaved(f"{stream.where} said it had streamed {event['archive']}, "
+                                             "which it had not announced")
+                    event["received"], live = live.finish(event["size"], event["sha256"]), None
+                host.advance()
+                progress(f"{stream.where}: packed {event['archive']} ({event['size'] / 1e6:.1f} MB, "
+                         f"sha256 {event['sha256'][:16]}…)"
+                         + (", received while packed" if event.get("received") is not None else ""))
+                packed.append(event)
+            elif kind == "ready":
+                asked.complete()
+                return packed
+            else:
+                raise HostMisbehaved(f"{stream.where} sent a {kind} event before it was ready")
+    except HostMisbehaved:
+        if live is not None:  # nothing of a misbehaving host's stream is kept
+            live.discard()
+            live = None
+        raise
+    finally:
+        if live is not None:  # cut mid-stream: the part is a prefix of the archive; the next run resumes it
+            live.close()
+
+
+def diagnose_start(link: AgentLink) -> None:
+    """The agent never started: say why (no such Python, a shell that prints, ...)."""
+    status, stderr = link.ended()
+    said = clean((stderr.strip().splitlines() or [""])[-1][:200])
+    if status == 127 or "not found" in said or "No such file" in said:
+        raise RemoteDownloadError(f"{link.stream.where} cannot run {link.python!r}: {said or 'not found'}",
+                                  "point --remote-python at a Python 3 on that host (e.g. /usr/bin/python3)")
+    if status is not None:
+        raise RemoteDownloadError(f"{link.python} on {link.stream.where} exited with status {status} before "
+                                  f"starting the agent{': ' + said if said else ''}",
+                                  "check --remote-python (a Python 3.8+ with huggingface_hub, or "
+                                  "--bootstrap)")
+
+
+def remote_path(stream: Stream, event: dict[str, Any]) -> str:
+    """Where the host keeps an archive (for OpenSSH's pull): asked with ``path``."""
+    stream.send_json({"cmd": "path", "archive": event["archive"]})
+    answer = stream.read_event()
+    if answer["event"] != "path":
+        raise HostMisbehaved(f"{stream.where} answered a path request with a {answer['event']} event")
+    return answer["path"]
+
+
+def stream_source(stream: Stream, event: dict[str, Any]) -> Source:
+    """Bytes from the agent over its own channel (``send`` → ``data``): it restarts at 0 when our
+    prefix is not its own; any other start or length is refused."""
+
+    def fetch_from(offset: int, prefix_sha256: str) -> tuple[int, Iterator[bytes]]:
+        stream.send_json({"cmd": "send", "archive": event["archive"], "offset": offset,
+                          "prefix_sha256": prefix_sha256})
+        header = stream.read_event()
+        if header["event"] == "error":
+            raise agent_error(header, stream.where)
+        if header["event"] != "data":
+            raise HostMisbehaved(f"{stream.where} answered a send request with a {header['event']} event")
+        start, length = header["offset"], header["length"]
+        if start not in (0, offset) or start + length != event["size"]:
+            raise HostMisbehaved(f"{stream.where} offered bytes {start}..{start + length} of "
+                                 f"{event['archive']}, which has {event['size']}")
+        return start, stream.read_exact(length)
+
+    return fetch_from

@@ -1,0 +1,162 @@
+"""`provision fetch`: download on a clean host (over SSH, or --local), pack, pull back, verify.
+
+Plan, then execute. The plan checks every input that needs no connection (endpoint URL, key files,
+HF_HUB_OFFLINE, repo specs, the remote Python's name). Then `agent.py` runs there through one
+fixed command, fed its program and parameters on stdin; it reports the host's download progress
+every second (life, for the deadline) and packs each revision. Each archive is pulled into
+``NAME.part``, hashed while received (resuming from the part), checked against the host's sha256,
+renamed into place, recorded in manifest.json + SHA256SUMS, and validated exactly as a restore
+would. An archive already here with the right sha256 is not pulled again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..archive.untrusted import scan_archive
+from ..console import ProgressFn
+from ..errors import RemoteDownloadError
+from ..hub.manifest import record
+from .client import AgentLink, Pulled, remote_path, run_agent, stream_source
+from .protocol import Stream
+from .pull import pull
+from .request import BOOT, FetchRequest, check_python, check_request, remote_command
+
+
+def check_pulled(pulled: list[Pulled], out: Path) -> None:
+    """Validate each archive as a restore would, then record it in the manifest."""
+    for p in pulled:
+        scan_archive(p.archive, p.entry.blob_sizes())
+    record(out, [p.entry for p in pulled])
+
+
+def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pulled]:
+    """Run the agent on an SSH host and pull its archives (OpenSSH's ranged pull, or the agent's channel)."""
+    import paramiko
+
+    from .openssh import pull_openssh, use_openssh, worth_openssh
+    from .ssh import connect, resolve_target
+
+    target = resolve_target(req.host or "", **req.ssh)
+    python = req.python or "python3"
+    progress(f"connecting to {target.describe()}…")
+    with connect(target, req.timeout, req.accept_new_host_key) as conn:
+        rtt = conn.round_trip()
+        chan = conn.exec(remote_command(python))
+        try:
+            stream = Stream(chan.recv, chan.sendall, target.alias, (paramiko.SSHException,))
+            link = AgentLink(stream, lambda: _channel_end(chan), python, live=streams_live(req.transfer, rtt))
+            if use_openssh(req.transfer, target):
+                def puller(e: dict[str, Any], out: Path, bar: bool) -> tuple[int, float]:
+                    t0 = time.monotonic()
+                    path = remote_path(stream, e)
+                    if req.transfer == "openssh" or worth_openssh(e["size"], time.monotonic() - t0):
+                        return pull_openssh(target, path, e, out, bar, req.timeout, req.streams)
+                    return pull(stream_source(stream, e), e, out, bar)
+
+                link.puller = puller
+            pulled = run_agent(link, req.params(), req.specs, req.out, progress, bar, req.stall)
+            progress(f"cipher {conn.cipher()}")
+        finally:
+            with contextlib.suppress(Exception):  # the connection may already be gone
+                chan.close()
+    check_pulled(pulled, req.out)
+    return pulled
+
+
+def streams_live(transfer: str, rtt: float) -> bool:
+    """Whether the archive may come over the agent's channel while it is packed, during the download.
+
+    On a LAN that overlaps download and pull (benchmarks/results/fetch.md); on a slow link one
+    window-bound channel loses to OpenSSH's parallel streams after the pack, and an explicit
+    --transfer openssh is what the user asked for."""
+    from .openssh import SLOW_LINK_RTT_S
+
+    return transfer == "stream" or (transfer == "auto" and rtt <= SLOW_LINK_RTT_S)
+
+
+def _channel_end(chan: Any) -> tuple[int | None, str]:
+    """The remote command's exit status and stderr, once its channel has closed."""
+    with contextlib.suppress(Exception):
+        stderr = b""
+        while chan.recv_stderr_ready():
+            stderr += chan.recv_stderr(65536)
+        status = chan.recv_exit_status() if chan.exit_status_ready() or chan.closed else None
+        return status, stderr.decode(errors="replace")
+    return None, ""
+
+
+def fetch_local(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pulled]:
+    """The same clean-credential download, on this machine (the Hub is reachable, creds are not)."""
+    python = req.python or sys.executable
+    try:
+        env = {k: v for k, v in os.environ.items() if not (req.token and v == req.token)}  # stdin only
+        proc = subprocess.Popen([check_python(python), "-u", "-c", BOOT], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    except OSError as exc:
+        raise RemoteDownloadError(f"cannot run {python!r} here: {exc.strerror or exc}",
+                                  "point --remote-python at a Python 3 (default: this one)") from None
+    assert proc.stdin and proc.stdout and proc.stderr
+
+    def send(data: bytes) -> None:
+        proc.stdin.write(data)
+        proc.stdin.flush()
+
+    def ended() -> tuple[int | None, str]:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        if proc.returncode is None:
+            return None, ""
+        return proc.returncode, proc.stderr.read().decode(errors="replace")
+
+    try:
+        link = AgentLink(Stream(_pipe_reader(proc.stdout, req.timeout), send, "this machine"), ended, python)
+        pulled = run_agent(link, req.params(), req.specs, req.out, progress, bar, req.stall)
+    finally:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    check_pulled(pulled, req.out)
+    return pulled
+
+
+def _pipe_reader(pipe: Any, timeout: float) -> Any:
+    """`recv` for a local agent's stdout with the same read deadline an SSH channel has."""
+    fd = pipe.fileno()
+
+    def recv(n: int) -> bytes:
+        if not select.select([fd], [], [], timeout)[0]:
+            raise TimeoutError
+        return os.read(fd, n)
+
+    return recv
+
+
+def fetch(req: FetchRequest, progress: ProgressFn, bar: bool = False) -> dict[str, Any]:
+    """Fetch (remotely or locally), then optionally restore and verify: the whole chain."""
+    check_request(req)
+    pulled = fetch_local(req, progress, bar) if req.host is None else fetch_remote(req, progress, bar)
+    data: dict[str, Any] = {"out": str(req.out), "archives": [p.to_dict() for p in pulled]}
+    if req.then_restore is not None:
+        from ..restore.run import restore
+
+        data["restore"] = restore([p.archive for p in pulled], req.then_restore, progress).to_dict()
+        edgetam = next((p.entry for p in pulled if p.entry.repo_id == req.verify.repo_id), None)
+        if edgetam is not None:
+            from ..verify.run import verify_install
+
+            result = verify_install(replace(req.verify, revision=edgetam.commit), progress=progress)
+            data["verify"] = result.pop("report")
+            data.update({k: v for k, v in result.items() if k != "note"})
+    return data

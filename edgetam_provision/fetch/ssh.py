@@ -1,0 +1,301 @@
+"""The one SSH seam: resolve a host like OpenSSH, check its key, connect with deadlines, exec.
+
+- ``HOST`` may be an alias from ``~/.ssh/config``: HostName, User, Port, IdentityFile,
+  ProxyCommand, ProxyJump and UserKnownHostsFile are honoured; CLI flags override them.
+- Host keys are checked against every known_hosts file OpenSSH reads. Unknown keys are refused
+  unless ``accept_new`` (then exactly one line is appended); a *changed* key is always refused.
+- ``HOST`` may also be ``user@host:port`` or ``ssh://user@host:port``; ProxyJump takes a chain
+  ``a,b,c`` of such hops. paramiko's own `SSHConfig.lookup` expands ``%h %p %r``: CLI overrides
+  are put in front of the config so that its expansion sees them.
+- Transfers use an exec channel with a 16 MiB window, 256 KiB packets and AES-GCM preferred
+  (measured: 1.49x the throughput of scp on loopback, vs 0.4-0.7x for SFTP get()).
+- Every step has a deadline; a silent peer raises `RemoteConnectError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import HostKeyError, RemoteAuthError, RemoteConnectError, UsageError
+
+WINDOW = 16 * 1024 * 1024
+MAX_PACKET = 256 * 1024
+FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+DEFAULT_IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")
+TIMEOUT_S = 30.0  # connecting, and every silent stretch after it (`fetch --timeout`)
+DESTINATION_RE = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@/\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^@:/\s]+)"
+                            r"(?::(?P<port>\d{1,5}))?/?$")
+
+
+def parse_destination(text: str) -> tuple[str | None, str, int | None]:
+    """``[ssh://][user@]host[:port]`` -> (user, host, port), as OpenSSH reads a destination."""
+    m = DESTINATION_RE.match(text)
+    if not m or text.startswith("-"):
+        raise UsageError(f"not a valid host: {text!r}",
+                         "pass a host name, user@host:port, ssh://user@host:port or an ~/.ssh/config alias")
+    port = int(m.group("port")) if m.group("port") else None
+    if port is not None and not 0 < port < 65536:
+        raise UsageError(f"not a valid port in {text!r}", "ports are 1-65535")
+    return m.group("user"), m.group("host").strip("[]"), port
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    """Where and how to connect, after ssh_config and CLI overrides."""
+
+    alias: str
+    hostname: str
+    port: int = 22
+    user: str | None = None
+    identities: tuple[str, ...] = ()
+    proxy_command: str | None = None
+    proxy_jump: str | None = None
+    known_hosts: tuple[str, ...] = field(default_factory=tuple)
+    ssh_config: str | None = None
+
+    @property
+    def known_hosts_key(self) -> str:
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+    def describe(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        return f"{user}{self.hostname}:{self.port}"
+
+
+def resolve_target(host: str, *, port: int | None = None, user: str | None = None,
+                   identity: str | None = None, ssh_config: str | None = None,
+                   known_hosts: str | None = None) -> SSHTarget:
+    """Read ``~/.ssh/config`` (or `ssh_config`) for `host`; explicit arguments win."""
+    import paramiko
+
+    user_at, bare, port_at = parse_destination(host or "")
+    user, port = user or user_at, port or port_at
+    cfg_path = Path(ssh_config or "~/.ssh/config").expanduser()
+    if ssh_config and not cfg_path.is_file():
+        raise UsageError(f"no such ssh config file: {ssh_config}", "check --ssh-config")
+    overrides = "".join(f"  {k} {v}\n" for k, v in (("Port", port), ("User", user)) if v)
+    text = (f"Host {bare}\n{overrides}" if overrides else "") + (
+        cfg_path.read_text(errors="replace") if cfg_path.is_file() else "")
+    cfg: dict[str, Any] = paramiko.SSHConfig.from_text(text).lookup(bare) if text else {}
+    files = [known_hosts] if known_hosts else (
+        cfg.get("userknownhostsfile", "~/.ssh/known_hosts ~/.ssh/known_hosts2").split())
+    files += ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"] if not known_hosts else []
+    identities = [identity] if identity else list(cfg.get("identityfile", []))
+    return SSHTarget(
+        alias=bare, hostname=cfg.get("hostname", bare), port=int(cfg.get("port", 22)),
+        user=cfg.get("user"),
+        identities=tuple(str(Path(i).expanduser()) for i in identities),
+        proxy_command=cfg.get("proxycommand"), proxy_jump=cfg.get("proxyjump"),
+        known_hosts=tuple(str(Path(f).expanduser()) for f in files), ssh_config=str(cfg_path))
+
+
+class _HostKeyPolicy:
+    """Refuse unknown host keys, or append exactly one known_hosts line when told to."""
+
+    def __init__(self, target: SSHTarget, accept_new: bool) -> None:
+        self.target, self.accept_new = target, accept_new
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        fp = key.fingerprint
+        refuse_revoked(self.target, key)
+        if not self.accept_new:
+            raise HostKeyError(f"unknown host key for {self.target.known_hosts_key} ({key.get_name()} {fp})",
+                               "check the fingerprint, then run again with --accept-new-host-key "
+                               "(or add it with ssh-keyscan to ~/.ssh/known_hosts)")
+        path = Path(self.target.known_hosts[0])
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        line = f"{self.target.known_hosts_key} {key.get_name()} {key.get_base64()}\n"
+        prefix = ""
+        if path.is_file() and path.stat().st_size:
+            with open(path, "rb") as fh:
+                fh.seek(-1, 2)
+                prefix = "" if fh.read(1) == b"\n" else "\n"
+        # Hand-written: paramiko's HostKeys.save() rewrites the whole file (dropping lines it cannot
+        # parse); OpenSSH's habit is to append exactly one line.
+        with open(path, "a") as fh:
+            fh.write(prefix + line)
+
+
+def refuse_revoked(target: SSHTarget, key: Any) -> None:
+    """OpenSSH refuses a key marked ``@revoked`` in any known_hosts file, whatever else says."""
+    blob = key.get_base64()
+    for f in target.known_hosts:
+        try:
+            lines = Path(f).read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        if any(ln.split()[:1] == ["@revoked"] and blob in ln.split() for ln in lines):
+            raise HostKeyError(f"the host key of {target.known_hosts_key} is REVOKED in {f} "
+                               f"({key.fingerprint})",
+                               "do not connect; ask the host's administrator for its new key")
+
+
+def _fast_transport(sock: Any, **kwargs: Any) -> Any:
+    """A paramiko Transport with a big window, big packets and AES-GCM first."""
+    import paramiko
+
+    kwargs.update(default_window_size=WINDOW, default_max_packet_size=MAX_PACKET)
+    t = paramiko.Transport(sock, **kwargs)
+    opts = t.get_security_options()
+    fast = [c for c in FAST_CIPHERS if c in opts.ciphers]
+    opts.ciphers = tuple(fast + [c for c in opts.ciphers if c not in fast])
+    return t
+
+
+class Connection:
+    """An authenticated SSH connection; `exec` opens a channel running one command."""
+
+    def __init__(self, client: Any, target: SSHTarget, timeout: float, jump: Connection | None) -> None:
+        self.client, self.target, self.timeout, self._jump = client, target, timeout, jump
+
+    def exec(self, command: str) -> Any:
+        """Start `command` on a fresh channel; reads time out after the step deadline."""
+        t = self.client.get_transport()
+        chan = t.open_session(window_size=WINDOW, max_packet_size=MAX_PACKET, timeout=self.timeout)
+        chan.settimeout(self.timeout)
+        chan.exec_command(command)
+        return chan
+
+    def round_trip(self, tries: int = 3) -> float:
+        """Seconds for the server to answer an SSH request (the best of `tries`): the link's latency,
+        without starting a process there (a keepalive the server refuses at once)."""
+        t = self.client.get_transport()
+
+        def pings() -> None:
+            for _ in range(tries):
+                t0 = time.monotonic()
+                t.global_request("keepalive@openssh.com", wait=True)
+                times.append(time.monotonic() - t0)
+
+        times: list[float] = []
+        asking = threading.Thread(target=pings, daemon=True)  # paramiko's wait has no deadline
+        asking.start()
+        asking.join(self.timeout)
+        return min(times) if len(times) == tries else float("inf")
+
+    def cipher(self) -> str:
+        return self.client.get_transport().remote_cipher
+
+    def open_sftp(self) -> Any:
+        return self.client.open_sftp()
+
+    def close(self) -> None:
+        """Close, quietly: after a lost connection there is nothing left to say to the peer."""
+        with contextlib.suppress(Exception):
+            self.client.close()
+        if self._jump:
+            self._jump.close()
+
+
+def _sock_for(target: SSHTarget, timeout: float, accept_new: bool) -> tuple[Any, Connection | None]:
+    """The socket to run SSH over: direct TCP, a ProxyCommand, or a channel through ProxyJump."""
+    import paramiko
+
+    if target.proxy_jump and target.proxy_jump.lower() != "none":
+        *earlier, last = target.proxy_jump.split(",")  # the last hop is reached through the earlier ones
+        hop = resolve_target(last, ssh_config=target.ssh_config, known_hosts=target.known_hosts[0])
+        hop = dataclasses.replace(hop, proxy_jump=",".join(earlier) or None,
+                                  proxy_command=None if earlier else hop.proxy_command)
+        jump = connect_raw(hop, timeout, accept_new)
+        chan = jump.client.get_transport().open_channel(
+            "direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0), timeout=timeout)
+        return chan, jump
+    if target.proxy_command and target.proxy_command.lower() != "none":  # %h %p %r: expanded by lookup
+        return paramiko.ProxyCommand(target.proxy_command), None
+    try:
+        return socket.create_connection((target.hostname, target.port), timeout=timeout), None
+    except OSError as exc:
+        raise RemoteConnectError(f"cannot reach {target.describe()}: {exc.strerror or exc}",
+                                 "check the host name, port and network (`ssh HOST` should work)") from None
+
+
+def _load_known_hosts(keys: Any, path: Path) -> None:
+    """Add every valid line of a known_hosts file; skip bad lines as OpenSSH does.
+
+    Hand-written because paramiko's own loader stops at lines it cannot parse (``@cert-authority``,
+    ``@revoked``, unknown key types); revoked keys are refused separately (`refuse_revoked`)."""
+    import paramiko
+
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+        except Exception:
+            continue
+        if entry is not None and entry.key is not None:
+            for name in entry.hostnames:
+                keys.add(name, entry.key.get_name(), entry.key)
+
+
+def connect_raw(target: SSHTarget, timeout: float = TIMEOUT_S,
+                accept_new: bool = False) -> Connection:
+    """Connect and authenticate, mapping every failure to its own error kind."""
+    import logging
+
+    import paramiko
+
+    # paramiko logs a traceback for a failed banner before raising; our one-line error says it all
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
+    logging.getLogger("paramiko").propagate = False
+
+    sock, jump = _sock_for(target, timeout, accept_new)
+    client = paramiko.SSHClient()
+    for f in target.known_hosts:
+        _load_known_hosts(client.get_host_keys(), Path(f))
+    client.set_missing_host_key_policy(_HostKeyPolicy(target, accept_new))
+    defaults = [str(Path("~/.ssh", n).expanduser()) for n in DEFAULT_IDENTITIES]
+    keys = [k for k in (*target.identities, *defaults) if Path(k).is_file()]
+    try:
+        client.connect(target.hostname, port=target.port, username=target.user, key_filename=keys or None,
+                       allow_agent=True, look_for_keys=False, timeout=timeout, banner_timeout=timeout,
+                       auth_timeout=timeout, channel_timeout=timeout, sock=sock,
+                       transport_factory=_fast_transport)
+    except HostKeyError:
+        client.close()
+        raise
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise HostKeyError(f"host key for {target.known_hosts_key} has CHANGED (now {exc.key.fingerprint})",
+                           "someone may be intercepting the connection; if the host was reinstalled, "
+                           "remove its old line from known_hosts (ssh-keygen -R) and check the new "
+                           "fingerprint") from None
+    except paramiko.AuthenticationException as exc:
+        client.close()
+        raise RemoteAuthError(f"{target.describe()} rejected our keys ({exc})",
+                              "pass --identity KEY, load the key into ssh-agent, or check --user") from None
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        client.close()
+        raise RemoteConnectError(f"SSH to {target.describe()} failed: {exc or type(exc).__name__}",
+                                 "the host did not answer in time or is not an SSH server "
+                                 "(--timeout raises the deadline)") from None
+    try:
+        refuse_revoked(target, client.get_transport().get_remote_server_key())
+    except HostKeyError:
+        client.close()
+        raise
+    return Connection(client, target, timeout, jump)
+
+
+@contextlib.contextmanager
+def connect(target: SSHTarget, timeout: float = TIMEOUT_S,
+            accept_new: bool = False) -> Iterator[Connection]:
+    """`connect_raw` as a context manager that always closes."""
+    conn = connect_raw(target, timeout, accept_new)
+    try:
+        yield conn
+    finally:
+        conn.close()

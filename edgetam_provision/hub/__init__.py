@@ -1,0 +1,1 @@
+"""The Hugging Face cache: its grammar (layout), what a cache holds (cache), backups' manifests."""

@@ -1,0 +1,83 @@
+"""What a restore does, as data: one `Action` per entry written or found, per archive, per run.
+
+Built by `run` after every byte was read (`read`), executed by `publish`; `--dry-run` and
+`provision check` render it without executing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..archive.untrusted import ArchiveContents
+from ..hub.layout import repo_id_from_folder, repo_type_from_folder
+
+
+@dataclass(frozen=True)
+class Action:
+    """One entry a restore writes or finds in place.
+
+    kind: blob | link | tree | ref. state: new | present | repair | update | kept.
+    """
+
+    kind: str
+    folder: str
+    path: str
+    state: str
+    size: int = 0
+    blob: str | None = None  # link: the blob it points at
+    commit: str | None = None  # ref: the commit it points at after the restore
+    previous: str | None = None  # ref: the commit it pointed at before (update, kept)
+
+    def to_dict(self) -> dict[str, object]:
+        d: dict[str, object] = {"kind": self.kind, "repo_id": repo_id_from_folder(self.folder),
+                                "repo_type": repo_type_from_folder(self.folder),
+                                "path": self.path, "state": self.state, "size": self.size}
+        d.update({k: v for k, v in (("blob", self.blob), ("commit", self.commit),
+                                    ("previous", self.previous)) if v})
+        return d
+
+    @property
+    def writes(self) -> bool:
+        return self.state in ("new", "repair", "update")
+
+
+@dataclass(frozen=True)
+class ArchivePlan:
+    """One archive, checked byte for byte, and what restoring it does."""
+
+    contents: ArchiveContents
+    checked_by: str  # manifest | SHA256SUMS | blob names
+    actions: tuple[Action, ...]
+
+    def summary(self) -> dict[str, object]:
+        writes = [a for a in self.actions if a.writes]
+        blobs = [a for a in writes if a.kind == "blob"]
+        return {"archive": str(self.contents.path), "checked_by": self.checked_by,
+                "repos": [{"repo_id": repo_id_from_folder(f), "commits": sorted(p.commits)}
+                          for f, p in self.contents.repos.items()],
+                "new_blobs": sum(a.state == "new" for a in blobs),
+                "repaired_blobs": sum(a.state == "repair" for a in blobs),
+                "new_bytes": sum(a.size for a in blobs),
+                "writes": len(writes),
+                "status": ("repaired" if any(a.state == "repair" for a in blobs) else
+                           "restored" if writes else "already present"),
+                "moved_refs": [a.to_dict() for a in self.actions if a.kind == "ref" and a.previous],
+                "skipped": self.contents.skipped,
+                "actions": [a.to_dict() for a in writes]}
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    cache: Path
+    archives: tuple[ArchivePlan, ...]
+    ignored: tuple[str, ...] = field(default=())  # paths given that are not archives
+    staged: dict[tuple[str, str], Path] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def writes(self) -> tuple[Action, ...]:
+        return tuple(a for p in self.archives for a in p.actions if a.writes)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"cache": str(self.cache), "archives": [p.summary() for p in self.archives],
+                "writes": len(self.writes), "ignored": list(self.ignored)}

@@ -1,0 +1,99 @@
+"""The last steps of a restore: publish in a safe order, then prove what exit 0 promises."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+
+from ..console import ProgressFn
+from ..errors import CacheError, IntegrityError
+from ..fsutil import copy_atomic, disk_error, symlink_atomic, symlinks_supported, write_atomic
+from ..hub.layout import repo_id_from_folder, repo_type_from_folder
+from .plan import Action, RestorePlan
+
+
+def publish(plan: RestorePlan, progress: ProgressFn) -> list[Action]:
+    """Move staged blobs into place, then links, then listings, then refs; returns what was written.
+
+    A failure part-way raises a `CacheError` that names what was already published.
+    """
+    staged = plan.staged
+    writes = plan.writes
+    cache = plan.cache
+    use_links = symlinks_supported(cache) if writes else True
+    data = {(a.folder, rel): d for p in plan.archives for a in p.actions if a.kind == "tree"
+            for rel, d in p.contents.repos[a.folder].trees.items() if rel == a.path}
+    published: list[Action] = []
+    try:
+        for kind in ("blob", "link", "tree", "ref"):
+            for a in writes:
+                if a.kind != kind:
+                    continue
+                dest = cache / a.folder / a.path
+                if kind == "blob":
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(staged[(a.folder, a.path.split("/", 1)[1])], dest)
+                elif kind == "link" and use_links:
+                    symlink_atomic(posixpath.relpath(f"blobs/{a.blob}", posixpath.dirname(a.path)), dest)
+                elif kind == "link":
+                    copy_atomic(cache / a.folder / "blobs" / str(a.blob), dest)
+                elif kind == "tree":
+                    write_atomic(dest, data[(a.folder, a.path)])
+                else:
+                    write_atomic(dest, str(a.commit))
+                published.append(a)
+    except OSError as exc:
+        err = disk_error(exc, cache / a.folder / a.path)
+        raise CacheError(err.message.replace("; nothing was published", ""),
+                         _partial_hint(published, len(writes))) from None
+    progress(f"published {len(published)} entries into {cache}")
+    return published
+
+
+def _partial_hint(published: list[Action], total: int) -> str:
+    if not published:
+        return "fix the cause and run it again; nothing was published"
+    kinds = sorted({a.kind + "s" for a in published})
+    return (f"{len(published)} of {total} entries ({', '.join(kinds)}) were published, no ref was moved "
+            "to an incomplete snapshot; fix the cause and run the restore again to complete it"
+            if not any(a.kind == "ref" for a in published) else
+            f"{len(published)} of {total} entries were published; run the restore again to complete it")
+
+
+def prove(plan: RestorePlan) -> None:
+    """The invariant behind exit 0: every ref the run wrote or kept points at a snapshot whose every
+    file resolves to a blob whose bytes match its name, as huggingface_hub reads it offline.
+
+    The archive's blobs were hashed in this run, so their files are checked by size and link
+    target here; a snapshot a kept ref points at is hashed in full.
+    """
+    from ..hub.cache import check_revision
+
+    actions = [a for ap in plan.archives for a in ap.actions]
+    sizes = {(a.folder, a.path.split("/", 1)[1]): a.size for a in actions if a.kind == "blob"}
+    for a in actions:
+        if a.kind == "link":
+            target, blob_file = plan.cache / a.folder / a.path, plan.cache / a.folder / "blobs" / str(a.blob)
+            try:
+                ok = (target.is_file() and blob_file.is_file()
+                      and target.stat().st_size == sizes[(a.folder, str(a.blob))]
+                      and (not target.is_symlink() or target.resolve() == blob_file.resolve()))
+            except OSError:
+                ok = False
+            if not ok:
+                raise IntegrityError(f"after the restore {a.folder}/{a.path} does not resolve to its blob",
+                                     "something changed the cache during the restore; run it again")
+    for a in actions:
+        if a.kind == "ref":
+            repo_dir = plan.cache / a.folder
+            raw = (repo_dir / a.path).read_bytes() if (repo_dir / a.path).is_file() else b""
+            ok = raw == str(a.commit).encode()
+            if ok and a.state == "kept":
+                repo_id = repo_id_from_folder(a.folder) or a.folder
+                state = check_revision(plan.cache, repo_id, str(a.commit),
+                                       repo_type=repo_type_from_folder(a.folder))
+                ok = state.ok and bool(state.files)
+            if not ok:
+                raise IntegrityError(f"after the restore {a.folder}/{a.path} does not point at a complete, "
+                                     "intact snapshot", "run `provision status` to see what is damaged, "
+                                     "then restore again without --keep-refs")

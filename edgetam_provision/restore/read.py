@@ -1,0 +1,219 @@
+"""The read pass of a restore: every byte of every archive hashed, the cache compared with it.
+
+A blob is hashed against its name while it streams out of the archive. A blob the cache lacks,
+or holds damaged, is staged (when staging); a blob it holds is compared byte for byte, and the
+moment the bytes differ a repair copy starts from the part that agreed. Plain snapshot files of
+`tar -h` backups are hashed both ways (sha256, git sha1) and become the blob they match.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import queue
+import secrets
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..archive.untrusted import ArchiveContents, DataMember, iter_data
+from ..console import ProgressFn
+from ..errors import IntegrityError
+from ..fsutil import CHUNK
+from ..hub.layout import blob_hasher
+
+
+def damaged(contents: ArchiveContents, what: str) -> IntegrityError:
+    """The error for bytes of a backup that do not check: nothing was written yet."""
+    return IntegrityError(f"{contents.path.name}: {what}",
+                          "the backup is damaged; fetch or copy it again — the cache was left as it was")
+
+
+@dataclass
+class ReadResult:
+    """What hashing one archive found: the state of each blob, and the blobs of plain files."""
+
+    blobs: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, blob) -> new|present|repair
+    sizes: dict[tuple[str, str], int] = field(default_factory=dict)
+    copies: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, snapshot path) -> blob
+    staged: dict[tuple[str, str], Path] = field(default_factory=dict)
+
+
+class WriteBehind:
+    """Writes staged bytes in a second thread while the next piece is read and hashed (both let go
+    of the GIL): a big restore costs about the larger of hashing and writing, not their sum."""
+
+    DEPTH = 3  # buffers in flight
+
+    def __init__(self) -> None:
+        self.free: queue.Queue[bytearray] = queue.Queue()
+        self.todo: queue.Queue[tuple[Any, bytearray, int]] = queue.Queue()
+        self.made, self.error = 0, None  # type: int, OSError | None
+        self.thread: threading.Thread | None = None
+
+    def buffer(self) -> bytearray:
+        if self.free.empty() and self.made < self.DEPTH:
+            self.made += 1
+            return bytearray(CHUNK)
+        return self.free.get()
+
+    def release(self, buf: bytearray) -> None:
+        """Give back a buffer that is not to be written."""
+        self.free.put(buf)
+
+    def write(self, fh: Any, buf: bytearray, n: int) -> None:
+        """Queue `buf[:n]` for `fh`; the buffer comes back through `buffer()` once written."""
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, daemon=True)
+            self.thread.start()
+        self.todo.put((fh, buf, n))
+
+    def wait(self) -> None:
+        """Every queued write done; the first write error, if any, raised here."""
+        self.todo.join()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def _run(self) -> None:
+        while True:
+            fh, buf, n = self.todo.get()
+            try:
+                if self.error is None:
+                    fh.write(memoryview(buf)[:n])
+            except OSError as exc:
+                self.error = exc
+            finally:
+                self.free.put(buf)
+                self.todo.task_done()
+
+
+class ArchiveReader:
+    """Hash every data member; compare with the cache; stage what must be written (if staging)."""
+
+    def __init__(self, cache: Path, staging: Path | None) -> None:
+        self.cache, self.staging = cache, staging
+        self.writer = WriteBehind()
+        self.found = ReadResult()
+
+    def archive(self, contents: ArchiveContents, progress: ProgressFn) -> None:
+        progress(f"checking every byte of {contents.path.name}")
+        for member, stream in iter_data(contents):
+            if member.path.startswith("blobs/"):
+                self._blob(contents, member, stream)
+            else:
+                self._copy(contents, member, stream)
+        for folder, repo in contents.repos.items():  # hard links of `tar -h`: the bytes of their source
+            for rel, source in repo.same_as.items():
+                source_blob = (source.split("/", 1)[1] if source.startswith("blobs/")
+                               else self.found.copies[(folder, source)])
+                if rel.startswith("snapshots/"):
+                    self.found.copies[(folder, rel)] = source_blob
+                elif rel.split("/", 1)[1] != source_blob:
+                    raise damaged(contents, f"{folder}/{rel} does not match its hash")
+
+    def _blob(self, contents: ArchiveContents, m: DataMember, stream: Any) -> None:
+        blob = m.path.split("/", 1)[1]
+        key = (m.folder, blob)
+        cached = self.cache / m.folder / "blobs" / blob
+        state = "new"
+        compare = None
+        if key not in self.found.blobs and cached.is_file() and cached.stat().st_size == m.size:
+            state, compare = "present", open(cached, "rb")  # noqa: SIM115 - closed below
+        elif key not in self.found.blobs and os.path.lexists(cached):
+            state = "repair"
+        elif key in self.found.blobs:
+            state = ""  # seen in an earlier archive: hash it again, write nothing
+        try:
+            h, same, out = blob_hasher(blob, m.size), True, None
+            if state in ("new", "repair") and self.staging is not None:
+                out = self._stage_file(m.folder, blob)
+            got = 0
+            while True:
+                buf = self.writer.buffer()
+                try:
+                    n = stream.readinto(buf)
+                    chunk = memoryview(buf)[:n]
+                    h.update(chunk)
+                    if compare is not None and same and compare.read(n) != chunk:
+                        same = False
+                        if self.staging is not None:  # bytes so far agreed: the repair copy starts with them
+                            out = self._stage_file(m.folder, blob)
+                            compare.seek(0)
+                            out.write(compare.read(got))
+                except BaseException:
+                    self.writer.release(buf)  # the pool stays whole for the next archive
+                    raise
+                if not n:
+                    self.writer.release(buf)
+                    break
+                if out is not None:
+                    self.writer.write(out, buf, n)
+                else:
+                    self.writer.release(buf)
+                got += n
+        finally:
+            try:
+                self.writer.wait()
+            finally:
+                for fh in (compare, out):
+                    if fh is not None:
+                        fh.close()
+        if got != m.size or h.hexdigest() != blob:
+            raise damaged(contents, f"{m.name} does not match its hash")
+        if state == "present" and not same:
+            state = "repair"
+        if state:
+            self.found.blobs[key], self.found.sizes[key] = state, m.size
+            if state != "present" and self.staging is not None:
+                self.found.staged[key] = self.staging / m.folder / blob
+
+    def _stage_file(self, folder: str, blob: str) -> Any:
+        assert self.staging is not None
+        dest = self.staging / folder / blob
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return open(dest, "wb")
+
+    def _copy(self, contents: ArchiveContents, m: DataMember, stream: Any) -> None:
+        """A plain snapshot file (tar -h): its blob is whichever name its bytes hash to."""
+        sha256, sha1 = blob_hasher("0" * 64, m.size), blob_hasher("0" * 40, m.size)
+        tmp = self._stage_file(m.folder, f"copy-{secrets.token_hex(8)}") if self.staging else None
+        got, buf = 0, self.writer.buffer()
+        try:
+            while n := stream.readinto(buf):
+                chunk = memoryview(buf)[:n]
+                sha256.update(chunk)
+                sha1.update(chunk)
+                if tmp is not None:
+                    tmp.write(chunk)
+                got += n
+        finally:
+            self.writer.release(buf)
+            if tmp is not None:
+                tmp.close()
+        if got != m.size:
+            raise damaged(contents, f"{m.name} is cut short")
+        repo = contents.repos[m.folder]
+        names = (sha1.hexdigest(), sha256.hexdigest())
+        blob = next((b for b in names if b in repo.blobs or (self.cache / m.folder / "blobs" / b).is_file()),
+                    names[1])
+        self.found.copies[(m.folder, m.path)] = blob
+        key = (m.folder, blob)
+        carried = blob in repo.blobs and f"blobs/{blob}" not in repo.same_as  # its own member brings it
+        if carried or key in self.found.blobs:
+            if tmp is not None:
+                Path(tmp.name).unlink()
+            return
+        cached = self.cache / m.folder / "blobs" / blob
+        same = cached.is_file() and (tmp is None or filecmp.cmp(tmp.name, cached, shallow=False))
+        self.found.blobs[key] = "present" if same else ("repair" if os.path.lexists(cached) else "new")
+        self.found.sizes[key] = m.size
+        if tmp is not None:
+            if same:
+                Path(tmp.name).unlink()
+            else:
+                self.found.staged[key] = Path(tmp.name)
+
+
+# ---------------------------------------------------------------------------- planning

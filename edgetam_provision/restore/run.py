@@ -1,0 +1,270 @@
+"""`provision restore`: check every byte, plan, then stage and publish into the hub cache.
+
+Order of work, so that a crash or Ctrl-C at any point leaves a consistent cache:
+1. scan (no lock, no writes): validate every member of every archive (`untrusted_tar`), and
+   refuse a cache that contradicts an archive before even the lock file exists.
+2. read (under the cache lock): hash every byte of every archive: the whole file against
+   manifest.json / SHA256SUMS (in a thread), every blob against its name. Blobs the cache lacks
+   or holds damaged are staged in ``<cache>/.provision-staging-*``; blobs it holds are compared
+   byte for byte. `--dry-run` runs this same pass with nothing staged, then stops.
+3. publish: blobs, then snapshot links, then listings, then refs, each by `os.replace`.
+4. prove: every ref the run wrote or kept points at a snapshot whose every file resolves to a
+   blob of the right size (the bytes were hashed in step 2) — what huggingface_hub needs offline.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import posixpath
+import secrets
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from ..archive.compression import ARCHIVE_SUFFIXES, compression_of_head
+from ..archive.untrusted import ArchiveContents, scan_archive
+from ..console import ProgressFn, no_progress
+from ..errors import CacheError, IntegrityError, UsageError
+from ..fsutil import (
+    cache_lock,
+    clean_stale,
+    disk_error,
+    sha256_file,
+)
+from ..hub.cache import read_ref
+from ..hub.layout import repo_folder_name
+from ..hub.manifest import ArchiveEntry, read_manifest, read_sums
+from .plan import Action, ArchivePlan, RestorePlan
+from .publish import prove, publish
+from .read import ArchiveReader, ReadResult
+
+STAGING_PREFIX = ".provision-staging-"
+
+# ---------------------------------------------------------------------------- finding archives
+
+def find_archives(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """Expand folders into the archives they hold; returns (archives, non-archives skipped)."""
+    found: list[Path] = []
+    ignored: list[str] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                                and p.name.endswith(ARCHIVE_SUFFIXES)))
+        elif path.is_file() and _looks_like_archive(path):
+            found.append(path)
+        elif path.is_file():
+            ignored.append(str(path))
+        else:
+            raise UsageError(f"no such file or folder: {path}",
+                             "pass a backup archive or a folder of them (default model_backups/)")
+    unique = list(dict.fromkeys(p.resolve() for p in found))
+    if not unique:
+        raise UsageError(f"no backups found in {', '.join(map(str, paths))}",
+                         "make them with `provision fetch --host HOST` or `provision backup`")
+    return unique, ignored
+
+
+def _looks_like_archive(path: Path) -> bool:
+    """A file given by name that is no README or manifest: treat it as an archive if tar-like."""
+    if path.name.endswith(ARCHIVE_SUFFIXES):
+        return True
+    if path.name in ("manifest.json", "SHA256SUMS") or path.suffix in (".md", ".txt", ".json", ".part"):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return True  # let the scan report why it cannot be read
+    return compression_of_head(head) != "none" or head[257:262] == b"ustar"
+
+
+# ---------------------------------------------------------------------------- checking
+
+def _expected_hash(path: Path, entry: ArchiveEntry | None, sums: dict[str, str]) -> tuple[str | None, str]:
+    """The archive's expected sha256 and where it comes from (None: only the blob names check it)."""
+    if entry:
+        return entry.sha256, "manifest"
+    if path.name in sums:
+        return sums[path.name], "SHA256SUMS"
+    return None, "blob names"
+
+
+def _check_manifest_files(contents: ArchiveContents, entry: ArchiveEntry) -> None:
+    repo = contents.repos.get(repo_folder_name(entry.repo_id, entry.repo_type))
+    if repo is None:
+        raise IntegrityError(f"{contents.path.name}: does not hold {entry.repo_id} as its manifest says",
+                             "the backup and its manifest do not belong together")
+    for f in entry.files:
+        if repo.links.get(f"snapshots/{entry.commit}/{f.path}") != f.blob:
+            raise IntegrityError(f"{contents.path.name}: {f.path} is missing or differs from the manifest",
+                                 "the backup is damaged; fetch it again")
+
+
+def _link_conflicts(contents: ArchiveContents, cache: Path) -> None:
+    """Refuse a cache whose snapshot entries contradict the archive (same commit, other blob)."""
+    for folder, repo in contents.repos.items():
+        for rel, blob in repo.links.items():
+            dest = cache / folder / rel
+            if dest.is_symlink():
+                have = posixpath.normpath(posixpath.join(posixpath.dirname(rel), os.readlink(dest)))
+                if have != f"blobs/{blob}":
+                    raise CacheError(f"{folder}/{rel} already links to {have}, not blobs/{blob}",
+                                     "the cache disagrees with the backup: remove that snapshot "
+                                     "folder and run the restore again; nothing was written")
+            elif dest.is_dir():
+                raise CacheError(f"{folder}/{rel} is a folder in the cache, a file in the backup",
+                                 "remove that snapshot folder and run the restore again; "
+                                 "nothing was written")
+
+
+def _actions(contents: ArchiveContents, found: ReadResult, cache: Path, keep_refs: bool,
+             done: set[tuple[str, str, str]]) -> list[Action]:
+    """What restoring `contents` writes, given what the read pass found. `done` dedupes."""
+    actions: list[Action] = []
+
+    def add(a: Action) -> None:
+        if (a.kind, a.folder, a.path) not in done:
+            done.add((a.kind, a.folder, a.path))
+            actions.append(a)
+
+    for folder, repo in contents.repos.items():
+        repo_dir = cache / folder
+        links = {**repo.links, **{p: found.copies[(folder, p)] for p in repo.copies}}
+        for blob in sorted({*repo.blobs, *links.values()}):
+            key = (folder, blob)
+            add(Action("blob", folder, f"blobs/{blob}", found.blobs[key], found.sizes[key]))
+        for rel, blob in sorted(links.items()):
+            state = _link_state(repo_dir, rel, blob, found.staged.get((folder, blob)))
+            add(Action("link", folder, rel, state, blob=blob))
+        for rel, data in sorted(repo.trees.items()):
+            dest = repo_dir / rel
+            state = "present" if dest.is_file() and dest.read_bytes() == data else (
+                "update" if dest.exists() else "new")
+            add(Action("tree", folder, rel, state, len(data)))
+        for name, commit in sorted(repo.refs.items()):
+            add(_ref_action(repo_dir, folder, name, commit, keep_refs))
+    return actions
+
+
+def _link_state(repo_dir: Path, rel: str, blob: str, staged: Path | None) -> str:
+    dest = repo_dir / rel
+    if dest.is_symlink():  # its target was checked against the archive by `_link_conflicts`
+        return "present" if dest.exists() else "repair"
+    if dest.is_file():  # a cache without symlinks holds copies: compare with the blob's bytes
+        source = staged or repo_dir / "blobs" / blob
+        return "present" if source.is_file() and filecmp.cmp(dest, source, shallow=False) else "repair"
+    return "new"
+
+
+def _ref_action(repo_dir: Path, folder: str, name: str, commit: str, keep_refs: bool) -> Action:
+    path = f"refs/{name}"
+    raw = repo_dir / path
+    have = read_ref(repo_dir, name)
+    if have == commit:
+        clean = raw.read_bytes() == commit.encode()
+        return Action("ref", folder, path, "present" if clean else "update", commit=commit)
+    if have and keep_refs and (repo_dir / "snapshots" / have).is_dir():
+        return Action("ref", folder, path, "kept", commit=have, previous=have)
+    return Action("ref", folder, path, "update" if raw.exists() else "new", commit=commit, previous=have)
+
+
+# ---------------------------------------------------------------------------- running
+
+def check_backups(paths: list[Path], progress: ProgressFn = no_progress) -> RestorePlan:
+    """Check backup files on their own (a copy on a USB disk, say): every member validated, every
+    byte hashed, against manifest.json / SHA256SUMS where present. No cache is read or written."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="provision-check-") as empty:
+        plan = restore(paths, Path(empty), progress, dry_run=True, for_cache=False)
+    return replace(plan, cache=Path("-"))
+
+
+def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, *,
+            dry_run: bool = False, keep_refs: bool = False, for_cache: bool = True) -> RestorePlan:
+    """Restore the archives at `paths` into `cache` (or, with `dry_run`, check all and write nothing).
+
+    Returns the plan that was carried out. Raises a `ProvisionError` whose message says what was
+    and was not published. Kept whole: the order of its steps (scan without the lock, then read,
+    publish and prove under it) is the safety argument of the module docstring.
+    """
+    archives, ignored = find_archives(paths)
+    for p in ignored:
+        progress(f"note: {p} is not a backup archive; skipped")
+    scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str | None, str]] = []
+    for path in archives:
+        entry = read_manifest(path.parent).get(path.name)
+        expected, checked_by = _expected_hash(path, entry, read_sums(path.parent))
+        contents = scan_archive(path, entry.blob_sizes() if entry else None)
+        if entry:
+            _check_manifest_files(contents, entry)
+        _link_conflicts(contents, cache)
+        if contents.skipped:
+            progress(f"note: {contents.path.name}: skipped {len(contents.skipped)} members that are "
+                     f"not part of a revision (e.g. {contents.skipped[0]})")
+        scanned.append((contents, entry, expected, checked_by))
+    if for_cache:  # `check_backups` has no cache: its space and permissions do not matter
+        _check_space(cache, sum(_unseen_bytes(c, cache) for c, *_ in scanned))
+    if dry_run:
+        plan = _read_and_plan(scanned, cache, None, keep_refs, progress)
+        if for_cache and plan.writes and not os.access(_nearest_existing(cache), os.W_OK):
+            raise CacheError(f"cannot write into {_nearest_existing(cache)}",
+                             "check the folder's permissions or pass --cache-dir")
+        return replace(plan, ignored=tuple(ignored))
+    with cache_lock(cache):
+        clean_stale(cache, STAGING_PREFIX, [f for c, *_ in scanned for f in c.repos])
+        staging = cache / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            plan = _read_and_plan(scanned, cache, staging, keep_refs, progress)
+            publish(plan, progress)
+            prove(plan)
+        except OSError as exc:
+            raise disk_error(exc, staging) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return replace(plan, ignored=tuple(ignored))
+
+
+def _read_and_plan(scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str | None, str]],
+                   cache: Path, staging: Path | None, keep_refs: bool, progress: ProgressFn) -> RestorePlan:
+    """Hash every byte (the archives' sha256 in a thread beside the blobs), then plan the writes."""
+    reader = ArchiveReader(cache, staging)
+    plans: list[ArchivePlan] = []
+    done: set[tuple[str, str, str]] = set()
+    with ThreadPoolExecutor(max_workers=1) as pool:  # hashlib releases the GIL
+        for contents, _entry, expected, checked_by in scanned:
+            digest = pool.submit(sha256_file, contents.path) if expected else None
+            reader.archive(contents, progress)
+            if digest is not None and digest.result() != expected:
+                raise IntegrityError(f"{contents.path.name}: sha256 {digest.result()[:16]}… does not "
+                                     f"match the expected {expected[:16]}… ({checked_by})",  # type: ignore[index]
+                                     "the backup is damaged or was changed; fetch or copy it again — "
+                                     "the cache was left as it was")
+            actions = _actions(contents, reader.found, cache, keep_refs, done)
+            plans.append(ArchivePlan(contents, checked_by, tuple(actions)))
+    return RestorePlan(cache, tuple(plans), staged=reader.found.staged)
+
+
+def _nearest_existing(path: Path) -> Path:
+    return next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+
+
+def _unseen_bytes(contents: ArchiveContents, cache: Path) -> int:
+    """Bytes of the blobs the cache does not hold at their size: what a restore will write at most
+    (damaged blobs of the right size, found while hashing, come on top)."""
+    total = 0
+    for folder, repo in contents.repos.items():
+        for blob, size in repo.blobs.items():
+            dest = cache / folder / "blobs" / blob
+            total += 0 if dest.is_file() and dest.stat().st_size == size else size
+        total += sum(repo.copies.values())
+    return total
+
+
+def _check_space(cache: Path, needed: int) -> None:
+    free = shutil.disk_usage(_nearest_existing(cache)).free
+    if needed > free:
+        raise CacheError(f"the restore needs {needed} bytes but {cache} has {free} free",
+                         "free some disk space or choose another --cache-dir; nothing was written")

@@ -1,0 +1,333 @@
+"""The EdgeTAM segmentation itself, run inside the fresh offline `verify_worker` process.
+
+Loads `EdgeTamModel` + `Sam2Processor` pinned to the cached commit, encodes the image once, runs
+every prompt case on the shared embedding (folded backbone and, on CUDA, CUDA graphs when they
+give the plain model's result), times it all, describes the masks and writes one overlay PNG per
+case. The verdict on the numbers is `verify.finalize`'s.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..console import ProgressFn
+from ..errors import EnvironmentProblem, ModelMissingError
+from ..hub.cache import BACKBONE_REPO, resolve_commit
+from ..hub.layout import repo_folder_name
+from .run import Case, VerifyRequest, finalize, plan_cases
+from .runtime import (
+    UPGRADE,
+    choose_device,
+    library_verdict,
+    library_versions,
+    needs_backbone_config,
+    synchronize,
+)
+
+
+def check_environment(versions: dict[str, str], cache: Path) -> None:
+    """Refuse library versions that cannot run EdgeTAM and missing backbone configs, saying what to do."""
+    for name in ("torch", "transformers", "timm"):
+        verdict = library_verdict(name, versions.get(name, "missing"))
+        if not verdict.ok:
+            raise EnvironmentProblem(f"{name} {verdict.detail}", verdict.fix)
+    tv = versions["transformers"]
+    if needs_backbone_config(tv):
+        try:
+            commit = resolve_commit(cache, BACKBONE_REPO, None)
+        except ModelMissingError:
+            commit = None
+        if commit is None or not (cache / repo_folder_name(BACKBONE_REPO) / "snapshots" / commit
+                                  / "config.json").exists():
+            raise ModelMissingError(
+                f"transformers {tv} needs {BACKBONE_REPO}/config.json in the cache, even offline",
+                f"provision it too: `provision fetch --host HOST` (fetches both repos) or "
+                f"`provision restore` a backup of {BACKBONE_REPO}; or {UPGRADE}")
+
+
+def run(req: VerifyRequest, progress: ProgressFn) -> dict[str, Any]:
+    """Load, segment, time and check; returns the full report (``passed`` says the verdict).
+
+    Long on purpose: one timed sequence (imports, load, first inference, accelerated steps, warm
+    runs), read top to bottom; each timer's start and stop stay in sight of each other.
+    """
+    t_start = time.perf_counter()
+    cache = Path(req.cache)
+    plan = plan_cases(req)
+    image_path, cases, truth_dir = plan.image, plan.cases, plan.truth_dir
+    versions = library_versions()
+    check_environment(versions, Path(req.backbone_cache or req.cache))
+    commit = resolve_commit(cache, req.repo_id, req.revision)
+
+    t0 = time.perf_counter()
+    import numpy as np
+    import torch
+    from PIL import Image
+    from transformers import EdgeTamModel, Sam2Processor
+
+    import_s = time.perf_counter() - t0
+
+    device = choose_device(req.device, torch)
+    runs = req.runs or (10 if device == "cuda" else 3)
+    progress(f"loading {req.repo_id}@{commit[:12]} offline on {device}…")
+    t0 = time.perf_counter()
+    try:
+        model = EdgeTamModel.from_pretrained(req.repo_id, revision=commit, cache_dir=cache,
+                                             local_files_only=True).to(device).eval()
+        processor = Sam2Processor.from_pretrained(req.repo_id, revision=commit, cache_dir=cache,
+                                                  local_files_only=True)
+    except OSError as exc:
+        raise _missing_file_error(exc, req.repo_id) from None
+    if device == "cpu":  # ~15% faster convolutions on CPU; slower on the H100 (measured)
+        model.vision_encoder.to(memory_format=torch.channels_last)
+    synchronize(torch, device)
+    load_s = time.perf_counter() - t0
+    params = sum(p.numel() for p in model.parameters())
+
+    image = Image.open(image_path).convert("RGB")
+    checks: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        inputs = processor(images=image, return_tensors="pt")
+        pixel_values = inputs["pixel_values"].to(device)
+        if device == "cpu":
+            pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
+        sizes = inputs["original_sizes"]
+        embeddings = model.get_image_embeddings(pixel_values)
+        first = _decode(model, processor, embeddings, sizes, cases[0], device)
+        synchronize(torch, device)
+        first_s = time.perf_counter() - t0
+        del first
+
+        decoders, accel, encode_times = _fast_steps(
+            model, processor, pixel_values, embeddings, sizes, cases, device, req.accelerate, runs, torch)
+        encode_ms = statistics.median(encode_times)
+        for case in cases:
+            step = decoders[case.name]
+            latency, out = _latencies(step, runs, torch, device)
+            every_mask = (lambda o: processor.post_process_masks(o.pred_masks.cpu(), sizes)[0]) \
+                if truth_dir is not None else None
+            results.append(_describe(case, out, truth_dir, checks, np, every_mask))
+            results[-1].update(latency_ms=statistics.median(latency), latency_min_ms=min(latency),
+                               latency_max_ms=max(latency))
+    overlays = _write_overlays(image, cases, results, Path(req.out)) if req.out else []
+    for r, path in zip(results, overlays, strict=False):
+        r["overlay"] = str(path)
+    return finalize({
+        "device": device, "versions": versions, "repo_id": req.repo_id, "commit": commit,
+        "synthetic": req.synthetic, "parameters": params, "image": str(image_path),
+        "yardstick": plan.yardstick, "prompts": plan.prompts,
+        "import_s": round(import_s, 3), "load_s": round(load_s, 3), "first_inference_s": round(first_s, 3),
+        "encode_ms": round(encode_ms, 2), "cases": results, "acceleration": accel,
+        "four_cases_warm_ms": round(encode_ms + sum(r["latency_ms"] for r in results), 2),
+        "quality_gate": {"enabled": req.quality_gate, "min_iou": req.min_iou},
+        "checks": checks,
+        "total_s": round(time.perf_counter() - t_start, 3),
+    })
+
+
+def _missing_file_error(exc: OSError, repo_id: str) -> ModelMissingError:
+    text = str(exc)
+    if "repvit" in text.lower():
+        return ModelMissingError(f"{BACKBONE_REPO}'s config is needed offline but not cached",
+                                 "`provision fetch` gets both repos; or `provision restore` its backup")
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return ModelMissingError(f"{repo_id} cannot be loaded offline: {first[:200]}",
+                             "the cached snapshot is incomplete: restore or fetch it again")
+
+
+def _prompts(processor: Any, sizes: Any, case: Case, device: str) -> dict[str, Any]:
+    """The case's prompts as model tensors (points and labels, or a box) on `device`."""
+    kwargs: dict[str, Any] = {}
+    if case.points:
+        kwargs = {"input_points": [case.points], "input_labels": [case.labels]}
+    if case.box:
+        kwargs["input_boxes"] = [[case.box]]
+    prompts = processor(original_sizes=sizes, return_tensors="pt", **kwargs)
+    return {k: v.to(device) for k, v in sorted(prompts.items())
+            if k in ("input_points", "input_labels", "input_boxes")}
+
+
+def best_masks(processor: Any, out: Any, sizes: Any) -> Any:
+    """Upscale only each object's best-scoring mask to the image size: (objects, H, W) booleans."""
+    best = out.iou_scores.argmax(dim=-1)  # (1, objects)
+    idx = best[..., None, None, None].expand(-1, -1, 1, *out.pred_masks.shape[-2:])
+    low = out.pred_masks.gather(2, idx)  # (1, objects, 1, h, w)
+    return processor.post_process_masks(low, sizes)[0][:, 0]
+
+
+def _decode(model: Any, processor: Any, embeddings: Any, sizes: Any, case: Case, device: str) -> Any:
+    """Eager: prompts -> masks on the image embedding; returns (model output, best full-size masks)."""
+    out = model(image_embeddings=embeddings, multimask_output=True,
+                **_prompts(processor, sizes, case, device))
+    return out, best_masks(processor, out, sizes)
+
+
+Steps = tuple[Callable[..., Any], dict[str, Callable[[], Any]], dict[str, Any]]
+
+
+def _fast_steps(model: Any, processor: Any, pixel_values: Any, embeddings: Any, sizes: Any,
+                cases: list[Case], device: str, accelerate: bool, runs: int,
+                torch: Any) -> tuple[dict[str, Callable[[], Any]], dict[str, Any], list[float]]:
+    """Encoder + decode steps, folded (and graphed on CUDA) when that gives the same embedding.
+
+    The timed encoder runs double as the check: their output is compared with the plain
+    model's first embedding; on a mismatch everything is rebuilt plain and timed again.
+    """
+    from .accelerate import TOLERANCE, relative_diff, reparameterize
+
+    undo, folded = reparameterize(model) if accelerate else (lambda: None, {"mode": "plain"})
+    encode, decoders, accel = _build_steps(model, processor, pixel_values, embeddings, sizes, cases,
+                                           device, accelerate and device == "cuda")
+    times, out = _latencies(lambda: encode(pixel_values), runs, torch, device)
+    if folded["mode"] == "reparameterized":
+        folded["relative_diff"] = relative_diff(out, embeddings)
+        if folded["relative_diff"] > TOLERANCE:
+            undo()
+            folded = {"mode": "plain", "why": f"folded encoder differs by {folded['relative_diff']:.1e}"}
+            encode, decoders, accel = _build_steps(model, processor, pixel_values, embeddings, sizes,
+                                                   cases, device, accelerate and device == "cuda")
+            times, _ = _latencies(lambda: encode(pixel_values), runs, torch, device)
+    accel["backbone"] = folded
+    return decoders, accel, times
+
+
+def _build_steps(model: Any, processor: Any, pixel_values: Any, embeddings: Any, sizes: Any,
+                 cases: list[Case], device: str, graphs: bool) -> Steps:
+    """The encoder and one decode step per case; CUDA graphs where asked and proven equal."""
+    from .accelerate import cuda_graph
+
+    def encode(x: Any) -> Any:
+        return model.get_image_embeddings(x)
+
+    accel: dict[str, Any] = {"cuda_graphs": graphs}
+    if graphs:  # the decoders then read the graph's own (static) embedding tensors
+        encode, accel["encoder"] = cuda_graph(encode, pixel_values)
+        embeddings = encode(pixel_values)
+    steps: dict[str, Callable[[], Any]] = {}
+    for case in cases:
+        keys = list(_prompts(processor, sizes, case, device))
+
+        def decode(*tensors: Any, keys: list[str] = keys) -> Any:
+            return model(image_embeddings=embeddings, multimask_output=True,
+                         **dict(zip(keys, tensors, strict=True)))
+
+        if graphs:
+            example = _prompts(processor, sizes, case, device)
+            decode, accel[case.name] = cuda_graph(decode, *example.values())
+
+        def step(case: Case = case, decode: Callable[..., Any] = decode) -> Any:
+            out = decode(*_prompts(processor, sizes, case, device).values())
+            return out, best_masks(processor, out, sizes)
+
+        steps[case.name] = step
+    return encode, steps, accel
+
+
+def _latencies(fn: Callable[[], Any], runs: int, torch: Any, device: str) -> tuple[list[float], Any]:
+    """Wall times in ms of `runs` synchronized calls, and the last call's result."""
+    times, result = [], None
+    for _ in range(max(1, runs)):
+        t0 = time.perf_counter()
+        result = fn()
+        synchronize(torch, device)
+        times.append((time.perf_counter() - t0) * 1000)
+    return times, result
+
+
+def _describe(case: Case, decoded: Any, truth_dir: Path | None, checks: list[dict[str, Any]],
+              np: Any, every_mask: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """Per-object scores, chosen mask, area, whether the prompts lie in it, and (with ground truth)
+    the IoU of the chosen mask and of the best of the three; appends the checks it makes."""
+    out, masks = decoded
+    from PIL import Image
+
+    masks = masks.cpu()
+
+    scores = out.iou_scores.float().cpu()
+    pm = out.pred_masks
+    shape_ok = tuple(pm.shape[:3]) == (1, case.objects, 3) and tuple(scores.shape) == (1, case.objects, 3)
+    finite = bool(pm.isfinite().all()) and bool(scores.isfinite().all())
+    checks.append({"kind": "shape", "case": case.name, "ok": shape_ok,
+                   "detail": f"{case.name}: pred_masks {tuple(pm.shape)}, iou_scores {tuple(scores.shape)}"})
+    checks.append({"kind": "finite", "case": case.name, "ok": finite,
+                   "detail": f"{case.name}: outputs are {'finite' if finite else 'NOT finite'}"})
+    objects = []
+    for i in range(case.objects):
+        s = scores[0, i].tolist()
+        best = int(max(range(3), key=lambda k: s[k]))
+        mask = masks[i].numpy().astype(bool)
+        area = int(mask.sum())
+        obj: dict[str, Any] = {"iou_scores": [round(x, 4) for x in s], "best": best, "area": area,
+                               "area_fraction": round(area / mask.size, 4)}
+        checks.append({"kind": "non-empty", "case": case.name, "ok": area > 0,
+                       "detail": f"{case.name}: object {i} mask is {'non-empty' if area else 'EMPTY'}"})
+        obj.update(_placement(case, i, mask))
+        if truth_dir is not None and every_mask is not None and i < len(case.truth):
+            truth = np.array(Image.open(truth_dir / case.truth[i]).convert("L")) > 127
+            three = every_mask(out)[i].numpy().astype(bool)
+            obj["gt_iou"] = round(iou(mask, truth), 4)
+            obj["gt_iou_best"] = round(max(iou(m, truth) for m in three), 4)
+        objects.append(obj)
+    return {"name": case.name, "objects": objects,
+            "prompts": {"points": case.points, "labels": case.labels, "box": case.box},
+            "_masks": [masks[i].numpy().astype(bool) for i in range(len(objects))]}
+
+
+def _placement(case: Case, i: int, mask: Any) -> dict[str, Any]:
+    """Where the chosen mask lies relative to its prompts: points inside it; share inside the box
+    and share of the box it fills."""
+    h, w = mask.shape
+    out: dict[str, Any] = {}
+    if case.points:
+        out["points_inside"] = all(bool(mask[min(int(y), h - 1), min(int(x), w - 1)])
+                                   for x, y in case.points[i])
+    if case.box:
+        x0, y0, x1, y1 = (round(v) for v in case.box)
+        inside = int(mask[max(y0, 0):y1, max(x0, 0):x1].sum())
+        area = int(mask.sum())
+        out["box_inside"] = round(inside / area, 4) if area else 0.0
+        out["box_fill"] = round(inside / max(1, (x1 - x0) * (y1 - y0)), 4)
+    return out
+
+
+def _write_overlays(image: Any, cases: list[Case], results: list[dict[str, Any]], out: Path) -> list[Path]:
+    """One PNG per case: masks tinted over the image, prompts drawn. Written atomically."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from ..fsutil import atomic_writer
+
+    out.mkdir(parents=True, exist_ok=True)
+    colours = [(30, 144, 255), (255, 140, 0), (50, 205, 50)]
+    base = np.asarray(image).astype(np.float32)
+    paths = []
+    for case, res in zip(cases, results, strict=True):
+        pic = base.copy()
+        for i, mask in enumerate(res["_masks"]):
+            c = np.array(colours[i % len(colours)], dtype=np.float32)
+            pic[mask] = pic[mask] * 0.45 + c * 0.55
+        im = Image.fromarray(pic.clip(0, 255).astype(np.uint8))
+        d = ImageDraw.Draw(im)
+        for obj in case.points or []:
+            for x, y in obj:
+                d.ellipse((x - 14, y - 14, x + 14, y + 14), fill=(0, 255, 0),
+                          outline=(255, 255, 255), width=4)
+        if case.box:
+            d.rectangle(case.box, outline=(0, 255, 0), width=6)
+        path = out / f"{case.name.replace(' ', '_')}.png"
+        with atomic_writer(path) as fh:
+            im.save(fh, format="PNG", compress_level=1)  # level 6 costs 0.6 s per picture
+        paths.append(path)
+    return paths
+
+
+def iou(a: Any, b: Any) -> float:
+    inter = (a & b).sum()
+    union = (a | b).sum()
+    return float(inter / union) if union else 0.0
