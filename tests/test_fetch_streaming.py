@@ -21,8 +21,9 @@ from huggingface_hub import snapshot_download
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgetam_provision.archive.pack import Arriving, NotAsListed, PackPlan, pack_repo
+from edgetam_provision.archive.pack import PackPlan, pack_repo
 from edgetam_provision.fetch.agent import AgentError, Channel, _archive_file, download_and_pack
+from edgetam_provision.fetch.live import Arriving, NotAsListed
 from edgetam_provision.fetch.run import streams_live
 from edgetam_provision.hub.layout import FileRecord, repo_folder_name, snapshot_link
 

@@ -16,14 +16,13 @@ import io
 import os
 import posixpath
 import tarfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 with contextlib.suppress(ImportError):  # shipped: layout.py's source ran just before, in this namespace
-    from ..hub.layout import FileRecord, blob_hasher, snapshot_link
+    from ..hub.layout import FileRecord, snapshot_link
 
 PACK_MTIME = 1_735_689_600  # fixed (2025-01-01): a revision packs to the same bytes, so pulls resume
 COPY_BUF = 4 * 1024 * 1024  # tarfile copies blob bytes in pieces this big (its default is 16 KiB)
@@ -148,115 +147,3 @@ def _refs_to(repo: Path, commit: str) -> list[str]:
         return []
     return sorted(p.relative_to(refs_dir).as_posix() for p in refs_dir.rglob("*")
                   if p.is_file() and p.read_text(errors="replace").strip() == commit)
-
-
-# ---------------------------------------------------------------------------- packing while downloading
-
-class NotAsListed(Exception):
-    """The download did not produce what the Hub's listing said: the streamed archive is void."""
-
-
-class Arriving(io.RawIOBase):
-    """One blob read while huggingface_hub downloads it: from its ``*.incomplete`` file as that
-    grows, then from the finished blob. Blocks until the bytes are there (tarfile wants full reads).
-    The bytes read are hashed against the blob's name: whatever the download did meanwhile (a
-    restart, a writer that is not sequential), what was sent is the blob, or the stream is void.
-
-    `failed()` says whether the download ended without this blob (its error, or None while it
-    runs); `waiting()` runs before each pause (the packer sends what it holds meanwhile).
-    """
-
-    POLL_S = 0.02
-
-    def __init__(self, blobs: Path, record: FileRecord, failed: Callable[[], BaseException | None],
-                 waiting: Callable[[], None]) -> None:
-        self.blobs, self.record, self.failed, self.waiting = blobs, record, failed, waiting
-        self.fh: BinaryIO | None = None
-        self.pos, self.finished = 0, False
-        self.hash = blob_hasher(record.blob, record.size)
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
-        want = self.record.size - self.pos if n < 0 else min(n, self.record.size - self.pos)
-        parts = []
-        while want:
-            data = self.fh.read(want) if self.fh else b""
-            if data:
-                parts.append(data)
-                want -= len(data)
-                self.pos += len(data)
-                self.hash.update(data)
-            else:
-                self._wait()
-        if self.pos == self.record.size and self.hash.hexdigest() != self.record.blob:
-            raise NotAsListed(f"{self.record.path}: the bytes read while downloading do not hash to "
-                              f"{self.record.blob[:12]}")
-        return b"".join(parts)
-
-    def _wait(self) -> None:
-        final = self.blobs / self.record.blob
-        if final.is_file():  # finished: read on from the blob itself (a restarted download is a new file)
-            if self.fh is not None and os.fstat(self.fh.fileno()).st_ino == final.stat().st_ino:
-                if self.finished:  # read to its end once more after the rename: truly short
-                    raise NotAsListed(f"{self.record.path} is smaller than the Hub said")
-                self.finished = True  # its last bytes may have landed just before the rename
-                return
-            self._switch(open(final, "rb"))  # noqa: SIM115 - closed in close()
-            return
-        if self.fh is None:
-            growing = sorted(self.blobs.glob(self.record.blob + "*.incomplete"), key=_mtime)
-            if growing:
-                with contextlib.suppress(OSError):
-                    self._switch(open(growing[-1], "rb"))  # noqa: SIM115 - closed in close()
-                    return
-        error = self.failed()
-        if error is not None:
-            raise error
-        self.waiting()
-        time.sleep(self.POLL_S)
-
-    def _switch(self, fh: BinaryIO) -> None:
-        if self.fh is not None:
-            self.fh.close()
-        fh.seek(self.pos)
-        self.fh = fh
-
-    def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-        super().close()
-
-
-def _mtime(path: Path) -> float:
-    """When a download file last grew; 0 for one renamed or removed meanwhile."""
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-class LiveSink(io.RawIOBase):
-    """Where a streamed pack writes: in chunks to `send` as the archive grows."""
-
-    SMALL = 1024 * 1024  # headers and small blobs gather up to this; big pieces go out at once
-
-    def __init__(self, send: Callable[[bytes], None]) -> None:
-        self.send, self.held = send, bytearray()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes) -> int:  # type: ignore[override]
-        if len(self.held) + len(data) < self.SMALL:
-            self.held += data
-        else:
-            self.flush_held()
-            self.send(bytes(data))
-        return len(data)
-
-    def flush_held(self) -> None:
-        if self.held:
-            self.send(bytes(self.held))
-            self.held.clear()

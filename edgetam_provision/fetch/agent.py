@@ -44,8 +44,8 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO
 
-with contextlib.suppress(ImportError):  # shipped: layout.py and pack.py ran just before, in this namespace
-    from ..archive.pack import Arriving, LiveSink, NotAsListed, PackPlan, pack_repo
+with contextlib.suppress(ImportError):  # shipped: layout, pack and live ran just before, in this namespace
+    from ..archive.pack import PackPlan, pack_repo
     from ..hub.layout import (
         COMMIT_RE,
         FileRecord,
@@ -54,6 +54,7 @@ with contextlib.suppress(ImportError):  # shipped: layout.py and pack.py ran jus
         valid_repo_id,
         valid_revision,
     )
+    from .live import Background, pack_streaming
 CREDENTIAL_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_STORED_TOKENS_PATH",
                    "HF_HUB_ENABLE_HF_TRANSFER")
 SEND_CHUNK = 8 * 1024 * 1024  # fsutil.CHUNK: the agent runs alone on the host, so it cannot import it
@@ -214,25 +215,6 @@ def download(hub: Any, spec: dict[str, Any], auth: Any, commit: str, total: int 
         ref.write_text(commit)
 
 
-class Background(threading.Thread):
-    """A download running beside the packer: `failed()` is its error once it ended without success."""
-
-    def __init__(self, work: Any) -> None:
-        super().__init__(daemon=True)
-        self.work, self.error = work, None  # type: Any, BaseException | None
-
-    def run(self) -> None:
-        try:
-            self.work()
-        except BaseException as exc:  # handed to the packing thread
-            self.error = exc
-
-    def failed(self) -> BaseException | None:
-        if self.is_alive():
-            return None
-        return self.error or NotAsListed("the download ended without every listed file")
-
-
 def _listing(hub: Any, repo_id: str, commit: str, repo_type: str, auth: Any) -> list[FileRecord] | None:
     """The revision's files (path, blob, size) from the Hub's tree, when the Hub says."""
     try:
@@ -314,7 +296,7 @@ def download_and_pack(hub: Any, spec: dict[str, Any], params: dict[str, Any], wo
         assert listed is not None
         chan.emit({"event": "stream", "archive": name})
         fetch.start()
-        packed = _pack_streaming(cache, folder, commit, PackPlan.from_files(listed), fetch, chan)
+        packed = pack_streaming(cache, folder, commit, PackPlan.from_files(listed), fetch, chan)
     streamed = packed is not None
     if packed is None:
         if not live:
@@ -349,31 +331,6 @@ def _pack_to_file(work: Path, name: str, folder: str, commit: str,
     with open(work / f"{name}.packing", "wb") as fh:
         packed = pack_repo(work / "hub", folder, commit, fh, with_tree=with_tree)
     os.replace(work / f"{name}.packing", work / name)
-    return packed
-
-
-def _pack_streaming(cache: Path, folder: str, commit: str, plan: PackPlan, fetch: Background,
-                    chan: Channel) -> tuple[str, int, list[FileRecord], list[str]] | None:
-    """Pack while `fetch` downloads, sending each piece as it is written (no file is written: the
-    client has it once it checks, else `_archive_file` packs it); None: void, pack again."""
-    repo = cache / folder
-
-    def before_links() -> None:
-        fetch.join()
-        if fetch.error is not None:
-            raise fetch.error
-        if PackPlan.from_snapshot(repo, commit) != plan:
-            raise NotAsListed("the snapshot differs from the Hub's listing")
-
-    sink = LiveSink(chan.emit_data)
-    try:
-        packed = pack_repo(cache, folder, commit, sink, plan=plan, before_links=before_links,
-                           open_blob=lambda f: Arriving(repo / "blobs", f, fetch.failed, sink.flush_held))
-        sink.flush_held()
-    except NotAsListed as exc:
-        chan.emit({"event": "stream-void", "why": str(exc)[:500]})
-        fetch.join()
-        return None
     return packed
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent
-SHIPPED = ("hub/layout.py", "archive/pack.py", "fetch/agent.py")  # relative to the package
+SHIPPED = ("hub/layout.py", "archive/pack.py", "fetch/live.py", "fetch/agent.py")  # relative to the package
 FUTURE = "from __future__ import annotations\n"
 
 
