@@ -12,7 +12,7 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3.11 python3; 
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	>/dev/null 2>&1 && { command -v $$p; break; }; done)
 
-.PHONY: setup install test lint bench clean
+.PHONY: setup install test test-fast lint bench clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,10 @@ setup: install
 test: install
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no tests ran" >&2; exit 1; fi; exit $$rc
 	$(VENV)/bin/ruff check edgetam_provision tests benchmarks test_images
+
+# No sshd, no model build: the quick loop while working (under a minute).
+test-fast: install
+	$(PY) -m pytest -q -m "not ssh and not slow"; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no tests ran" >&2; exit 1; fi; exit $$rc
 
 lint: install
 	$(VENV)/bin/ruff check edgetam_provision tests benchmarks test_images

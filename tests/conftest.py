@@ -20,7 +20,13 @@ from hub_standin import HubRepo, HubStandIn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MISSING_COMPONENT = "needs openssh-server"  # the skip reason of tests that need a system component
-MISSING_WHEELS = "needs huggingface_hub 0.36's wheels"  # the other one: prepared by .ci/run
+MISSING_WHEELS = "needs huggingface_hub 0.36's wheels"  # prepared by .ci/run
+MISSING_SERVE = "needs the serve extra (uvicorn)"
+MISSING_FLEET = "needs the fleet extra (ansible-core)"
+#: skips that mean part of the suite did not run: loud always, a failure under PROVISION_REQUIRE_ALL
+MISSING = (MISSING_COMPONENT, MISSING_WHEELS, MISSING_SERVE, MISSING_FLEET)
+SSH_FIXTURES = {"sshd", "hosts"}  # a test using one of these needs the OpenSSH server: marked `ssh`
+MODEL_FIXTURES = {"edgetam_files", "edgetam_cache", "verified"}  # these build the model: marked `slow`
 HUB036 = ["huggingface_hub==0.36.2", "requests", "urllib3", "charset-normalizer", "idna", "certifi"]
 WHEELS = REPO_ROOT / ".wheels" / "hub036"  # .ci/run downloads them: the suite then needs no index
 
@@ -143,10 +149,20 @@ def tree_state(root: Path) -> dict[str, tuple]:
 
 
 
+def pytest_collection_modifyitems(config, items):
+    """Markers true by construction: `ssh` on exactly the tests that use an sshd fixture, `slow` on
+    those that use a model fixture (and, marked by hand, those that run verify themselves)."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if SSH_FIXTURES & used:
+            item.add_marker(pytest.mark.ssh)
+        if MODEL_FIXTURES & used:
+            item.add_marker(pytest.mark.slow)
+
+
 def _missing(session_or_reporter) -> list:
     stats = session_or_reporter.stats if hasattr(session_or_reporter, "stats") else {}
-    return [r for r in stats.get("skipped", [])
-            if MISSING_COMPONENT in str(r.longrepr) or MISSING_WHEELS in str(r.longrepr)]
+    return [r for r in stats.get("skipped", []) if any(m in str(r.longrepr) for m in MISSING)]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -154,8 +170,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     missing = _missing(terminalreporter)
     if missing:
         terminalreporter.write_line(
-            f"WARNING: {len(missing)} tests did not run: {MISSING_COMPONENT} or {MISSING_WHEELS} "
-            "(apt-get install openssh-server; run .ci/run, which also fetches the wheels)", red=True,
+            f"WARNING: {len(missing)} tests did not run: {', '.join(MISSING)} "
+            "(apt-get install openssh-server; run .ci/run, which installs the rest)", red=True,
             bold=True)
 
 

@@ -75,16 +75,22 @@ def test_the_readme_is_short_and_its_links_lead_somewhere():
                 assert (doc.parent / target).exists(), f"{doc.name}: {target}"
 
 
-def test_a_failed_verdict_in_json_carries_the_common_error_keys(tmp_path):
+def test_a_failed_verdict_in_json_carries_the_common_error_keys(tmp_path, monkeypatch):
+    """verify's worker reports a failed case: --json gives the whole report plus the error keys."""
     import json
 
-    from edgetam_provision.verify.run import failure_error
+    from edgetam_provision.verify import run as verify_run
 
-    report = {"failures": ["box: outputs are NOT finite"], "checks": [{"kind": "finite", "ok": False}]}
-    err = failure_error(report).to_dict()
-    assert {"error", "message", "hint", "exit_code"} <= set(err) and err["exit_code"] == 9
-    res = run_cli("status", "--backups", tmp_path, "--cache-dir", tmp_path, "--json")
-    assert json.loads(res.stdout)["ok"] is True
+    report = {"passed": False, "failures": ["box: outputs are NOT finite"],
+              "checks": [{"kind": "finite", "ok": False}]}
+    monkeypatch.setattr(verify_run, "run_in_fresh_process", lambda req: report)
+    res = run_cli("verify", "--synthetic", "--device", "cpu", "--json", "--cache-dir", tmp_path)
+    assert res.exit_code == 9
+    data = json.loads(res.stdout)
+    assert data["ok"] is False and data["error"] == "verification" and data["exit_code"] == 9
+    assert "NOT finite" in data["message"] and data["hint"]
+    assert data["report"]["failures"] == report["failures"]
+    assert res.stderr.count("error: ") == 1
 
 
 def test_status_of_folders_that_do_not_exist_is_a_usage_error(tmp_path):

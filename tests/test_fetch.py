@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from builders import agent_dirs, fetch_args
 from conftest import REPO_ROOT, hf_cache_verify, run_cli
 from hub_standin import HubRepo
 from sshd import BOGUS_TOKEN, keygen
@@ -23,7 +24,6 @@ from sshd import BOGUS_TOKEN, keygen
 from edgetam_provision.hub.cache import check_revision, read_ref
 from edgetam_provision.hub.layout import repo_folder_name
 
-pytestmark = [pytest.mark.ssh]
 HELPERS = REPO_ROOT / "tests" / "helpers"
 BIG = 24_000_000
 
@@ -36,18 +36,13 @@ def big_repo(hub):
 
 
 def fetch(sshd, hub, out: Path, *extra: str):
-    return run_cli("fetch", *sshd.ssh_args(), "--remote-python", sys.executable,
-                   "--endpoint", hub.endpoint, "--out", out, "--timeout", "10", *extra)
+    return run_cli(*fetch_args(sshd, hub, out, "--timeout", "10", *extra))
 
 
-def agent_dirs() -> list[str]:
-    return sorted(p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("provision-agent-*"))
-
-
-def wait_for_no_agent_dirs(before: list[str], seconds: float = 10) -> list[str]:
+def wait_for_no_agent_dirs(before: set[str], seconds: float = 10) -> list[str]:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        left = [d for d in agent_dirs() if d not in before]
+        left = sorted(agent_dirs() - before)
         if not left:
             return []
         time.sleep(0.1)

@@ -16,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from builders import lfs_blob_name
 from conftest import hf_cache_verify, run_cli
 from huggingface_hub import snapshot_download
 from hypothesis import HealthCheck, given, settings
@@ -40,7 +41,7 @@ class FakeHub:
         self.scribble = scribble  # a writer that is not sequential: zeros first, the bytes later
 
     def HfApi(self) -> SimpleNamespace:
-        listing = [SimpleNamespace(path=p, blob_id=blob_of(d), size=len(d), lfs=None)
+        listing = [SimpleNamespace(path=p, blob_id=lfs_blob_name(d), size=len(d), lfs=None)
                    for p, d in self.files.items()]
         for f in listing:
             f.blob_id = self.listed_blob.get(f.path, f.blob_id)
@@ -51,7 +52,7 @@ class FakeHub:
         repo = Path(cache_dir) / repo_folder_name(repo_id)
         (repo / "blobs").mkdir(parents=True, exist_ok=True)
         for rel, data in self.files.items():
-            blob = blob_of(data)
+            blob = lfs_blob_name(data)
             if not (repo / "blobs" / blob).exists():
                 if self.restart:  # a first attempt that stops half-way, then a fresh file
                     (repo / "blobs" / f"{blob}.aaaaaaaa.incomplete").write_bytes(data[: len(data) // 2])
@@ -69,10 +70,6 @@ class FakeHub:
             link = repo / "snapshots" / revision / rel
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(snapshot_link(rel, blob))
-
-
-def blob_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def grow(path: Path, data: bytes, pieces: int = 4) -> None:
@@ -162,16 +159,16 @@ def test_a_blob_smaller_than_listed_is_noticed_not_waited_for(tmp_path):
 
 def test_last_bytes_that_land_just_before_the_rename_are_read_not_called_short(tmp_path):
     data = os.urandom(10_000)
-    growing = tmp_path / f"{blob_of(data)}.0123abcd.incomplete"
+    growing = tmp_path / f"{lfs_blob_name(data)}.0123abcd.incomplete"
     growing.write_bytes(data[:4000])
-    reader = Arriving(tmp_path, FileRecord("f", blob_of(data), len(data)), lambda: None, lambda: None)
+    reader = Arriving(tmp_path, FileRecord("f", lfs_blob_name(data), len(data)), lambda: None, lambda: None)
     reader._wait()  # opens the growing file
     assert reader.fh is not None and reader.fh.read(20_000) == data[:4000]
     reader.pos = 4000
     reader.hash.update(data[:4000])
     with open(growing, "ab") as fh:  # the rest, then the rename, between our last read and our look
         fh.write(data[4000:])
-    os.replace(growing, tmp_path / blob_of(data))
+    os.replace(growing, tmp_path / lfs_blob_name(data))
     reader._wait()
     assert reader.read(len(data)) == data[4000:]
 
@@ -180,6 +177,7 @@ paths = st.lists(st.lists(st.sampled_from(["a", "b", "a.b", "b-c", "A", "z_1"]),
                  .map("/".join), min_size=1, max_size=8, unique=True)
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rels=paths)
 def test_the_plan_from_the_listing_is_the_plan_of_the_snapshot(rels, tmp_path_factory):
@@ -187,23 +185,21 @@ def test_the_plan_from_the_listing_is_the_plan_of_the_snapshot(rels, tmp_path_fa
     work = tmp_path_factory.mktemp("plan")
     files = {r: r.encode() * 3 for r in rels}
     FakeHub(files).snapshot_download("org/m", cache_dir=str(work / "hub"), revision=COMMIT)
-    listed = PackPlan.from_files([FileRecord(r, blob_of(d), len(d)) for r, d in files.items()])
+    listed = PackPlan.from_files([FileRecord(r, lfs_blob_name(d), len(d)) for r, d in files.items()])
     assert listed == PackPlan.from_snapshot(work / "hub" / repo_folder_name("org/m"), COMMIT)
 
 
 # ---------------------------------------------------------------------------- end to end
 
-def fetch_args(sshd, hub, out: Path, *extra: str) -> list[str]:
-    return ["fetch", *sshd.ssh_args(), "--remote-python", sys.executable, "--endpoint", hub.endpoint,
-            "--out", str(out), "--repo", "org/tiny", *extra]
+def fetch_tiny(sshd, hub, out: Path, *extra: str) -> list[str]:
+    return fetch_tiny(sshd, hub, out, "--repo", "org/tiny", *extra)
 
 
-@pytest.mark.ssh
 def test_over_ssh_the_archive_arrives_while_packed_and_restores(sshd, hub, tmp_path):
     """--transfer stream: what auto picks on a LAN, named so that a busy test machine's round trip
     cannot change the path under test (the choice itself is the parametrized test below)."""
     cache = tmp_path / "cache"
-    res = run_cli(*fetch_args(sshd, hub, tmp_path / "b", "--cache-dir", cache, "--restore", "--json",
+    res = run_cli(*fetch_tiny(sshd, hub, tmp_path / "b", "--cache-dir", cache, "--restore", "--json",
                               "--transfer", "stream"))
     assert res.exit_code == 0, res.stderr
     [archive] = json.loads(res.stdout)["archives"]
@@ -216,9 +212,8 @@ def test_over_ssh_the_archive_arrives_while_packed_and_restores(sshd, hub, tmp_p
     assert judge.returncode == 0, judge.stdout + judge.stderr  # checksums against the Hub's own listing
 
 
-@pytest.mark.ssh
 def test_an_explicit_openssh_transfer_pulls_after_packing(sshd, hub, tmp_path):
-    res = run_cli(*fetch_args(sshd, hub, tmp_path / "b", "--transfer", "openssh", "--json"))
+    res = run_cli(*fetch_tiny(sshd, hub, tmp_path / "b", "--transfer", "openssh", "--json"))
     assert res.exit_code == 0, res.stderr
     [archive] = json.loads(res.stdout)["archives"]
     assert archive["streamed"] is False and (tmp_path / "b" / Path(archive["archive"]).name).is_file()
@@ -231,7 +226,6 @@ def test_the_archive_streams_during_the_download_only_on_a_short_round_trip_or_i
     assert streams_live(transfer, rtt) is live
 
 
-@pytest.mark.ssh
 def test_a_stream_cut_by_the_client_resumes_from_what_arrived(sshd, hub, tmp_path):
     import signal
     import subprocess
@@ -240,7 +234,7 @@ def test_a_stream_cut_by_the_client_resumes_from_what_arrived(sshd, hub, tmp_pat
 
     hub.add(HubRepo("org/cut", {"a.safetensors": os.urandom(600_000), "b.safetensors": os.urandom(900_000)}))
     out = tmp_path / "b"
-    args = [sys.executable, "-m", "edgetam_provision", *fetch_args(sshd, hub, out)]
+    args = [sys.executable, "-m", "edgetam_provision", *fetch_tiny(sshd, hub, out)]
     args[args.index("org/tiny")] = "org/cut"
     hub.rate = 300_000
     try:

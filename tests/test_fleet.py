@@ -10,12 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import MISSING_COMPONENT, run_cli, tree_state
+from conftest import MISSING_COMPONENT, MISSING_FLEET, run_cli, tree_state
 
 from edgetam_provision.backup import backup
 from edgetam_provision.hub.cache import RepoSpec
-
-pytestmark = [pytest.mark.ssh, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +22,7 @@ def hosts(tmp_path_factory):
 
     if not Path(SSHD).exists():
         pytest.skip(f"{MISSING_COMPONENT} (.ci/run)")
-    pytest.importorskip("ansible", reason="needs the fleet extra (ansible-core)")
+    pytest.importorskip("ansible", reason=MISSING_FLEET)
     servers = [SSHServer(tmp_path_factory.mktemp(f"host{i}")) for i in range(3)]
     yield servers
     for s in servers:
@@ -76,6 +74,7 @@ def host_cache(server) -> Path:
     return server.home / ".cache" / "huggingface" / "hub"
 
 
+@pytest.mark.slow
 def test_push_restores_and_verifies_on_every_host_then_copies_nothing_the_second_time(hosts, wheel, backups,
                                                                                     tmp_path):
     inv = inventory(tmp_path / "inv.ini", hosts)
@@ -94,6 +93,7 @@ def test_push_restores_and_verifies_on_every_host_then_copies_nothing_the_second
     assert all(not r["copied"] and r["restore"] == ["already present"] for r in again["hosts"])
 
 
+@pytest.mark.slow
 def test_a_damaged_blob_on_one_host_is_repaired(hosts, wheel, backups, tmp_path):
     inv = inventory(tmp_path / "inv.ini", hosts)
     assert push(inv, backups, wheel)[0].exit_code == 0
@@ -107,6 +107,7 @@ def test_a_damaged_blob_on_one_host_is_repaired(hosts, wheel, backups, tmp_path)
     assert blob.read_bytes() == good
 
 
+@pytest.mark.slow
 def test_one_host_down_never_stops_the_others(hosts, wheel, backups, tmp_path):
     from sshd import free_port
 
@@ -121,6 +122,7 @@ def test_one_host_down_never_stops_the_others(hosts, wheel, backups, tmp_path):
     assert "down" in text.stdout and "3 of 4 hosts passed" in text.stdout
 
 
+@pytest.mark.slow
 def test_check_mode_writes_nothing_anywhere(hosts, wheel, backups, hub, tmp_path):
     from conftest import download
 

@@ -7,13 +7,13 @@ cache byte-identical, and leave everything outside the cache (a sentinel file) u
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shutil
 import tarfile
 from pathlib import Path
 
 import pytest
+from builders import write_tar
 from conftest import run_cli, tree_state
 
 from edgetam_provision.backup import backup
@@ -40,7 +40,7 @@ def scene(cache, tmp_path):
             "commit": read_ref(cache / R)}
 
 
-def blob_of(scene, big: bool = True) -> tuple[tarfile.TarInfo, bytes]:
+def blob_member(scene, big: bool = True) -> tuple[tarfile.TarInfo, bytes]:
     return next((m, d) for m, d in scene["members"]
                 if m.isreg() and "/blobs/" in m.name and (len(m.name.rsplit("/", 1)[1]) == 64) == big)
 
@@ -63,19 +63,11 @@ def special(name: str, kind: bytes):
     return ti, None
 
 
-def write_tar(path: Path, members, fmt: int = tarfile.PAX_FORMAT) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w", format=fmt) as tar:
-        for ti, data in members:
-            tar.addfile(ti, io.BytesIO(data) if data is not None else None)
-    return path
-
-
 def attack_cases(scene) -> dict[str, tuple[list, int, str]]:
     """name -> (extra members appended to a genuine archive, exit code, text the error names)."""
     c = scene["commit"]
     snap = f"{R}/snapshots/{c}"
-    big, big_data = blob_of(scene)
+    big, big_data = blob_member(scene)
     other_blob = next(p.name for p in (scene["cache"] / "models--org--other" / "blobs").iterdir())
     return {
         "dotdot": ([reg("../x")], 3, "../x"),
@@ -165,7 +157,7 @@ def test_sparse_member_is_refused(scene):
 
 
 def test_blob_whose_bytes_do_not_match_its_name_is_refused(scene):
-    big, _data = blob_of(scene)
+    big, _data = blob_member(scene)
     members = [(m, (d[:-1] + bytes([d[-1] ^ 1])) if m.name == big.name else d)
                for m, d in scene["members"]]
     archive = write_tar(scene["tmp"] / "in" / "flipped.tar", members)
@@ -173,7 +165,7 @@ def test_blob_whose_bytes_do_not_match_its_name_is_refused(scene):
 
 
 def test_member_larger_than_the_manifest_says_is_refused(scene):
-    big, _data = blob_of(scene, big=False)
+    big, _data = blob_member(scene, big=False)
     archive = scene["archive"]
     write_tar(archive, [reg(m.name, d + b" ") if m.name == big.name else (m, d)
                         for m, d in scene["members"]])
@@ -187,7 +179,7 @@ def test_member_larger_than_the_manifest_says_is_refused(scene):
 def test_truncated_archive_is_refused(scene):
     archive = write_tar(scene["tmp"] / "in" / "cut.tar", scene["members"])
     data = archive.read_bytes()
-    big, _ = blob_of(scene)
+    big, _ = blob_member(scene)
     archive.write_bytes(data[: big.offset_data + 1000])
     assert_refused(scene, archive, 4, "cut.tar")
 

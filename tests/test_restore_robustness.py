@@ -6,6 +6,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,23 +42,34 @@ def consistent(cache, commit) -> None:
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_points_then_restore_again_is_consistent(big_backup, tmp_path):
     out, commit = big_backup
     rnd = random.Random(1234)
+    wrote = 0  # kills that landed after the restore had begun writing into the cache
     for i in range(8):
         cache = tmp_path / f"cache{i}"
-        proc = subprocess.Popen([sys.executable, "-m", "edgetam_provision", "restore", str(out),
-                                 "--cache-dir", str(cache)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        time.sleep(rnd.uniform(0.05, 0.4))  # a whole restore takes ~0.35 s here
+        for delay in (rnd.uniform(0.05, 0.4), rnd.uniform(0.0, 0.1), 0.0):  # a whole restore: ~0.35 s
+            proc = subprocess.Popen([sys.executable, "-m", "edgetam_provision", "restore", str(out),
+                                     "--cache-dir", str(cache)], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            time.sleep(delay)
+            if proc.poll() is None:  # still running: the kill lands mid-restore
+                break
+            shutil.rmtree(cache, ignore_errors=True)  # it finished first: again, sooner
+        else:
+            pytest.fail("every restore finished before it could be killed")
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        assert proc.wait() == -signal.SIGKILL  # killed, not finished
+        wrote += any(p for p in tree_state(cache) if ".provision-staging-" in p or "/blobs/" in p) if \
+            cache.exists() else 0
         # no partial blob is ever visible under its final name
         for blob in (cache / "models--org--big" / "blobs").glob("*"):
             assert blob.stat().st_size in (150_000, 3_000_000) or blob.stat().st_size < 100
         done = run_cli_process("restore", out, "--cache-dir", cache)
         assert done.returncode == 0, done.stderr
         consistent(cache, commit)
+    assert wrote >= 1, "no kill landed while the restore was writing"
 
 
 def _limit_file_size() -> None:

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli
+from conftest import MISSING_SERVE, run_cli
 from sshd import BOGUS_TOKEN, free_port
 
 from edgetam_provision.hub.layout import repo_folder_name
 
-pytest.importorskip("uvicorn", reason="needs the serve extra (uvicorn)")
+pytest.importorskip("uvicorn", reason=MISSING_SERVE)
 
 
 def start_mirror(cache: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
@@ -218,6 +218,7 @@ def test_binding_beyond_loopback_says_so_loudly(source_cache, tmp_path):
     assert "WARNING: serving on 0.0.0.0" in err
 
 
+@pytest.mark.slow
 def test_transformers_from_pretrained_through_the_mirror(tmp_path):
     from edgetam_provision.verify.synthetic import build_model_files, install_into_cache
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from conftest import REPO_ROOT
 
 
@@ -57,6 +58,7 @@ def test_with_uv_on_path_setup_uses_uv_sync(tmp_path):
     assert log.read_text().split() == [str(tmp_path / "venv"), "sync", "--extra", "dev"]
 
 
+@pytest.mark.slow
 def test_a_built_wheel_installed_elsewhere_verifies_from_any_folder(tmp_path):
     """What pip install ., uv tool install and pipx give: no test_images/ beside the package."""
     import sys

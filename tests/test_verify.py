@@ -22,8 +22,6 @@ from edgetam_provision.verify.runtime import choose_device
 from edgetam_provision.verify.segment import check_environment
 from edgetam_provision.verify.synthetic import EXPECTED_PARAMETERS, build_model_files, install_into_cache
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="session")
 def edgetam_files() -> dict[str, bytes]:
@@ -109,6 +107,7 @@ def test_the_scene_gates_on_the_best_of_three_masks_against_ground_truth(edgetam
     assert any("best of the three masks overlaps ground truth" in f for f in report["failures"])
 
 
+@pytest.mark.slow
 def test_synthetic_self_test_needs_no_cached_model(tmp_path):
     res = run_cli("verify", "--synthetic", "--cache-dir", tmp_path / "empty", "--device", "cpu",
                   "--runs", "1", "--out", tmp_path / "o", "--json")
@@ -119,6 +118,7 @@ def test_synthetic_self_test_needs_no_cached_model(tmp_path):
     assert not (tmp_path / "empty").exists()
 
 
+@pytest.mark.slow
 def test_or_synthetic_falls_back_with_a_note_when_weights_are_missing(tmp_path):
     res = run_cli("verify", "--or-synthetic", "--cache-dir", tmp_path / "empty", "--device", "cpu",
                   "--runs", "1", "--out", tmp_path / "o")
