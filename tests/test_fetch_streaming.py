@@ -192,7 +192,7 @@ def test_the_plan_from_the_listing_is_the_plan_of_the_snapshot(rels, tmp_path_fa
 # ---------------------------------------------------------------------------- end to end
 
 def fetch_tiny(sshd, hub, out: Path, *extra: str) -> list[str]:
-    return fetch_tiny(sshd, hub, out, "--repo", "org/tiny", *extra)
+    return fetch_args(sshd, hub, out, "--repo", "org/tiny", *extra)
 
 
 def test_over_ssh_the_archive_arrives_while_packed_and_restores(sshd, hub, tmp_path):

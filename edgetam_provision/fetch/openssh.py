@@ -30,7 +30,7 @@ from ..fsutil import disk_error, sha256_file, write_atomic
 from .pull import ProgressBar
 from .ssh import SSHTarget
 
-SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./@+-]{1,1000}$")  # what the agent's work folder paths look like
+SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./@+-]{1,1000}\Z")  # what the agent's work folder paths look like
 CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
            "aes128-ctr,aes256-ctr")
 MULTI_STREAM_FROM = 256 * 1024 * 1024  # auto: below this the agent's channel wins (an ssh start costs ~0.3 s)

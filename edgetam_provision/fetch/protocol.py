@@ -22,9 +22,9 @@ MAX_CHUNK = 16 * 1024 * 1024  # one ``chunk`` of an archive sent while packing (
 MAX_FILES = 1_000_000  # files listed for one revision
 MAX_SIZE = 1 << 50  # 1 PiB: no archive or file is larger
 ARCHIVE_NAME_RE = re.compile(
-    r"^(?:models|datasets)--[A-Za-z0-9][A-Za-z0-9._-]*--[A-Za-z0-9][A-Za-z0-9._-]*--[0-9a-f]{12}\.tar$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-REPO_PATH_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,1000}$")
+    r"^(?:models|datasets)--[A-Za-z0-9][A-Za-z0-9._-]*--[A-Za-z0-9][A-Za-z0-9._-]*--[0-9a-f]{12}\.tar\Z")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+REPO_PATH_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,1000}\Z")
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ EVENTS: dict[str, Message] = {
     "ready": _event({}, "every archive was packed; the host waits for commands"),
     "data": _event({"offset": SIZE, "length": SIZE}, "answer to `send`",
                    then="`length` raw bytes of the archive from `offset`"),
-    "path": _event({"path": _match("absolute path", re.compile(r"^/[A-Za-z0-9_./@+-]{1,1000}$"))},
+    "path": _event({"path": _match("absolute path", re.compile(r"^/[A-Za-z0-9_./@+-]{1,1000}\Z"))},
                    "answer to `path`: where the archive lies on the host"),
     "bye": _event({}, "answer to `done`: the host removed its work folders"),
     "error": _event({"kind": _text(64), "message": _text(2000), "log": _text(4000)},

@@ -30,6 +30,8 @@ from .protocol import Stream
 from .pull import pull
 from .request import BOOT, FetchRequest, check_python, check_request, remote_command
 
+AGENT_EXIT_S = 5.0  # after we close its stdin, a local agent has this long to remove its folders
+
 
 def check_pulled(pulled: list[Pulled], out: Path) -> None:
     """Validate each archive as a restore would, then record it in the manifest."""
@@ -123,10 +125,11 @@ def fetch_local(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pull
     finally:
         with contextlib.suppress(OSError):
             proc.stdin.close()
-        try:
-            proc.wait(timeout=30)
+        try:  # the agent stops within a second of its stdin closing; anything else is ended
+            proc.wait(timeout=AGENT_EXIT_S)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
     check_pulled(pulled, req.out)
     return pulled
 

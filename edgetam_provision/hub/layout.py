@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 FOLDER_PREFIXES = {"model": "models--", "dataset": "datasets--"}
-COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-SHORT_COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
-BLOB_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
-FOLDER_RE = re.compile(r"^(models|datasets)--([A-Za-z0-9][A-Za-z0-9._-]*)--([A-Za-z0-9][A-Za-z0-9._-]*)$")
-REF_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,3}$")
-REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
-TREE_NAME_RE = re.compile(r"^[0-9a-f]{40}\.json$")
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")
+SHORT_COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}\Z")
+BLOB_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
+FOLDER_RE = re.compile(r"^(models|datasets)--([A-Za-z0-9][A-Za-z0-9._-]*)--([A-Za-z0-9][A-Za-z0-9._-]*)\Z")
+REF_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,3}\Z")
+REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}\Z")
+REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}\Z")
+TREE_NAME_RE = re.compile(r"^[0-9a-f]{40}\.json\Z")
 #: the folders a repo may hold, and the ones huggingface_hub keeps beside the repos
 REPO_AREAS = ("blobs", "snapshots", "refs", ".no_exist", "trees")
 

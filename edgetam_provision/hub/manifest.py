@@ -20,8 +20,8 @@ from .layout import BLOB_RE, FOLDER_PREFIXES, FileRecord
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 FORMAT = "edgetam-provision/1"
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)\Z")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,219 @@
+"""A hostile fetch host can do no harm: it cannot write outside --out, make us accept what was not
+asked, hang us past our deadlines, crash us (exit 70), or reach the terminal with control bytes.
+
+The host is `helpers/hostile_host.py` in place of the host's Python, with `fetch --local` (the same
+client code as over SSH, through a local pipe); each test scripts what it says.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT, run_cli, tree_state
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edgetam_provision.hub.layout import archive_name
+
+HOST = REPO_ROOT / "tests" / "helpers" / "hostile_host.py"
+COMMIT = "a" * 40
+NAME = archive_name("org/tiny", COMMIT)
+HELLO = {"line": {"event": "hello", "huggingface_hub": "2.4.0", "python": "3.12.0"}}
+FILES = [{"path": "config.json", "blob": "b" * 40, "size": 10}]
+HOST_MISBEHAVED = 15
+DEADLINE_S = 12  # --timeout 2 and --stall 2, plus start-up on a busy machine
+
+
+def packed(**over) -> dict:
+    event = {"event": "packed", "archive": NAME, "repo_id": "org/tiny", "repo_type": "model",
+             "commit": COMMIT, "refs": ["main"], "files": FILES, "sha256": "0" * 64, "size": 2048}
+    return {"line": {**event, **over}}
+
+
+@pytest.fixture
+def hostile(tmp_path, monkeypatch):
+    """Run `provision fetch --local` against a scripted host; returns (result, seconds, out)."""
+    wrapper = tmp_path / "host-python"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {HOST}\n")
+    wrapper.chmod(0o755)
+    (tmp_path / "home" / "venv" / "site-packages").mkdir(parents=True)  # what an attacker would aim at
+
+    def run(steps: list, *extra: str, repo: str = "org/tiny"):
+        scenario = tmp_path / "scenario.json"
+        scenario.write_text(json.dumps(steps))
+        monkeypatch.setenv("HOSTILE_SCENARIO", str(scenario))
+        out = tmp_path / "work" / "model_backups"
+        before = {k: v for k, v in tree_state(tmp_path).items() if k.split("/")[0] != "work"}
+        t0 = time.monotonic()
+        res = run_cli("fetch", "--local", "--remote-python", wrapper, "--repo", repo, "--out", out,
+                      "--timeout", "2", "--stall", "2", *extra)
+        took = time.monotonic() - t0
+        after = {k: v for k, v in tree_state(tmp_path).items() if k.split("/")[0] != "work"}
+        assert after == before, "the host made the client write outside --out"
+        assert not (tmp_path / "work").exists() or {p.parent for p in (tmp_path / "work").rglob("*")} <= {
+            tmp_path / "work", out}
+        assert res.exit_code != 70, res.stderr
+        assert took < DEADLINE_S, f"ran {took:.1f} s"
+        return res, took, out
+
+    return run
+
+
+def refused(res, out: Path, words: str) -> None:
+    assert res.exit_code == HOST_MISBEHAVED, res.stderr
+    assert words in res.stderr, res.stderr
+    assert res.stderr.count("error: ") == 1 and "hint: " in res.stderr
+    assert not out.exists() or not [p for p in out.iterdir() if p.name.endswith(".part")]
+
+
+# ---------------------------------------------------------------------------- where it writes
+
+@pytest.mark.parametrize("name", [
+    "../../home/venv/site-packages/evil.pth", "/tmp/provision-absolute.tar", "", "a\x00b.tar",
+    "models--org--tiny--aaaaaaaaaaaa.tar/../../x", "models--org--tiny--aaaaaaaaaaaa.tar\n",
+])
+def test_a_stream_may_not_name_a_path_of_the_hosts_choosing(hostile, name):
+    res, _, out = hostile([HELLO, {"line": {"event": "stream", "archive": name}},
+                           {"line": {"event": "chunk", "length": 5}}, {"raw": "evil\n"},
+                           packed(streamed=True), {"line": {"event": "ready"}}])
+    refused(res, out, "archive")
+
+
+def test_a_stream_of_one_name_then_packed_under_another_is_refused_and_nothing_kept(hostile):
+    other = archive_name("org/tiny", "c" * 40)
+    res, _, out = hostile([HELLO, {"line": {"event": "stream", "archive": NAME}},
+                           {"line": {"event": "chunk", "length": 5}}, {"raw": "evil\n"},
+                           packed(archive=other, commit="c" * 40, streamed=True),
+                           {"line": {"event": "ready"}}])
+    refused(res, out, "had not announced")
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_a_packed_archive_outside_the_name_grammar_is_refused(hostile):
+    res, _, out = hostile([HELLO, packed(archive="../evil.tar"), {"line": {"event": "ready"}}])
+    refused(res, out, "'archive'")
+
+
+# ---------------------------------------------------------------------------- what was asked
+
+def test_a_repo_that_was_not_asked_for_is_refused(hostile):
+    evil = archive_name("evil/other", COMMIT)
+    res, _, out = hostile([HELLO, packed(repo_id="evil/other", archive=evil), {"line": {"event": "ready"}}])
+    refused(res, out, "evil/other, which was not asked for")
+
+
+def test_a_pinned_commit_answered_with_another_is_refused(hostile):
+    res, _, out = hostile([HELLO, packed(), {"line": {"event": "ready"}}], repo=f"org/tiny@{'d' * 40}")
+    refused(res, out, "with another commit")
+
+
+def test_ready_without_the_archives_is_refused(hostile):
+    res, _, out = hostile([HELLO, {"line": {"event": "ready"}}])
+    refused(res, out, "ready without sending org/tiny")
+
+
+def test_the_same_repo_twice_is_refused(hostile):
+    res, _, out = hostile([HELLO, packed(), packed(), {"line": {"event": "ready"}}])
+    refused(res, out, "was already sent")
+
+
+def test_a_size_the_files_cannot_fill_is_refused_before_anything_is_written(hostile):
+    res, _, out = hostile([HELLO, packed(size=10 * 1024**3), {"line": {"event": "ready"}}])
+    refused(res, out, "cannot hold its 1 files")
+
+
+def test_data_other_than_asked_for_is_refused(hostile):
+    res, _, out = hostile([HELLO, packed(), {"line": {"event": "ready"}}, {"command": True},
+                           {"line": {"event": "data", "offset": 0, "length": 10 * 1024**3}}])
+    refused(res, out, "offered bytes")
+
+
+# ---------------------------------------------------------------------------- hangs and floods
+
+def test_a_negative_chunk_length_is_refused_at_once(hostile):
+    res, took, out = hostile([HELLO, {"line": {"event": "stream", "archive": NAME}},
+                              {"line": {"event": "chunk", "length": -5}}])
+    refused(res, out, "'length'")
+    assert took < 5
+
+
+def test_a_line_that_never_ends_is_cut_off(hostile):
+    res, _, out = hostile([HELLO, {"raw": "x" * (9 * 1024 * 1024)}])
+    refused(res, out, "longer than")
+
+
+def test_progress_that_never_advances_ends_at_the_stall_limit(hostile):
+    same = {"line": {"event": "download", "repo_id": "org/tiny", "bytes": 100, "total": 1000}}
+    res, took, _ = hostile([HELLO, {"forever": same, "every": 0.2}])
+    assert res.exit_code == 10 and "made no progress for 2 s" in res.stderr, res.stderr
+    assert took >= 2
+
+
+def test_silence_ends_at_the_read_deadline(hostile, monkeypatch):
+    monkeypatch.setenv("HOSTILE_LINGER", "30")
+    res, _, _ = hostile([HELLO])
+    assert res.exit_code == 10 and "silent" in res.stderr, res.stderr
+
+
+# ---------------------------------------------------------------------------- malformed events
+
+@pytest.mark.parametrize("line", [
+    "[1, 2, 3]", '"a string"', "null", "42", "{not json", '{"event": "nonesuch"}',
+    '{"event": "download", "repo_id": "org/tiny", "bytes": -1}',
+    '{"event": "download", "repo_id": "org/tiny", "bytes": "12"}',
+    '{"event": "download", "repo_id": "org/tiny", "bytes": 1e999}',
+    '{"event": "download", "repo_id": "../../etc", "bytes": 1}',
+    '{"event": "packed"}', '{"event": "chunk", "length": true}', '{"event": "error"}',
+    '[' * 100_000 + ']' * 100_000,
+])
+def test_a_malformed_event_is_a_protocol_error_not_a_crash(hostile, line):
+    res, _, out = hostile([HELLO, {"text": line}])
+    refused(res, out, "")
+
+
+def test_a_first_event_that_is_not_hello_is_judged_like_any_other(hostile):
+    res, _, out = hostile([{"line": {"event": "ready"}}])
+    refused(res, out, "ready without")
+
+
+# ---------------------------------------------------------------------------- the terminal
+
+ESCAPES = "\x1b[2J\x1b]0;owned\x07\rfetched OK \x1b]8;;http://evil\x1b\\link\x1b]8;;\x1b\\\u202e"
+
+
+def test_control_bytes_from_the_host_never_reach_the_terminal(hostile):
+    res, _, _ = hostile([HELLO, {"line": {"event": "progress", "message": ESCAPES}},
+                         {"line": {"event": "error", "kind": "x", "message": ESCAPES, "log": ESCAPES}}])
+    assert res.exit_code == 13
+    assert not any(c in res.stderr for c in "\x1b\x07\r\u202e"), repr(res.stderr)
+
+
+# ---------------------------------------------------------------------------- the property
+
+NAMES = st.sampled_from([NAME, "../../x", "/abs.tar", "", archive_name("evil/other", COMMIT), "a\x00"])
+INTS = st.one_of(st.integers(-10, 10), st.integers(-(2**70), 2**70), st.sampled_from([0, 1, 2048]))
+EVENT = st.one_of(
+    st.just(HELLO),
+    st.builds(lambda n: {"line": {"event": "stream", "archive": n}}, NAMES),
+    st.builds(lambda n: {"line": {"event": "chunk", "length": n}}, INTS),
+    st.builds(lambda s: {"raw": s}, st.text(alphabet=st.characters(max_codepoint=255), max_size=64)),
+    st.builds(lambda n, s, c: packed(archive=n, size=s, commit=c), NAMES, INTS,
+              st.sampled_from([COMMIT, "c" * 40, "xyz"])),
+    st.builds(lambda b: {"line": {"event": "download", "repo_id": "org/tiny", "bytes": b}}, INTS),
+    st.builds(lambda k: {"line": {"event": k}},
+              st.sampled_from(["ready", "bye", "stream-void", "data", "?"])),
+    st.builds(lambda o, n: {"line": {"event": "data", "offset": o, "length": n}}, INTS, INTS),
+    st.just({"command": True}),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(steps=st.lists(EVENT, max_size=8))
+def test_property_no_script_makes_the_client_write_outside_accept_hang_or_crash(hostile, steps):
+    res, _, out = hostile(steps)  # the fixture asserts: nothing outside --out, no exit 70, in time
+    assert res.exit_code != 0, "a host that never sent a real archive was accepted"
+    assert not out.exists() or not [p for p in out.iterdir() if p.suffix == ".tar"]
