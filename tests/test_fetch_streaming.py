@@ -16,7 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from builders import lfs_blob_name
+from builders import fetch_args, lfs_blob_name
 from conftest import hf_cache_verify, run_cli
 from huggingface_hub import snapshot_download
 from hypothesis import HealthCheck, given, settings
