@@ -16,7 +16,10 @@ from .errors import CacheError, LockedError
 
 CHUNK = 8 * 1024 * 1024  # one read/write size for every file loop
 TMP_PREFIX = ".provision-tmp-"
-LOCK_PATH = ".locks/provision.lock"  # beside huggingface_hub's own lock files
+#: our files inside a hub cache (lock, staging, the mirror's state) live in huggingface_hub's own
+#: ``.locks`` folder: on the cache's filesystem, and skipped by its `scan_cache_dir`
+PRIVATE_DIR = ".locks"
+LOCK_PATH = f"{PRIVATE_DIR}/provision.lock"
 LOCK_WAIT_S = 600.0  # a restore of many GB can hold the lock for minutes
 
 
@@ -126,10 +129,12 @@ def cache_lock(cache: Path, timeout: float = LOCK_WAIT_S) -> Iterator[None]:
 
 
 def clean_stale(cache: Path, staging_prefix: str, folders: list[str]) -> None:
-    """Remove what runs that died (their pid is gone) left: staging folders, temp siblings."""
-    for p in cache.glob(staging_prefix + "*"):
-        if _dead(p.name, staging_prefix):
-            shutil.rmtree(p, ignore_errors=True)
+    """Remove what runs that died (their pid is gone) left: staging folders (in ``.locks/``, and
+    at the top of the cache where earlier versions staged), temp siblings."""
+    for root, prefix in ((cache / PRIVATE_DIR, staging_prefix), (cache, "." + staging_prefix)):
+        for p in root.glob(prefix + "*"):
+            if _dead(p.name, prefix):
+                shutil.rmtree(p, ignore_errors=True)
     for folder in folders:
         for p in (cache / folder).rglob(TMP_PREFIX + "*"):
             if _dead(p.name, TMP_PREFIX):

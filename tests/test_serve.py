@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -248,3 +249,184 @@ def test_all_public_serves_every_cached_revision_and_only_when_asked(source_cach
         proc.terminate()
         proc.communicate(timeout=10)
     assert run_cli("serve", "--all-public", "--repo", "org/tiny", "--cache-dir", cache).exit_code == 2
+
+
+# ---------------------------------------------------------------------------- a hostile LAN, a hostile disk
+
+def blob_path(cache: Path, name: str) -> Path:
+    snap = next((cache / repo_folder_name("org/tiny") / "snapshots").iterdir())
+    return (snap / name).resolve()
+
+
+def fetch_url(url: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(url + path, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+def test_idle_connections_never_lock_real_clients_out_and_are_closed(source_cache, tmp_path):
+    import socket
+
+    cache = tmp_path / "c"
+    shutil.copytree(source_cache, cache, symlinks=True)
+    proc, url = start_mirror(cache, "--repo", "org/tiny", "--idle-timeout", "1")
+    port = int(url.rsplit(":", 1)[1])
+    idle = []
+    try:
+        for _ in range(300):  # more than the server's whole connection limit, from one other address
+            s = socket.socket()
+            s.bind(("127.0.0.2", 0))
+            with contextlib.suppress(OSError):
+                s.connect(("127.0.0.1", port))
+            idle.append(s)
+        status, _, body = fetch_url(url, "/org/tiny/resolve/main/config.json")
+        assert status == 200 and b"seed" in body  # a real client is served meanwhile
+        time.sleep(2)  # past --idle-timeout: every silent connection was closed by the server
+        for s in idle[:40]:
+            s.settimeout(2)
+            with contextlib.suppress(ConnectionResetError):
+                assert s.recv(1) == b""
+    finally:
+        for s in idle:
+            s.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_snapshot_folder_linked_elsewhere_is_not_served_from_elsewhere(source_cache, tmp_path):
+    cache = tmp_path / "c"
+    shutil.copytree(source_cache, cache, symlinks=True)
+    snaps = cache / repo_folder_name("org/tiny") / "snapshots"
+    snap = next(snaps.iterdir())
+    outside = tmp_path / "outside" / "a" / "b"
+    (outside.parent.parent / "blobs").mkdir(parents=True)
+    shutil.copytree(snap, outside, symlinks=True)  # same relative links, which now read ../../blobs there
+    for link in (outside.parent.parent / "blobs", ):
+        for f in snap.rglob("*"):
+            if f.is_symlink():
+                (link / Path(os.readlink(f)).name).write_bytes(b"EVIL" * 10)
+    shutil.rmtree(snap)
+    snap.symlink_to(outside)
+    res = run_cli("status", "--cache-dir", cache, "--backups", tmp_path)
+    assert res.exit_code != 0 and "is a link" in res.stdout + res.stderr
+    proc, url = start_mirror(cache, "--repo", "org/tiny")
+    try:
+        status, _, body = fetch_url(url, "/org/tiny/resolve/main/config.json")
+        assert b"EVIL" not in body and status == 503
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_blob_rewritten_with_the_same_size_is_never_served_as_genuine(source_cache, tmp_path):
+    cache = tmp_path / "c"
+    shutil.copytree(source_cache, cache, symlinks=True)
+    proc, url = start_mirror(cache, "--repo", "org/tiny")
+    try:
+        blob = blob_path(cache, "model.safetensors")
+        st = blob.stat()
+        data = bytearray(blob.read_bytes())
+        data[1000] ^= 0xFF
+        blob.write_bytes(bytes(data))
+        os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime set back; the ctime cannot be
+        status, _, body = fetch_url(url, "/org/tiny/resolve/main/model.safetensors")
+        assert status == 503 and b"changed since the mirror started" in body
+        code = ("import sys; from huggingface_hub import hf_hub_download;"
+                "hf_hub_download('org/tiny', 'model.safetensors', cache_dir=sys.argv[1])")
+        assert client(url, code, tmp_path / "client").returncode != 0
+        stored = [b for b in (tmp_path / "client").rglob("blobs/*") if len(b.name) == 64]
+        assert all(hashlib.sha256(b.read_bytes()).hexdigest() == b.name for b in stored)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize(("header", "status", "span"), [
+    ("bytes=--5", 200, None), ("bytes=-0", 416, None), ("bytes=abc", 200, None), ("bytes=5-2", 200, None),
+    ("bytes=0-9", 206, (0, 10)), ("bytes=-10", 206, (-10, None)), ("bytes=99999999-", 416, None),
+    ("items=0-5", 200, None), ("bytes=0-1,4-5", 200, None), ("bytes= 3-", 206, (3, None)),
+])
+def test_range_headers_follow_rfc_9110(mirror, source_cache, header, status, span):
+    whole = (next((source_cache / repo_folder_name("org/tiny") / "snapshots").iterdir())
+             / "config.json").read_bytes()
+    got, headers, body = fetch_url(mirror["url"], "/org/tiny/resolve/main/config.json", {"Range": header})
+    assert got == status
+    if status == 200:
+        assert body == whole
+    elif status == 206:
+        assert body == whole[span[0]:span[1]]
+        assert int(headers["content-length"]) == len(body) > 0
+    else:
+        assert headers["content-range"] == f"bytes */{len(whole)}"
+
+
+def test_an_empty_file_is_served_whole(source_cache, tmp_path):
+    from edgetam_provision.verify.synthetic import install_into_cache
+
+    cache = tmp_path / "c"
+    install_into_cache(cache, "org/empty", {"empty.txt": b"", "config.json": b"{}"})
+    proc, url = start_mirror(cache, "--repo", "org/empty")
+    try:
+        status, headers, body = fetch_url(url, "/org/empty/resolve/main/empty.txt")
+        assert status == 200 and body == b"" and headers["content-length"] == "0"
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "without completing" not in err
+
+
+@pytest.mark.parametrize("path", ["/api/models/org/tiny/revision/%250d%250aX-Evil:1",
+                                  "/api/models/org/tiny/revision/%2500", "/org/tiny/resolve/%250d%250a/x"])
+def test_a_url_is_decoded_once_and_nothing_reaches_a_header(mirror, path):
+    status, headers, _ = fetch_url(mirror["url"], path)
+    assert 400 <= status < 500 and "x-evil" not in headers
+
+
+def test_sigterm_stops_the_mirror_cleanly_and_its_files_stay_out_of_huggingface_hubs_sight(source_cache,
+                                                                                           tmp_path):
+    import signal
+
+    from huggingface_hub import scan_cache_dir
+
+    cache = tmp_path / "c"
+    shutil.copytree(source_cache, cache, symlinks=True)
+    proc, url = start_mirror(cache, "--repo", "org/tiny", "--json")
+    assert scan_cache_dir(cache).warnings == []  # while it runs
+    assert list(cache.glob(".locks/provision-serve.json"))
+    fetch_url(url, "/org/tiny/resolve/main/config.json")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    data = json.loads(out)
+    assert data["ok"] is True and data["requests"] >= 1
+    assert not list(cache.rglob("*provision-serve*"))
+
+
+def test_ctrl_c_is_a_normal_stop_with_a_summary(source_cache, tmp_path):
+    import signal
+
+    cache = tmp_path / "c"
+    shutil.copytree(source_cache, cache, symlinks=True)
+    proc, url = start_mirror(cache, "--repo", "org/tiny")
+    fetch_url(url, "/org/tiny/resolve/main/config.json")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0 and "error" not in err, err
+    assert "stopped after" in out and "requests" in out
+
+
+def test_a_port_in_use_is_one_clear_error_before_anything_is_said(mirror, source_cache):
+    port = mirror["url"].rsplit(":", 1)[1]
+    res = run_cli("serve", "--cache-dir", source_cache, "--port", port, "--repo", "org/tiny")
+    assert res.exit_code == 2 and f"port {port} on 127.0.0.1 is in use" in res.stderr
+    assert "mirror on" not in res.stderr and "Errno" not in res.stderr
+
+
+def test_a_wildcard_bind_names_addresses_other_machines_can_use(source_cache, tmp_path):
+    from edgetam_provision.serve.run import reachable_addresses
+
+    assert "0.0.0.0" not in reachable_addresses("0.0.0.0")
+    assert reachable_addresses("192.168.1.5") == ["192.168.1.5"]

@@ -150,7 +150,8 @@ def push(d: dict[str, Any]) -> str:
 
 
 def serve(d: dict[str, Any]) -> str:
-    lines = [f"mirror on {d['url']} stopped; it served:"]
+    lines = [f"mirror on {d['url']} stopped after {d['requests']} requests "
+             f"({human_size(d['bytes_sent'])} sent); it served:"]
     lines += [f"  {r['repo_type']} {r['repo_id']}@{', '.join(c[:12] for c in r['commits']) or '-'}"
               + (f"  (NOT served, damaged: {', '.join(r['damaged'].values())})" if r["damaged"] else "")
               for r in d["repos"]]

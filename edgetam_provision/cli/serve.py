@@ -8,6 +8,7 @@ import click
 
 from ..console import StderrProgress
 from ..errors import UsageError
+from ..serve.guard import HEADER_TIMEOUT_S
 from . import render
 from .app import CONTEXT, Result, cache_folder, cli, command
 
@@ -20,9 +21,11 @@ from .app import CONTEXT, Result, cache_folder, cli, command
               help="Repo to serve (repeatable). Default: EdgeTAM and its backbone config repo.")
 @click.option("--repo-type", type=click.Choice(["model", "dataset"]), default="model", show_default=True)
 @click.option("--all-public", is_flag=True, help="Serve every revision in the cache.")
+@click.option("--idle-timeout", type=click.FloatRange(0.1), default=HEADER_TIMEOUT_S, show_default=True,
+              help="Close a connection that sends no complete request within this many seconds.")
 @command
 def serve(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: str, port: int,
-          repos: tuple[str, ...], repo_type: str, all_public: bool) -> Result:
+          repos: tuple[str, ...], repo_type: str, all_public: bool, idle_timeout: float) -> Result:
     """Serve the verified cache as a read-only Hugging Face endpoint for the LAN.
 
     Other machines set HF_ENDPOINT=http://THIS-MACHINE:8090 and download with the tools they
@@ -37,5 +40,6 @@ def serve(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: s
     if all_public and repos:
         raise UsageError("--all-public and --repo both given", "list repos, or serve them all")
     specs = [RepoSpec.parse(r, None, repo_type) for r in repos] or [RepoSpec(r) for r in DEFAULT_REPOS]
-    result = do_serve(cache_folder(cache_dir, must_exist=True), specs, host, port, all_public, progress)
+    result = do_serve(cache_folder(cache_dir, must_exist=True), specs, host, port, all_public, progress,
+                      header_timeout=idle_timeout)
     return result, render.serve

@@ -188,6 +188,8 @@ def check_revision(cache: Path, repo_id: str, commit: str, hash_blobs: bool = Tr
     problems: list[str] = []
     files: list[FileRecord] = []
     hashed_ok: dict[str, bool] = {}
+    if snap.is_symlink():  # its links would be read through another folder than the one hashed here
+        problems.append(f"snapshots/{commit} is a link ({os.readlink(snap)}), not a folder")
     for entry in sorted(snap.rglob("*")):
         rel = entry.relative_to(snap).as_posix()
         if entry.is_dir() and not entry.is_symlink():

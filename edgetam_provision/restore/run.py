@@ -5,7 +5,7 @@ Order of work, so that a crash or Ctrl-C at any point leaves a consistent cache:
    refuse a cache that contradicts an archive before even the lock file exists.
 2. read (under the cache lock): hash every byte of every archive: the whole file against
    manifest.json / SHA256SUMS (in a thread), every blob against its name. Blobs the cache lacks
-   or holds damaged are staged in ``<cache>/.provision-staging-*``; blobs it holds are compared
+   or holds damaged are staged in ``<cache>/.locks/provision-staging-*``; blobs it holds are compared
    byte for byte. `--dry-run` runs this same pass with nothing staged, then stops.
 3. publish: blobs, then snapshot links, then listings, then refs, each by `os.replace`.
 4. prove: every ref the run wrote or kept points at a snapshot whose every file resolves to a
@@ -28,6 +28,7 @@ from ..archive.untrusted import ArchiveContents, scan_archive
 from ..console import ProgressFn, no_progress
 from ..errors import CacheError, IntegrityError, UsageError
 from ..fsutil import (
+    PRIVATE_DIR,
     cache_lock,
     clean_stale,
     disk_error,
@@ -40,7 +41,7 @@ from .plan import Action, ArchivePlan, RestorePlan
 from .publish import prove, publish
 from .read import ArchiveReader, ReadResult
 
-STAGING_PREFIX = ".provision-staging-"
+STAGING_PREFIX = "provision-staging-"  # in the cache's PRIVATE_DIR
 
 # ---------------------------------------------------------------------------- finding archives
 
@@ -215,7 +216,7 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
         return replace(plan, ignored=tuple(ignored))
     with cache_lock(cache):
         clean_stale(cache, STAGING_PREFIX, [f for c, *_ in scanned for f in c.repos])
-        staging = cache / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        staging = cache / PRIVATE_DIR / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         try:
             plan = _read_and_plan(scanned, cache, staging, keep_refs, progress)
             publish(plan, progress)

@@ -1,10 +1,20 @@
 """The verified cache as a read-only Hugging Face endpoint: what is served, and the HTTP answers.
 
 `build_index` checks every listed revision (every blob hashed) and keeps, per repo, its refs and
-each file's blob path and size. The ASGI app answers only from that index: a URL is split into
-segments, each decoded once, and looked up in dictionaries; no path is ever built from a request,
-so nothing outside the index can be read, whatever the URL says. Before each file is sent, its
-blob is checked by size; a blob that changed since start makes the revision answer 503.
+each file's blob, opened by its name in the repo's ``blobs/`` (never through the snapshot's links,
+which could lead elsewhere than what was hashed). The ASGI app answers only from that index: a URL
+is split into segments, each decoded once, and looked up in dictionaries; no path is ever built
+from a request, so nothing outside the index can be read, whatever the URL says.
+
+A blob that changes after it was hashed is never served as the genuine one. Each blob's identity
+(device, inode, size, mtime and ctime, in ns) is kept with its hash; before a response, a blob
+whose identity changed is hashed again (in a thread), and a mismatch makes the revision answer 503.
+A change while a file is being sent is caught too: the last piece is held back and sent only if the
+identity is still the one hashed once every byte was read; otherwise the connection is cut, so a
+client fails instead of storing wrong bytes under the blob's name. Sound because any write changes
+the ctime, which no user can set back: bytes changed before we read them show in the ctime we
+compare after reading them. It costs a stat per response, where hashing while sending would cost
+a core per client.
 
 The subset of the Hub API huggingface_hub 0.36 (requests) and 2.x (httpx) use to download: repo
 info at a revision, the file tree, HEAD/GET ``resolve`` with ``ETag`` / ``X-Linked-Etag`` /
@@ -14,6 +24,7 @@ Authorization headers are ignored and never logged; GET and HEAD are the only me
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sys
@@ -25,7 +36,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from ..errors import UsageError
-from ..hub.cache import RepoSpec, check_revision, list_refs, resolve_commit, scan_cache
+from ..hub.cache import RepoSpec, blob_matches, check_revision, list_refs, resolve_commit, scan_cache
 from ..hub.layout import repo_folder_name
 
 MAX_URL = 4096
@@ -33,12 +44,17 @@ CHUNK = 1024 * 1024
 AREAS = {"models": "model", "datasets": "dataset"}
 
 
-@dataclass(frozen=True)
+@dataclass
 class ServedFile:
     path: str
     blob: str
     size: int
-    file: Path
+    file: Path  # the blob itself, by name (resolved inside the cache)
+    identity: tuple[int, ...] = ()  # stat of `file` when its bytes were last hashed
+
+    def current(self) -> tuple[int, ...]:
+        st = self.file.stat()
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     @property
     def lfs(self) -> bool:
@@ -95,11 +111,30 @@ def build_index(cache: Path, specs: list[RepoSpec], all_public: bool,
             repo.damaged[commit] = state.problems[0] if state.problems else "no files"
             progress(f"NOT serving {repo_id}@{commit[:12]}: {repo.damaged[commit]}")
             continue
-        snap = repo_dir / "snapshots" / commit
-        repo.revisions[commit] = {f.path: ServedFile(f.path, f.blob, f.size, (snap / f.path).resolve())
+        repo.revisions[commit] = {f.path: _served(cache, repo_dir, f.path, f.blob, f.size)
                                   for f in state.files}
         progress(f"serving {repo_type} {repo_id}@{commit[:12]} ({len(state.files)} files, every blob hashed)")
     return index
+
+
+def _served(cache: Path, repo_dir: Path, path: str, blob: str, size: int) -> ServedFile:
+    """A file served from its blob by name; its identity taken now, right after the hash (a change
+    in between is caught when the whole file is sent, by the hash while sending)."""
+    served = ServedFile(path, blob, size, (repo_dir / "blobs" / blob).resolve())
+    served.identity = served.current()
+    return served
+
+
+def _hashes_to_its_name(served: ServedFile) -> bool:
+    """Hash the blob again (it changed on disk): still its name's bytes? Updates its identity."""
+    try:
+        before = served.current()
+        ok = blob_matches(served.file, served.blob) and served.current() == before
+    except OSError:
+        return False
+    if ok:
+        served.identity = before
+    return ok
 
 
 def _segments(raw_path: str) -> list[str] | None:
@@ -117,6 +152,7 @@ class MirrorApp:
 
     def __init__(self, index: MirrorIndex, log: Callable[[str], None]) -> None:
         self.index, self.log = index, log
+        self.requests, self.bytes_sent = 0, 0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -128,7 +164,11 @@ class MirrorApp:
             return
         t0 = time.perf_counter()
         method, raw = scope["method"], scope.get("raw_path", scope["path"].encode()).decode("latin-1")
-        status, sent = await self.route(method, raw.split("?", 1)[0], scope, send)
+        try:
+            status, sent = await self.route(method, raw.split("?", 1)[0], scope, send)
+        except BlobChanged:
+            return  # the response stays incomplete: the server cuts the connection
+        self.requests, self.bytes_sent = self.requests + 1, self.bytes_sent + sent
         self.log(f"{method} {raw[:200]} {status} {sent} {1000 * (time.perf_counter() - t0):.1f}ms")
 
     async def route(self, method: str, raw_path: str, scope: dict[str, Any], send: Any) -> tuple[int, int]:
@@ -155,7 +195,7 @@ class MirrorApp:
             return await self.error(send, 404, "RepoNotFound", f"Repository {parts[0]}/{parts[1]} not found",
                                     method)
         what = parts[2] if len(parts) > 2 else "revision"
-        rev = unquote(parts[3]) if len(parts) > 3 else "main"
+        rev = parts[3] if len(parts) > 3 else "main"  # decoded once, in _segments
         commit = repo.commit_for(rev)
         if commit is None:
             return await self.error(send, 404, "RevisionNotFound", f"Invalid rev id: {rev}", method)
@@ -200,10 +240,10 @@ class MirrorApp:
             return await self.error(send, 404, "EntryNotFound", f"{'/'.join(parts[4:])[:200]} does not exist",
                                     method)
         try:
-            size_now = served.file.stat().st_size
+            same = served.current() == served.identity
         except OSError:
-            size_now = -1
-        if size_now != served.size:
+            same = False
+        if not same and not await asyncio.to_thread(_hashes_to_its_name, served):
             why = f"blob {served.blob[:16]}… changed since the mirror started (damaged); restore it"
             repo.damaged[commit] = why
             self.log(f"NOT serving {repo.repo_id}@{commit[:12]} any more: {why}")
@@ -212,36 +252,52 @@ class MirrorApp:
                    "content-type": "application/octet-stream"}
         if served.lfs:
             headers.update({"x-linked-etag": f'"{served.blob}"', "x-linked-size": str(served.size)})
-        start, end = _range(dict(scope["headers"]).get(b"range", b"").decode("latin-1"), served.size)
-        if start is None:
+        wanted = _range(dict(scope["headers"]).get(b"range", b"").decode("latin-1"), served.size)
+        if wanted is None:
             return await self.reply(send, 416, {"content-range": f"bytes */{served.size}"}, b"", method)
-        status = 206 if end - start < served.size or start else 200
+        start, end = wanted
+        status = 206 if end - start < served.size else 200
         if status == 206:
             headers["content-range"] = f"bytes {start}-{end - 1}/{served.size}"
         headers["content-length"] = str(end - start)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(k.encode(), v.encode()) for k, v in headers.items()]})
-        if method == "HEAD":
+        if method == "HEAD" or end == start:
             await send({"type": "http.response.body", "body": b""})
             return status, 0
-        sent = 0
+        return status, await self.send_bytes(served, start, end, send, repo, commit)
+
+    async def send_bytes(self, served: ServedFile, start: int, end: int, send: Any, repo: ServedRepo,
+                         commit: str) -> int:
+        """Bytes start..end of the blob, the last piece held back until every byte was read and the
+        blob's identity is still the one hashed (else the connection is cut: `BlobChanged`)."""
+        sent, held = 0, b""
         with open(served.file, "rb") as fh:
             fh.seek(start)
-            while sent < end - start:
-                chunk = fh.read(min(CHUNK, end - start - sent))
+            while sent + len(held) < end - start:
+                chunk = fh.read(min(CHUNK, end - start - sent - len(held)))
                 if not chunk:
                     break
-                sent += len(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": sent < end - start})
-        if sent < end - start:
-            await send({"type": "http.response.body", "body": b""})
-        return status, sent
+                if held:
+                    await send({"type": "http.response.body", "body": held, "more_body": True})
+                sent, held = sent + len(held), chunk
+            try:
+                same = served.current() == served.identity
+            except OSError:
+                same = False
+        if not same or sent + len(held) != end - start:
+            served.identity = ()  # the next request hashes it again, and 503s if it no longer matches
+            self.log(f"{repo.repo_id}@{commit[:12]}: blob {served.blob[:16]}… changed while it was sent: "
+                     "the response was cut")
+            raise BlobChanged(served.blob)
+        await send({"type": "http.response.body", "body": held, "more_body": False})
+        return sent + len(held)
 
     async def error(self, send: Any, status: int, code: str, message: str, method: str) -> tuple[int, int]:
         body = json.dumps({"error": message}).encode()
+        header = "".join(c if " " <= c <= "~" else "?" for c in message[:200])  # no CR, LF, NUL
         return await self.reply(send, status, {"content-type": "application/json", "x-error-code": code,
-                                               "x-error-message": message[:200].encode("ascii", "replace")
-                                               .decode()}, body, method)
+                                               "x-error-message": header}, body, method)
 
     @staticmethod
     async def reply(send: Any, status: int, headers: dict[str, str], body: bytes,
@@ -253,25 +309,33 @@ class MirrorApp:
         return status, 0 if method == "HEAD" else len(body)
 
 
-def _range(header: str, size: int) -> tuple[int | None, int]:
-    """(start, end) of one ``bytes=`` range (end exclusive); the whole file without a header."""
-    if not header:
+class BlobChanged(Exception):
+    """A blob's bytes changed while it was being sent: the response is cut, never completed."""
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _range(header: str, size: int) -> tuple[int, int] | None:
+    """(start, end) to send, end exclusive, per RFC 9110 §14: one ``bytes=`` range; the whole file
+    without one, for another unit, several ranges or bad syntax (a server may ignore Range);
+    None (416) when the range cannot be satisfied."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
         return 0, size
-    try:
-        unit, _, spec = header.partition("=")
-        first, _, last = spec.split(",")[0].strip().partition("-")
-        if unit.strip() != "bytes":
-            raise ValueError
-        if not first:  # a suffix: the last N bytes
-            n = int(last)
-            return max(0, size - n), size
-        start = int(first)
-        end = min(size, int(last) + 1) if last else size
-    except ValueError:
-        return None, 0
-    if start >= size or start < 0 or end <= start:
-        return (0, 0) if size == 0 and start == 0 else (None, 0)
-    return start, end
+    first, dash, last = spec.strip().partition("-")
+    if not dash or (first and not _digits(first)) or (last and not _digits(last)) or not (first or last):
+        return 0, size
+    if not first:  # a suffix: the last N bytes (N = 0 cannot be satisfied)
+        n = int(last)
+        return (max(0, size - n), size) if n > 0 and size > 0 else None
+    start = int(first)
+    if last and int(last) < start:
+        return 0, size  # invalid: ignored
+    if start >= size:
+        return None
+    return start, min(size, int(last) + 1) if last else size
 
 
 def check_bind(host: str) -> str | None:

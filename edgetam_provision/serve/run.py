@@ -1,51 +1,119 @@
-"""`provision serve`: run the mirror (`mirror`) on uvicorn until Ctrl-C, and say what it serves.
+"""`provision serve`: run the mirror (`app`) on uvicorn until Ctrl-C, and say what it served.
 
-While it runs, ``<cache>/.provision-serve.json`` says where and what (written atomically, removed
+While it runs, ``<cache>/.locks/provision-serve.json`` says where and what (written atomically, removed
 on exit); `provision status` reads it, so a lab can see what its mirror serves.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import signal
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..console import ProgressFn, no_progress
-from ..fsutil import write_atomic
+from ..errors import UsageError
+from ..fsutil import PRIVATE_DIR, write_atomic
 from ..hub.cache import RepoSpec
 from .app import MirrorApp, build_index, check_bind, require_server, stderr_log
+from .guard import HEADER_TIMEOUT_S, guarded_protocol
 
-STATE = ".provision-serve.json"
+STATE = f"{PRIVATE_DIR}/provision-serve.json"  # where huggingface_hub's cache scan does not look
 KEEP_ALIVE_S = 5  # idle connections are closed after this
 MAX_CONNECTIONS = 256  # beyond this, uvicorn answers 503 at once instead of queueing without bound
 
 
 def serve(cache: Path, specs: list[RepoSpec], host: str, port: int, all_public: bool,
-          progress: ProgressFn = no_progress, log: ProgressFn = stderr_log) -> dict[str, Any]:
-    """Check and index what is served, then serve it until interrupted; returns what was served."""
+          progress: ProgressFn = no_progress, log: ProgressFn = stderr_log,
+          header_timeout: float = HEADER_TIMEOUT_S) -> dict[str, Any]:
+    """Check and index what is served, then serve it until Ctrl-C or SIGTERM (a normal stop: the
+    state file is removed and what was served is returned)."""
     uvicorn = require_server()
+    sock = _bind(host, port)
     index = build_index(cache, specs, all_public, progress)
     warning = check_bind(host)
     if warning:
         progress(warning)
-    config = uvicorn.Config(MirrorApp(index, log), host=host, port=port, log_level="warning",
-                            access_log=False, timeout_keep_alive=KEEP_ALIVE_S,
+    app = MirrorApp(index, log)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=KEEP_ALIVE_S,
                             limit_concurrency=MAX_CONNECTIONS, h11_max_incomplete_event_size=16 * 1024,
-                            server_header=False, lifespan="on")
-    server = uvicorn.Server(config)
-    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-    state = {"pid": os.getpid(), "url": url, "repos": index.summary()}
+                            http=guarded_protocol(header_timeout), server_header=False, lifespan="on")
+    server = _stoppable(uvicorn)(config)
+    port = sock.getsockname()[1]
+    urls = [f"http://{a if ':' not in a else f'[{a}]'}:{port}" for a in reachable_addresses(host)]
+    state = {"pid": os.getpid(), "url": urls[0], "urls": urls, "repos": index.summary()}
+    (cache / PRIVATE_DIR).mkdir(exist_ok=True)
     write_atomic(cache / STATE, json.dumps(state, indent=1))
-    progress(f"mirror on {url}: HF_ENDPOINT={url} on the other machines (Ctrl-C stops it)")
+    progress(f"mirror on {urls[0]}: HF_ENDPOINT={urls[0]} on the other machines"
+             + (f" (or {', '.join(urls[1:])})" if urls[1:] else "") + " — Ctrl-C stops it")
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
-        with contextlib.suppress(OSError):
+        sock.close()
+        with contextlib.suppress(OSError, ValueError):
             if json.loads((cache / STATE).read_text()).get("pid") == os.getpid():
                 (cache / STATE).unlink()
-    return {"url": url, "repos": index.summary(), "stopped": True}
+    return {"url": urls[0], "urls": urls, "repos": index.summary(), "stopped": True,
+            "requests": app.requests, "bytes_sent": app.bytes_sent}
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is said: a port in use is a clear error."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, addr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(2048)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on {host!r}: {exc.strerror}", "pass an address of this "
+                         "machine to --host (127.0.0.1, or 0.0.0.0 for every interface)") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise UsageError(f"port {port} on {host} is in use", f"pass another --port (e.g. {port + 1}), "
+                             "or stop what listens there") from None
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                         "pass another --host or --port") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def reachable_addresses(host: str) -> list[str]:
+    """Where other machines reach a server bound to `host`: itself, or for a wildcard address this
+    machine's name and its addresses (never 0.0.0.0, which no client can use)."""
+    if host not in ("0.0.0.0", "::", ""):
+        return [host]
+    name = socket.gethostname()
+    found = [name]
+    with contextlib.suppress(OSError):
+        for *_, addr in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM):
+            ip = addr[0]
+            if ip not in found and not ip.startswith("127.") and ip != "::1":
+                found.append(ip)
+    return found
+
+
+def _stoppable(uvicorn: Any) -> Any:
+    """uvicorn's Server, where Ctrl-C and SIGTERM stop it gracefully and are not raised again after
+    (uvicorn re-raises them, which ended the process before the state file was removed)."""
+
+    class Server(uvicorn.Server):  # type: ignore[misc, valid-type, name-defined]
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+
+    return Server
 
 
 def running_mirror(cache: Path) -> dict[str, Any] | None:
