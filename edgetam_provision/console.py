@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,21 @@ def human_size(n: float) -> str:
     return f"{n:.1f} GB"  # pragma: no cover
 
 
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def clean(text: str) -> str:
+    """Text made safe for a terminal: control characters (ESC, CR, BEL, C1, bidi) become '?'."""
+    return CONTROL.sub("?", text)
+
+
+def _write(stream: Any, text: str) -> None:
+    """Write text a terminal can show whatever it holds: no control characters, and what the
+    stream's encoding cannot carry (a non-UTF-8 name, on a strict terminal) as escapes."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    stream.write(clean(text).encode(encoding, "backslashreplace").decode(encoding, "replace"))
+
+
 def emit(result: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]], str]) -> None:
     """Print a command's result on stdout: the JSON object, or its human rendering."""
     if as_json:
@@ -27,14 +43,14 @@ def emit(result: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]
     else:
         text = render(result)
         if text:
-            sys.stdout.write(text.rstrip("\n") + "\n")
+            _write(sys.stdout, text.rstrip("\n") + "\n")
 
 
 def fail(err: ProvisionError, as_json: bool) -> None:
     """Report an error: one line + hint on stderr; with --json also an object on stdout."""
-    sys.stderr.write(f"error: {err.message}\n")
+    _write(sys.stderr, f"error: {err.message}\n")
     if err.hint:
-        sys.stderr.write(f"hint: {err.hint}\n")
+        _write(sys.stderr, f"hint: {err.hint}\n")
     if as_json:
         sys.stdout.write(json.dumps({"ok": False, **err.to_dict()}, indent=2) + "\n")
 
@@ -55,5 +71,5 @@ class StderrProgress:
 
     def __call__(self, msg: str) -> None:
         if not self.quiet:
-            sys.stderr.write(f"{msg}\n")
+            _write(sys.stderr, f"{msg}\n")
             sys.stderr.flush()

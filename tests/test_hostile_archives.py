@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from builders import write_tar
-from conftest import run_cli, tree_state
+from conftest import run_cli, run_cli_process, tree_state
 
 from edgetam_provision.backup import backup
 from edgetam_provision.hub.cache import RepoSpec, read_ref
@@ -104,6 +104,16 @@ def attack_cases(scene) -> dict[str, tuple[list, int, str]]:
         "ref-to-unknown-commit": ([reg(f"{R}/refs/dev", b"0" * 40)], 3, "refs/dev"),
         "huge-ref": ([reg(f"{R}/refs/dev", b"a" * 5000)], 3, "refs/dev"),
         "outside-any-repo": ([reg("etc/cron.d/evil")], 3, "etc/cron.d/evil"),
+        # what the scan must refuse because no cache can hold it (it once ended half-published)
+        "ref-file-and-folder": ([reg(f"{R}/refs/main/x", b"a" * 40)], 3, "below a file"),
+        "ref-folder-then-file": ([reg(f"{R}/refs/dev/x", c.encode()), reg(f"{R}/refs/dev", c.encode())], 3,
+                                 "where other members need a folder"),
+        "link-after-its-members": ([reg(f"{snap}/sub2/inner.json", b"{}"),
+                                    link(f"{snap}/sub2", f"../../blobs/{big.name[-64:]}")], 3,
+                                   "where other members need a folder"),
+        "component-too-long": ([reg(f"{snap}/{'a' * 300}.json", b"{}")], 3, "component longer than 255"),
+        "name-too-long": ([reg(f"{snap}/" + "/".join(["d" * 100] * 10) + "/x.json", b"{}")], 3,
+                          "longer than 900 bytes"),
     }
 
 
@@ -112,7 +122,8 @@ CASES = ["dotdot", "inner-dotdot", "absolute-path", "absolute-symlink", "escapin
          "char-device", "block-device", "fifo", "setuid-mode", "world-writable", "duplicate-name",
          "blob-is-symlink", "link-to-other-repo", "link-to-absent-blob", "backslash-name",
          "nul-in-name", "pax-path-override", "pax-linkpath-override", "file-outside-layout",
-         "non-hex-ref", "ref-to-unknown-commit", "huge-ref", "outside-any-repo"]
+         "non-hex-ref", "ref-to-unknown-commit", "huge-ref", "outside-any-repo", "ref-file-and-folder",
+         "ref-folder-then-file", "link-after-its-members", "component-too-long", "name-too-long"]
 
 
 def assert_refused(scene, archive: Path, code: int, names: str, after_lock: bool = False) -> None:
@@ -189,3 +200,16 @@ def test_not_a_tar_at_all_is_refused(scene):
     archive.parent.mkdir(parents=True, exist_ok=True)
     archive.write_bytes(b"\x1f\x8b" + b"junk" * 100)
     assert_refused(scene, archive, 4, "junk.tar.gz")
+
+
+def test_a_name_that_is_not_utf8_is_shown_escaped_even_on_a_strict_ascii_terminal(scene):
+    """A skipped member named in bytes that are not UTF-8, reported on a terminal that takes ASCII
+    only: the restore still succeeds (it once crashed after publishing)."""
+    c = scene["commit"]
+    odd = tarfile.TarInfo(f"{R}/.no_exist/{c}/caf\udce9.json")  # b"caf\xe9.json", Latin-1
+    archive = write_tar(scene["tmp"] / "in" / "odd.tar", [*scene["members"], (odd, b"")],
+                        fmt=tarfile.GNU_FORMAT)
+    res = run_cli_process("restore", archive, "--cache-dir", scene["cache"],
+                          env={"PYTHONIOENCODING": "ascii:strict", "LC_ALL": "C"})
+    assert res.returncode == 0, res.stderr
+    assert "caf\\udce9.json" in res.stdout + res.stderr

@@ -87,10 +87,17 @@ def _damaged(path: Path, why: str) -> CorruptArchiveError:
     return CorruptArchiveError(f"{path.name}: {why}", CORRUPT_HINT)
 
 
+MAX_COMPONENT = 255  # bytes in one path component: NAME_MAX on Linux and macOS
+MAX_NAME = 900  # bytes in a member's whole name: well inside macOS's PATH_MAX (1024) below a cache
+
+
 def split_name(raw: str) -> list[str]:
-    """Lexically check a member name and split it; reject anything that could escape."""
+    """Lexically check a member name and split it; reject anything that could escape, or that no
+    filesystem of the user's could hold."""
     if any(ord(c) < 0x20 or c in "\\\x7f" for c in raw):
         raise _unsafe(raw, "control character or backslash in the name")
+    if len(raw.encode("utf-8", "surrogateescape")) > MAX_NAME:
+        raise _unsafe(raw[:80] + "…", f"a name longer than {MAX_NAME} bytes")
     if raw.startswith("/") or re.match(r"^[A-Za-z]:", raw):
         raise _unsafe(raw, "absolute path")
     name = raw[2:] if raw.startswith("./") else raw
@@ -99,6 +106,8 @@ def split_name(raw: str) -> list[str]:
         return []  # "./" itself: the archive's root folder
     if any(p in ("", ".", "..") for p in parts):
         raise _unsafe(raw, "path with '..', '.' or empty components")
+    if any(len(p.encode("utf-8", "surrogateescape")) > MAX_COMPONENT for p in parts):
+        raise _unsafe(raw[:80] + "…", f"a path component longer than {MAX_COMPONENT} bytes")
     return parts
 
 
@@ -113,6 +122,8 @@ class _Scan:
         self.outside: list[tuple[str, list[str], bool]] = []  # (name, parts, is_dir) outside repos
         self.seen: set[str] = set()
         self.links: set[str] = set()
+        self.files: set[str] = set()  # members that are not folders (files, links)
+        self.parents: set[str] = set()  # every folder some member lies in
         self.regular: dict[str, tuple[str, str, int]] = {}  # member key -> (folder, path, size)
         self.prefix: tuple[str, ...] | None = None
 
@@ -122,8 +133,16 @@ class _Scan:
         if key in self.seen:
             raise _unsafe(m.name, "duplicate member name")
         self.seen.add(key)
-        if any("/".join(parts[:i]) in self.links for i in range(1, len(parts))):
+        above = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        if any(p in self.links for p in above):
             raise _unsafe(m.name, "member below a symbolic link")
+        if any(p in self.files for p in above):
+            raise _unsafe(m.name, "member below a file (a cache cannot hold both)")
+        if not m.isdir() and key in self.parents:  # the reverse order: the folder's members came first
+            raise _unsafe(m.name, "a file or link where other members need a folder")
+        self.parents.update(above)
+        if not m.isdir():
+            self.files.add(key)
         if m.issym() or m.islnk():
             self.links.add(key)
         repeat = self._hard_link_target(m) if m.islnk() else None

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..console import ProgressFn
+from ..console import ProgressFn, clean
 from ..errors import CacheError, HostMisbehaved, RemoteConnectError, RemoteDownloadError
 from ..fsutil import sha256_file
 from ..hub.cache import RepoSpec
 from ..hub.layout import COMMIT_RE, FileRecord, archive_name, repo_folder_name
 from ..hub.manifest import ArchiveEntry
-from .protocol import Stream, clean
+from .protocol import Stream
 from .pull import LiveArchive, ProgressBar, Source, pull
 from .shipped import agent_program
 

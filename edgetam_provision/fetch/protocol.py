@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..console import clean
 from ..errors import HostMisbehaved, RemoteConnectError
 from ..hub.layout import BLOB_RE, COMMIT_RE, REF_NAME_RE, valid_repo_id
 
@@ -221,14 +222,6 @@ class Stream:
             chunk, self._buf = self._buf[:n], self._buf[n:]
             n -= len(chunk)
             yield chunk
-
-
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def clean(text: str) -> str:
-    """Host text made safe for a terminal: control characters (ESC, CR, BEL, C1, bidi) become '?'."""
-    return CONTROL.sub("?", text)
 
 
 def table_markdown(messages: dict[str, Message]) -> str:
