@@ -1,18 +1,18 @@
 # edgetam-provision: `make setup` (fresh clone -> verified install), `make test`, `make bench`.
 #
 # With uv on PATH, `make setup` uses it (`uv sync`: the locked versions in uv.lock). Otherwise it
-# takes the newest python3.X on PATH that meets the floor (3.11), and stops with one line naming
+# takes the newest python3.X on PATH that meets the floor (3.10), and stops with one line naming
 # what to install when there is none (macOS's system Python is 3.9). `make setup UV=` forces pip.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROVISION := $(VENV)/bin/provision
 BACKUPS ?= model_backups
 UV ?= $(shell command -v uv 2>/dev/null)
-PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3.11 python3; do \
-	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3.11 python3.10 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
 	>/dev/null 2>&1 && { command -v $$p; break; }; done)
 
-.PHONY: setup install test test-fast lint bench clean
+.PHONY: setup install test test-fast matrix lint bench clean
 
 install: $(VENV)/.installed
 
@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 ifneq ($(strip $(UV)),)
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --extra dev
 else
-	@test -n "$(PYTHON)" || { echo "error: Python 3.11 or newer is needed and none is on PATH (python3 is \
+	@test -n "$(PYTHON)" || { echo "error: Python 3.10 or newer is needed and none is on PATH (python3 is \
 	$$(python3 -c 'import platform; print(platform.python_version())' 2>/dev/null || echo missing)); hint: \
 	brew install python@3.12, or install uv and run make setup again (uv python install 3.12)" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not ssh and not slow"; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no tests ran" >&2; exit 1; fi; exit $$rc
 
+# The light commands on Python 3.10, 3.11.2 (Debian 12's), 3.12 and 3.13, each in its own venv.
+matrix:
+	.ci/matrix
+
 lint: install
 	$(VENV)/bin/ruff check edgetam_provision tests benchmarks test_images
 
@@ -50,4 +54,4 @@ bench: install
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .matrix build *.egg-info .pytest_cache .ruff_cache

@@ -70,7 +70,7 @@ def backup(cache: Path, specs: list[RepoSpec] | None, out: Path,
             refs=tuple(refs),
             files=tuple(files), sha256=sha,
             size=size, compression=compression, tool_version=__version__,
-            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
         results.append(BackupResult(path, entry, False))
     try:
         record(out, [r.entry for r in results])

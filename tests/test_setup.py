@@ -32,7 +32,7 @@ def test_without_uv_or_a_new_enough_python_it_stops_with_one_line_naming_the_fix
     old_python(bin_dir)
     res = make(bin_dir, "install", f"VENV={tmp_path / 'venv'}")
     assert res.returncode != 0
-    assert "Python 3.11 or newer is needed" in res.stderr and "3.9.6" in res.stderr
+    assert "Python 3.10 or newer is needed" in res.stderr and "3.9.6" in res.stderr
     assert "brew install python@3.12" in res.stderr and "uv" in res.stderr
     assert not (tmp_path / "venv").exists()
 

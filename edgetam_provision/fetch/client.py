@@ -139,7 +139,7 @@ def entry_of(event: dict[str, Any]) -> ArchiveEntry:
         refs=tuple(event.get("refs", ())),
         files=tuple(FileRecord.from_dict(f) for f in event["files"]),
         sha256=event["sha256"], size=event["size"], compression="none",
-        tool_version=__version__, created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        tool_version=__version__, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         repo_type=event.get("repo_type", "model"))
 
 
