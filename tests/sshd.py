@@ -32,7 +32,7 @@ def keygen(path: Path) -> str:
 
 
 class SSHServer:
-    def __init__(self, root: Path, hub_host: str = "127.0.0.1") -> None:
+    def __init__(self, root: Path, hub_host: str = "127.0.0.1", path_first: Path | None = None) -> None:
         self.root = root
         self.port = free_port()
         self.user = getpass.getuser()
@@ -57,7 +57,8 @@ class SSHServer:
             "PasswordAuthentication no", "KbdInteractiveAuthentication no",
             "PermitRootLogin prohibit-password", "UsePAM no", "StrictModes no",
             "Subsystem sftp internal-sftp", "AllowTcpForwarding yes", "LogLevel VERBOSE",
-            f"SetEnv HOME={self.home} HF_TOKEN={BOGUS_TOKEN} HUGGING_FACE_HUB_TOKEN={BOGUS_TOKEN}",
+            f"SetEnv HOME={self.home} HF_TOKEN={BOGUS_TOKEN} HUGGING_FACE_HUB_TOKEN={BOGUS_TOKEN}"
+            + (f" PATH={path_first}:/usr/local/bin:/usr/bin:/bin" if path_first else ""),
         ]) + "\n")
         with contextlib.suppress(PermissionError):  # root's privsep dir; non-root sshd needs none
             Path("/run/sshd").mkdir(exist_ok=True)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import MISSING_COMPONENT, MISSING_FLEET, run_cli, tree_state
+from conftest import MISSING_COMPONENT, MISSING_FLEET, REPO_ROOT, run_cli, tree_state
 
 from edgetam_provision.backup import backup
 from edgetam_provision.hub.cache import RepoSpec
@@ -36,7 +37,7 @@ def wheel(tmp_path_factory):
     return build_wheel(tmp_path_factory.mktemp("wheel"))
 
 
-def inventory(path: Path, servers, down_port: int | None = None) -> Path:
+def inventory(path: Path, servers, down_port: int | None = None, python: str | None = sys.executable) -> Path:
     known = path.parent / "known_hosts"
     known.write_text("".join(s.known_hosts.read_text() for s in servers))
     lines = ["[fleet]"]
@@ -46,7 +47,7 @@ def inventory(path: Path, servers, down_port: int | None = None) -> Path:
         lines.append(f"down ansible_host=127.0.0.1 ansible_port={down_port} "
                      f"ansible_ssh_private_key_file={servers[0].client_key}")
     lines += ["", "[fleet:vars]", f"ansible_user={servers[0].user}",
-              f"ansible_python_interpreter={sys.executable}",
+              *([f"ansible_python_interpreter={python}"] if python else []),
               f"ansible_ssh_common_args='-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes "
               "-o ConnectTimeout=5'"]
     path.write_text("\n".join(lines) + "\n")
@@ -160,3 +161,91 @@ def test_a_host_python_without_the_libraries_fails_naming_them(hosts, wheel, bac
     assert res.exit_code == 14
     [row] = data["hosts"]
     assert not row["passed"] and "missing on the host: torch" in row["error"]
+
+
+def test_the_wheel_is_built_without_pip_by_uv(tmp_path, monkeypatch):
+    """A uv venv has no pip: push builds its wheel with uv's build frontend instead."""
+    from edgetam_provision.fleet import push as fleet
+
+    real_run = fleet.subprocess.run
+
+    def no_pip(argv, *a, **kw):
+        if argv[1:3] == ["-m", "pip"]:
+            return subprocess.CompletedProcess(argv, 1, b"", b"No module named pip")
+        return real_run(argv, *a, **kw)
+
+    monkeypatch.setattr(fleet.subprocess, "run", no_pip)
+    argv = fleet.wheel_builder(REPO_ROOT, tmp_path)
+    assert argv is not None and Path(argv[0]).name == "uv" and argv[1:3] == ["build", "--wheel"]
+    if shutil.which("uv") or (Path(sys.executable).parent / "uv").is_file():
+        wheel = fleet.build_wheel(tmp_path)
+        assert wheel.name.startswith("edgetam_provision-") and wheel.suffix == ".whl"
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(fleet.sys, "executable", str(tmp_path / "python"))
+    assert fleet.wheel_builder(REPO_ROOT, tmp_path) is None
+    res = run_cli("push", "somehost", "--backups", tmp_path)
+    assert res.exit_code == 2
+
+
+def test_hosts_keep_the_names_the_user_gave_and_ansible_runs_the_given_python(tmp_path):
+    from edgetam_provision.fleet.push import inventory_for
+
+    given = ("provbox", "me@jetson:2222", "lab@provbox:22")
+    path, names = inventory_for(given, "/opt/py/bin/python3", tmp_path)
+    text = path.read_text()
+    assert names == {"provbox": "provbox", "jetson": "me@jetson:2222", "provbox-2": "lab@provbox:22"}
+    assert "jetson ansible_host=jetson ansible_port=2222 ansible_user=me" in text
+    assert "ansible_python_interpreter=/opt/py/bin/python3" in text
+
+
+@pytest.mark.parametrize(("said", "cause"), [
+    ("Permission denied (publickey).", "auth: the host rejected our SSH keys"),
+    ("pyenv: python3.13: command not found", "a pyenv shim"),
+    ("Module result deserialization failed: No start of json char found", "a pyenv shim"),
+    ("/bin/sh: 1: /usr/bin/python3: not found", "no Python found"),
+    ("ssh: connect to host x port 22: Connection refused", "unreachable"),
+])
+def test_a_failed_host_is_told_by_its_cause_with_ansibles_words_kept(said, cause):
+    from edgetam_provision.fleet.push import host_rows
+
+    result = {"plays": [{"tasks": [{"task": {"name": "Check the host's libraries"},
+                                     "hosts": {"h": {"failed": True, "msg": said}}}]}],
+              "stats": {"h": {"failures": 1}}}
+    [row] = host_rows(result, False, {"h": "me@h:22"})
+    assert row["host"] == "me@h:22" and not row["passed"]
+    assert cause in row["error"] and said in row["ansible_said"]
+
+
+@pytest.fixture(scope="module")
+def shim_hosts(tmp_path_factory):
+    """Two hosts whose PATH starts with broken pyenv shims, as on many Macs and dev boxes."""
+    from sshd import SSHD, SSHServer
+
+    if not Path(SSHD).exists():
+        pytest.skip(f"{MISSING_COMPONENT} (.ci/run)")
+    pytest.importorskip("ansible", reason=MISSING_FLEET)
+    shims = tmp_path_factory.mktemp("shims")
+    for name in ("python3.13", "python3.12", "python3.11", "python3.10", "python3", "python"):
+        (shims / name).write_text(f'#!/bin/sh\necho "pyenv: {name}: command not found" >&2\nexit 127\n')
+        (shims / name).chmod(0o755)
+    servers = [SSHServer(tmp_path_factory.mktemp(f"shimhost{i}"), path_first=shims) for i in range(2)]
+    yield servers
+    for s in servers:
+        s.stop()
+
+
+def test_a_broken_pyenv_shim_is_named_as_the_cause(shim_hosts, backups, wheel, tmp_path):
+    res, data = push(inventory(tmp_path / "inv.ini", shim_hosts, python=None), backups, wheel)
+    assert res.exit_code == 14
+    for row in data["hosts"]:
+        assert not row["passed"] and "--remote-python" in row["error"], row
+        assert "Module result deserialization" not in row["error"]
+
+
+@pytest.mark.slow
+def test_remote_python_is_ansibles_interpreter_too_so_shims_do_not_matter(shim_hosts, backups, wheel,
+                                                                          tmp_path):
+    res, data = push(inventory(tmp_path / "inv.ini", shim_hosts, python=None), backups, wheel,
+                     "--remote-python", sys.executable)
+    assert res.exit_code == 0, res.stderr
+    assert [r["passed"] for r in data["hosts"]] == [True, True]

@@ -46,4 +46,9 @@ def push(cache_dir: Path | None, progress: StderrProgress, debug: bool, hosts: t
     req = PushRequest(hosts=hosts, backups=backups, inventory=inventory, limit=limit,
                       remote_python=remote_python, synthetic=synthetic, forks=forks, check=check,
                       wheel=wheel, device=device)
-    return do_push(req, progress), render.push
+    result = do_push(req, progress)
+    if debug:  # Ansible's own words behind each failed host's cause
+        for row in result["hosts"]:
+            if row.get("ansible_said"):
+                progress(f"{row['host']}: Ansible said: {row['ansible_said']}")
+    return result, render.push
