@@ -115,3 +115,12 @@ def test_every_benchmark_script_imports(tmp_path):
         code = f"import runpy; runpy.run_path({str(script)!r}, run_name='not_main')"
         res = subprocess.run([sys.executable, "-c", code], cwd=script.parent, capture_output=True, text=True)
         assert res.returncode == 0, f"{script.name}: {res.stderr[-500:]}"
+
+
+def test_the_readmes_first_commands_on_a_fresh_clone_say_what_to_do(tmp_path):
+    """model_backups/ holds only its README, the cache is empty: each says how to go on."""
+    res = run_cli("restore", REPO_ROOT / "model_backups", "--cache-dir", tmp_path / "c")
+    assert res.exit_code == 2 and "no backups in" in res.stderr
+    assert "provision fetch --host HOST" in res.stderr and "verify --synthetic" in res.stderr
+    res = run_cli("verify", "--cache-dir", tmp_path / "c")
+    assert res.exit_code == 7 and "verify --synthetic" in res.stderr and "provision fetch" in res.stderr

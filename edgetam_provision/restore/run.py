@@ -62,8 +62,11 @@ def find_archives(paths: list[Path]) -> tuple[list[Path], list[str]]:
                              "pass a backup archive or a folder of them (default model_backups/)")
     unique = list(dict.fromkeys(p.resolve() for p in found))
     if not unique:
-        raise UsageError(f"no backups found in {', '.join(map(str, paths))}",
-                         "make them with `provision fetch --host HOST` or `provision backup`")
+        held = f" (it holds only {', '.join(Path(i).name for i in ignored)})" if ignored else ""
+        raise UsageError(f"no backups in {', '.join(map(str, paths))}{held}",
+                         "download them on a host you can ssh to: `provision fetch --host HOST --restore`; "
+                         "or copy backup archives there. `provision verify --synthetic` checks this "
+                         "machine meanwhile")
     return unique, ignored
 
 
