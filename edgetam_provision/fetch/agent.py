@@ -250,7 +250,7 @@ def serve(params: dict[str, Any], tmp: Path, chan: Channel) -> None:
         work.mkdir(parents=True, exist_ok=True, mode=0o700)
         works.append(work)
         chan.emit({"event": "progress", "message": f"downloading {repo_id}@{revision or 'main'}"
-                   + (" (resuming the host's earlier download)" if any(work.iterdir()) else "")})
+                   + (_resuming(hub) if any(work.iterdir()) else "")})
         name, packed = download_and_pack(hub, spec, params, work, chan)
         archives[name] = _archive_file(work, name, packed)
         chan.emit(packed)
@@ -270,6 +270,19 @@ def serve(params: dict[str, Any], tmp: Path, chan: Channel) -> None:
             chan.emit({"event": "path", "path": str(path)})
         elif cmd.get("cmd") == "send":
             send(path, int(cmd.get("offset", 0)), cmd.get("prefix_sha256"), chan)
+
+
+def _resuming(hub: Any) -> str:
+    """What a rerun keeps of a cut download, as the host's huggingface_hub does it: before 1.18 it
+    continues a file cut midway (Range); from 1.18 it keeps finished files and starts a cut one over."""
+    try:
+        major, minor = (int(x) for x in str(hub.__version__).split(".")[:2])
+    except (AttributeError, ValueError):
+        return " (resuming the host's earlier download)"
+    if (major, minor) >= (1, 18):
+        return (f" (resuming the host's earlier download: finished files are kept; huggingface_hub "
+                f"{hub.__version__} starts a file that was cut over)")
+    return " (resuming the host's earlier download, cut files included)"
 
 
 def download_and_pack(hub: Any, spec: dict[str, Any], params: dict[str, Any], work: Path,
