@@ -78,14 +78,25 @@ def sshd(tmp_path_factory):
     server.stop()
 
 
+def install_into(target: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`pip install --no-deps --target`, or uv's where this Python has no pip (a uv venv)."""
+    if subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode == 0:
+        argv = [sys.executable, "-m", "pip", "install", "-q"]
+    else:
+        uv = Path(sys.executable).parent / "uv"
+        argv = [str(uv) if uv.is_file() else (shutil.which("uv") or "uv"), "pip", "install", "-q",
+                "--python", sys.executable]
+    return subprocess.run([*argv, "--no-deps", "--target", str(target), *args], capture_output=True,
+                          text=True)
+
+
 @pytest.fixture(scope="session")
 def hub036_site(tmp_path_factory) -> Path:
     """A folder holding huggingface_hub 0.36 (requests-based, reads ~/.netrc), from the wheels
     .ci/run downloaded (no index needed then), else from the package index."""
     site = tmp_path_factory.mktemp("hub036")
     source = ["--no-index", "--find-links", str(WHEELS)] if WHEELS.is_dir() else []
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
-                           *source, *HUB036], capture_output=True, text=True)
+    proc = install_into(site, *source, *HUB036)
     if proc.returncode != 0:
         pytest.skip(f"{MISSING_WHEELS} (.ci/run): {proc.stderr[-200:]}")
     return site

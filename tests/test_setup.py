@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, install_into
 
 
 def fake(bin_dir: Path, name: str, body: str) -> None:
@@ -63,13 +63,11 @@ def test_a_built_wheel_installed_elsewhere_verifies_from_any_folder(tmp_path):
     """What pip install ., uv tool install and pipx give: no test_images/ beside the package."""
     import sys
 
-    wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels),
-                    str(REPO_ROOT)], check=True, capture_output=True)
-    [wheel] = wheels.glob("edgetam_provision-*.whl")
+    from edgetam_provision.fleet.push import build_wheel
+
+    wheel = build_wheel(tmp_path / "wheels")  # pip's frontend, or uv's in a venv without pip
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-                    str(wheel)], check=True, capture_output=True)
+    assert install_into(target, str(wheel)).returncode == 0
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(target)}
