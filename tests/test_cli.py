@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from conftest import REPO_ROOT, run_cli
+from conftest import REPO_ROOT, run_cli, run_cli_process
 
 from edgetam_provision.cli import cli
 from edgetam_provision.errors import EXIT_CODES
@@ -124,3 +124,32 @@ def test_the_readmes_first_commands_on_a_fresh_clone_say_what_to_do(tmp_path):
     assert "provision fetch --host HOST" in res.stderr and "verify --synthetic" in res.stderr
     res = run_cli("verify", "--cache-dir", tmp_path / "c")
     assert res.exit_code == 7 and "verify --synthetic" in res.stderr and "provision fetch" in res.stderr
+
+
+def test_debug_works_before_or_after_the_command_and_shows_the_traceback(tmp_path):
+    missing = str(tmp_path / "none")
+    for args in (["--debug", "restore", missing], ["restore", missing, "--debug"]):
+        res = run_cli_process(*args)
+        assert res.returncode == 2 and "Traceback" in res.stderr and "error: no such file" in res.stderr
+
+
+def test_a_usage_error_click_finds_is_json_too_under_json(tmp_path):
+    import json
+
+    res = run_cli_process("restore", "--no-such-option", "--json")
+    assert res.returncode == 2
+    data = json.loads(res.stdout)
+    assert data["ok"] is False and data["error"] == "usage" and data["exit_code"] == 2
+    assert data["message"] == "No such option '--no-such-option'."
+
+
+def test_quiet_is_on_every_command():
+    for name, cmd in cli.commands.items():
+        assert "quiet" in {p.name for p in cmd.params}, name
+
+
+def test_revision_applies_to_the_repos_that_name_none():
+    from edgetam_provision.hub.cache import RepoSpec
+
+    assert RepoSpec.parse("acme/big@main", "v1").revision == "main"
+    assert RepoSpec.parse("acme/big", "v1").revision == "v1"

@@ -8,6 +8,7 @@ per subsystem beside this one, register themselves on `cli`.
 from __future__ import annotations
 
 import functools
+import json
 import sys
 import traceback
 from collections.abc import Callable
@@ -46,18 +47,23 @@ def command(fn: Callable[..., Result]) -> Callable:
     @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
     @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
                   help="Hub cache folder (default: as huggingface_hub resolves it).")
+    @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr (errors still are).")
+    @click.option("--debug", "debug_here", is_flag=True, help="Show tracebacks (as provision --debug).")
     @click.pass_context
     @functools.wraps(fn)
-    def wrapper(ctx: click.Context, as_json: bool, cache_dir: Path | None, **kwargs: Any) -> None:
-        debug = bool(ctx.obj and ctx.obj.get("debug"))
+    def wrapper(ctx: click.Context, as_json: bool, cache_dir: Path | None, quiet: bool, debug_here: bool,
+                **kwargs: Any) -> None:
+        debug = debug_here or bool(ctx.obj and ctx.obj.get("debug"))
         try:
-            result, renderer = fn(cache_dir=cache_dir, progress=StderrProgress(quiet=as_json), debug=debug,
-                                  **kwargs)
+            result, renderer = fn(cache_dir=cache_dir, progress=StderrProgress(quiet=as_json or quiet),
+                                  debug=debug, **kwargs)
             emit(result, as_json, renderer)
             code = result.get("exit_code", 0)
             if code and result.get("message"):  # a failed verdict: the full result, then the error
                 fail(ProvisionError(result["message"], result.get("hint", "")), as_json=False)
         except ProvisionError as err:
+            if debug:
+                traceback.print_exc()
             fail(err, as_json)
             code = err.exit_code
         except KeyboardInterrupt:
@@ -88,5 +94,18 @@ def cache_folder(cache_dir: Path | None, must_exist: bool = False) -> Path:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli.main(prog_name="provision")
+    """Console-script entry point. A usage error click finds (an unknown option, a bad value) is
+    also one JSON object on stdout when --json was given."""
+    try:
+        code = cli.main(prog_name="provision", standalone_mode=False)
+    except click.exceptions.Abort:
+        fail(Interrupted("interrupted", "nothing was changed"), as_json=False)
+        sys.exit(Interrupted.exit_code)
+    except click.ClickException as exc:
+        if "--json" in sys.argv[1:]:
+            sys.stdout.write(json.dumps({"ok": False, **UsageError(exc.format_message()).to_dict()}) + "\n")
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

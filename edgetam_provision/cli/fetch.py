@@ -56,7 +56,6 @@ from .app import CONTEXT, DEFAULT_BACKUPS, Result, cache_folder, cli, command
               "(16 MiB on a slow link) and the agent's channel below; openssh or stream force one.")
 @click.option("--streams", type=click.IntRange(0, 16), default=0, help="Parallel ssh streams per archive "
               "(openssh) [default: 4 from 16 MiB, else 1].")
-@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @click.option("--restore", "then_restore", is_flag=True, help="Then restore into the cache and verify.")
 @click.option("--no-quality-gate", "no_gate", is_flag=True,
               help="In the verify that --restore runs, judge only that the outputs are valid.")
@@ -68,7 +67,7 @@ def fetch(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: s
           exclude: tuple[str, ...], out: Path, endpoint: str | None, token_env: str | None,
           remote_python: str | None, bootstrap: bool, fresh: bool, port: int | None, user: str | None,
           identity: str | None, ssh_config: str | None, known_hosts: str | None,
-          accept_new_host_key: bool, timeout: float, stall: float, transfer: str, streams: int, quiet: bool,
+          accept_new_host_key: bool, timeout: float, stall: float, transfer: str, streams: int,
           then_restore: bool, no_gate: bool, verify_out: Path) -> Result:
     """Download on a clean host over SSH, pack, pull back and verify the archives.
 
@@ -108,7 +107,5 @@ def fetch(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: s
         then_restore=cache if then_restore else None,
         verify=VerifyRequest(cache=str(cache), repo_id=EDGETAM_REPO, out=str(verify_out),
                              quality_gate=not no_gate, debug=debug))
-    if quiet:
-        progress.quiet = True
     bar = sys.stderr.isatty() and not progress.quiet
     return do_fetch(req, progress, bar), render.fetch

@@ -49,9 +49,7 @@ class RepoSpec:
         if not valid_repo_id(repo_id):
             raise UsageError(f"not a valid repo id: {text!r}",
                              "use ORG/NAME, optionally followed by @REVISION")
-        if at and revision and rev != revision:
-            raise UsageError(f"{text!r} and --revision {revision} disagree", "give the revision once")
-        rev = rev or revision or ""
+        rev = rev if at else (revision or "")  # --revision: for the repos that name none
         if rev and not valid_revision(rev):
             raise UsageError(f"not a valid revision: {rev!r}", "use a branch, tag or 40-hex commit")
         return cls(repo_id, rev or None, repo_type)
