@@ -299,3 +299,16 @@ def test_with_a_custom_image_the_built_in_prompts_are_scaled_and_the_report_says
     r = json.loads(res.stdout)["report"]
     assert r["prompts"] == "built-in, scaled from 1800x1200 to 900x600"
     assert r["cases"][2]["prompts"]["box"] == [37.5, 137.5, 862.5, 425.0]
+
+
+def test_an_absent_device_is_said_before_anything_is_built(tmp_path):
+    import time
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    t0 = time.monotonic()
+    res = run_cli("verify", "--synthetic", "--device", "cuda", "--cache-dir", tmp_path)
+    assert res.exit_code == 8 and "cuda is not available" in res.stderr
+    assert time.monotonic() - t0 < 10  # no model was built (that alone takes ~19 s here)

@@ -49,6 +49,12 @@ def main() -> int:
     # model comes from another one: make the default the cache being verified.
     os.environ["HF_HUB_CACHE"] = req.cache
     try:
+        if req.device != "auto":  # an absent device is said before the model is built or loaded
+            import torch
+
+            from .runtime import choose_device
+
+            choose_device(req.device, torch)
         report = verify_synthetic(req) if req.synthetic else run(req, _progress)
         print(json.dumps({"ok": True, "report": report}))
     except ProvisionError as err:
