@@ -10,8 +10,7 @@ import click
 
 from ..console import StderrProgress
 from ..errors import UsageError
-from ..fetch.request import STALL_S
-from ..fetch.ssh import TIMEOUT_S
+from ..fetch.limits import STALL_S, TIMEOUT_S
 from . import render
 from .app import CONTEXT, DEFAULT_BACKUPS, Result, cache_folder, cli, command
 

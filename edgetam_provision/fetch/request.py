@@ -11,9 +11,8 @@ from urllib.parse import urlsplit
 
 from ..errors import UsageError
 from ..hub.cache import RepoSpec
-from .ssh import TIMEOUT_S
+from .limits import STALL_S, TIMEOUT_S
 
-STALL_S = 600.0  # a host download that makes no progress this long is given up (`fetch --stall`)
 PYTHON_RE = re.compile(r"^[A-Za-z0-9_./+-]{1,200}\Z")
 BOOT = ("import sys;b=sys.stdin.buffer;"
         "exec(compile(b.read(int(b.readline())),'provision-agent','exec'))")

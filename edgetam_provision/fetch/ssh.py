@@ -26,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HostKeyError, RemoteAuthError, RemoteConnectError, UsageError
+from .limits import TIMEOUT_S
 
 WINDOW = 16 * 1024 * 1024
 MAX_PACKET = 256 * 1024
 FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 DEFAULT_IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")
-TIMEOUT_S = 30.0  # connecting, and every silent stretch after it (`fetch --timeout`)
 DESTINATION_RE = re.compile(r"^(?:ssh://)?(?:(?P<user>[^@/\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^@:/\s]+)"
                             r"(?::(?P<port>\d{1,5}))?/?$")
 
