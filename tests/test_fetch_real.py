@@ -131,6 +131,29 @@ def test_include_exclude_and_revision_flags(hub, tmp_path):
     assert run_cli("restore", tmp_path / "b", "--cache-dir", tmp_path / "c").exit_code == 0
 
 
+def test_a_filtered_fetch_is_another_backup_and_never_replaces_the_whole_one(hub, tmp_path):
+    """The data loss once found: --include into a folder holding the full backup of that revision."""
+    out = tmp_path / "b"
+    local = ("fetch", "--local", "--endpoint", hub.endpoint, "--repo", "org/tiny", "--out", out)
+    assert run_cli(*local).exit_code == 0
+    [whole] = out.glob("*.tar")
+    before = whole.read_bytes()
+    res = run_cli(*local, "--include", "config.json", "--json")
+    assert res.exit_code == 0, res.stderr
+    [part] = [Path(a["archive"]) for a in json.loads(res.stdout)["archives"]]
+    assert part != whole and ".only-" in part.name and whole.read_bytes() == before
+    manifest = json.loads((out / "manifest.json").read_text())["archives"]
+    assert {whole.name, part.name} <= set(manifest) and len(manifest[whole.name]["files"]) == 3
+    assert run_cli("check", out).exit_code == 0
+
+
+def test_a_filter_that_matches_nothing_is_its_own_error_and_leaves_nothing(hub, tmp_path):
+    res = run_cli("fetch", "--local", "--endpoint", hub.endpoint, "--repo", "org/tiny",
+                  "--include", "*.nomatch", "--out", tmp_path / "b")
+    assert res.exit_code == 13 and "matches --include" in res.stderr and "--include '*.json'" in res.stderr
+    assert not (tmp_path / "b").exists() or not list((tmp_path / "b").iterdir())
+
+
 def test_a_dataset_repo_travels_and_restores(hub, tmp_path):
     hub.add(HubRepo("org/data", {"train.jsonl": b'{"x": 1}\n' * 100, "README.md": b"# data\n"},
                     repo_type="dataset"))
@@ -172,7 +195,7 @@ def test_a_host_python_that_dies_while_the_agent_is_still_being_sent_is_named(tm
     link = AgentLink(Stream(lambda n: b"", closed, "edge-1"),
                      lambda: (127, "sh: 1: /nonexistent/python3: not found\n"), "/nonexistent/python3")
     with pytest.raises(RemoteDownloadError) as err:
-        run_agent(link, {}, (), tmp_path / "b", lambda _: None, False, 60)
+        run_agent(link, {}, tmp_path / "b", lambda _: None, False, 60)
     assert "edge-1 cannot run '/nonexistent/python3'" in str(err.value)
     assert not (tmp_path / "b").exists()
 

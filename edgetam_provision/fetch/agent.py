@@ -299,7 +299,8 @@ def download_and_pack(hub: Any, spec: dict[str, Any], params: dict[str, Any], wo
     cache, folder = work / "hub", repo_folder_name(repo_id, repo_type)
     filtered = bool(spec.get("include") or spec.get("exclude"))
     commit, listed = resolve(hub, spec, auth)
-    name = archive_name(repo_id, commit, repo_type=repo_type)
+    name = archive_name(repo_id, commit, repo_type=repo_type, include=spec.get("include") or (),
+                        exclude=spec.get("exclude") or ())
     total = sum(f.size for f in listed) if listed is not None else None
     fetch = Background(lambda: download(hub, spec, auth, commit, total, cache, chan))
     live = (bool(params.get("stream")) and listed is not None and not filtered
@@ -316,6 +317,11 @@ def download_and_pack(hub: Any, spec: dict[str, Any], params: dict[str, Any], wo
             fetch.run()  # here, in this thread
         if fetch.error is not None:
             raise fetch.error
+        snapshot = cache / folder / "snapshots" / commit
+        if filtered and not (snapshot.is_dir() and any(p.is_file() for p in snapshot.rglob("*"))):
+            shutil.rmtree(work, ignore_errors=True)  # nothing worth resuming
+            patterns = f"--include {spec.get('include') or '-'} / --exclude {spec.get('exclude') or '-'}"
+            raise AgentError("no-match", f"no file of {repo_id}@{commit[:12]} matches {patterns}")
         packed = _pack_to_file(work, name, folder, commit, with_tree=not filtered)
     sha, size, files, refs = packed
     return name, {"event": "packed", "archive": name, "repo_id": repo_id, "repo_type": repo_type,

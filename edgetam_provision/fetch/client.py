@@ -23,7 +23,6 @@ from .. import __version__
 from ..console import ProgressFn, clean
 from ..errors import CacheError, HostMisbehaved, RemoteConnectError, RemoteDownloadError
 from ..fsutil import sha256_file
-from ..hub.cache import RepoSpec
 from ..hub.layout import COMMIT_RE, FileRecord, archive_name, repo_folder_name
 from ..hub.manifest import ArchiveEntry
 from .protocol import Stream
@@ -42,6 +41,7 @@ HINTS = {
     "gated": "accept the model's terms on the Hub, then pass --token-env VAR with your token",
     "unauthorized": "the Hub rejected the request even without stale credentials: check "
                     "--token-env, or the endpoint",
+    "no-match": "check the patterns: globs as hf download takes them, e.g. --include '*.json'",
 }
 
 
@@ -79,30 +79,34 @@ class AgentLink:
 
 
 class Asked:
-    """What was asked for, and what the host has answered: each spec once, under its right name."""
+    """What was asked for (the parameters' repos), and what the host has answered: each repo once,
+    under its one right name (a filtered download has its own)."""
 
-    def __init__(self, specs: tuple[RepoSpec, ...], where: str) -> None:
-        self.open, self.where = list(specs), where
+    def __init__(self, repos: list[dict[str, Any]], where: str) -> None:
+        self.open, self.where = list(repos), where
 
     def folders(self) -> set[str]:
-        return {repo_folder_name(s.repo_id, s.repo_type) for s in self.open}
+        return {repo_folder_name(r["repo_id"], r["repo_type"]) for r in self.open}
 
     def streamable(self, name: str) -> None:
-        """A ``stream`` event's archive must be one of an unanswered spec."""
+        """A ``stream`` event's archive must be one of a repo not yet answered."""
         if name.rsplit("--", 1)[0] not in self.folders():
             raise HostMisbehaved(f"{self.where} announced {name}, which was not asked for")
 
     def answer(self, event: dict[str, Any]) -> None:
-        """Match a ``packed`` event to its spec, or refuse it."""
+        """Match a ``packed`` event to its repo, or refuse it."""
         repo_id, repo_type, commit = event["repo_id"], event.get("repo_type", "model"), event["commit"]
-        spec = next((s for s in self.open if (s.repo_id, s.repo_type) == (repo_id, repo_type)), None)
-        if spec is None:
+        asked = next((r for r in self.open if (r["repo_id"], r["repo_type"]) == (repo_id, repo_type)), None)
+        if asked is None:
             raise HostMisbehaved(f"{self.where} sent {repo_type} {repo_id}, which was not asked for "
                                  "(or was already sent)")
-        if spec.revision and COMMIT_RE.match(spec.revision) and commit != spec.revision:
-            raise HostMisbehaved(f"{self.where} answered {repo_id}@{spec.revision[:12]} with another "
+        pinned = asked.get("revision") or ""
+        if COMMIT_RE.match(pinned) and commit != pinned:
+            raise HostMisbehaved(f"{self.where} answered {repo_id}@{pinned[:12]} with another "
                                  f"commit, {commit[:12]}")
-        if event["archive"] != archive_name(repo_id, commit, ".tar", repo_type):
+        name = archive_name(repo_id, commit, ".tar", repo_type, asked.get("include") or (),
+                            asked.get("exclude") or ())
+        if event["archive"] != name:
             raise HostMisbehaved(f"{self.where} named the archive of {repo_id}@{commit[:12]} "
                                  f"{event['archive']!r}")
         blobs = {f["blob"]: f["size"] for f in event["files"]}
@@ -111,11 +115,11 @@ class Asked:
         if not least <= event["size"] <= most:
             raise HostMisbehaved(f"{self.where} said {event['archive']} has {event['size']} bytes, which "
                                  f"cannot hold its {len(event['files'])} files ({least} bytes)")
-        self.open.remove(spec)
+        self.open.remove(asked)
 
     def complete(self) -> None:
         if self.open:
-            missing = ", ".join(s.repo_id for s in self.open)
+            missing = ", ".join(r["repo_id"] for r in self.open)
             raise HostMisbehaved(f"{self.where} said it was ready without sending {missing}")
 
 
@@ -181,8 +185,8 @@ class HostProgress:
             self.progress(f"{self.where}: {repo}: {done / 1e6:.1f} MB downloaded{share}")
 
 
-def run_agent(link: AgentLink, params: dict[str, Any], specs: tuple[RepoSpec, ...], out: Path,
-              progress: ProgressFn, bar: bool, stall: float) -> list[Pulled]:
+def run_agent(link: AgentLink, params: dict[str, Any], out: Path, progress: ProgressFn, bar: bool,
+              stall: float) -> list[Pulled]:
     """Drive the agent: send parameters, follow its download, pull each packed archive."""
     stream = link.stream
     program = agent_program()
@@ -193,7 +197,7 @@ def run_agent(link: AgentLink, params: dict[str, Any], specs: tuple[RepoSpec, ..
     except RemoteConnectError:
         diagnose_start(link)
         raise
-    packed = _wait_for_archives(link, Asked(specs, stream.where), out, progress, bar, stall)
+    packed = _wait_for_archives(link, Asked(params.get("repos", []), stream.where), out, progress, bar, stall)
     out.mkdir(parents=True, exist_ok=True)
     pulled = []
     for event in packed:

@@ -23,7 +23,8 @@ MAX_CHUNK = 16 * 1024 * 1024  # one ``chunk`` of an archive sent while packing (
 MAX_FILES = 1_000_000  # files listed for one revision
 MAX_SIZE = 1 << 50  # 1 PiB: no archive or file is larger
 ARCHIVE_NAME_RE = re.compile(
-    r"^(?:models|datasets)--[A-Za-z0-9][A-Za-z0-9._-]*--[A-Za-z0-9][A-Za-z0-9._-]*--[0-9a-f]{12}\.tar\Z")
+    r"^(?:models|datasets)--[A-Za-z0-9][A-Za-z0-9._-]*--[A-Za-z0-9][A-Za-z0-9._-]*--[0-9a-f]{12}"
+    r"(?:\.only-[0-9a-f]{8})?\.tar\Z")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 REPO_PATH_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,1000}\Z")
 

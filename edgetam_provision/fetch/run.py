@@ -65,7 +65,7 @@ def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pul
                     return pull(stream_source(stream, e), e, out, bar)
 
                 link.puller = puller
-            pulled = run_agent(link, req.params(), req.specs, req.out, progress, bar, req.stall)
+            pulled = run_agent(link, req.params(), req.out, progress, bar, req.stall)
             progress(f"cipher {conn.cipher()}")
         finally:
             with contextlib.suppress(Exception):  # the connection may already be gone
@@ -121,7 +121,7 @@ def fetch_local(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pull
 
     try:
         link = AgentLink(Stream(_pipe_reader(proc.stdout, req.timeout), send, "this machine"), ended, python)
-        pulled = run_agent(link, req.params(), req.specs, req.out, progress, bar, req.stall)
+        pulled = run_agent(link, req.params(), req.out, progress, bar, req.stall)
     finally:
         with contextlib.suppress(OSError):
             proc.stdin.close()

@@ -16,7 +16,9 @@ Standard library only: `provision fetch` ships this module to the remote host.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,9 +82,17 @@ def is_repo_folder_name(part: str) -> bool:
     return part.startswith(tuple(FOLDER_PREFIXES.values()))
 
 
-def archive_name(repo_id: str, commit: str, suffix: str = ".tar", repo_type: str = "model") -> str:
-    """``models--ORG--NAME--<commit12>.tar``: one backup file per repo revision."""
-    return f"{repo_folder_name(repo_id, repo_type)}--{commit[:12]}{suffix}"
+def archive_name(repo_id: str, commit: str, suffix: str = ".tar", repo_type: str = "model",
+                 include: Iterable[str] = (), exclude: Iterable[str] = ()) -> str:
+    """``models--ORG--NAME--<commit12>.tar``: one backup file per repo revision; a download
+    filtered by --include/--exclude is another backup, ``...--<commit12>.only-<8 hex>.tar``, so
+    that it never takes the place of the whole revision's."""
+    base = f"{repo_folder_name(repo_id, repo_type)}--{commit[:12]}"
+    include, exclude = sorted(include), sorted(exclude)
+    if include or exclude:
+        key = json.dumps([include, exclude]).encode()
+        base += ".only-" + hashlib.sha256(key).hexdigest()[:8]
+    return base + suffix
 
 
 def snapshot_link(path: str, blob: str) -> str:
