@@ -78,6 +78,7 @@ class HubStandIn:
     def __init__(self, repos: list[HubRepo], reject_credentials: bool = True) -> None:
         self.repos = {r.key: r for r in repos}
         self.reject_credentials = reject_credentials
+        self.accepted_tokens: set[str] = set()  # tokens that are valid (any other is stale)
         self.requests: list[tuple[str, str, str | None]] = []  # method, path, Authorization
         self.cut_after: int | None = None  # cut LFS bodies after this many bytes, once
         self.rate: float | None = None  # bytes per second for file bodies (a slow link)
@@ -133,7 +134,8 @@ class HubStandIn:
                 path = unquote(url.path)
                 auth = self.headers.get("Authorization")
                 hub.requests.append((self.command, self.path, auth))
-                if auth and hub.reject_credentials:
+                valid = auth and auth.removeprefix("Bearer ") in hub.accepted_tokens
+                if auth and hub.reject_credentials and not valid:
                     msg = "Invalid credentials in Authorization header"
                     body = json.dumps({"error": msg}).encode()
                     self._send(401, {"X-Error-Message": msg, "Content-Type": "application/json"},

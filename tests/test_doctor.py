@@ -12,7 +12,7 @@ import pytest
 from conftest import run_cli
 from hub_standin import HubRepo
 
-from edgetam_provision import doctor
+from edgetam_provision.doctor import checks as doctor
 from edgetam_provision.hub.cache import BACKBONE_REPO, EDGETAM_REPO
 from edgetam_provision.verify.synthetic import install_into_cache
 

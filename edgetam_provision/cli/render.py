@@ -156,3 +156,23 @@ def serve(d: dict[str, Any]) -> str:
               + (f"  (NOT served, damaged: {', '.join(r['damaged'].values())})" if r["damaged"] else "")
               for r in d["repos"]]
     return "\n".join(lines)
+
+
+def fixed(d: dict[str, Any]) -> str:
+    if d.get("message_ok"):
+        return d["message_ok"] + (f" (kept: {', '.join(d['kept'])})" if d.get("kept") else "")
+    if d.get("declined"):
+        return "nothing was changed"
+    lines = [f"changed: {c['what']} (backup {c['backup']})" for c in d["changes"]]
+    lines += [f"kept (accepted or not sent): {k}" for k in d.get("kept", [])]
+    if d.get("unset"):
+        where = f" (set in {', '.join(d['shell_lines'])})" if d.get("shell_lines") else ""
+        lines.append(f"run now, in your shell: {'; '.join(d['unset'])}{where}")
+    lines.append(f"a plain download now gets {d['after']} from {d['endpoint']}")
+    if d["backups"]:
+        lines.append(f"undo: provision doctor --undo {' '.join(d['backups'])}")
+    return "\n".join(lines)
+
+
+def undone(d: dict[str, Any]) -> str:
+    return "\n".join(f"restored {r['restored']}" for r in d["restored"])

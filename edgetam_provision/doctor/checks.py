@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import ModelMissingError
-from .hub.cache import BACKBONE_REPO, EDGETAM_REPO, check_revision, resolve_commit
-from .verify.runtime import (
+from ..errors import ModelMissingError
+from ..hub.cache import BACKBONE_REPO, EDGETAM_REPO, check_revision, resolve_commit
+from ..verify.runtime import (
     REQUIRED,
     available_devices,
     hub_reads_netrc,
@@ -292,8 +292,8 @@ def online_checks(repo: str = EDGETAM_REPO) -> list[Check]:
     return checks
 
 
-def diagnose(cache: Path, cache_source: str, online: bool,
-             versions: dict[str, str] | None = None) -> dict[str, Any]:
+def diagnose(cache: Path, cache_source: str, online: bool, versions: dict[str, str] | None = None,
+             repo: str = EDGETAM_REPO) -> dict[str, Any]:
     """Run every check; the report's ``exit_code`` is 1 when any check fails."""
     versions = versions or library_versions()
     checks = [*credential_checks(), *netrc_checks(versions.get("huggingface_hub", "0")),
@@ -301,7 +301,7 @@ def diagnose(cache: Path, cache_source: str, online: bool,
               *model_checks(cache, versions.get("transformers", "0")), *library_checks(versions),
               *device_checks()]
     if online:
-        checks += online_checks()
+        checks += online_checks(repo)
     counts = {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "fail")}
     return {"checks": [asdict(c) for c in checks], "summary": counts,
             "exit_code": 1 if counts["fail"] else 0}
