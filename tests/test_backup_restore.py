@@ -327,3 +327,19 @@ def test_zstd_without_its_package_is_a_clear_usage_error(cache, tmp_path, monkey
     res = run_cli("backup", "org/tiny", "--out", tmp_path / "z", "--cache-dir", cache, "--compress", "zstd")
     assert res.exit_code == 2 and "zstandard" in res.stderr and "hint:" in res.stderr
     assert not list((tmp_path / "z").glob("*.tar.zst*"))
+
+
+def test_a_dry_run_and_a_check_never_say_restored(cache, tmp_path):
+    import json as _json
+
+    out = tmp_path / "b"
+    assert run_cli("backup", "org/tiny", "--cache-dir", cache, "--out", out).exit_code == 0
+    fresh = tmp_path / "fresh"
+    dry = run_cli("restore", out, "--cache-dir", fresh, "--dry-run", "--json")
+    assert [a["status"] for a in _json.loads(dry.stdout)["archives"]] == ["would restore"]
+    text = run_cli("restore", out, "--cache-dir", fresh, "--dry-run").stdout
+    assert "would restore" in text and "would write" in text and " restored " not in text
+    checked = run_cli("check", out).stdout
+    assert "intact" in checked and "restored" not in checked and "checked 1 backup file:" in checked
+    real = run_cli("restore", out, "--cache-dir", fresh).stdout
+    assert "restored" in real and "wrote " in real

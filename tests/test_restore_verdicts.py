@@ -89,7 +89,7 @@ def test_a_corrupt_backup_is_refused_even_when_the_cache_holds_every_blob(genuin
     before = cache_state(genuine["source"])
     res = run_cli("restore", bad, "--cache-dir", genuine["source"])
     assert res.exit_code == 1 and big.name.rsplit("/", 1)[1] in res.stderr
-    assert "left as it was" in res.stderr
+    assert "nothing was written" in res.stderr
     assert cache_state(genuine["source"]) == before
     dry = run_cli("restore", bad, "--cache-dir", genuine["source"], "--dry-run")
     assert dry.exit_code == 1

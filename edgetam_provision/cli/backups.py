@@ -62,7 +62,7 @@ def restore(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths
 
     plan = do_restore(list(paths) or [DEFAULT_BACKUPS], cache_folder(cache_dir), progress, dry_run=dry_run,
                       keep_refs=keep_refs)
-    return {**plan.to_dict(), "dry_run": dry_run}, render.restore_plan
+    return {**plan.to_dict(written=not dry_run), "dry_run": dry_run}, render.restore_plan
 
 
 @cli.command(name="check", context_settings=CONTEXT)
@@ -79,7 +79,7 @@ def check(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths: 
     from ..restore.run import check_backups
 
     plan = check_backups(list(paths) or [DEFAULT_BACKUPS], progress)
-    return {**plan.to_dict(), "dry_run": True, "check_only": True}, render.restore_plan
+    return {**plan.to_dict(written=False), "dry_run": True, "check_only": True}, render.restore_plan
 
 
 # ---------------------------------------------------------------------------- status

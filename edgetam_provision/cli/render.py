@@ -13,6 +13,11 @@ def backup(d: dict[str, Any]) -> str:
                      f"{human_size(b['size'])}  sha256 {b['sha256'][:16]}…" for b in d["backups"])
 
 
+def counted(n: int, word: str, plural: str = "") -> str:
+    """`1 new blob`, `2 new blobs`."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
 def _action(x: dict[str, Any]) -> str:
     extra = ""
     if x["kind"] == "ref":
@@ -26,8 +31,9 @@ def restore_plan(d: dict[str, Any]) -> str:
     for a in d["archives"]:
         repos = ", ".join(f"{r['repo_id']}@{','.join(c[:12] for c in r['commits'])}" for r in a["repos"])
         repaired = f", {a['repaired_blobs']} repaired" if a["repaired_blobs"] else ""
-        lines.append(f"{a['status']:>15}  {Path(a['archive']).name}  {repos}  "
-                     f"({a['new_blobs']} new blobs{repaired}, {human_size(a['new_bytes'])}; "
+        status = "intact" if d.get("check_only") else a["status"]
+        lines.append(f"{status:>15}  {Path(a['archive']).name}  {repos}  "
+                     f"({counted(a['new_blobs'], 'new blob')}{repaired}, {human_size(a['new_bytes'])}; "
                      f"every byte checked, archive by {a['checked_by']})")
         for r in a["moved_refs"]:
             verb = "kept" if r["state"] == "kept" else "moved"
@@ -40,10 +46,11 @@ def restore_plan(d: dict[str, Any]) -> str:
         if d.get("dry_run"):
             lines.extend(_action(x) for x in a["actions"])
     if d.get("check_only"):
-        lines.append(f"checked {len(d['archives'])} backup files: every member and every byte is intact")
+        lines.append(f"checked {counted(len(d['archives']), 'backup file')}: every member and every byte "
+                     "is intact (no cache involved)")
     else:
-        lines.append(("would write" if d.get("dry_run") else "wrote") + f" {d['writes']} entries into "
-                     f"{d['cache']}")
+        verb = "would write" if d.get("dry_run") else "wrote"
+        lines.append(f"{verb} {counted(d['writes'], 'entry', 'entries')} into {d['cache']}")
     return "\n".join(lines)
 
 

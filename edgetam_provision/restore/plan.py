@@ -50,9 +50,13 @@ class ArchivePlan:
     checked_by: str  # manifest | SHA256SUMS | blob names
     actions: tuple[Action, ...]
 
-    def summary(self) -> dict[str, object]:
+    def summary(self, written: bool = True) -> dict[str, object]:
         writes = [a for a in self.actions if a.writes]
         blobs = [a for a in writes if a.kind == "blob"]
+        if any(a.state == "repair" for a in blobs):
+            status = "repaired" if written else "would repair"
+        else:
+            status = ("restored" if written else "would restore") if writes else "already present"
         return {"archive": str(self.contents.path), "checked_by": self.checked_by,
                 "repos": [{"repo_id": repo_id_from_folder(f), "commits": sorted(p.commits)}
                           for f, p in self.contents.repos.items()],
@@ -60,8 +64,7 @@ class ArchivePlan:
                 "repaired_blobs": sum(a.state == "repair" for a in blobs),
                 "new_bytes": sum(a.size for a in blobs),
                 "writes": len(writes),
-                "status": ("repaired" if any(a.state == "repair" for a in blobs) else
-                           "restored" if writes else "already present"),
+                "status": status,
                 "moved_refs": [a.to_dict() for a in self.actions if a.kind == "ref" and a.previous],
                 "skipped": self.contents.skipped,
                 "actions": [a.to_dict() for a in writes]}
@@ -78,6 +81,7 @@ class RestorePlan:
     def writes(self) -> tuple[Action, ...]:
         return tuple(a for p in self.archives for a in p.actions if a.writes)
 
-    def to_dict(self) -> dict[str, object]:
-        return {"cache": str(self.cache), "archives": [p.summary() for p in self.archives],
+    def to_dict(self, written: bool = True) -> dict[str, object]:
+        """What the run did (`written`), or would do (a dry run, a check)."""
+        return {"cache": str(self.cache), "archives": [p.summary(written) for p in self.archives],
                 "writes": len(self.writes), "ignored": list(self.ignored)}

@@ -27,7 +27,7 @@ from ..hub.layout import blob_hasher
 def damaged(contents: ArchiveContents, what: str) -> IntegrityError:
     """The error for bytes of a backup that do not check: nothing was written yet."""
     return IntegrityError(f"{contents.path.name}: {what}",
-                          "the backup is damaged; fetch or copy it again — the cache was left as it was")
+                          "the backup is damaged; fetch or copy it again — nothing was written")
 
 
 @dataclass

@@ -245,7 +245,7 @@ def _read_and_plan(scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str
                 raise IntegrityError(f"{contents.path.name}: sha256 {digest.result()[:16]}… does not "
                                      f"match the expected {expected[:16]}… ({checked_by})",  # type: ignore[index]
                                      "the backup is damaged or was changed; fetch or copy it again — "
-                                     "the cache was left as it was")
+                                     "nothing was written")
             actions = _actions(contents, reader.found, cache, keep_refs, done)
             plans.append(ArchivePlan(contents, checked_by, tuple(actions)))
     return RestorePlan(cache, tuple(plans), staged=reader.found.staged)
