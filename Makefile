@@ -35,8 +35,9 @@ setup: install
 	$(PROVISION) verify --or-synthetic
 
 # pytest exits 5 when it ran no test: that is a failure here.
+# UV is passed on: in a uv venv (no pip) the tests build and install wheels with it.
 test: install
-	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no tests ran" >&2; exit 1; fi; exit $$rc
+	UV=$(UV) $(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no tests ran" >&2; exit 1; fi; exit $$rc
 	$(VENV)/bin/ruff check edgetam_provision tests benchmarks test_images
 
 # No sshd, no model build: the quick loop while working (under a minute).

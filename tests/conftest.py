@@ -83,9 +83,9 @@ def install_into(target: Path, *args: str) -> subprocess.CompletedProcess[str]:
     if subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode == 0:
         argv = [sys.executable, "-m", "pip", "install", "-q"]
     else:
-        uv = Path(sys.executable).parent / "uv"
-        argv = [str(uv) if uv.is_file() else (shutil.which("uv") or "uv"), "pip", "install", "-q",
-                "--python", sys.executable]
+        from edgetam_provision.fleet.push import find_uv
+
+        argv = [find_uv() or "uv", "pip", "install", "-q", "--python", sys.executable]
     return subprocess.run([*argv, "--no-deps", "--target", str(target), *args], capture_output=True,
                           text=True)
 

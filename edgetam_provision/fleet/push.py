@@ -65,6 +65,15 @@ def ansible_playbook() -> str:
 WHEEL_HINT = "pass --wheel PATH, built with `uv build --wheel` or `pip wheel --no-deps .`"
 
 
+def find_uv() -> str | None:
+    """uv: beside this Python, the one `uv run` names in $UV, or on PATH."""
+    beside = Path(sys.executable).parent / "uv"
+    named = os.environ.get("UV", "")
+    if beside.is_file():
+        return str(beside)
+    return named if named and Path(named).is_file() else shutil.which("uv")
+
+
 def wheel_builder(root: Path, dest: Path) -> list[str] | None:
     """How to build the wheel here: pip's frontend where this Python has pip (it builds with the
     setuptools already installed, offline); else uv's (a uv venv has no pip; uv fetches setuptools
@@ -72,8 +81,7 @@ def wheel_builder(root: Path, dest: Path) -> list[str] | None:
     if subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode == 0:
         return [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
                 "--disable-pip-version-check", "-w", str(dest), str(root)]
-    beside = Path(sys.executable).parent / "uv"
-    uv = str(beside) if beside.is_file() else shutil.which("uv")
+    uv = find_uv()
     if uv:
         return [uv, "build", "--wheel", "--quiet", "--out-dir", str(dest), str(root)]
     return None
