@@ -145,6 +145,16 @@ def test_changed_host_key_is_refused_even_with_accept_new(sshd, hub, tmp_path):
     assert kh.read_text() == before
 
 
+def test_no_key_at_all_is_an_auth_error_that_says_so(sshd, hub, tmp_path, monkeypatch):
+    """The host answered; we had nothing to offer it (no ~/.ssh key, no agent, no --identity)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    args = ["--host", "127.0.0.1", "--port", str(sshd.port), "--user", sshd.user,
+            "--known-hosts", str(sshd.known_hosts)]
+    res = run_cli("fetch", *args, "--repo", "org/tiny", "--out", tmp_path / "b")
+    assert res.exit_code == 11 and "no SSH key to offer" in res.stderr and "ssh-keygen" in res.stderr
+
+
 def test_wrong_key_is_an_auth_error(sshd, hub, tmp_path):
     keygen(tmp_path / "stranger")
     args = [a if a != str(sshd.client_key) else str(tmp_path / "stranger") for a in sshd.ssh_args()]

@@ -277,7 +277,17 @@ def connect_raw(target: SSHTarget, timeout: float = TIMEOUT_S,
         client.close()
         raise RemoteAuthError(f"{target.describe()} rejected our keys ({exc})",
                               "pass --identity KEY, load the key into ssh-agent, or check --user") from None
-    except (paramiko.SSHException, OSError, EOFError) as exc:
+    except paramiko.SSHException as exc:
+        client.close()
+        if "No authentication methods available" in str(exc):  # it answered: we had no key to offer
+            raise RemoteAuthError(f"no SSH key to offer {target.describe()} (none in ~/.ssh, none in "
+                                  "ssh-agent, no --identity)", "pass --identity KEY, load a key into "
+                                  "ssh-agent, or make one (ssh-keygen) and add it to the host's "
+                                  "authorized_keys") from None
+        raise RemoteConnectError(f"SSH to {target.describe()} failed: {exc or type(exc).__name__}",
+                                 "the host did not answer in time or is not an SSH server "
+                                 "(--timeout raises the deadline)") from None
+    except (OSError, EOFError) as exc:
         client.close()
         raise RemoteConnectError(f"SSH to {target.describe()} failed: {exc or type(exc).__name__}",
                                  "the host did not answer in time or is not an SSH server "
