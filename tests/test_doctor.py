@@ -194,3 +194,27 @@ def test_every_stale_source_is_shown_the_shadowed_ones_too(clean_env, monkeypatc
     assert first not in res.stdout and second not in res.stdout  # masked only
     assert get_token() == first  # huggingface_hub agrees which one is sent ...
     assert not any(c["name"] == "credentials (cross-check)" for c in checks)  # ... and so does the check
+
+
+def test_a_shadowed_stale_token_file_is_probed_too(clean_env, monkeypatch):
+    """$HF_TOKEN is sent first and is fine; the token file behind it is stale: it is named, since it
+    is what the next run sends once $HF_TOKEN is unset."""
+    clean_env["hub"].accepted_tokens = {"hf_GoodTokenAcceptedByTheHub00001"}
+    monkeypatch.setenv("HF_TOKEN", "hf_GoodTokenAcceptedByTheHub00001")
+    hf_home = clean_env["home"] / ".cache" / "huggingface"
+    hf_home.mkdir(parents=True)
+    (hf_home / "token").write_text(TOKEN)
+    try:
+        _code, checks = run_doctor(clean_env, "--online")
+    finally:
+        clean_env["hub"].accepted_tokens = set()
+    assert checks["online: token"]["status"] == "ok"
+    shadowed = next(c for n, c in checks.items() if n.startswith("online: shadowed token-file"))
+    assert shadowed["status"] == "warn" and "rejected with 401" in shadowed["detail"]
+
+
+def test_a_mirror_without_the_probed_repo_is_told_apart_from_an_unreachable_one(clean_env):
+    code, checks = run_doctor(clean_env, "--online", "--repo", "org/not-on-this-mirror")
+    anon = checks["online: anonymous"]
+    assert code == 1 and "404" in anon["detail"] and "--repo" in anon["fix"]
+    assert "does not serve the model to anyone" not in anon["detail"] + anon["fix"]

@@ -7,6 +7,7 @@ anonymously and with each credential found, and names the cause of a 401 from th
 
 from __future__ import annotations
 
+import configparser
 import netrc
 import os
 import shutil
@@ -31,6 +32,7 @@ from ..verify.runtime import (
 )
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+TOKEN_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")  # in the order huggingface_hub reads them
 NEEDED_BYTES = 60_000_000  # EdgeTAM (37 MB of weights) + backbone config, with headroom
 
 
@@ -247,6 +249,79 @@ def device_checks() -> list[Check]:
     return [Check("devices", "ok", ", ".join(names) + f"; verify --device auto uses {have[0]}")]
 
 
+# ---------------------------------------------------------------------------- every credential
+
+@dataclass(frozen=True)
+class Source:
+    """One credential a download would send: where it is, and the Authorization it makes."""
+
+    kind: str  # env | token-file | stored-token | netrc
+    where: str  # a variable name or a file
+    label: str  # what the report says (masked)
+    auth: str  # the Authorization header value (never printed)
+    name: str = ""  # a stored token's name, a netrc host
+
+
+def sources() -> list[Source]:
+    """Every credential found, in huggingface_hub's places (not only the one sent first)."""
+    env = {var: os.environ.get(var, "").strip() for var in TOKEN_VARS}
+    found = [Source("env", var, f"${var} ({mask(v)})", f"Bearer {v}") for var, v in env.items() if v]
+    token_file = Path(os.environ.get("HF_TOKEN_PATH") or hf_home() / "token").expanduser()
+    value = _read(token_file).strip()
+    if value:
+        found.append(Source("token-file", str(token_file), f"token file {token_file} ({mask(value)})",
+                            f"Bearer {value}"))
+    stored = _stored_path()
+    for name, token in _stored_tokens(stored).items():
+        found.append(Source("stored-token", str(stored), f"stored token {name!r} in {stored} ({mask(token)})",
+                            f"Bearer {token}", name))
+    rc = _netrc_path()
+    host = urlsplit(endpoint()).hostname or ""
+    entry = _netrc_login(rc, host)
+    if entry:
+        login, password, name = entry
+        found.append(Source("netrc", str(rc), f"{rc} entry for {name} (login {login})",
+                            "Basic " + b64encode(f"{login}:{password}".encode()).decode(), name))
+    return found
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="surrogateescape")
+    except OSError:
+        return ""
+
+
+def _stored_path() -> Path:
+    return Path(os.environ.get("HF_STORED_TOKENS_PATH") or hf_home() / "stored_tokens").expanduser()
+
+
+def _stored_tokens(path: Path) -> dict[str, str]:
+    parser = configparser.ConfigParser()
+    try:
+        parser.read_string(_read(path))
+    except configparser.Error:
+        return {}
+    return {name: parser[name].get("hf_token", "").strip() for name in parser.sections()
+            if parser[name].get("hf_token", "").strip()}
+
+
+def _netrc_path() -> Path:
+    return Path(os.environ.get("NETRC") or Path.home() / ".netrc").expanduser()
+
+
+def _netrc_login(path: Path, host: str) -> tuple[str, str, str] | None:
+    """(login, password, the entry: the host or 'default') that a netrc client sends to `host`."""
+    if not host or not path.is_file() or str(path) == "/dev/null":
+        return None
+    try:
+        hosts = netrc.netrc(str(path)).hosts
+    except (netrc.NetrcParseError, OSError):
+        return None
+    entry, name = (hosts[host], host) if host in hosts else (hosts.get("default"), "default")
+    return (entry[0] or "", entry[2] or "", name) if entry else None
+
+
 def _probe(url: str, auth: str | None) -> int:
     req = urllib.request.Request(url, headers={"Authorization": auth} if auth else {})
     try:
@@ -259,36 +334,42 @@ def _probe(url: str, auth: str | None) -> int:
 
 
 def online_checks(repo: str = EDGETAM_REPO) -> list[Check]:
-    """Probe the endpoint anonymously and with each credential found; name the cause of a 401."""
+    """Probe the endpoint anonymously and with every credential found (the one sent first and the
+    shadowed ones), and name the cause of a 401 from the difference."""
     url = f"{endpoint()}/api/models/{repo}/revision/main"
     anon = _probe(url, None)
-    unreachable = ("the endpoint does not serve the model to anyone from here: use "
-                   "`provision fetch --host HOST` through a machine that reaches it")
-    checks = [Check("online: anonymous", "ok" if anon == 200 else "fail",
-                    f"GET {url} -> {anon or 'no answer'}", "" if anon == 200 else unreachable)]
-    token, source = find_token()
-    if token:
-        status = _probe(url, f"Bearer {token}")
+    if anon == 200:
+        checks = [Check("online: anonymous", "ok", f"GET {url} -> 200")]
+    elif anon == 0:
+        checks = [Check("online: anonymous", "fail", f"GET {url} -> no answer",
+                        "the endpoint is not reachable from here: `provision fetch --host HOST` through "
+                        "a machine that reaches it")]
+    elif anon == 404:
+        checks = [Check("online: anonymous", "fail", f"GET {url} -> 404: {repo} is not on {endpoint()}",
+                        "probe a repo the endpoint has: provision doctor --online --repo ORG/NAME")]
+    else:
+        checks = [Check("online: anonymous", "warn", f"GET {url} -> {anon}: {repo} is not public there "
+                        "(private or gated), so a rejected credential cannot be told from a missing one",
+                        "probe a public repo: --repo ORG/NAME")]
+    sent = find_token()[1]
+    hub_netrc = hub_reads_netrc(library_versions().get("huggingface_hub", "0"))
+    for s in sources():
+        status = _probe(url, s.auth)
+        if s.kind == "netrc":
+            active, name = hub_netrc, "online: netrc"
+        else:
+            active = bool(sent) and s.label.startswith(f"{sent} (")
+            name = "online: token" if active else f"online: shadowed {s.kind} {s.where}"
         if status == 200:
-            checks.append(Check("online: token", "ok", f"{mask(token)} from {source} is accepted"))
+            checks.append(Check(name, "ok", f"{s.label} is accepted"))
+        elif status in (401, 403):
+            cause = (f"anonymous works, your {s.label} is rejected with {status}" if anon == 200
+                     else f"your {s.label} gets {status}")
+            checks.append(Check(name, "fail" if active else "warn", cause,
+                                "provision doctor --fix puts it aside (with a backup), or remove it by hand; "
+                                "meanwhile HF_HUB_DISABLE_IMPLICIT_TOKEN=1 or `provision fetch --local`"))
         else:
-            cause = (f"anonymous works, your {source} ({mask(token)}) is rejected with {status}"
-                     if anon == 200 else f"your {source} gets {status}")
-            checks.append(Check("online: token", "fail", cause,
-                                f"unset it (or delete the {source}), or run with "
-                                "HF_HUB_DISABLE_IMPLICIT_TOKEN=1, or use `provision fetch --local`"))
-    entry = netrc_entry()
-    if entry:
-        path, host, (login, password) = entry
-        status = _probe(url, "Basic " + b64encode(f"{login}:{password}".encode()).decode())
-        sent = hub_reads_netrc(library_versions().get("huggingface_hub", "0"))
-        if status != 200:
-            checks.append(Check("online: netrc", "fail" if sent else "warn",
-                                f"{'anonymous works, ' if anon == 200 else ''}the {path} entry for {host} "
-                                f"is rejected with {status} (requests-based clients send it)",
-                                "remove that entry, or run with NETRC=/dev/null"))
-        else:
-            checks.append(Check("online: netrc", "ok", f"the {path} entry for {host} is accepted"))
+            checks.append(Check(name, "warn", f"{s.label} gets {status or 'no answer'}", ""))
     return checks
 
 

@@ -35,24 +35,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import CacheError, UsageError
-from .checks import _probe, endpoint, hf_home, mask
+from .checks import Source, _netrc_login, _netrc_path, _probe, _read, endpoint, sources
 
 BACKUP_TAG = ".provision-backup-"
-ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 SHELL_FILES = (".zshrc", ".zprofile", ".zshenv", ".bashrc", ".bash_profile", ".profile",
                ".config/fish/config.fish")
 REJECTED = (401, 403)
-
-
-@dataclass(frozen=True)
-class Source:
-    """One credential a download would send: where it is, and the Authorization it makes."""
-
-    kind: str  # env | token-file | stored-token | netrc
-    where: str  # a variable name or a file
-    label: str  # what the report says (masked)
-    auth: str  # the Authorization header value (never printed)
-    name: str = ""  # a stored token's name, a netrc host
 
 
 @dataclass(frozen=True)
@@ -64,29 +52,6 @@ class Change:
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
-
-
-def sources() -> list[Source]:
-    """Every credential found, in huggingface_hub's places (not only the one sent first)."""
-    env = {var: os.environ.get(var, "").strip() for var in ENV_VARS}
-    found = [Source("env", var, f"${var} ({mask(v)})", f"Bearer {v}") for var, v in env.items() if v]
-    token_file = Path(os.environ.get("HF_TOKEN_PATH") or hf_home() / "token").expanduser()
-    value = _read(token_file).strip()
-    if value:
-        found.append(Source("token-file", str(token_file), f"token file {token_file} ({mask(value)})",
-                            f"Bearer {value}"))
-    stored = _stored_path()
-    for name, token in _stored_tokens(stored).items():
-        found.append(Source("stored-token", str(stored), f"stored token {name!r} in {stored} ({mask(token)})",
-                            f"Bearer {token}", name))
-    rc = _netrc_path()
-    host = urlsplit(endpoint()).hostname or ""
-    entry = _netrc_login(rc, host)
-    if entry:
-        login, password = entry
-        found.append(Source("netrc", str(rc), f"{rc} entry for {host} (login {login})",
-                            "Basic " + b64encode(f"{login}:{password}".encode()).decode(), host))
-    return found
 
 
 def fix(repo: str, confirm: Callable[[list[str]], bool], fix_shell: bool = False,
@@ -197,27 +162,6 @@ def _rewrite(path: Path, text: str, what: str) -> Change:
 
 # ---------------------------------------------------------------------------- the files
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="surrogateescape")
-    except OSError:
-        return ""
-
-
-def _stored_path() -> Path:
-    return Path(os.environ.get("HF_STORED_TOKENS_PATH") or hf_home() / "stored_tokens").expanduser()
-
-
-def _stored_tokens(path: Path) -> dict[str, str]:
-    parser = configparser.ConfigParser()
-    try:
-        parser.read_string(_read(path))
-    except configparser.Error:
-        return {}
-    return {name: parser[name].get("hf_token", "").strip() for name in parser.sections()
-            if parser[name].get("hf_token", "").strip()}
-
-
 def _without_stored(path: Path, name: str) -> str:
     parser = configparser.ConfigParser()
     parser.read_string(_read(path))
@@ -225,22 +169,6 @@ def _without_stored(path: Path, name: str) -> str:
     out = io.StringIO()
     parser.write(out)
     return out.getvalue()
-
-
-def _netrc_path() -> Path:
-    return Path(os.environ.get("NETRC") or Path.home() / ".netrc").expanduser()
-
-
-def _netrc_login(path: Path, host: str) -> tuple[str, str] | None:
-    import netrc
-
-    if not host or not path.is_file() or str(path) == "/dev/null":
-        return None
-    try:
-        entry = netrc.netrc(str(path)).hosts.get(host)
-    except (netrc.NetrcParseError, OSError):
-        return None
-    return (entry[0] or "", entry[2] or "") if entry else None
 
 
 def _without_netrc_entry(path: Path, host: str) -> str:
@@ -254,7 +182,9 @@ def _without_netrc_entry(path: Path, host: str) -> str:
                          f"comment out the 'machine {host}' entry by hand")
     starts = [i for i, w in enumerate(words) if w in ("machine", "default")] + [len(tokens)]
     for first, after in itertools.pairwise(starts):
-        if words[first] != "machine" or first + 1 >= len(words) or words[first + 1] != host:
+        ours = (words[first] == "default" if host == "default"
+                else words[first] == "machine" and first + 1 < len(words) and words[first + 1] == host)
+        if not ours:
             continue
         begin, last_end = tokens[first][0], tokens[after - 1][1]
         line_start = text.rfind("\n", 0, begin) + 1
