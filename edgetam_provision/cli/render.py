@@ -77,10 +77,15 @@ def status(d: dict[str, Any]) -> str:
 
 
 def fetch(d: dict[str, Any]) -> str:
-    lines = [f"fetched  {Path(a['archive']).name}  {a['repo_id']}@{a['commit'][:12]}  "
-             f"{human_size(a['size'])}  sha256 {a['sha256'][:16]}…  {a['mb_per_s']} MB/s"
-             + (f"  (resumed at {a['resumed_from']})" if a["resumed_from"] else "")
-             for a in d["archives"]]
+    def line(a: dict[str, Any]) -> str:
+        resumed = a["resumed_from"] and not a["already_here"]
+        return (f"{'already here' if a['already_here'] else 'fetched':>12}  {Path(a['archive']).name}  "
+                f"{a['repo_id']}@{a['commit'][:12]}  {human_size(a['size'])}  sha256 {a['sha256'][:16]}…"
+                + (f"  (resumed at {human_size(a['resumed_from'])})" if resumed else ""))
+
+    lines = [line(a) for a in d["archives"]]
+    lines.append(f"{human_size(d['bytes'])} in {d['seconds']:.1f} s"
+                 + (f" ({d['mb_per_s']} MB/s, from the start of the fetch to its end)" if d["bytes"] else ""))
     if "restore" in d:
         lines.append(restore_plan(d["restore"]))
     if "verify" in d:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..console import ProgressFn, clean
+from ..console import ProgressFn, clean, human_size
 from ..errors import CacheError, HostMisbehaved, RemoteConnectError, RemoteDownloadError
 from ..fsutil import sha256_file
 from ..hub.layout import COMMIT_RE, FileRecord, archive_name, repo_folder_name
@@ -61,7 +61,7 @@ class Pulled:
                 "resumed_from": self.resumed_from, "already_here": self.already_here,
                 "streamed": self.streamed,
                 "seconds": round(self.seconds, 3),
-                "mb_per_s": round(self.entry.size / 1e6 / self.seconds, 1) if self.seconds else None}
+                "transfer_mb_per_s": round(self.entry.size / 1e6 / self.seconds, 1) if self.seconds else None}
 
 
 @dataclass
@@ -171,6 +171,12 @@ class HostProgress:
             raise RemoteConnectError(f"the download on {self.where} made no progress for {self.stall:.0f} s",
                                      "run again (the host keeps what it has), or raise --stall")
 
+    def finish(self, repo: str) -> None:
+        """The repo's download is over: its bar's line is ended before anything else is said."""
+        bar = self.bars.pop(repo, None)
+        if bar is not None:
+            bar.close()
+
     def update(self, event: dict[str, Any]) -> None:
         repo, done, total = event["repo_id"], event["bytes"], event.get("total")
         if done > self.seen.get(repo, -1):
@@ -271,13 +277,14 @@ def _wait_for_archives(link: AgentLink, asked: Asked, out: Path, progress: Progr
                     live = None
             elif kind == "packed":
                 asked.answer(event)
+                host.finish(event["repo_id"])
                 if event.get("streamed"):
                     if live is None or live.final.name != event["archive"]:
                         raise HostMisbehaved(f"{stream.where} said it had streamed {event['archive']}, "
                                              "which it had not announced")
                     event["received"], live = live.finish(event["size"], event["sha256"]), None
                 host.advance()
-                progress(f"{stream.where}: packed {event['archive']} ({event['size'] / 1e6:.1f} MB, "
+                progress(f"{stream.where}: packed {event['archive']} ({human_size(event['size'])}, "
                          f"sha256 {event['sha256'][:16]}…)"
                          + (", received while packed" if event.get("received") is not None else ""))
                 packed.append(event)

@@ -21,25 +21,30 @@ RECV = 16 * 1024 * 1024  # matches the SSH channel window: one recv can drain it
 
 
 class ProgressBar:
-    """bytes, rate, ETA on stderr; silent unless stderr is a terminal and output is not --json."""
+    """A byte progress bar on stderr (tqdm's, the one huggingface_hub shows too): bytes, rate, ETA.
+    Nothing unless enabled (stderr is a terminal and the output is not --json). Closed, with its
+    line ended, once `total` is reached or on `close()`."""
 
     def __init__(self, name: str, total: int, start: int, enabled: bool) -> None:
-        self.name, self.total, self.done, self.enabled = name, total, start, enabled
-        self.t0, self.start, self.last = time.monotonic(), start, 0.0
+        self.done, self.total, self.bar = start, total, None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total or None, initial=start, desc=name[:40], unit="B", unit_scale=True,
+                            unit_divisor=1000, file=sys.stderr, mininterval=0.2, smoothing=0.05,
+                            dynamic_ncols=True, leave=True)
 
     def update(self, n: int) -> None:
         self.done += n
-        now = time.monotonic()
-        if self.enabled and (now - self.last > 0.2 or self.done == self.total):
-            self.last = now
-            rate = (self.done - self.start) / max(now - self.t0, 1e-6)
-            eta = (self.total - self.done) / rate if rate else 0
-            pct = 100 * self.done / self.total if self.total else 100
-            sys.stderr.write(f"\r{self.name[:40]:<40} {pct:5.1f}% {self.done / 1e6:8.1f} MB "
-                             f"{rate / 1e6:7.1f} MB/s ETA {eta:4.0f}s")
-            if self.done == self.total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
+        if self.bar is not None:
+            self.bar.update(n)
+            if self.total and self.done >= self.total:
+                self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def _part_state(part: Path) -> tuple[int, Any]:

@@ -149,8 +149,13 @@ def _pipe_reader(pipe: Any, timeout: float) -> Any:
 def fetch(req: FetchRequest, progress: ProgressFn, bar: bool = False) -> dict[str, Any]:
     """Fetch (remotely or locally), then optionally restore and verify: the whole chain."""
     check_request(req)
+    t0 = time.monotonic()
     pulled = fetch_local(req, progress, bar) if req.host is None else fetch_remote(req, progress, bar)
-    data: dict[str, Any] = {"out": str(req.out), "archives": [p.to_dict() for p in pulled]}
+    wall = time.monotonic() - t0
+    fetched = sum(p.entry.size for p in pulled if not p.already_here)
+    data: dict[str, Any] = {"out": str(req.out), "archives": [p.to_dict() for p in pulled],
+                            "seconds": round(wall, 3), "bytes": fetched,
+                            "mb_per_s": round(fetched / 1e6 / wall, 1) if wall > 0 else None}
     if req.then_restore is not None:
         from ..restore.run import restore
 
