@@ -5,7 +5,8 @@ config and keys people already have. The playbook ships inside the package (``fl
 and runs through ``ansible-playbook`` (the optional ``fleet`` extra) with our small JSON stdout
 callback (``fleet/callback_plugins``), from which one table is made. Everything travels from
 here, checked first (`restore.check_backups`): hosts need nothing from the Hub. Per host: check
-the libraries, install our wheel beside the host's own packages (``pip --no-deps --target``),
+the libraries, install our wheel beside the host's own packages (unpacked into a folder of its
+own: no pip needed, no dependencies),
 copy the backups (checksums: a second run copies nothing), ``provision restore --json`` and
 ``provision verify --json`` there.
 """
