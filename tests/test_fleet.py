@@ -181,6 +181,7 @@ def test_the_wheel_is_built_without_pip_by_uv(tmp_path, monkeypatch):
         wheel = fleet.build_wheel(tmp_path)
         assert wheel.name.startswith("edgetam_provision-") and wheel.suffix == ".whl"
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("UV", raising=False)
     monkeypatch.setattr(fleet.sys, "executable", str(tmp_path / "python"))
     assert fleet.wheel_builder(REPO_ROOT, tmp_path) is None
     res = run_cli("push", "somehost", "--backups", tmp_path)

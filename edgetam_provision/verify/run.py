@@ -267,6 +267,7 @@ def verify_install(req: VerifyRequest, or_synthetic: bool = False,
                     "Get the weights with `provision fetch --host HOST` or `provision restore "
                     "model_backups/`, then run `provision verify`.")
             progress(f"note: {note}")
+    plan_cases(req)  # every input checked here, in well under a second, before the model loads
     if not req.synthetic:
         try:
             resolve_commit(Path(req.cache), req.repo_id, req.revision)
@@ -274,7 +275,6 @@ def verify_install(req: VerifyRequest, or_synthetic: bool = False,
             raise ModelMissingError(err.message, "get the weights with `provision fetch --host HOST "
                                     "--restore` (or `provision restore BACKUPS`); `provision verify "
                                     "--synthetic` checks this machine without them") from None
-    plan_cases(req)  # every input checked here, in well under a second, before the model loads
     report = run_in_fresh_process(req)
     data: dict[str, Any] = {"report": report, "note": note, "ok": report["passed"]}
     if not report["passed"]:
