@@ -101,11 +101,20 @@ def snapshot_link(path: str, blob: str) -> str:
     return "../" * (path.count("/") + 2) + f"blobs/{blob}"
 
 
+def _git_sha1() -> Any:
+    """sha1 for git blob names (not for security: FIPS builds need it said; Python 3.8, which hosts
+    still run, has no such argument)."""
+    try:
+        return hashlib.sha1(usedforsecurity=False)
+    except TypeError:
+        return hashlib.sha1()
+
+
 def blob_hasher(name: str, size: int) -> Any:
     """A hash object that, fed a blob's bytes, yields `name` when the bytes are right."""
     if len(name) == 64:
         return hashlib.sha256()
-    h = hashlib.sha1(usedforsecurity=False)
+    h = _git_sha1()
     h.update(b"blob %d\0" % size)
     return h
 
