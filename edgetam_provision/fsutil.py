@@ -8,7 +8,7 @@ import hashlib
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -105,8 +105,10 @@ def sha256_file(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def cache_lock(cache: Path, timeout: float = LOCK_WAIT_S) -> Iterator[None]:
-    """Hold the cache's provision lock (`filelock`), waiting up to `timeout` seconds for it.
+def cache_lock(cache: Path, timeout: float = LOCK_WAIT_S,
+               waiting: Callable[[str], None] = lambda _: None) -> Iterator[None]:
+    """Hold the cache's provision lock (`filelock`), waiting up to `timeout` seconds for it (and
+    saying so through `waiting` when another process holds it).
 
     The kernel releases the lock when the holder dies, so a killed restore never blocks the next.
     """
@@ -116,7 +118,12 @@ def cache_lock(cache: Path, timeout: float = LOCK_WAIT_S) -> Iterator[None]:
     lock = filelock.FileLock(str(path), timeout=timeout)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock.acquire()
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            waiting(f"waiting for another provision process to finish with {cache} "
+                    f"(up to {timeout:.0f} s; its lock: {path})")
+            lock.acquire()
     except filelock.Timeout:
         raise LockedError(f"another provision process is using {cache}",
                           "wait for it to finish, then run this again") from None

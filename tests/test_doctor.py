@@ -218,3 +218,9 @@ def test_a_mirror_without_the_probed_repo_is_told_apart_from_an_unreachable_one(
     anon = checks["online: anonymous"]
     assert code == 1 and "404" in anon["detail"] and "--repo" in anon["fix"]
     assert "does not serve the model to anyone" not in anon["detail"] + anon["fix"]
+
+
+def test_a_plain_doctor_with_a_token_says_it_was_not_tested(clean_env, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    res = run_cli("doctor", "--cache-dir", clean_env["cache"])
+    assert "not tested: `provision doctor --online`" in res.stdout

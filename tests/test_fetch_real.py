@@ -291,3 +291,12 @@ def test_several_openssh_streams_pull_one_archive_and_resume_by_range(sshd, hub,
     with pytest.raises(IntegrityError, match="do not match"):
         pull_openssh(target, str(src), bad, out, False, 10, streams=3)
     assert sorted(p.name for p in out.iterdir()) == ["a.tar"]
+
+
+def test_a_failed_fetch_leaves_no_empty_work_folder(hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    res = run_cli("fetch", "--local", "--endpoint", hub.endpoint, "--repo", "org/no-such-repo",
+                  "--out", tmp_path / "b")
+    assert res.exit_code == 13
+    work = tmp_path / "home" / ".cache" / "edgetam-provision" / "work"
+    assert not work.exists() or list(work.iterdir()) == []

@@ -136,8 +136,10 @@ def test_a_held_lock_becomes_the_locked_error_after_its_wait(tmp_path):
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(LockedError), cache_lock(cache, timeout=0.3):
+        said: list[str] = []
+        with pytest.raises(LockedError), cache_lock(cache, timeout=0.3, waiting=said.append):
             pass
+        assert len(said) == 1 and "waiting for another provision process" in said[0]  # not silent
     finally:
         holder.kill()
         holder.wait()

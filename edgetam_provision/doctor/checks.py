@@ -396,4 +396,8 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"      fix: {c['fix']}")
     s = report["summary"]
     lines.append(f"{s['ok']} ok, {s['warn']} warnings, {s['fail']} failures")
+    sent = any(c["name"].startswith("credentials") and c["status"] != "ok" for c in report["checks"])
+    if sent and not any(c["name"].startswith("online") for c in report["checks"]):
+        lines.append("credentials are sent that were not tested: `provision doctor --online` says whether "
+                     "the Hub rejects them (and `--fix` puts the rejected ones aside)")
     return "\n".join(lines)

@@ -251,7 +251,12 @@ def serve(params: dict[str, Any], tmp: Path, chan: Channel) -> None:
         works.append(work)
         chan.emit({"event": "progress", "message": f"downloading {repo_id}@{revision or 'main'}"
                    + (_resuming(hub) if any(work.iterdir()) else "")})
-        name, packed = download_and_pack(hub, spec, params, work, chan)
+        try:
+            name, packed = download_and_pack(hub, spec, params, work, chan)
+        except BaseException:
+            if work.is_dir() and not any(work.iterdir()):  # nothing to resume: leave no empty folder
+                work.rmdir()
+            raise
         archives[name] = _archive_file(work, name, packed)
         chan.emit(packed)
     chan.emit({"event": "ready"})

@@ -217,7 +217,7 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
             raise CacheError(f"cannot write into {_nearest_existing(cache)}",
                              "check the folder's permissions or pass --cache-dir")
         return replace(plan, ignored=tuple(ignored))
-    with cache_lock(cache):
+    with cache_lock(cache, waiting=progress):
         clean_stale(cache, STAGING_PREFIX, [f for c, *_ in scanned for f in c.repos])
         staging = cache / PRIVATE_DIR / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         try:
