@@ -316,3 +316,11 @@ def test_an_absent_device_is_said_before_anything_is_built(tmp_path, monkeypatch
     monkeypatch.setenv("PYTHONPATH", f"{trap}:{os.environ.get('PYTHONPATH', '')}")
     res = run_cli("verify", "--synthetic", "--device", "cuda", "--cache-dir", tmp_path)
     assert res.exit_code == 8 and "cuda is not available" in res.stderr, res.stderr
+
+
+def test_a_repo_that_is_not_edgetam_is_named_before_anything_loads(tmp_path):
+    install_into_cache(tmp_path / "c", "acme/tiny", {"config.json": b'{"model_type": "bert"}',
+                                                     "model.safetensors": b"x" * 100})
+    res = run_cli("verify", "--repo", "acme/tiny", "--cache-dir", tmp_path / "c", "--device", "cpu")
+    assert res.exit_code == 2 and "acme/tiny is a bert checkpoint, not EdgeTAM" in res.stderr
+    assert "restore or fetch it again" not in res.stderr

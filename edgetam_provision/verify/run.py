@@ -21,6 +21,7 @@ from typing import Any
 from ..console import ProgressFn, no_progress
 from ..errors import EnvironmentProblem, ModelMissingError, ProvisionError, UsageError, VerificationFailed
 from ..hub.cache import EDGETAM_REPO, resolve_commit
+from ..hub.layout import repo_folder_name
 
 WORKER = "edgetam_provision.verify.worker"
 BUILTIN_SCENE = "scene"  # --image scene: the generated picture with ground-truth masks
@@ -251,6 +252,22 @@ def run_in_fresh_process(req: VerifyRequest) -> dict[str, Any]:
     return msg["report"]
 
 
+EDGETAM_TYPES = ("edgetam",)  # the model_type of EdgeTAM checkpoints in transformers
+
+
+def check_is_edgetam(cache: Path, repo_id: str, commit: str) -> None:
+    """A cached repo that is not an EdgeTAM checkpoint is said before anything loads."""
+    config = cache / repo_folder_name(repo_id) / "snapshots" / commit / "config.json"
+    try:
+        kind = json.loads(config.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return  # no readable config: the worker says what is missing
+    if kind not in EDGETAM_TYPES:
+        raise UsageError(f"{repo_id} is a {kind or 'model of no stated type'} checkpoint, not EdgeTAM",
+                         "verify runs EdgeTAM: leave --repo out (yonigozlan/EdgeTAM-hf), or name an "
+                         "EdgeTAM checkpoint")
+
+
 def verify_install(req: VerifyRequest, or_synthetic: bool = False,
                    progress: ProgressFn = no_progress) -> dict[str, Any]:
     """Verify the cached model (or, with `or_synthetic`, the self-test when it is not cached).
@@ -270,11 +287,12 @@ def verify_install(req: VerifyRequest, or_synthetic: bool = False,
     plan_cases(req)  # every input checked here, in well under a second, before the model loads
     if not req.synthetic:
         try:
-            resolve_commit(Path(req.cache), req.repo_id, req.revision)
+            commit = resolve_commit(Path(req.cache), req.repo_id, req.revision)
         except ModelMissingError as err:
             raise ModelMissingError(err.message, "get the weights with `provision fetch --host HOST "
                                     "--restore` (or `provision restore BACKUPS`); `provision verify "
                                     "--synthetic` checks this machine without them") from None
+        check_is_edgetam(Path(req.cache), req.repo_id, commit)
     report = run_in_fresh_process(req)
     data: dict[str, Any] = {"report": report, "note": note, "ok": report["passed"]}
     if not report["passed"]:
