@@ -35,5 +35,6 @@ def test_the_agent_runs_on_the_host_pythons_users_have(version, hub, tmp_path):
                   "--repo", "org/tiny", "--out", tmp_path / "b", "--timeout", "120")
     assert res.exit_code == 0, res.stderr
     assert f"Python {version}" in res.stderr  # the agent said hello from that interpreter
+    assert "installing huggingface_hub for Python" in res.stderr  # --bootstrap says what it does
     assert run_cli("check", tmp_path / "b").exit_code == 0
     assert run_cli("restore", tmp_path / "b", "--cache-dir", tmp_path / "c").exit_code == 0

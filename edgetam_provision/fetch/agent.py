@@ -124,7 +124,7 @@ def clean_environment(tmp: Path, endpoint: str | None) -> None:
         os.environ["HF_ENDPOINT"] = endpoint
 
 
-def import_hub(tmp: Path, bootstrap: bool) -> Any:
+def import_hub(tmp: Path, bootstrap: bool, say: Any = lambda _: None) -> Any:
     """Import huggingface_hub, installing it into the temporary folder when asked to."""
     try:
         import huggingface_hub
@@ -135,6 +135,7 @@ def import_hub(tmp: Path, bootstrap: bool) -> Any:
             raise AgentError("missing-hub",
                              f"huggingface_hub is not installed for {sys.executable}") from None
     site = tmp / "site"
+    say(f"installing huggingface_hub for Python {sys.version.split()[0]} into a temporary folder (pip)…")
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
            "--no-warn-script-location", "--target", str(site), "huggingface_hub"]
     if subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr).returncode != 0:
@@ -236,7 +237,8 @@ def serve(params: dict[str, Any], tmp: Path, chan: Channel) -> None:
     """Download and pack every repo, then send archives until told we are done."""
     root = work_root()
     clean_environment(tmp, params.get("endpoint"))
-    hub = import_hub(tmp, bool(params.get("bootstrap")))
+    hub = import_hub(tmp, bool(params.get("bootstrap")),
+                     lambda message: chan.emit({"event": "progress", "message": message}))
     chan.emit({"event": "hello", "huggingface_hub": getattr(hub, "__version__", "?"),
                "python": sys.version.split()[0]})
     archives: dict[str, Any] = {}  # name -> its file on this host (packed now if it was only sent)
