@@ -253,3 +253,19 @@ def test_a_stream_cut_by_the_client_resumes_from_what_arrived(sshd, hub, tmp_pat
     assert res.exit_code == 0, res.stderr
     assert f"from byte {kept}" in res.stderr  # the rerun pulled only what the cut stream had not brought
     assert not list(out.glob("*.part"))
+
+
+def test_a_long_pack_is_not_silence_to_the_clients_deadline():
+    """The host says how far packing got every few seconds (a big pack once ran into --timeout)."""
+    import time
+
+    from edgetam_provision.fetch.agent import _telling
+
+    said: list[dict] = []
+    chan = type("Chan", (), {"emit": lambda self, event: said.append(event)})()
+    with _telling(chan, lambda: "packing x: 5 MB so far", every=0.05):
+        time.sleep(0.3)
+    assert len(said) >= 3 and said[0] == {"event": "progress", "message": "packing x: 5 MB so far"}
+    count = len(said)
+    time.sleep(0.15)
+    assert len(said) == count  # it stops with the block

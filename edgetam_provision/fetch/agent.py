@@ -259,7 +259,7 @@ def serve(params: dict[str, Any], tmp: Path, chan: Channel) -> None:
             if work.is_dir() and not any(work.iterdir()):  # nothing to resume: leave no empty folder
                 work.rmdir()
             raise
-        archives[name] = _archive_file(work, name, packed)
+        archives[name] = _archive_file(work, name, packed, chan)
         chan.emit(packed)
     chan.emit({"event": "ready"})
     while True:
@@ -329,21 +329,21 @@ def download_and_pack(hub: Any, spec: dict[str, Any], params: dict[str, Any], wo
             shutil.rmtree(work, ignore_errors=True)  # nothing worth resuming
             patterns = f"--include {spec.get('include') or '-'} / --exclude {spec.get('exclude') or '-'}"
             raise AgentError("no-match", f"no file of {repo_id}@{commit[:12]} matches {patterns}")
-        packed = _pack_to_file(work, name, folder, commit, with_tree=not filtered)
+        packed = _pack_to_file(work, name, folder, commit, with_tree=not filtered, chan=chan)
     sha, size, files, refs = packed
     return name, {"event": "packed", "archive": name, "repo_id": repo_id, "repo_type": repo_type,
                   "commit": commit, "sha256": sha, "size": size, "refs": refs,
                   "files": [f.to_dict() for f in files], "streamed": streamed}
 
 
-def _archive_file(work: Path, name: str, packed: dict[str, Any]) -> Any:
+def _archive_file(work: Path, name: str, packed: dict[str, Any], chan: Channel | None = None) -> Any:
     """The archive's file on this host; one that was only sent (streamed) is packed when first
     asked for (a client that did not get it whole), to the same bytes, or the agent says not."""
 
     def path() -> Path:
         if not (work / name).exists():
             folder = repo_folder_name(packed["repo_id"], packed["repo_type"])
-            if _pack_to_file(work, name, folder, packed["commit"])[0] != packed["sha256"]:
+            if _pack_to_file(work, name, folder, packed["commit"], chan=chan)[0] != packed["sha256"]:
                 (work / name).unlink()
                 raise AgentError("agent", f"{name} packed again to other bytes than were sent")
         return work / name
@@ -351,13 +351,40 @@ def _archive_file(work: Path, name: str, packed: dict[str, Any]) -> Any:
     return path
 
 
-def _pack_to_file(work: Path, name: str, folder: str, commit: str,
-                  with_tree: bool = True) -> tuple[str, int, list[FileRecord], list[str]]:
-    """Pack a downloaded revision into ``work/name`` (through ``name.packing``, renamed when whole)."""
-    with open(work / f"{name}.packing", "wb") as fh:
+def _pack_to_file(work: Path, name: str, folder: str, commit: str, with_tree: bool = True,
+                  chan: Channel | None = None) -> tuple[str, int, list[FileRecord], list[str]]:
+    """Pack a downloaded revision into ``work/name`` (through ``name.packing``, renamed when whole),
+    saying how far it got every few seconds: a big pack is not silence to the client's deadline."""
+    part = work / f"{name}.packing"
+    with open(part, "wb") as fh, _telling(chan, lambda: f"packing {name}: {_size(part)} so far"):
         packed = pack_repo(work / "hub", folder, commit, fh, with_tree=with_tree)
-    os.replace(work / f"{name}.packing", work / name)
+    os.replace(part, work / name)
     return packed
+
+
+@contextlib.contextmanager
+def _telling(chan: Channel | None, what: Any, every: float = 5 * PROGRESS_EVERY_S) -> Any:
+    """While the block runs, a ``progress`` event with `what()` every `every` seconds."""
+    done = threading.Event()
+
+    def tell() -> None:
+        while not done.wait(every):
+            with contextlib.suppress(OSError, ValueError):
+                chan.emit({"event": "progress", "message": what()})  # type: ignore[union-attr]
+
+    if chan is not None:
+        threading.Thread(target=tell, daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
+
+
+def _size(path: Path) -> str:
+    try:
+        return f"{path.stat().st_size / 1e6:.0f} MB"
+    except OSError:
+        return "?"
 
 
 def send(path: Path, offset: int, prefix_sha256: str | None, chan: Channel) -> None:
