@@ -145,3 +145,18 @@ def test_a_held_lock_becomes_the_locked_error_after_its_wait(tmp_path):
         holder.wait()
     with cache_lock(cache, timeout=5):  # the holder died: the kernel released it
         pass
+
+
+def test_a_restore_imports_neither_filelock_nor_huggingface_hub(big_backup, tmp_path):
+    """Their imports were most of a small restore's fixed cost; the lock is a plain flock, which
+    filelock's lock on the same file excludes (see the held-lock test)."""
+    out, _commit = big_backup
+    code = ("import runpy, sys\n"
+            "sys.argv = ['provision', 'restore', sys.argv[1], '--cache-dir', sys.argv[2], '-q']\n"
+            "try:\n    runpy.run_module('edgetam_provision', run_name='__main__')\nexcept SystemExit as e:\n"
+            "    assert not e.code, e.code\n"
+            "print(sorted(m for m in ('filelock', 'huggingface_hub') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code, str(out), str(tmp_path / "c")], capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"
