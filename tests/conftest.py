@@ -25,7 +25,8 @@ MISSING_SERVE = "needs the serve extra (uvicorn)"
 MISSING_FLEET = "needs the fleet extra (ansible-core)"
 #: skips that mean part of the suite did not run: loud always, a failure under PROVISION_REQUIRE_ALL
 MISSING = (MISSING_COMPONENT, MISSING_WHEELS, MISSING_SERVE, MISSING_FLEET)
-SSH_FIXTURES = {"sshd", "hosts"}  # a test using one of these needs the OpenSSH server: marked `ssh`
+#: a test using one of these needs the OpenSSH server: marked `ssh`
+SSH_FIXTURES = {"sshd", "hosts", "shim_hosts"}
 MODEL_FIXTURES = {"edgetam_files", "edgetam_cache", "verified"}  # these build the model: marked `slow`
 HUB036 = ["huggingface_hub==0.36.2", "requests", "urllib3", "charset-normalizer", "idna", "certifi"]
 WHEELS = REPO_ROOT / ".wheels" / "hub036"  # .ci/run downloads them: the suite then needs no index

@@ -18,6 +18,7 @@ def test_relative_diff_measures_against_the_reference_scale():
     assert relative_diff([torch.ones(3)], [torch.ones(4)]) == float("inf")
 
 
+@pytest.mark.slow  # builds timm backbones
 def test_reparameterize_folds_timm_backbones_and_can_be_undone():
     timm = pytest.importorskip("timm")
     backbone = timm.create_model("repvit_m1", pretrained=False, features_only=True).eval()

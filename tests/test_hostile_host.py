@@ -141,11 +141,13 @@ def test_a_negative_chunk_length_is_refused_at_once(hostile):
     assert took < 5
 
 
+@pytest.mark.slow
 def test_a_line_that_never_ends_is_cut_off(hostile):
     res, _, out = hostile([HELLO, {"raw": "x" * (9 * 1024 * 1024)}])
     refused(res, out, "longer than")
 
 
+@pytest.mark.slow
 def test_progress_that_never_advances_ends_at_the_stall_limit(hostile):
     same = {"line": {"event": "download", "repo_id": "org/tiny", "bytes": 100, "total": 1000}}
     res, took, _ = hostile([HELLO, {"forever": same, "every": 0.2}])
@@ -153,6 +155,7 @@ def test_progress_that_never_advances_ends_at_the_stall_limit(hostile):
     assert took >= 2
 
 
+@pytest.mark.slow
 def test_silence_ends_at_the_read_deadline(hostile, monkeypatch):
     monkeypatch.setenv("HOSTILE_LINGER", "30")
     res, _, _ = hostile([HELLO])
@@ -211,6 +214,7 @@ EVENT = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(steps=st.lists(EVENT, max_size=8))
 def test_property_no_script_makes_the_client_write_outside_accept_hang_or_crash(hostile, steps):

@@ -321,6 +321,7 @@ def test_a_snapshot_folder_linked_elsewhere_is_not_served_from_elsewhere(source_
         proc.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_a_blob_rewritten_with_the_same_size_is_never_served_as_genuine(source_cache, tmp_path):
     cache = tmp_path / "c"
     shutil.copytree(source_cache, cache, symlinks=True)
