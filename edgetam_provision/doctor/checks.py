@@ -136,21 +136,9 @@ def credential_checks() -> list[Check]:
 
 def netrc_entry() -> tuple[Path, str, tuple[str, str]] | None:
     """(netrc file, matched host or 'default', (login, password)) for the endpoint's host."""
-    path = Path(os.environ.get("NETRC") or Path.home() / ".netrc").expanduser()
-    if not path.is_file() or path == Path("/dev/null"):
-        return None
-    try:
-        rc = netrc.netrc(str(path))
-    except (netrc.NetrcParseError, OSError):
-        return None
-    host = urlsplit(endpoint()).hostname or ""
-    if host in rc.hosts:
-        login, _acct, password = rc.hosts[host]
-        return path, host, (login or "", password or "")
-    if "default" in rc.hosts:
-        login, _acct, password = rc.hosts["default"]
-        return path, "default", (login or "", password or "")
-    return None
+    path = _netrc_path()
+    entry = _netrc_login(path, urlsplit(endpoint()).hostname or "")
+    return (path, entry[2], (entry[0], entry[1])) if entry else None
 
 
 def netrc_checks(hub_version: str) -> list[Check]:

@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import CacheError, UsageError
+from ..fsutil import write_atomic
 from .checks import Source, _netrc_login, _netrc_path, _probe, _read, endpoint, sources
 
 BACKUP_TAG = ".provision-backup-"
@@ -153,10 +154,7 @@ def _rewrite(path: Path, text: str, what: str) -> Change:
     """Keep the original as the backup (its bytes and mode), put the new text in its place."""
     backup = _backup_name(path)
     shutil.copy2(path, backup)
-    tmp = path.with_name(f".{path.name}.provision-tmp-{os.getpid()}")
-    tmp.write_bytes(text.encode("utf-8", "surrogateescape"))
-    os.chmod(tmp, path.stat().st_mode & 0o7777)
-    os.replace(tmp, path)
+    write_atomic(path, text.encode("utf-8", "surrogateescape"), mode=path.stat().st_mode & 0o7777)
     return Change("file", str(path), str(backup), what)
 
 
