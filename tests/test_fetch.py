@@ -206,7 +206,7 @@ def test_an_interrupted_pull_resumes_and_verifies(sshd, hub, big_repo, tmp_path)
     res = run_cli("fetch", "--host", "cut", *common, "--json")
     assert res.exit_code == 0, res.stderr
     [a] = json.loads(res.stdout)["archives"]
-    assert a["resumed_from"] == kept  # the host re-packed the same bytes, so the part was kept
+    assert a["resumed_from"] == kept, res.stderr  # the host re-packed the same bytes: the part was kept
     assert not list((tmp_path / "b").glob("*.part"))
     assert run_cli("restore", tmp_path / "b", "--cache-dir", tmp_path / "cache").exit_code == 0
 
@@ -341,6 +341,25 @@ def test_the_agents_channel_resumes_from_a_kept_part(sshd, hub, big_repo, tmp_pa
     [a] = json.loads(res.stdout)["archives"]
     assert a["resumed_from"] == 5_000_000 and not part.exists()
     assert run_cli("restore", out, "--cache-dir", tmp_path / "cache").exit_code == 0
+
+
+def test_a_part_the_channel_kept_resumes_there_where_auto_would_pick_openssh(sshd, hub, big_repo, tmp_path,
+                                                                             monkeypatch):
+    """A slow round trip makes auto pull big archives with ssh ranges; a channel's part (no ledger)
+    still resumes on the channel, where the agent confirms the prefix, instead of being dropped."""
+    import edgetam_provision.fetch.openssh as openssh
+
+    out = tmp_path / "b"
+    first = fetch(sshd, hub, out, "--repo", "org/big", "--transfer", "stream", "--json")
+    archive = Path(json.loads(first.stdout)["archives"][0]["archive"])
+    part = archive.with_name(archive.name + ".part")
+    part.write_bytes(archive.read_bytes()[:7_000_000])
+    archive.unlink()
+    monkeypatch.setattr(openssh, "worth_openssh", lambda size, rtt: True)
+    res = fetch(sshd, hub, out, "--repo", "org/big", "--json")
+    assert res.exit_code == 0, res.stderr
+    [a] = json.loads(res.stdout)["archives"]
+    assert a["resumed_from"] == 7_000_000 and not part.exists()
 
 
 def test_the_agents_channel_discards_a_part_that_is_not_a_prefix(sshd, hub, tmp_path):

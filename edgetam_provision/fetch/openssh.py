@@ -66,6 +66,12 @@ def worth_openssh(size: int, rtt: float) -> bool:
     return size >= MULTI_STREAM_FROM or (rtt > SLOW_LINK_RTT_S and size >= SLOW_LINK_FROM)
 
 
+def channel_part(out: Path, name: str) -> bool:
+    """Whether `out` keeps a cut pull of `name` from the agent's channel (a part without a ledger):
+    auto resumes it there, where the agent confirms the prefix, rather than drop it for ranges."""
+    return (out / f"{name}.part").is_file() and not (out / f"{name}.part.ranges").exists()
+
+
 def ssh_argv(target: SSHTarget, timeout: float) -> list[str]:
     """ssh with exactly the connection paramiko made: same keys, same known_hosts, no prompts."""
     argv = ["ssh", "-T", "-x", "-a", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",

@@ -44,7 +44,7 @@ def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pul
     """Run the agent on an SSH host and pull its archives (OpenSSH's ranged pull, or the agent's channel)."""
     import paramiko
 
-    from .openssh import pull_openssh, use_openssh, worth_openssh
+    from .openssh import channel_part, pull_openssh, use_openssh, worth_openssh
     from .ssh import connect, resolve_target
 
     target = resolve_target(req.host or "", **req.ssh)
@@ -60,7 +60,8 @@ def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pul
                 def puller(e: dict[str, Any], out: Path, bar: bool) -> tuple[int, float]:
                     t0 = time.monotonic()
                     path = remote_path(stream, e)
-                    if req.transfer == "openssh" or worth_openssh(e["size"], time.monotonic() - t0):
+                    if req.transfer == "openssh" or (worth_openssh(e["size"], time.monotonic() - t0)
+                                                     and not channel_part(out, e["archive"])):
                         return pull_openssh(target, path, e, out, bar, req.timeout, req.streams)
                     return pull(stream_source(stream, e), e, out, bar)
 
