@@ -6,7 +6,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ LOCK_POLL_S = 0.05  # how often a waiting restore tries the lock again
 
 def tmp_sibling(path: Path) -> Path:
     """A fresh, unique temp name in the same folder as `path` (same filesystem: atomic rename)."""
-    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{path.name}")
+    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{path.name}")
 
 
 def disk_error(exc: OSError, what: Path) -> CacheError:

@@ -124,6 +124,42 @@ def test_a_damaged_cached_blob_is_repaired_from_the_verified_backup(cache, hub, 
     assert hf_cache_verify(hub, cache, "org/tiny").returncode == 0
 
 
+def test_a_damaged_revision_after_a_clean_one_leaves_the_out_folder_as_it_was(cache, tmp_path):
+    """Blobs are hashed while packed: the clean archive packed first is not put in place either."""
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    blob = max((cache / "models--org--other" / "blobs").iterdir(), key=lambda p: p.stat().st_size)
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.unlink()
+    blob.write_bytes(bytes(data))
+    res = run_cli("backup", "org/tiny", "org/other", "--out", out, "--cache-dir", cache)
+    assert res.exit_code == 1 and "org/other" in res.stderr and "does not match its hash" in res.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.parametrize("compress", ["none", "gzip"])
+def test_a_cached_blob_of_the_right_size_but_wrong_bytes_is_found_and_repaired(cache, hub, tmp_path, compress):
+    """The cached copy is hashed (uncompressed: on its own thread, then the member is read again) or
+    compared byte by byte (a compressed stream): either way the damage is found and repaired."""
+    out = tmp_path / "backups"
+    assert run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache, "--compress", compress).exit_code == 0
+    blob = next(p for p in (cache / "models--org--tiny" / "blobs").iterdir() if len(p.name) == 64)
+    good = blob.read_bytes()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0x01
+    blob.unlink()
+    blob.write_bytes(bytes(bad))
+    dry = json.loads(run_cli("restore", out, "--cache-dir", cache, "--dry-run", "--json").stdout)
+    assert dry["archives"][0]["repaired_blobs"] == 1 and blob.read_bytes() == bytes(bad)
+    res = run_cli("restore", out, "--cache-dir", cache, "--json")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["archives"][0]["repaired_blobs"] == 1
+    assert blob.read_bytes() == good
+    assert hf_cache_verify(hub, cache, "org/tiny").returncode == 0
+
+
 def test_refuses_to_back_up_a_damaged_revision(cache, tmp_path):
     blob = next(p for p in (cache / "models--org--tiny" / "blobs").iterdir() if len(p.name) == 64)
     data = bytearray(blob.read_bytes())

@@ -14,6 +14,7 @@ Hand-made backups are welcome: any leading folders up to and including ``hub/`` 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 import re
@@ -367,6 +368,14 @@ def _check_references(folder: str, repo: RepoPayload) -> None:
         if missing:
             raise CorruptArchiveError(f"{folder}@{commit[:12]}: {missing[0]} is listed in {rel} but not "
                                       "in the archive (incomplete revision)", CORRUPT_HINT)
+
+
+@contextlib.contextmanager
+def open_member(contents: ArchiveContents, d: DataMember) -> Iterator[BinaryIO]:
+    """The bytes of one data member of an uncompressed archive, on a file handle of its own."""
+    with open(contents.path, "rb", buffering=0) as fh:
+        fh.seek(d.offset)
+        yield Slice(fh, d.size, d.name)  # type: ignore[misc]
 
 
 def iter_data(contents: ArchiveContents) -> Iterator[tuple[DataMember, BinaryIO]]:

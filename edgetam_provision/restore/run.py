@@ -15,11 +15,10 @@ Order of work, so that a crash or Ctrl-C at any point leaves a consistent cache:
 from __future__ import annotations
 
 import filecmp
+import functools
 import os
 import posixpath
-import secrets
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from ..fsutil import (
 from ..hub.cache import read_ref
 from ..hub.layout import repo_folder_name
 from ..hub.manifest import ArchiveEntry, read_manifest, read_sums
+from ..parallel import in_background
 from .plan import Action, ArchivePlan, RestorePlan
 from .publish import prove, publish
 from .read import ArchiveReader, ReadResult
@@ -219,7 +219,7 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
         return replace(plan, ignored=tuple(ignored))
     with cache_lock(cache, waiting=progress):
         clean_stale(cache, STAGING_PREFIX, [f for c, *_ in scanned for f in c.repos])
-        staging = cache / PRIVATE_DIR / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        staging = cache / PRIVATE_DIR / f"{STAGING_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
         try:
             plan = _read_and_plan(scanned, cache, staging, keep_refs, progress)
             publish(plan, progress)
@@ -237,17 +237,16 @@ def _read_and_plan(scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str
     reader = ArchiveReader(cache, staging)
     plans: list[ArchivePlan] = []
     done: set[tuple[str, str, str]] = set()
-    with ThreadPoolExecutor(max_workers=1) as pool:  # hashlib releases the GIL
-        for contents, _entry, expected, checked_by in scanned:
-            digest = pool.submit(sha256_file, contents.path) if expected else None
-            reader.archive(contents, progress)
-            if digest is not None and digest.result() != expected:
-                raise IntegrityError(f"{contents.path.name}: sha256 {digest.result()[:16]}… does not "
-                                     f"match the expected {expected[:16]}… ({checked_by})",  # type: ignore[index]
-                                     "the backup is damaged or was changed; fetch or copy it again — "
-                                     "nothing was written")
-            actions = _actions(contents, reader.found, cache, keep_refs, done)
-            plans.append(ArchivePlan(contents, checked_by, tuple(actions)))
+    for contents, _entry, expected, checked_by in scanned:
+        digest = in_background(functools.partial(sha256_file, contents.path)) if expected else None
+        reader.archive(contents, progress)
+        if digest is not None and (got := digest()) != expected:
+            raise IntegrityError(f"{contents.path.name}: sha256 {got[:16]}… does not match the expected "
+                                 f"{expected[:16]}… ({checked_by})",  # type: ignore[index]
+                                 "the backup is damaged or was changed; fetch or copy it again — "
+                                 "nothing was written")
+        actions = _actions(contents, reader.found, cache, keep_refs, done)
+        plans.append(ArchivePlan(contents, checked_by, tuple(actions)))
     return RestorePlan(cache, tuple(plans), staged=reader.found.staged)
 
 
