@@ -1,18 +1,31 @@
-"""`provision backup`: pack cached repo revisions into verified archives plus a manifest."""
+"""`provision backup`: pack cached repo revisions into verified archives plus a manifest.
+
+One read of each blob serves both checks: pack reads it into the archive (whose sha256 it takes)
+while a second thread hashes the same bytes against the blob's name. Archives are written to temp
+files and put in place only when every revision packed clean, so a damaged blob leaves `--out` as
+it was.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
+import os
+import queue
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from . import __version__
 from .archive.compression import SUFFIX, compressor
 from .archive.pack import pack_repo
 from .errors import IntegrityError
-from .fsutil import atomic_writer, disk_error
-from .hub.cache import DEFAULT_REPOS, RepoSpec, check_revision, resolve_commit
-from .hub.layout import archive_name, repo_folder_name
+from .fsutil import disk_error, tmp_sibling
+from .hub.cache import DEFAULT_REPOS, RepoSpec, RevisionState, check_revision, resolve_commit
+from .hub.layout import FileRecord, archive_name, blob_hasher, repo_folder_name
 from .hub.manifest import ArchiveEntry, read_manifest, record
 
 
@@ -29,51 +42,106 @@ class BackupResult:
                 "status": "already backed up" if self.reused else "written"}
 
 
+class CheckedBlob(io.RawIOBase):
+    """A blob's bytes as pack reads them, hashed against the blob's name on a thread of its own
+    (hashlib lets go of the GIL, so this and the archive's sha256 run side by side). Closing it
+    raises `bad(record)` unless exactly the record's bytes were read and they hash to its name."""
+
+    def __init__(self, path: Path, record: FileRecord, bad: Callable[[FileRecord], Exception]) -> None:
+        self.fh, self.record, self.bad = open(path, "rb"), record, bad  # noqa: SIM115 - closed in close()
+        self.hash, self.got = blob_hasher(record.blob, record.size), 0
+        self.pieces: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self.thread = threading.Thread(target=self._hash, daemon=True)
+        self.thread.start()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+        data = self.fh.read(n)
+        self.got += len(data)
+        self.pieces.put(data)
+        return data
+
+    def _hash(self) -> None:
+        while (piece := self.pieces.get()) is not None:
+            self.hash.update(piece)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.pieces.put(None)
+        self.thread.join()
+        self.fh.close()
+        super().close()
+        if self.got != self.record.size or self.hash.hexdigest() != self.record.blob:
+            raise self.bad(self.record)
+
+
 def backup(cache: Path, specs: list[RepoSpec] | None, out: Path,
            compression: str = "none") -> list[BackupResult]:
     """Back up each spec's revision (default: the EdgeTAM repos) into `out`.
 
-    Every revision is integrity-checked first; a failing one stops the run before anything
-    is written. Archives already recorded with the same commit are kept, not rewritten.
+    Every revision is checked (links, sizes, listing) before anything is packed, and every blob is
+    hashed while it is packed; a failing revision stops the run with nothing written. Archives
+    already recorded with the same commit are kept, not rewritten.
     """
     specs = specs or [RepoSpec(r) for r in DEFAULT_REPOS]
-    compress = compressor(compression)
     states = []
     for spec in specs:
         commit = resolve_commit(cache, spec.repo_id, spec.revision, spec.repo_type)
-        state = check_revision(cache, spec.repo_id, commit, repo_type=spec.repo_type)
+        state = check_revision(cache, spec.repo_id, commit, hash_blobs=False, repo_type=spec.repo_type)
         if not state.ok:
-            raise IntegrityError(f"{spec.repo_id}@{commit[:12]} failed its integrity check: "
-                                 f"{state.problems[0]}",
-                                 "re-download it (`provision fetch`) instead of backing up bad bytes")
+            raise _damaged(state, state.problems[0])
         states.append(state)
     out.mkdir(parents=True, exist_ok=True)
     known = read_manifest(out)
     results: list[BackupResult] = []
-    for state in states:
-        name = archive_name(state.repo_id, state.commit, SUFFIX[compression], state.repo_type)
-        path = out / name
-        prior = known.get(name)
-        if prior and prior.commit == state.commit and path.is_file() \
-                and path.stat().st_size == prior.size:
-            results.append(BackupResult(path, prior, True))
-            continue
-        try:
-            with atomic_writer(path) as fh:
-                sha, size, files, refs = pack_repo(cache, repo_folder_name(state.repo_id, state.repo_type),
-                                                   state.commit, fh, compress,
-                                                   {f.path: f.blob for f in state.files})
-        except OSError as exc:
-            raise disk_error(exc, path) from None
-        entry = ArchiveEntry(
-            archive=name, repo_id=state.repo_id, repo_type=state.repo_type, commit=state.commit,
-            refs=tuple(refs),
-            files=tuple(files), sha256=sha,
-            size=size, compression=compression, tool_version=__version__,
-            created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-        results.append(BackupResult(path, entry, False))
+    packed: list[tuple[Path, Path]] = []  # (temp file, final path), put in place once all packed clean
     try:
+        for state in states:
+            name = archive_name(state.repo_id, state.commit, SUFFIX[compression], state.repo_type)
+            path = out / name
+            prior = known.get(name)
+            if prior and prior.commit == state.commit and path.is_file() \
+                    and path.stat().st_size == prior.size:
+                results.append(BackupResult(path, prior, True))
+                continue
+            tmp = tmp_sibling(path)
+            packed.append((tmp, path))
+            with open(tmp, "xb") as fh:
+                entry = _pack(cache, state, name, fh, compression)
+            results.append(BackupResult(path, entry, False))
+        for tmp, path in packed:
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        packed.clear()
         record(out, [r.entry for r in results])
     except OSError as exc:
-        raise disk_error(exc, out / "manifest.json") from None
+        raise disk_error(exc, out) from None
+    finally:
+        for tmp, _path in packed:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
     return results
+
+
+def _pack(cache: Path, state: RevisionState, name: str, fh: BinaryIO, compression: str) -> ArchiveEntry:
+    repo = cache / repo_folder_name(state.repo_id, state.repo_type)
+
+    def bad(f: FileRecord) -> IntegrityError:
+        return _damaged(state, f"{f.path}: blob {f.blob} does not match its hash")
+
+    sha, size, files, refs = pack_repo(cache, repo.name, state.commit, fh, compressor(compression),
+                                       {f.path: f.blob for f in state.files},
+                                       open_blob=lambda f: CheckedBlob((repo / "blobs" / f.blob).resolve(), f,
+                                                                       bad))
+    return ArchiveEntry(archive=name, repo_id=state.repo_id, repo_type=state.repo_type, commit=state.commit,
+                        refs=tuple(refs), files=tuple(files), sha256=sha, size=size, compression=compression,
+                        tool_version=__version__,
+                        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+
+
+def _damaged(state: RevisionState, problem: str) -> IntegrityError:
+    return IntegrityError(f"{state.repo_id}@{state.commit[:12]} failed its integrity check: {problem}",
+                          "re-download it (`provision fetch`) instead of backing up bad bytes")
