@@ -124,6 +124,18 @@ def test_a_damaged_cached_blob_is_repaired_from_the_verified_backup(cache, hub, 
     assert hf_cache_verify(hub, cache, "org/tiny").returncode == 0
 
 
+def test_a_restore_leaves_no_thread_behind(cache, tmp_path):
+    """Its readers, hashers and writers all end: a long-lived process (serve, a test run) may restore often."""
+    import threading
+
+    out = tmp_path / "backups"
+    assert run_cli("backup", "org/tiny", "org/other", "--out", out, "--cache-dir", cache).exit_code == 0
+    before = threading.active_count()
+    for _ in range(3):
+        assert run_cli("restore", out, "--cache-dir", tmp_path / "fresh").exit_code == 0
+    assert threading.active_count() == before
+
+
 def test_a_damaged_revision_after_a_clean_one_leaves_the_out_folder_as_it_was(cache, tmp_path):
     """Blobs are hashed while packed: the clean archive packed first is not put in place either."""
     out = tmp_path / "b"

@@ -58,21 +58,25 @@ def hashes_to(path: Path, blob: str, size: int) -> bool:
 
 class WriteBehind:
     """Writes staged bytes in a second thread while the next piece is read and hashed (both let go
-    of the GIL): a big restore costs about the larger of hashing and writing, not their sum."""
+    of the GIL): a big restore costs about the larger of hashing and writing, not their sum.
+    Buffers come from, and go back to, `spare` (shared by the readers of one restore)."""
 
     DEPTH = 3  # buffers in flight
 
-    def __init__(self, size: int = CHUNK) -> None:
-        self.size = size
+    def __init__(self, size: int, spare: queue.SimpleQueue[bytearray]) -> None:
+        self.size, self.spare = size, spare
         self.free: queue.Queue[bytearray] = queue.Queue()
-        self.todo: queue.Queue[tuple[Any, bytearray, int]] = queue.Queue()
+        self.todo: queue.Queue[tuple[Any, bytearray, int] | None] = queue.Queue()
         self.made, self.error = 0, None  # type: int, OSError | None
         self.thread: threading.Thread | None = None
 
     def buffer(self) -> bytearray:
         if self.free.empty() and self.made < self.DEPTH:
             self.made += 1
-            return bytearray(self.size)
+            try:
+                return self.spare.get_nowait()
+            except queue.Empty:
+                return bytearray(self.size)
         return self.free.get()
 
     def release(self, buf: bytearray) -> None:
@@ -93,9 +97,18 @@ class WriteBehind:
             error, self.error = self.error, None
             raise error
 
+    def close(self) -> None:
+        """Stop the writing thread (after `wait`) and hand the buffers back to `spare`."""
+        if self.thread is not None:
+            self.todo.put(None)
+            self.thread.join()
+            self.thread = None
+        while not self.free.empty():
+            self.spare.put(self.free.get_nowait())
+
     def _run(self) -> None:
-        while True:
-            fh, buf, n = self.todo.get()
+        while (job := self.todo.get()) is not None:
+            fh, buf, n = job
             try:
                 if self.error is None:
                     fh.write(memoryview(buf)[:n])
@@ -119,6 +132,7 @@ class ArchiveReader:
     def __init__(self, cache: Path, staging: Path | None) -> None:
         self.cache, self.staging = cache, staging
         self.found = ReadResult()
+        self.spare: queue.SimpleQueue[bytearray] = queue.SimpleQueue()  # read buffers, reused
 
     def archive(self, contents: ArchiveContents, progress: ProgressFn) -> None:
         progress(f"checking every byte of {contents.path.name}")
@@ -187,7 +201,7 @@ class ArchiveReader:
         """Hash `stream` against `blob`, writing it to `out` behind the reads; with `compare`, say
         whether those bytes equal it (and the moment they differ, `out` becomes a repair copy
         starting with the part that agreed). Raises `damaged` when the bytes do not hash right."""
-        writer, h, same, got = WriteBehind(self.PIECE), blob_hasher(blob, m.size), True, 0
+        writer, h, same, got = WriteBehind(self.PIECE, self.spare), blob_hasher(blob, m.size), True, 0
         try:
             while True:
                 buf = writer.buffer()
@@ -216,6 +230,7 @@ class ArchiveReader:
             try:
                 writer.wait()
             finally:
+                writer.close()
                 for fh in (compare, out):
                     if fh is not None:
                         fh.close()
