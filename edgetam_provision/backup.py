@@ -45,23 +45,39 @@ class BackupResult:
 class CheckedBlob(io.RawIOBase):
     """A blob's bytes as pack reads them, hashed against the blob's name on a thread of its own
     (hashlib lets go of the GIL, so this and the archive's sha256 run side by side). Closing it
-    raises `bad(record)` unless exactly the record's bytes were read and they hash to its name."""
+    raises `bad(record)` unless exactly the record's bytes were read and they hash to its name.
+
+    Reads land in a ring of reused buffers (no fresh memory per piece): the queue holds at most
+    `QUEUED` pieces, so a buffer comes round again only once the hasher is done with it."""
+
+    QUEUED = 4
 
     def __init__(self, path: Path, record: FileRecord, bad: Callable[[FileRecord], Exception]) -> None:
-        self.fh, self.record, self.bad = open(path, "rb"), record, bad  # noqa: SIM115 - closed in close()
+        self.fh, self.record, self.bad = open(path, "rb", buffering=0), record, bad  # noqa: SIM115
         self.hash, self.got = blob_hasher(record.blob, record.size), 0
-        self.pieces: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self.ring: list[bytearray] = []
+        self.turn = 0
+        self.pieces: queue.Queue[memoryview | None] = queue.Queue(maxsize=self.QUEUED)
         self.thread = threading.Thread(target=self._hash, daemon=True)
         self.thread.start()
 
     def readable(self) -> bool:
         return True
 
-    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
-        data = self.fh.read(n)
-        self.got += len(data)
-        self.pieces.put(data)
-        return data
+    def read(self, n: int = -1) -> memoryview:  # type: ignore[override]
+        n = self.record.size - self.got if n < 0 else n
+        if len(self.ring) < self.QUEUED + 2:  # queued, being hashed, being written by tar
+            self.ring.append(bytearray(n))
+        buf = self.ring[self.turn % len(self.ring)]
+        self.turn += 1
+        if len(buf) < n:
+            buf.extend(bytes(n - len(buf)))
+        view, got = memoryview(buf)[:n], 0
+        while got < n and (k := self.fh.readinto(view[got:])):
+            got += k
+        self.got += got
+        self.pieces.put(view[:got])
+        return view[:got]
 
     def _hash(self) -> None:
         while (piece := self.pieces.get()) is not None:
