@@ -9,6 +9,7 @@ blob they match.
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import functools
 import os
@@ -183,7 +184,13 @@ class ArchiveReader:
         elif os.path.lexists(cached):
             state = "repair"
         out = self._stage_file(m.folder, blob) if state in ("new", "repair") and self.staging else None
-        same = self._read(contents, m, blob, stream, out, compare)
+        try:
+            same = self._read(contents, m, blob, stream, out, compare)
+        except BaseException:
+            if cached_intact is not None:  # no thread outlives the restore
+                with contextlib.suppress(Exception):
+                    cached_intact()
+            raise
         if cached_intact is not None and not cached_intact():
             same = False
             if self.staging is not None and reopen is not None:
