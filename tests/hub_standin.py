@@ -147,6 +147,11 @@ class HubStandIn:
                     parts = parts[1:]
                 if kind and parts[:2] == ["api", "datasets"]:
                     parts = ["api", "models", *parts[2:]]
+                if parts[:2] == ["api", "models"] and len(parts) >= 3 and kind + parts[2] in hub.repos \
+                        and (len(parts) < 4 or kind + "/".join(parts[2:4]) not in hub.repos):  # gpt2
+                    parts = ["api", "models", "", *parts[2:]]  # as if its org were empty
+                elif len(parts) >= 2 and parts[1] == "resolve":
+                    parts = ["", *parts]
                 if parts[:2] == ["api", "models"] and len(parts) == 4:
                     self._api([*parts, "revision", "main"], head, kind)
                 elif parts[:2] == ["api", "models"] and len(parts) >= 5:
@@ -156,7 +161,8 @@ class HubStandIn:
                 elif parts[:1] == ["lfs"] and len(parts) == 3:
                     self._lfs(parts[1], parts[2], head)
                 elif len(parts) >= 5 and parts[2] == "resolve":
-                    self._resolve(kind + "/".join(parts[:2]), parts[3], "/".join(parts[4:]), head)
+                    repo_id = kind + "/".join(filter(None, parts[:2]))
+                    self._resolve(repo_id, parts[3], "/".join(parts[4:]), head)
                 else:
                     self._error(404, "EntryNotFound", f"no route {path}", head)
 
@@ -173,7 +179,7 @@ class HubStandIn:
                 return commit
 
             def _api(self, parts: list[str], head: bool, kind: str = "") -> None:
-                repo = self._repo(kind + "/".join(parts[2:4]), head)
+                repo = self._repo(kind + "/".join(filter(None, parts[2:4])), head)
                 if repo is None:
                     return
                 kind, rev = parts[4], unquote("/".join(parts[5:]))

@@ -125,7 +125,7 @@ def test_a_damaged_cached_blob_is_repaired_from_the_verified_backup(cache, hub, 
 
 
 def test_a_restore_leaves_no_thread_behind(cache, tmp_path):
-    """Its readers, hashers and writers all end: a long-lived process (serve, a test run) may restore often."""
+    """Its readers, hashers and writers all end: a long-lived process (a test run) may restore often."""
     import threading
 
     out = tmp_path / "backups"
@@ -152,11 +152,13 @@ def test_a_damaged_revision_after_a_clean_one_leaves_the_out_folder_as_it_was(ca
 
 
 @pytest.mark.parametrize("compress", ["none", "gzip"])
-def test_a_cached_blob_of_the_right_size_but_wrong_bytes_is_found_and_repaired(cache, hub, tmp_path, compress):
+def test_a_cached_blob_of_the_right_size_but_wrong_bytes_is_found_and_repaired(cache, hub, tmp_path,
+                                                                               compress):
     """The cached copy is hashed (uncompressed: on its own thread, then the member is read again) or
     compared byte by byte (a compressed stream): either way the damage is found and repaired."""
     out = tmp_path / "backups"
-    assert run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache, "--compress", compress).exit_code == 0
+    res = run_cli("backup", "org/tiny", "--out", out, "--cache-dir", cache, "--compress", compress)
+    assert res.exit_code == 0, res.stderr
     blob = next(p for p in (cache / "models--org--tiny" / "blobs").iterdir() if len(p.name) == 64)
     good = blob.read_bytes()
     bad = bytearray(good)

@@ -174,7 +174,7 @@ class _Scan:
             raise _unsafe(m.name, "members disagree on their leading folders")
         folder = parts[idx]
         if not FOLDER_RE.match(folder):
-            raise _unsafe(m.name, "not a valid models--ORG--NAME folder name")
+            raise _unsafe(m.name, "not a valid models--[ORG--]NAME folder name")
         repo = self.repos.setdefault(folder, RepoPayload(folder))
         rest = parts[idx + 1:]
         if repeat is not None:

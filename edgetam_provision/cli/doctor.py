@@ -16,7 +16,7 @@ from .app import CONTEXT, Result, cli, command
 @cli.command(context_settings=CONTEXT)
 @click.option("--online", is_flag=True, help="Also probe the endpoint, anonymously and with the "
               "credentials found, to name the cause of a 401.")
-@click.option("--repo", default=None, metavar="ORG/NAME",
+@click.option("--repo", default=None, metavar="[ORG/]NAME",
               help="The public repo the online probes ask for [default: EdgeTAM].")
 @click.option("--fix", is_flag=True, help="Put aside the credentials the endpoint rejects (token file, "
               "stored tokens, ~/.netrc entry), each with a backup; asks first on a terminal.")

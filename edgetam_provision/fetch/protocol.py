@@ -16,15 +16,14 @@ from typing import Any
 
 from ..console import clean
 from ..errors import HostMisbehaved, RemoteConnectError
-from ..hub.layout import BLOB_RE, COMMIT_RE, REF_NAME_RE, valid_repo_id
+from ..hub.layout import BLOB_RE, COMMIT_RE, FOLDER_PATTERN, REF_NAME_RE, valid_repo_id
 
 MAX_LINE = 8 * 1024 * 1024  # one event line (a ``packed`` event lists every file of a revision)
 MAX_CHUNK = 16 * 1024 * 1024  # one ``chunk`` of an archive sent while packing (the agent sends 8 MiB)
 MAX_FILES = 1_000_000  # files listed for one revision
 MAX_SIZE = 1 << 50  # 1 PiB: no archive or file is larger
-ARCHIVE_NAME_RE = re.compile(
-    r"^(?:models|datasets)--[A-Za-z0-9][A-Za-z0-9._-]*--[A-Za-z0-9][A-Za-z0-9._-]*--[0-9a-f]{12}"
-    r"(?:\.only-[0-9a-f]{8})?\.tar\Z")
+ARCHIVE_NAME_RE = re.compile(  # what archive_name() writes
+    rf"^{FOLDER_PATTERN}--[0-9a-f]{{12}}(?:\.only-[0-9a-f]{{8}})?\.tar\Z")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 REPO_PATH_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,1000}\Z")
 

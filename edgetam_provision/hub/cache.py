@@ -36,7 +36,7 @@ DEFAULT_REPOS = (EDGETAM_REPO, BACKBONE_REPO)
 
 @dataclass(frozen=True)
 class RepoSpec:
-    """A repo id with an optional revision, as typed by the user: ``ORG/NAME[@REV]``."""
+    """A repo id with an optional revision, as typed by the user: ``[ORG/]NAME[@REV]``."""
 
     repo_id: str
     revision: str | None = None
@@ -44,11 +44,12 @@ class RepoSpec:
 
     @classmethod
     def parse(cls, text: str, revision: str | None = None, repo_type: str = "model") -> RepoSpec:
-        """``ORG/NAME[@REV]``; `revision` (from --revision) applies when the text names none."""
+        """``[ORG/]NAME[@REV]``; `revision` (from --revision) applies when the text names none."""
         repo_id, at, rev = text.partition("@")
         if not valid_repo_id(repo_id):
             raise UsageError(f"not a valid repo id: {text!r}",
-                             "use ORG/NAME, optionally followed by @REVISION")
+                             "use ORG/NAME (or a single NAME such as gpt2), optionally followed by "
+                             "@REVISION")
         rev = rev if at else (revision or "")  # --revision: for the repos that name none
         if rev and not valid_revision(rev):
             raise UsageError(f"not a valid revision: {rev!r}", "use a branch, tag or 40-hex commit")

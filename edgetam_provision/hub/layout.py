@@ -6,6 +6,7 @@ One place for every rule of how huggingface_hub names things on disk::
     models--ORG--NAME/snapshots/<40-hex commit>/<path>  ->  ../../blobs/<hash>  (one more ../ per subfolder)
     models--ORG--NAME/refs/<name>                        holds the commit
     models--ORG--NAME/{.no_exist/<commit>/<path>, trees/<commit>.json}
+    models--NAME/...                                     a repo without an org, such as gpt2
 
 A blob's name is its content hash: 64 hex = sha256 (LFS files), 40 hex = git blob sha1
 (``b"blob N\\0" + bytes``), so every byte can be checked without the network.
@@ -26,9 +27,11 @@ FOLDER_PREFIXES = {"model": "models--", "dataset": "datasets--"}
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")
 SHORT_COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}\Z")
 BLOB_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
-FOLDER_RE = re.compile(r"^(models|datasets)--([A-Za-z0-9][A-Za-z0-9._-]*)--([A-Za-z0-9][A-Za-z0-9._-]*)\Z")
+_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._]|-(?!-))*"  # no "--" inside: the separator stays unambiguous
+FOLDER_PATTERN = rf"(models|datasets)--(?:({_PART})--)?({_PART})"  # the ORG-- is optional: models--gpt2
+FOLDER_RE = re.compile(rf"^{FOLDER_PATTERN}\Z")
 REF_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,3}\Z")
-REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}\Z")
+REPO_ID_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}\Z")
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}\Z")
 TREE_NAME_RE = re.compile(r"^[0-9a-f]{40}\.json\Z")
 #: the folders a repo may hold, and the ones huggingface_hub keeps beside the repos
@@ -52,7 +55,8 @@ class FileRecord:
 
 
 def valid_repo_id(repo_id: str) -> bool:
-    """ORG/NAME with safe characters only: nothing a shell or a path could misread."""
+    """ORG/NAME, or a single NAME as some old repos have (``gpt2``), with safe characters only:
+    nothing a shell or a path could misread."""
     return bool(REPO_ID_RE.match(repo_id)) and ".." not in repo_id and "--" not in repo_id
 
 
@@ -62,14 +66,17 @@ def valid_revision(revision: str) -> bool:
 
 
 def repo_folder_name(repo_id: str, repo_type: str = "model") -> str:
-    """``ORG/NAME`` -> ``models--ORG--NAME`` (``datasets--ORG--NAME`` for a dataset)."""
+    """``ORG/NAME`` -> ``models--ORG--NAME`` (``datasets--ORG--NAME`` for a dataset; ``gpt2`` ->
+    ``models--gpt2``)."""
     return FOLDER_PREFIXES[repo_type] + repo_id.replace("/", "--")
 
 
 def repo_id_from_folder(folder: str) -> str | None:
-    """``models--ORG--NAME`` -> ``ORG/NAME``; None for anything else."""
+    """``models--ORG--NAME`` -> ``ORG/NAME`` (``models--gpt2`` -> ``gpt2``); None for anything else."""
     m = FOLDER_RE.match(folder)
-    return f"{m.group(2)}/{m.group(3)}" if m else None
+    if not m:
+        return None
+    return f"{m.group(2)}/{m.group(3)}" if m.group(2) else m.group(3)
 
 
 def repo_type_from_folder(folder: str) -> str:

@@ -177,25 +177,32 @@ class MirrorApp:
         parts = _segments(raw_path)
         if parts is None:
             return await self.error(send, 400, "BadRequest", "malformed path", method)
-        if parts[:1] == ["api"] and len(parts) >= 4 and parts[1] in AREAS:
+        if parts[:1] == ["api"] and len(parts) >= 3 and parts[1] in AREAS:
             return await self.api(method, AREAS[parts[1]], parts[2:], send)
         kind = "model"
         if parts[:1] == ["datasets"]:
             kind, parts = "dataset", parts[1:]
-        if len(parts) >= 5 and parts[2] == "resolve":
+        if "resolve" in parts[1:3]:
             return await self.resolve(method, kind, parts, scope, send)
         return await self.error(send, 404, "EntryNotFound", "no such endpoint", method)
 
-    def lookup(self, kind: str, org: str, name: str) -> ServedRepo | None:
-        return self.index.repos.get((kind, f"{org}/{name}"))
+    def lookup(self, kind: str, parts: list[str], marker: tuple[str, ...]) -> tuple[str, ServedRepo | None,
+                                                                                   list[str]]:
+        """The repo id a path starts with (ORG/NAME, or a single NAME such as gpt2), the repo if
+        served, and the segments after the id. An id not served is read as ORG/NAME unless the
+        segment after its first part is one of `marker` (what follows a repo id in that route)."""
+        if len(parts) >= 2 and (kind, f"{parts[0]}/{parts[1]}") in self.index.repos:
+            return f"{parts[0]}/{parts[1]}", self.index.repos[(kind, f"{parts[0]}/{parts[1]}")], parts[2:]
+        if (kind, parts[0]) in self.index.repos or len(parts) < 2 or parts[1] in marker:
+            return parts[0], self.index.repos.get((kind, parts[0])), parts[1:]
+        return f"{parts[0]}/{parts[1]}", None, parts[2:]
 
     async def api(self, method: str, kind: str, parts: list[str], send: Any) -> tuple[int, int]:
-        repo = self.lookup(kind, parts[0], parts[1])
+        repo_id, repo, parts = self.lookup(kind, parts, ("revision", "tree"))
         if repo is None:
-            return await self.error(send, 404, "RepoNotFound", f"Repository {parts[0]}/{parts[1]} not found",
-                                    method)
-        what = parts[2] if len(parts) > 2 else "revision"
-        rev = parts[3] if len(parts) > 3 else "main"  # decoded once, in _segments
+            return await self.error(send, 404, "RepoNotFound", f"Repository {repo_id} not found", method)
+        what = parts[0] if parts else "revision"
+        rev = parts[1] if len(parts) > 1 else "main"  # decoded once, in _segments
         commit = repo.commit_for(rev)
         if commit is None:
             return await self.error(send, 404, "RevisionNotFound", f"Invalid rev id: {rev}", method)
@@ -203,12 +210,12 @@ class MirrorApp:
             return await self.error(send, 503, "Damaged", f"{repo.repo_id}@{commit[:12]} is damaged: "
                                     f"{repo.damaged[commit]}", method)
         files = repo.revisions[commit]
-        if what == "revision" and len(parts) <= 4:
+        if what == "revision" and len(parts) <= 2:
             body = {"id": repo.repo_id, "modelId": repo.repo_id, "sha": commit, "private": False,
                     "gated": False, "disabled": False,
                     "siblings": [{"rfilename": p, "size": f.size} for p, f in sorted(files.items())]}
         elif what == "tree":
-            prefix = "/".join(parts[4:]).strip("/")
+            prefix = "/".join(parts[2:]).strip("/")
             body = [self.tree_entry(f) for p, f in sorted(files.items())
                     if not prefix or p.startswith(prefix + "/")]
         else:
@@ -225,19 +232,20 @@ class MirrorApp:
 
     async def resolve(self, method: str, kind: str, parts: list[str], scope: dict[str, Any],
                       send: Any) -> tuple[int, int]:
-        repo = self.lookup(kind, parts[0], parts[1])
+        repo_id, repo, parts = self.lookup(kind, parts, ("resolve",))
         if repo is None:
-            return await self.error(send, 404, "RepoNotFound", f"Repository {parts[0]}/{parts[1]} not found",
-                                    method)
-        commit = repo.commit_for(parts[3])
+            return await self.error(send, 404, "RepoNotFound", f"Repository {repo_id} not found", method)
+        if len(parts) < 3 or parts[0] != "resolve":
+            return await self.error(send, 404, "EntryNotFound", "no such endpoint", method)
+        commit = repo.commit_for(parts[1])
         if commit is None:
-            return await self.error(send, 404, "RevisionNotFound", f"Invalid rev id: {parts[3]}", method)
+            return await self.error(send, 404, "RevisionNotFound", f"Invalid rev id: {parts[1]}", method)
         if commit in repo.damaged:
             return await self.error(send, 503, "Damaged", f"{repo.repo_id}@{commit[:12]} is damaged: "
                                     f"{repo.damaged[commit]}", method)
-        served = repo.revisions[commit].get("/".join(parts[4:]))
+        served = repo.revisions[commit].get("/".join(parts[2:]))
         if served is None:
-            return await self.error(send, 404, "EntryNotFound", f"{'/'.join(parts[4:])[:200]} does not exist",
+            return await self.error(send, 404, "EntryNotFound", f"{'/'.join(parts[2:])[:200]} does not exist",
                                     method)
         try:
             same = served.current() == served.identity
