@@ -55,6 +55,16 @@ def test_a_clean_environment_reports_no_failures(clean_env):
     assert checks["online: anonymous"]["status"] == "ok"
 
 
+def test_doctor_says_what_it_is_waiting_for_and_quiet_silences_it(clean_env):
+    """The torch import (seconds on a cold start) and the online probes are named while they run."""
+    res = run_cli("doctor", "--cache-dir", clean_env["cache"], "--online")
+    assert "asking torch which devices it sees" in res.stderr and "probing http" in res.stderr
+    plain = json.loads(run_cli("doctor", "--cache-dir", clean_env["cache"], "--json").stdout)
+    assert plain["checks"][-1]["name"] == "devices"  # the report's order is kept
+    quiet = run_cli("doctor", "--cache-dir", clean_env["cache"], "-q")
+    assert "asking torch" not in quiet.stderr
+
+
 def test_bogus_env_token_is_named_masked_and_blamed_online(clean_env, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     code, checks = run_doctor(clean_env, "--online")

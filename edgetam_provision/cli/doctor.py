@@ -66,4 +66,4 @@ def doctor(cache_dir: Path | None, progress: StderrProgress, debug: bool, online
     from ..hub.cache import resolve_cache_dir
 
     loc = resolve_cache_dir(cache_dir)
-    return diagnose(loc.path, loc.source, online, repo=probe_repo), render_doctor
+    return diagnose(loc.path, loc.source, online, repo=probe_repo, progress=progress), render_doctor

@@ -15,6 +15,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from base64 import b64encode
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ModelMissingError
 from ..hub.cache import BACKBONE_REPO, EDGETAM_REPO, check_revision, resolve_commit
+from ..parallel import in_background
 from ..verify.runtime import (
     REQUIRED,
     available_devices,
@@ -362,15 +364,22 @@ def online_checks(repo: str = EDGETAM_REPO) -> list[Check]:
 
 
 def diagnose(cache: Path, cache_source: str, online: bool, versions: dict[str, str] | None = None,
-             repo: str = EDGETAM_REPO) -> dict[str, Any]:
-    """Run every check; the report's ``exit_code`` is 1 when any check fails."""
+             repo: str = EDGETAM_REPO, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Run every check; the report's ``exit_code`` is 1 when any check fails.
+
+    The device check imports torch (seconds on a cold start): it starts first, on its own thread,
+    and the others run meanwhile; what is still being waited for is said on `progress`."""
+    devices = in_background(device_checks)
     versions = versions or library_versions()
     checks = [*credential_checks(), *netrc_checks(versions.get("huggingface_hub", "0")),
               *environment_checks(), *cache_checks(cache, cache_source),
-              *model_checks(cache, versions.get("transformers", "0")), *library_checks(versions),
-              *device_checks()]
+              *model_checks(cache, versions.get("transformers", "0")), *library_checks(versions)]
+    probes = []
     if online:
-        checks += online_checks(repo)
+        progress(f"probing {endpoint()} anonymously and with each credential found…")
+        probes = online_checks(repo)
+    progress("asking torch which devices it sees…")
+    checks += [*devices(), *probes]
     counts = {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "fail")}
     return {"checks": [asdict(c) for c in checks], "summary": counts,
             "exit_code": 1 if counts["fail"] else 0}
