@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -412,6 +413,51 @@ def test_fetch_works_with_a_requests_based_hub_on_the_host(sshd, hub, old_hub_py
     assert res.exit_code == 0, res.stderr
     assert "huggingface_hub 0.36.2" in res.stderr
     assert all(auth is None for _m, _p, auth in hub.requests[seen:])
+    assert run_cli("restore", tmp_path / "b", "--cache-dir", tmp_path / "cache").exit_code == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("host_hub", ["0.36", "2.x"])
+def test_a_host_download_cut_at_80_percent_continues_as_the_hosts_hub_can(sshd, hub, hub036_site, tmp_path,
+                                                                          host_hub):
+    """The link drops while the host has 80% of a file (the client is killed: the agent goes with
+    it). As docs/fetch.md says, a rerun with huggingface_hub 0.36 on the host continues that file
+    from its last whole 10 MiB piece (a Range request); from 1.18 the file starts over. Measured:
+    bytes the Hub sent until the rerun succeeded, over the file's size."""
+    size = 40_000_000
+    repo = f"org/cut-{host_hub.replace('.', '')}"
+    hub.add(HubRepo(repo, {"config.json": b"{}", "model.safetensors": os.urandom(size)}))
+    python = sys.executable
+    if host_hub == "0.36":
+        python = str(tmp_path / "python-hub036")
+        Path(python).write_text(f"#!/bin/sh\nPYTHONPATH={hub036_site} exec {sys.executable} \"$@\"\n")
+        Path(python).chmod(0o755)
+    args = [*sshd.ssh_args(), "--remote-python", python, "--endpoint", hub.endpoint, "--repo", repo,
+            "--out", tmp_path / "b", "--timeout", "10"]
+    before, sent = agent_dirs(), hub.bytes_sent
+    hub.rate = 40e6  # a second for the file: time to cut it at 80%
+    try:
+        client = subprocess.Popen([sys.executable, "-m", "edgetam_provision", "fetch", *map(str, args)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while hub.bytes_sent - sent < 0.8 * size and time.monotonic() < deadline and client.poll() is None:
+            time.sleep(0.005)
+        client.kill()
+        client.wait()
+    finally:
+        hub.rate = None
+    assert wait_for_no_agent_dirs(before) == []
+    cut = (hub.bytes_sent - sent) / size
+    assert 0.75 < cut < 0.95, cut
+    res = run_cli("fetch", *args)
+    assert res.exit_code == 0, res.stderr
+    served = (hub.bytes_sent - sent) / size
+    if host_hub == "0.36":
+        assert served < cut + 0.3, served  # the rest, from the last whole 10 MiB piece
+        assert "cut files included" in res.stderr
+    else:
+        assert served > cut + 0.95, served  # the whole file again
+        assert "starts a file that was cut over" in res.stderr
     assert run_cli("restore", tmp_path / "b", "--cache-dir", tmp_path / "cache").exit_code == 0
 
 
