@@ -475,6 +475,27 @@ def test_progress_bar_shows_bytes_rate_and_eta_only_when_enabled(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_the_eta_stays_near_the_truth_when_bytes_arrive_in_10_mib_bursts():
+    """huggingface_hub writes in 10 MiB pieces: the bar's rate is an average over the run, so its
+    ETA never shoots up between bursts (hand-made bars showed 3,640,054 s)."""
+    from edgetam_provision.fetch.pull import ProgressBar
+
+    piece, pieces, every = 10 * 2**20, 8, 0.06
+    bar = ProgressBar("model.tar", piece * pieces, 0, enabled=True)
+    worst = 0.0
+    for i in range(1, pieces):
+        time.sleep(every)
+        bar.update(piece)
+        time.sleep(every / 2)  # between bursts
+        bar.bar.refresh()
+        d = bar.bar.format_dict
+        rate = d["rate"] or d["n"] / d["elapsed"]  # as tqdm shows it
+        eta, truth = (d["total"] - d["n"]) / rate, (pieces - i) * d["elapsed"] / i  # at the pace so far
+        worst = max(worst, eta / truth)
+    bar.close()
+    assert worst < 3, worst
+
+
 def test_a_proxyjump_chain_with_user_host_port_hops_is_followed(sshd, hub, tmp_path):
     cfg = tmp_path / "ssh_config"
     hop = f"{sshd.user}@127.0.0.1:{sshd.port}"
