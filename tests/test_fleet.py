@@ -250,3 +250,30 @@ def test_remote_python_is_ansibles_interpreter_too_so_shims_do_not_matter(shim_h
                      "--remote-python", sys.executable)
     assert res.exit_code == 0, res.stderr
     assert [r["passed"] for r in data["hosts"]] == [True, True]
+
+
+def debians_python_with_the_libraries(folder: Path) -> Path:
+    """Debian 12's system Python 3.11.2 (whose tarfile has no data filter) in a venv that sees the
+    libraries of this test run's 3.11 venv (cp311 wheels): the host a Debian 12 user has."""
+    bare = Path("/usr/bin/python3")
+    check = ("import sys, tarfile; assert sys.version_info[:3] == (3, 11, 2), sys.version;"
+             "assert not hasattr(tarfile, 'data_filter')")
+    if sys.version_info[:2] != (3, 11) or not bare.exists() or subprocess.run([bare, "-c", check]).returncode:
+        pytest.skip("needs Debian 12's /usr/bin/python3 (3.11.2) and a 3.11 test run")
+    subprocess.run([bare, "-m", "venv", "--without-pip", folder], check=True)
+    [site] = (folder / "lib").glob("python3.11/site-packages")
+    ours = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
+    (site / "libraries.pth").write_text("\n".join(ours) + "\n")  # paths only: no editable install of ours
+    python = folder / "bin" / "python3"
+    assert subprocess.run([python, "-c", check + "; import torch, transformers"]).returncode == 0
+    return python
+
+
+@pytest.mark.slow
+def test_push_succeeds_on_two_shim_hosts_whose_python_is_debians_3_11_2(shim_hosts, backups, wheel, tmp_path):
+    python = debians_python_with_the_libraries(tmp_path / "py3112")
+    res, data = push(inventory(tmp_path / "inv.ini", shim_hosts, python=None), backups, wheel,
+                     "--remote-python", str(python))
+    assert res.exit_code == 0, res.stderr
+    assert [r["passed"] for r in data["hosts"]] == [True, True]
+
