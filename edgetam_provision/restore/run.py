@@ -4,9 +4,10 @@ Order of work, so that a crash or Ctrl-C at any point leaves a consistent cache:
 1. scan (no lock, no writes): validate every member of every archive (`untrusted_tar`), and
    refuse a cache that contradicts an archive before even the lock file exists.
 2. read (under the cache lock): hash every byte of every archive: the whole file against
-   manifest.json / SHA256SUMS (in a thread), every blob against its name. Blobs the cache lacks
-   or holds damaged are staged in ``<cache>/.locks/provision-staging-*``; blobs it holds are compared
-   byte for byte. `--dry-run` runs this same pass with nothing staged, then stops.
+   manifest.json / SHA256SUMS (in a thread), every blob against its name (`read`: in parallel
+   where the archive allows). Blobs the cache lacks or holds damaged are staged in
+   ``<cache>/.locks/provision-staging-*``; a blob it holds is hashed too, or compared byte for byte
+   in a compressed stream. `--dry-run` runs this same pass with nothing staged, then stops.
 3. publish: blobs, then snapshot links, then listings, then refs, each by `os.replace`.
 4. prove: every ref the run wrote or kept points at a snapshot whose every file resolves to a
    blob of the right size (the bytes were hashed in step 2) — what huggingface_hub needs offline.
