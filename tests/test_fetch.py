@@ -418,8 +418,8 @@ def test_fetch_works_with_a_requests_based_hub_on_the_host(sshd, hub, old_hub_py
 
 @pytest.mark.slow
 @pytest.mark.parametrize("host_hub", ["0.36", "2.x"])
-def test_a_host_download_cut_at_80_percent_continues_as_the_hosts_hub_can(sshd, hub, hub036_site, tmp_path,
-                                                                          host_hub):
+def test_a_host_download_cut_at_80_percent_continues_as_the_hosts_hub_can(sshd, hub, tmp_path, host_hub,
+                                                                          request):
     """The link drops while the host has 80% of a file (the client is killed: the agent goes with
     it). As docs/fetch.md says, a rerun with huggingface_hub 0.36 on the host continues that file
     from its last whole 10 MiB piece (a Range request); from 1.18 the file starts over. Measured:
@@ -427,11 +427,7 @@ def test_a_host_download_cut_at_80_percent_continues_as_the_hosts_hub_can(sshd, 
     size = 40_000_000
     repo = f"org/cut-{host_hub.replace('.', '')}"
     hub.add(HubRepo(repo, {"config.json": b"{}", "model.safetensors": os.urandom(size)}))
-    python = sys.executable
-    if host_hub == "0.36":
-        python = str(tmp_path / "python-hub036")
-        Path(python).write_text(f"#!/bin/sh\nPYTHONPATH={hub036_site} exec {sys.executable} \"$@\"\n")
-        Path(python).chmod(0o755)
+    python = str(request.getfixturevalue("old_hub_python")) if host_hub == "0.36" else sys.executable
     args = [*sshd.ssh_args(), "--remote-python", python, "--endpoint", hub.endpoint, "--repo", repo,
             "--out", tmp_path / "b", "--timeout", "10"]
     before, sent = agent_dirs(), hub.bytes_sent

@@ -3,8 +3,8 @@
 `scan_archive` checks each member against the hub cache layout (path escapes, links, devices,
 modes, duplicates, refs, sizes against a manifest), runs tarfile's ``data`` filter over it as a
 second layer, and insists on the end-of-archive marker, so a tar cut at a member boundary is
-refused. tarfile is never allowed to write: `iter_data` streams member bytes to the caller,
-which hashes them against their names before anything reaches the cache.
+refused. tarfile is never allowed to write: `iter_data` / `open_member` give member bytes to the
+caller, which hashes them against their names before anything reaches the cache.
 
 Hand-made backups are welcome: any leading folders up to and including ``hub/`` (``./``,
 ``Users/me/.cache/huggingface/hub/``), a whole ``hub/`` folder (its ``CACHEDIR.TAG`` and
@@ -379,19 +379,11 @@ def open_member(contents: ArchiveContents, d: DataMember) -> Iterator[BinaryIO]:
 
 
 def iter_data(contents: ArchiveContents) -> Iterator[tuple[DataMember, BinaryIO]]:
-    """Yield each data member (blobs, plain snapshot files) with a stream of its bytes, in order.
-
-    Uncompressed archives are read directly at the offsets `scan_archive` recorded; compressed
-    ones stream through tarfile.
-    """
+    """Yield each data member (blobs, plain snapshot files) with a stream of its bytes, in archive
+    order, through tarfile: what a compressed archive (one stream) needs. An uncompressed one's
+    members can be opened where they lie instead, each on its own, with `open_member`."""
     by_name = {d.name: d for d in contents.data}
     try:
-        if contents.compression == "none":
-            with open(contents.path, "rb", buffering=0) as fh:
-                for d in sorted(contents.data, key=lambda d: d.offset):
-                    fh.seek(d.offset)
-                    yield d, Slice(fh, d.size, d.name)  # type: ignore[misc]
-            return
         tar, fobj = open_tar(contents.path, contents.compression)
         with tar, fobj:
             for m in tar:

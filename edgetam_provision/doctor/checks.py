@@ -368,7 +368,7 @@ def diagnose(cache: Path, cache_source: str, online: bool, versions: dict[str, s
     """Run every check; the report's ``exit_code`` is 1 when any check fails.
 
     The device check imports torch (seconds on a cold start): it starts first, on its own thread,
-    and the others run meanwhile; what is still being waited for is said on `progress`."""
+    and the others run meanwhile; the waits (the online probes, torch) are named on `progress`."""
     devices = in_background(device_checks)
     versions = versions or library_versions()
     checks = [*credential_checks(), *netrc_checks(versions.get("huggingface_hub", "0")),

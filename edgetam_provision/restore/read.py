@@ -24,7 +24,7 @@ from typing import Any
 from ..archive.untrusted import ArchiveContents, DataMember, iter_data, open_member
 from ..console import ProgressFn
 from ..errors import IntegrityError
-from ..fsutil import CHUNK
+from ..hub.cache import blob_matches
 from ..hub.layout import blob_hasher
 from ..parallel import in_background, run_all, workers
 
@@ -45,16 +45,6 @@ class ReadResult:
     sizes: dict[tuple[str, str], int] = field(default_factory=dict)
     copies: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, snapshot path) -> blob
     staged: dict[tuple[str, str], Path] = field(default_factory=dict)
-
-
-def hashes_to(path: Path, blob: str, size: int) -> bool:
-    """Whether the file at `path` holds exactly the bytes the blob name `blob` stands for."""
-    h, got = blob_hasher(blob, size), 0
-    with open(path, "rb", buffering=0) as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-            got += len(chunk)
-    return got == size and h.hexdigest() == blob
 
 
 class WriteBehind:
@@ -180,7 +170,7 @@ class ArchiveReader:
             if reopen is None:
                 compare = open(cached, "rb")  # noqa: SIM115 - closed by _read
             else:
-                cached_intact = in_background(lambda: hashes_to(cached, blob, m.size))
+                cached_intact = in_background(lambda: blob_matches(cached, blob))  # its size agreed
         elif os.path.lexists(cached):
             state = "repair"
         out = self._stage_file(m.folder, blob) if state in ("new", "repair") and self.staging else None
