@@ -34,8 +34,8 @@ REF_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?:/[A-Za-z0-9][A-Za-
 REPO_ID_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}\Z")
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}\Z")
 TREE_NAME_RE = re.compile(r"^[0-9a-f]{40}\.json\Z")
-#: the folders a repo may hold, and the ones huggingface_hub keeps beside the repos
-REPO_AREAS = ("blobs", "snapshots", "refs", ".no_exist", "trees")
+MAX_COMPONENT = 255  # bytes in one path component: NAME_MAX on Linux and macOS
+MAX_PATH = 900  # bytes in a path inside a repo folder: inside macOS's PATH_MAX (1024) below a cache
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,27 @@ def valid_repo_id(repo_id: str) -> bool:
     """ORG/NAME, or a single NAME as some old repos have (``gpt2``), with safe characters only:
     nothing a shell or a path could misread."""
     return bool(REPO_ID_RE.match(repo_id)) and ".." not in repo_id and "--" not in repo_id
+
+
+def path_problem(path: str) -> str | None:
+    """Why `path` (a file of a revision, ``sub/file.txt``) cannot be kept, or None when it can.
+
+    The one rule for names, applied alike by restore, serve and fetch: what a cache holds can be
+    written on the user's filesystems and served back over HTTP. Every component non-empty and not
+    ``.``/``..``, printable (no control, line or paragraph separator, bidi override or other
+    invisible character: ``str.isprintable``), no backslash, at most 255 bytes; the whole at most
+    900 bytes."""
+    size = len(path.encode("utf-8", "surrogateescape"))
+    if size > MAX_PATH:
+        return f"a name longer than {MAX_PATH} bytes"
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "a path with '..', '.' or empty components"
+    if any(not p.isprintable() or "\\" in p for p in parts):
+        return "a control, invisible or separator character, or a backslash, in the name"
+    if any(len(p.encode("utf-8", "surrogateescape")) > MAX_COMPONENT for p in parts):
+        return f"a path component longer than {MAX_COMPONENT} bytes"
+    return None
 
 
 def valid_revision(revision: str) -> bool:
