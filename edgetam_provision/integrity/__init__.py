@@ -1,0 +1,7 @@
+"""The integrity room: what may be kept of what arrives, and the checks that decide it.
+
+- `accept`: the one acceptance rule (docs/accepted.md): what is kept is exactly what was asked,
+  bounded in size, count and time by what was declared before the first byte.
+- `hub_listing`: the Hub's own listing of a revision, asked from this machine without credentials,
+  that an archive must equal where the endpoint answers.
+"""
