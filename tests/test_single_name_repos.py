@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import hf_cache_verify, run_cli
 from hub_standin import HubRepo
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from edgetam_provision.hub.layout import (
@@ -23,26 +23,44 @@ from edgetam_provision.hub.layout import (
 
 FILES = {"config.json": b'{"model_type": "gpt2"}', "model.safetensors": os.urandom(300_000)}
 
-PART = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,30}", fullmatch=True)
-REPO_ID = st.one_of(PART, st.tuples(PART, PART).map("/".join))
+def hub_accepts(repo_id: str) -> bool:
+    """huggingface_hub's own judge of a repo id."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        return False
+    return True
 
 
-@given(REPO_ID, st.sampled_from(["model", "dataset"]))
-def test_a_valid_repo_id_and_its_cache_folder_name_map_back_to_each_other(repo_id, repo_type):
+#: parts near the border: word characters at the ends, any mix of . - _ inside, lengths around 96
+PART = st.one_of(
+    st.from_regex(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,12}[A-Za-z0-9_])?", fullmatch=True),
+    st.builds(lambda n, end: "a" * n + end, st.integers(93, 98), st.sampled_from(["", "b", ".git"])))
+NEAR_VALID = st.one_of(PART, st.tuples(PART, PART).map("/".join))
+#: anything at all, from an alphabet that holds every character the rule turns on
+ANY_ID = st.one_of(NEAR_VALID, st.text(alphabet="aZ9_.-/ é\n", max_size=14))
+
+
+@given(ANY_ID)
+def test_a_repo_id_is_valid_exactly_when_huggingface_hub_accepts_it(repo_id):
+    assert valid_repo_id(repo_id) == hub_accepts(repo_id)
+
+
+@given(NEAR_VALID, st.sampled_from(["model", "dataset"]))
+def test_every_valid_repo_id_maps_to_its_cache_folder_name_and_back(repo_id, repo_type):
+    assume(valid_repo_id(repo_id))
     folder = repo_folder_name(repo_id, repo_type)
-    if valid_repo_id(repo_id):
-        assert repo_id_from_folder(folder) == repo_id and repo_type_from_folder(folder) == repo_type
-    else:  # huggingface_hub refuses "--" and ".." in repo ids, and so do we
-        assert "--" in repo_id or ".." in repo_id
+    assert repo_id_from_folder(folder) == repo_id and repo_type_from_folder(folder) == repo_type
 
 
-@given(st.text(alphabet="ab-.", min_size=1, max_size=12))
-def test_a_folder_name_parses_at_most_one_way(tail):
-    folder = f"models--{tail}"
-    m = FOLDER_RE.match(folder)
-    if m:
-        repo_id = repo_id_from_folder(folder)
-        assert repo_folder_name(repo_id) == folder and "--" not in repo_id
+@given(st.text(alphabet="ab_-.", min_size=1, max_size=12), st.sampled_from(["models--", "datasets--"]))
+def test_a_folder_name_is_a_repo_folder_exactly_when_it_names_a_valid_repo_id(tail, prefix):
+    candidate = tail.replace("--", "/", 1)  # a valid id holds no "--": the first one is the separator
+    parsed = repo_id_from_folder(prefix + tail)
+    assert bool(FOLDER_RE.match(prefix + tail)) == valid_repo_id(candidate)
+    assert parsed == (candidate if valid_repo_id(candidate) else None)
 
 
 @pytest.fixture(scope="module")

@@ -27,11 +27,15 @@ FOLDER_PREFIXES = {"model": "models--", "dataset": "datasets--"}
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")
 SHORT_COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}\Z")
 BLOB_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})\Z")
-_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._]|-(?!-))*"  # no "--" inside: the separator stays unambiguous
-FOLDER_PATTERN = rf"(models|datasets)--(?:({_PART})--)?({_PART})"  # the ORG-- is optional: models--gpt2
+# huggingface_hub's validate_repo_id, part by part: 1 to 96 of [A-Za-z0-9_.-], starting and ending
+# with a word character, no "--" (so the folder's separator stays unambiguous) and no ".."
+_CHAR = r"(?:[A-Za-z0-9_]|-(?!-)|\.(?!\.))"
+_PART = rf"(?!{_CHAR}{{97}})[A-Za-z0-9_](?:{_CHAR}*[A-Za-z0-9_])?"
+_NAME = rf"{_PART}(?<!\.git)"  # nor may the id end in .git
+FOLDER_PATTERN = rf"(models|datasets)--(?:({_PART})--)?({_NAME})"  # the ORG-- is optional: models--gpt2
 FOLDER_RE = re.compile(rf"^{FOLDER_PATTERN}\Z")
 REF_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}(?:/[A-Za-z0-9][A-Za-z0-9._-]{0,99}){0,3}\Z")
-REPO_ID_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}\Z")
+REPO_ID_RE = re.compile(rf"^(?:{_PART}/)?{_NAME}\Z")
 REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}\Z")
 TREE_NAME_RE = re.compile(r"^[0-9a-f]{40}\.json\Z")
 MAX_COMPONENT = 255  # bytes in one path component: NAME_MAX on Linux and macOS
@@ -55,9 +59,10 @@ class FileRecord:
 
 
 def valid_repo_id(repo_id: str) -> bool:
-    """ORG/NAME, or a single NAME as some old repos have (``gpt2``), with safe characters only:
-    nothing a shell or a path could misread."""
-    return bool(REPO_ID_RE.match(repo_id)) and ".." not in repo_id and "--" not in repo_id
+    """ORG/NAME, or a single NAME as some old repos have (``gpt2``): exactly the ids huggingface_hub's
+    ``validate_repo_id`` accepts (safe characters only, nothing a shell or a path could misread), each
+    of which maps to a cache folder name and back."""
+    return bool(REPO_ID_RE.match(repo_id))
 
 
 def path_problem(path: str) -> str | None:
