@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 
@@ -118,8 +119,12 @@ def test_every_benchmark_script_imports(tmp_path):
 
 
 def test_the_readmes_first_commands_on_a_fresh_clone_say_what_to_do(tmp_path):
-    """model_backups/ holds only its README, the cache is empty: each says how to go on."""
-    res = run_cli("restore", REPO_ROOT / "model_backups", "--cache-dir", tmp_path / "c")
+    """model_backups/ holds only its README, the cache is empty: each says how to go on. (A copy of
+    the fresh clone's folder: the user's own model_backups/ may hold backups by now.)"""
+    fresh = tmp_path / "model_backups"
+    fresh.mkdir()
+    shutil.copy(REPO_ROOT / "model_backups" / "README.md", fresh)
+    res = run_cli("restore", fresh, "--cache-dir", tmp_path / "c")
     assert res.exit_code == 2 and "no backups in" in res.stderr
     assert "provision fetch --host HOST" in res.stderr and "verify --synthetic" in res.stderr
     res = run_cli("verify", "--cache-dir", tmp_path / "c")

@@ -175,14 +175,19 @@ def test_the_wheel_is_built_without_pip_by_uv(tmp_path, monkeypatch):
         return real_run(argv, *a, **kw)
 
     monkeypatch.setattr(fleet.subprocess, "run", no_pip)
-    argv = fleet.wheel_builder(REPO_ROOT, tmp_path)
-    assert argv is not None and Path(argv[0]).name == "uv" and argv[1:3] == ["build", "--wheel"]
-    if shutil.which("uv") or (Path(sys.executable).parent / "uv").is_file():
+    if fleet.find_uv():  # a real uv here: it builds the real wheel
         wheel = fleet.build_wheel(tmp_path)
         assert wheel.name.startswith("edgetam_provision-") and wheel.suffix == ".whl"
-    monkeypatch.setenv("PATH", str(tmp_path))
+    bin_dir = tmp_path / "bin"  # whether or not this machine has uv: one on PATH, then none
+    bin_dir.mkdir()
+    (bin_dir / "uv").write_text("#!/bin/sh\n")
+    (bin_dir / "uv").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
     monkeypatch.delenv("UV", raising=False)
     monkeypatch.setattr(fleet.sys, "executable", str(tmp_path / "python"))
+    argv = fleet.wheel_builder(REPO_ROOT, tmp_path)
+    assert argv is not None and argv[0] == str(bin_dir / "uv") and argv[1:3] == ["build", "--wheel"]
+    (bin_dir / "uv").unlink()
     assert fleet.wheel_builder(REPO_ROOT, tmp_path) is None
     res = run_cli("push", "somehost", "--backups", tmp_path)
     assert res.exit_code == 2
