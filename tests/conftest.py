@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import settings
 
 from edgetam_provision.cli.app import cli
 
@@ -30,6 +31,14 @@ SSH_FIXTURES = {"sshd", "hosts", "shim_hosts"}
 MODEL_FIXTURES = {"edgetam_files", "edgetam_cache", "verified"}  # these build the model: marked `slow`
 HUB036 = ["huggingface_hub==0.36.2", "requests", "urllib3", "charset-normalizer", "idna", "certifi"]
 WHEELS = REPO_ROOT / ".wheels" / "hub036"  # .ci/run downloads them: the suite then needs no index
+
+# Hypothesis: "dev", quick and random, by default; "ci" (CI=true) the same examples on every run and
+# more of them; HYPOTHESIS_PROFILE names either. No deadline: the machines these run on are shared.
+settings.register_profile("dev", max_examples=25, deadline=None)
+settings.register_profile("ci", max_examples=200, derandomize=True, database=None, print_blob=True,
+                          deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
+                      or ("ci" if os.environ.get("CI", "").lower() == "true" else "dev"))
 
 
 def tiny_files(seed: int = 1) -> dict[str, bytes]:

@@ -270,8 +270,7 @@ def mutate(members, kind: str, arg: int, commit: str) -> tuple[bytes, bool]:
     return bytes(raw), may
 
 
-@pytest.mark.slow
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(deadline=None, suppress_health_check=list(HealthCheck))  # examples: the profile's (conftest)
 @given(data=st.data(), preseed=st.booleans())
 def test_property_exit_zero_means_huggingface_hub_loads_the_revision(genuine, tmp_path_factory, data,
                                                                      preseed):
