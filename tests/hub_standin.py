@@ -83,6 +83,7 @@ class HubStandIn:
         self.cut_after: int | None = None  # cut LFS bodies after this many bytes, once
         self.rate: float | None = None  # bytes per second for file bodies (a slow link)
         self.bytes_sent = 0  # file body bytes sent so far
+        self.sending: set[object] = set()  # the requests whose throttled body is being sent now
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.port = self._server.server_address[1]
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -274,13 +275,17 @@ class HubStandIn:
                     self.send_header(k, v)
                 self.end_headers()
                 step = 65536
-                for i in range(0, len(body), step):
-                    try:
-                        self.wfile.write(body[i:i + step])
-                    except OSError:  # the client went away
-                        self.close_connection = True
-                        return
-                    hub.bytes_sent += len(body[i:i + step])
-                    time.sleep(step / hub.rate)
+                hub.sending.add(self)
+                try:
+                    for i in range(0, len(body), step):
+                        try:
+                            self.wfile.write(body[i:i + step])
+                        except OSError:  # the client went away
+                            self.close_connection = True
+                            return
+                        hub.bytes_sent += len(body[i:i + step])
+                        time.sleep(step / hub.rate)
+                finally:
+                    hub.sending.discard(self)
 
         return Handler

@@ -86,7 +86,10 @@ def test_the_host_stops_when_the_client_goes_and_the_rerun_resumes_there(sshd, h
     while (agent_processes() or agent_dirs() - before_dirs) and time.monotonic() < gone_by:
         time.sleep(0.1)
     assert agent_processes() == [] and agent_dirs() - before_dirs == set()  # nothing left running
-    time.sleep(1)  # the stand-in notices the closed connections of the first run
+    quiet_by = time.monotonic() + 5  # the stand-in notices the closed connections of the first run
+    while hub.sending and time.monotonic() < quiet_by:
+        time.sleep(0.05)
+    assert not hub.sending, "the stand-in still sends to the first run"
     served = hub.bytes_sent
     res = run_cli(*fetch_args(sshd, hub, tmp_path / "b", "--repo", "org/slow"))
     assert res.exit_code == 0, res.stderr
