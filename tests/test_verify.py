@@ -196,10 +196,11 @@ def test_shipped_pictures_are_the_reference_photo_and_the_generated_scene():
 
     from edgetam_provision.verify.run import assets
 
-    note = (REPO_ROOT / "test_images" / "TRUCK.md").read_text()
-    for truck in (REPO_ROOT / "test_images" / "truck.jpg", assets() / "truck.jpg"):
-        assert hashlib.sha256(truck.read_bytes()).hexdigest() in note
-    assert (assets() / "TRUCK.md").read_text() == note  # the license note travels with the photo
+    packaged = REPO_ROOT / "edgetam_provision" / "verify" / "assets"
+    for name in ("truck.jpg", "TRUCK.md"):  # stored once, in the package; test_images/ links to it
+        assert (REPO_ROOT / "test_images" / name).resolve() == (packaged / name).resolve()
+    note = (assets() / "TRUCK.md").read_text()  # the license note travels with the photo
+    assert hashlib.sha256((assets() / "truck.jpg").read_bytes()).hexdigest() in note
     spec = json.loads((assets() / "scene_cases.json").read_text())
     with Image.open(assets() / spec["image"]) as im:
         assert im.size == (1800, 1200)
