@@ -23,7 +23,7 @@ from . import __version__
 from .archive.compression import SUFFIX, compressor
 from .archive.pack import pack_repo
 from .errors import IntegrityError
-from .fsutil import disk_error, tmp_sibling
+from .fsutil import disk_error, settle_mode, tmp_sibling
 from .hub.cache import DEFAULT_REPOS, RepoSpec, RevisionState, check_revision, resolve_commit
 from .hub.layout import FileRecord, archive_name, blob_hasher, repo_folder_name
 from .hub.manifest import ArchiveEntry, read_manifest, record
@@ -129,7 +129,7 @@ def backup(cache: Path, specs: list[RepoSpec] | None, out: Path,
                 entry = _pack(cache, state, name, fh, compression)
             results.append(BackupResult(path, entry, False))
         for tmp, path in packed:
-            os.chmod(tmp, 0o644)
+            settle_mode(tmp, path)
             os.replace(tmp, path)
         packed.clear()
         record(out, [r.entry for r in results])

@@ -7,6 +7,7 @@ import errno
 import hashlib
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,15 +42,27 @@ def disk_error(exc: OSError, what: Path) -> CacheError:
     return CacheError(f"cannot write {what}: {exc.strerror or exc}", "see --debug for details")
 
 
+def settle_mode(tmp: Path, path: Path, mode: int | None = None) -> None:
+    """Give `tmp`, about to replace `path`, its permissions: `mode` when given, else those of the
+    file it replaces; a new file keeps what its creation gave (``0o666`` less the umask, as
+    huggingface_hub's files get: a shared cache's ``umask 002`` stays group-writable)."""
+    if mode is None:
+        with contextlib.suppress(OSError):
+            mode = stat.S_IMODE(path.stat().st_mode)
+    if mode is not None:
+        os.chmod(tmp, mode)
+
+
 @contextlib.contextmanager
-def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
-    """Open a temp sibling for writing; on success it replaces `path`, on any error it vanishes."""
+def atomic_writer(path: Path, mode: int | None = None) -> Iterator[BinaryIO]:
+    """Open a temp sibling for writing; on success it replaces `path` (with the permissions
+    `settle_mode` gives), on any error it vanishes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_sibling(path)
     try:
         with open(tmp, "xb") as fh:
             yield fh
-        os.chmod(tmp, mode)
+        settle_mode(tmp, path, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -57,8 +70,8 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
         raise
 
 
-def write_atomic(path: Path, data: bytes | str, mode: int = 0o644) -> None:
-    """Write `data` to `path` atomically."""
+def write_atomic(path: Path, data: bytes | str, mode: int | None = None) -> None:
+    """Write `data` to `path` atomically; permissions as `settle_mode` gives them."""
     if isinstance(data, str):
         data = data.encode()
     with atomic_writer(path, mode) as fh:

@@ -138,7 +138,7 @@ def _pull_ranges(argv: list[str], path: str, event: dict[str, Any], out: Path, b
     lock = threading.Lock()
     failures: list[BaseException] = []
     try:
-        fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o666)  # less the umask, as every new file
     except OSError as exc:
         raise disk_error(exc, part) from None
     try:
