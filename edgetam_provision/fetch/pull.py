@@ -17,8 +17,6 @@ from typing import Any
 from ..errors import IntegrityError
 from ..fsutil import CHUNK, disk_error
 
-RECV = 16 * 1024 * 1024  # matches the SSH channel window: one recv can drain it
-
 
 class ProgressBar:
     """A byte progress bar on stderr (tqdm's, the one huggingface_hub shows too): bytes, rate, ETA.

@@ -1,6 +1,6 @@
 """`provision verify`: prove the install works with an offline EdgeTAM segmentation.
 
-This side stays light (no torch): it plans the cases, starts the fresh ``verify_worker`` process
+This side stays light (no torch): it plans the cases, starts the fresh `worker` process
 with ``HF_HUB_OFFLINE=1`` in force before huggingface_hub is imported there (the segmentation
 itself is `segment`), and judges the report that comes back.
 """

@@ -1,4 +1,4 @@
-"""The EdgeTAM segmentation itself, run inside the fresh offline `verify_worker` process.
+"""The EdgeTAM segmentation itself, run inside the fresh offline `worker` process.
 
 Loads `EdgeTamModel` + `Sam2Processor` pinned to the cached commit, encodes the image once, runs
 every prompt case on the shared embedding (folded backbone and, on CUDA, CUDA graphs when they
