@@ -41,18 +41,17 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-def command(fn: Callable[..., Result]) -> Callable:
-    """Wrap a command: --json and --cache-dir options, errors -> one line + hint + exit code."""
+def command(fn: Callable[..., Result] | None = None, *, cache: bool = True) -> Callable:
+    """Wrap a command: --json and --cache-dir options, errors -> one line + hint + exit code.
+    ``@command(cache=False)``: a command that uses no cache of this machine has no --cache-dir
+    (its function gets None)."""
+    if fn is None:
+        return functools.partial(command, cache=cache)
 
-    @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-    @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
-                  help="Hub cache folder (default: as huggingface_hub resolves it).")
-    @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr (errors still are).")
-    @click.option("--debug", "debug_here", is_flag=True, help="Show tracebacks (as provision --debug).")
     @click.pass_context
     @functools.wraps(fn)
-    def wrapper(ctx: click.Context, as_json: bool, cache_dir: Path | None, quiet: bool, debug_here: bool,
-                **kwargs: Any) -> None:
+    def wrapper(ctx: click.Context, as_json: bool, quiet: bool, debug_here: bool,
+                cache_dir: Path | None = None, **kwargs: Any) -> None:
         debug = debug_here or bool(ctx.obj and ctx.obj.get("debug"))
         try:
             result, renderer = fn(cache_dir=cache_dir, progress=StderrProgress(quiet=as_json or quiet),
@@ -78,6 +77,16 @@ def command(fn: Callable[..., Result]) -> Callable:
             code = InternalError.exit_code
         ctx.exit(code)
 
+    cache_dir = click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+                             help="Hub cache folder (default: as huggingface_hub resolves it).")
+    options = [
+        click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object."),
+        *([cache_dir] if cache else []),
+        click.option("-q", "--quiet", is_flag=True, help="No progress on stderr (errors still are)."),
+        click.option("--debug", "debug_here", is_flag=True, help="Show tracebacks (as provision --debug)."),
+    ]
+    for option in reversed(options):  # as decorators would: the first one listed first in --help
+        wrapper = option(wrapper)
     return wrapper
 
 

@@ -52,7 +52,7 @@ def restore(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths
 
     PATHS are archives or folders of them (default model_backups/). Every archive is treated as
     hostile: all members are validated before anything is written, every byte is hashed on every
-    run (blobs the cache holds are compared and repaired when damaged), and blobs, snapshot links
+    run (blobs the cache holds are hashed and repaired when damaged), and blobs, snapshot links
     and refs are published in that order. Exit 0 means every restored revision loads offline.
     Hand-made `tar` backups of ~/.cache/huggingface/hub (whole or per repo, gz/bz2/xz) restore too.
 
@@ -67,7 +67,7 @@ def restore(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths
 
 @cli.command(name="check", context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@command
+@command(cache=False)
 def check(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths: tuple[Path, ...]) -> Result:
     """Check backup files on their own, with no cache involved.
 

@@ -27,7 +27,7 @@ from .app import CONTEXT, DEFAULT_BACKUPS, Result, cli, command
 @click.option("--check", is_flag=True, help="Ansible check mode: say what would change, write nothing.")
 @click.option("--wheel", type=click.Path(dir_okay=False, path_type=Path),
               help="The edgetam-provision wheel to install there [default: built from this checkout].")
-@command
+@command(cache=False)
 def push(cache_dir: Path | None, progress: StderrProgress, debug: bool, hosts: tuple[str, ...],
          inventory: Path | None, limit: str | None, backups: Path, remote_python: str | None, synthetic: bool,
          device: str, forks: int, check: bool, wheel: Path | None) -> Result:
