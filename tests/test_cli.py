@@ -133,6 +133,20 @@ def test_the_readmes_first_commands_on_a_fresh_clone_say_what_to_do(tmp_path):
     assert res.exit_code == 7 and "verify --synthetic" in res.stderr and "provision fetch" in res.stderr
 
 
+def test_the_development_guide_draws_the_house_as_it_is():
+    """docs/development.md's layout names every room (package) and top-level module, and each
+    room's entry names every module in it."""
+    block = (REPO_ROOT / "docs" / "development.md").read_text().split("```text\n", 1)[1].split("```")[0]
+    entries = {e.split()[0]: e for e in re.split(r"\n  (?=\S)", block)[1:]}
+    package = REPO_ROOT / "edgetam_provision"
+    rooms = {p.name + "/" for p in package.iterdir() if (p / "__init__.py").is_file()}
+    modules = {p.name for p in package.glob("*.py")} - {"__init__.py", "__main__.py"}
+    assert set(entries) == rooms | modules
+    for room in rooms:
+        for module in (package / room).glob("*.py"):
+            assert module.stem == "__init__" or re.search(rf"\b{module.stem}\b", entries[room]), module
+
+
 def test_debug_works_before_or_after_the_command_and_shows_the_traceback(tmp_path):
     missing = str(tmp_path / "none")
     for args in (["--debug", "restore", missing], ["restore", missing, "--debug"]):
