@@ -49,6 +49,9 @@ def restore_plan(d: dict[str, Any]) -> str:
     if d.get("check_only"):
         lines.append(f"checked {counted(len(d['archives']), 'backup file')}: every member and every byte "
                      "is intact (no cache involved)")
+        word = "the backup's word"
+        lines += [f"{Path(h['archive']).name}: {HubCheck.from_dict(h).describe(word)}"
+                  for h in d.get("hub", [])]
     else:
         verb = "would write" if d.get("dry_run") else "wrote"
         lines.append(f"{verb} {counted(d['writes'], 'entry', 'entries')} into {d['cache']}")

@@ -40,9 +40,9 @@ class HubCheck:
     def checked(self) -> bool:
         return self.files is not None
 
-    def describe(self) -> str:
+    def describe(self, word: str = "the host's word") -> str:
         return (f"checked against the Hub's listing ({self.files} file{'s' if self.files != 1 else ''})"
-                if self.checked else f"not checked against the Hub: {self.skipped}; the host's word")
+                if self.checked else f"not checked against the Hub: {self.skipped}; {word}")
 
     def to_dict(self) -> dict[str, object]:
         return {"checked": self.checked, **asdict(self)}
