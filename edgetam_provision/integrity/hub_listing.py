@@ -225,7 +225,7 @@ class _Client:
         while chunk := read(65536):
             size += len(chunk)
             if size > MAX_RESPONSE_BYTES:
-                raise Unavailable(f"an answer of the endpoint is larger than {MAX_RESPONSE_BYTES >> 20} MiB")
+                raise Unavailable(f"an answer of the endpoint is larger than {MAX_RESPONSE_BYTES} bytes")
             chunks.append(chunk)
             self._left()
         return b"".join(chunks)
