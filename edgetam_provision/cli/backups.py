@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -67,19 +68,43 @@ def restore(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths
 
 @cli.command(name="check", context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--hub", "at_hub", is_flag=True, help="Also compare each archive's manifest entry with the "
+              "Hub's listing of its commit, asked from here without credentials (skipped, and said, "
+              "when offline or unreachable).")
+@click.option("--endpoint", metavar="URL", help="Hub endpoint for --hub [HF_ENDPOINT, else huggingface.co].")
+@click.option("--token-env", metavar="VAR", help="For --hub: send the token in $VAR (gated or private "
+              "repos); no other credential is ever sent.")
 @command(cache=False)
-def check(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths: tuple[Path, ...]) -> Result:
+def check(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths: tuple[Path, ...],
+          at_hub: bool, endpoint: str | None, token_env: str | None) -> Result:
     """Check backup files on their own, with no cache involved.
 
     Every member is validated and every byte hashed, against manifest.json / SHA256SUMS where
-    present: for a backup copied to a USB disk. Exit 0 means `restore` would accept it.
+    present: for a backup copied to a USB disk. Exit 0 means `restore` would accept it; with
+    --hub, also that each archive equals the Hub's listing (commit, paths, sizes, blob hashes)
+    where it was checked. A disagreement is exit 1.
 
-    Example: provision check /Volumes/usb/model_backups
+    Example: provision check /Volumes/usb/model_backups --hub
     """
-    from ..restore.run import check_backups
+    from ..restore.run import check_backups, find_archives
 
-    plan = check_backups(list(paths) or [DEFAULT_BACKUPS], progress)
-    return {**plan.to_dict(written=False), "dry_run": True, "check_only": True}, render.restore_plan
+    if (endpoint or token_env) and not at_hub:
+        raise UsageError("--endpoint and --token-env go with --hub", "add --hub to check at the Hub")
+    token = os.environ.get(token_env) if token_env else None
+    if token_env and not token:
+        raise UsageError(f"${token_env} is not set", f"export {token_env}=hf_… first")
+    where = list(paths) or [DEFAULT_BACKUPS]
+    plan = check_backups(where, progress)
+    data = {**plan.to_dict(written=False), "dry_run": True, "check_only": True}
+    if at_hub:
+        from ..integrity.hub_check import check_backups_at_hub
+        from ..integrity.hub_listing import endpoint_of
+
+        url = endpoint_of(endpoint)
+        progress(f"asking {url} for the listings…")
+        data["hub"] = [{"archive": str(a), **c.to_dict()}
+                       for a, c in check_backups_at_hub(find_archives(where)[0], url, token)]
+    return data, render.restore_plan
 
 
 # ---------------------------------------------------------------------------- status

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..console import human_size
+from ..hub.manifest import HubCheck
 
 
 def backup(d: dict[str, Any]) -> str:
@@ -48,6 +49,9 @@ def restore_plan(d: dict[str, Any]) -> str:
     if d.get("check_only"):
         lines.append(f"checked {counted(len(d['archives']), 'backup file')}: every member and every byte "
                      "is intact (no cache involved)")
+        word = "the backup's word"
+        lines += [f"{Path(h['archive']).name}: {HubCheck.from_dict(h).describe(word)}"
+                  for h in d.get("hub", [])]
     else:
         verb = "would write" if d.get("dry_run") else "wrote"
         lines.append(f"{verb} {counted(d['writes'], 'entry', 'entries')} into {d['cache']}")
@@ -81,7 +85,8 @@ def fetch(d: dict[str, Any]) -> str:
         resumed = a["resumed_from"] and not a["already_here"]
         return (f"{'already here' if a['already_here'] else 'fetched':>12}  {Path(a['archive']).name}  "
                 f"{a['repo_id']}@{a['commit'][:12]}  {human_size(a['size'])}  sha256 {a['sha256'][:16]}…"
-                + (f"  (resumed at {human_size(a['resumed_from'])})" if resumed else ""))
+                + (f"  (resumed at {human_size(a['resumed_from'])})" if resumed else "")
+                + (f"\n{'':>14}{HubCheck.from_dict(a['hub']).describe()}" if a.get("hub") else ""))
 
     lines = [line(a) for a in d["archives"]]
     lines.append(f"{human_size(d['bytes'])} in {d['seconds']:.1f} s"

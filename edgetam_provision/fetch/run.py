@@ -6,7 +6,8 @@ fixed command, fed its program and parameters on stdin; it reports the host's do
 every second (life, for the deadline) and packs each revision. Each archive is pulled into
 ``NAME.part``, hashed while received (resuming from the part), checked against the host's sha256,
 renamed into place, recorded in manifest.json + SHA256SUMS, and validated exactly as a restore
-would. An archive already here with the right sha256 is not pulled again.
+would. An archive already here with the right sha256 is not pulled again. Then each is compared
+with the Hub's own listing, asked from here without credentials (`anchor_pulled`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from ..archive.untrusted import scan_archive
 from ..console import ProgressFn
-from ..errors import RemoteDownloadError
+from ..errors import IntegrityError, RemoteDownloadError
 from ..hub.manifest import record
 from .client import AgentLink, Pulled, remote_path, run_agent, stream_source
 from .protocol import Stream
@@ -38,6 +39,38 @@ def check_pulled(pulled: list[Pulled], out: Path) -> None:
     for p in pulled:
         scan_archive(p.archive, p.entry.blob_sizes())
     record(out, [p.entry for p in pulled])
+
+
+def anchor_pulled(pulled: list[Pulled], req: FetchRequest, progress: ProgressFn) -> list[Pulled]:
+    """Each archive against the Hub's listing of the revision asked, from this machine without
+    credentials (`integrity.hub_check`), recorded in the manifest either way; one that disagrees is
+    removed from the out folder and its manifest, and the fetch fails naming it."""
+    from ..integrity.hub_check import check_entry
+    from ..integrity.hub_listing import endpoint_of
+
+    endpoint = endpoint_of(req.endpoint)
+    revisions = {(s.repo_id, s.repo_type): s.revision or "main" for s in req.specs}
+    kept: list[Pulled] = []
+    failed: list[IntegrityError] = []
+    for p in pulled:
+        progress(f"asking {endpoint} for the listing of {p.entry.repo_id}@{p.entry.commit[:12]}…")
+        try:
+            hub = check_entry(p.entry, endpoint, revisions.get((p.entry.repo_id, p.entry.repo_type),
+                                                                p.entry.commit),
+                              include=req.include, exclude=req.exclude, token=req.token,
+                              hint=f"nothing of it was kept ({p.archive.name} is removed from {req.out} and "
+                                   "its manifest); the revision may have moved since the host downloaded it: "
+                                   "fetch again; if it differs again, the host or its endpoint hands out "
+                                   "another model than the Hub")
+        except IntegrityError as exc:
+            p.archive.unlink(missing_ok=True)
+            failed.append(exc)
+            continue
+        kept.append(replace(p, entry=replace(p.entry, hub=hub)))
+    record(req.out, [p.entry for p in kept])  # drops the removed ones
+    if failed:
+        raise failed[0]
+    return kept
 
 
 def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pulled]:
@@ -152,9 +185,13 @@ def fetch(req: FetchRequest, progress: ProgressFn, bar: bool = False) -> dict[st
     check_request(req)
     t0 = time.monotonic()
     pulled = fetch_local(req, progress, bar) if req.host is None else fetch_remote(req, progress, bar)
+    pulled = anchor_pulled(pulled, req, progress)
     wall = time.monotonic() - t0
     fetched = sum(p.entry.size for p in pulled if not p.already_here)
-    data: dict[str, Any] = {"out": str(req.out), "archives": [p.to_dict() for p in pulled],
+    data: dict[str, Any] = {"out": str(req.out),
+                            "archives": [{**p.to_dict(),
+                                          "hub": p.entry.hub.to_dict() if p.entry.hub else None}
+                                         for p in pulled],
                             "seconds": round(wall, 3), "bytes": fetched,
                             "mb_per_s": round(fetched / 1e6 / wall, 1) if wall > 0 else None}
     if req.then_restore is not None:

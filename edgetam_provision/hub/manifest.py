@@ -1,7 +1,8 @@
 """``manifest.json`` and ``SHA256SUMS`` of a backups folder.
 
 ``manifest.json`` maps each archive's file name to what it holds (repo id, commit, refs, every
-file with its size and blob hash, the archive's sha256 and size, tool version, time).
+file with its size and blob hash, the archive's sha256 and size, tool version, time) and, from
+format 2 on, whether it was checked against the Hub's own listing (`HubCheck`). Format 1 reads too.
 ``SHA256SUMS`` lists the same archives in the format ``sha256sum -c`` accepts. Both are rewritten
 atomically, merging with entries already there.
 """
@@ -19,9 +20,41 @@ from .layout import BLOB_RE, FOLDER_PREFIXES, FileRecord
 
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
-FORMAT = "edgetam-provision/1"
+FORMAT = "edgetam-provision/2"  # 2: adds the optional per-archive "hub" (HubCheck)
+FORMATS = ("edgetam-provision/1", FORMAT)  # what this version reads
 SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)\Z")
+
+
+@dataclass(frozen=True)
+class HubCheck:
+    """Whether an archive was checked against the Hub's listing, asked from this machine: where,
+    when, and how many files agreed; or why it was not (then the archive is the host's word)."""
+
+    endpoint: str
+    at: str  # UTC, ISO 8601
+    files: int | None = None  # checked: the files the archive and the listing agree on
+    skipped: str = ""  # not checked: why
+
+    @property
+    def checked(self) -> bool:
+        return self.files is not None
+
+    def describe(self, word: str = "the host's word") -> str:
+        return (f"checked against the Hub's listing ({self.files} file{'s' if self.files != 1 else ''})"
+                if self.checked else f"not checked against the Hub: {self.skipped}; {word}")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"checked": self.checked, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> HubCheck:
+        files = d.get("files")
+        if not (isinstance(d["endpoint"], str) and isinstance(d["at"], str)
+                and isinstance(d.get("skipped", ""), str)
+                and (files is None or (type(files) is int and files >= 0))):
+            raise ValueError("a hub check that is not endpoint, at, files or skipped")
+        return cls(d["endpoint"], d["at"], files, d.get("skipped", ""))
 
 
 @dataclass(frozen=True)
@@ -39,6 +72,7 @@ class ArchiveEntry:
     tool_version: str
     created: str
     repo_type: str = "model"
+    hub: HubCheck | None = None  # format 2
 
     def blob_sizes(self) -> dict[str, int]:
         return {f.blob: f.size for f in self.files}
@@ -47,6 +81,9 @@ class ArchiveEntry:
         d = asdict(self)
         d["refs"] = list(self.refs)
         d["files"] = [asdict(f) for f in self.files]
+        d.pop("hub")
+        if self.hub is not None:
+            d["hub"] = self.hub.to_dict()
         return d
 
     @classmethod
@@ -56,7 +93,8 @@ class ArchiveEntry:
                    files=tuple(FileRecord.from_dict(f) for f in d["files"]),
                    sha256=d["sha256"], size=int(d["size"]), compression=d.get("compression", "none"),
                    tool_version=d.get("tool_version", ""), created=d.get("created", ""),
-                   repo_type=str(d.get("repo_type", "model")))
+                   repo_type=str(d.get("repo_type", "model")),
+                   hub=HubCheck.from_dict(d["hub"]) if d.get("hub") is not None else None)
 
 
 def read_manifest(folder: Path) -> dict[str, ArchiveEntry]:
@@ -66,6 +104,8 @@ def read_manifest(folder: Path) -> dict[str, ArchiveEntry]:
         return {}
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
+        if data.get("format", FORMATS[0]) not in FORMATS:
+            raise ValueError(f"format {str(data['format'])[:40]!r}, this version reads {', '.join(FORMATS)}")
         entries = {str(name): ArchiveEntry.from_dict(str(name), d) for name, d in data["archives"].items()}
         for e in entries.values():
             if not (SHA256_RE.match(e.sha256) and all(BLOB_RE.match(f.blob) for f in e.files)):
