@@ -525,3 +525,40 @@ def test_a_revoked_host_key_is_refused_even_when_also_listed(sshd, hub, tmp_path
     res = run_cli("fetch", *args, "--remote-python", sys.executable, "--endpoint", hub.endpoint,
                   "--repo", "org/tiny", "--out", tmp_path / "b", "--accept-new-host-key")
     assert res.exit_code == 12 and "REVOKED" in res.stderr
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("host_hub", ["0.36", "2.x"])
+@pytest.mark.parametrize("endpoint", ["closed-port", "http://nonexistent.invalid"])
+def test_an_endpoint_the_agent_cannot_reach_is_named_with_what_to_do(tmp_path, host_hub, endpoint, request):
+    """Whether the name does not resolve or the port is closed, with httpx (2.x) or requests (0.36):
+    one line naming the endpoint and why, not huggingface_hub's exception text."""
+    python = str(request.getfixturevalue("old_hub_python")) if host_hub == "0.36" else sys.executable
+    url = f"http://127.0.0.1:{closed_port()}" if endpoint == "closed-port" else endpoint
+    res = run_cli("fetch", "--local", "--remote-python", python, "--repo", "org/tiny", "--endpoint", url,
+                  "--out", tmp_path / "b")
+    assert res.exit_code == 13
+    error, hint = res.stderr.splitlines()[-2:]
+    assert error.startswith(f"error: download on this machine failed: org/tiny@main: cannot resolve or "
+                            f"reach {url} ([Errno ")
+    assert "MaxRetryError" not in error and "ConnectError" not in error
+    assert hint == ("hint: check the network, HF_ENDPOINT, or pass --endpoint URL with an endpoint this "
+                    "machine can reach")
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
+def test_a_host_that_cannot_reach_the_endpoint_is_told_how_to_get_one(sshd, tmp_path):
+    res = run_cli("fetch", *sshd.ssh_args(), "--remote-python", sys.executable, "--repo", "org/tiny",
+                  "--endpoint", "http://nonexistent.invalid", "--out", tmp_path / "b")
+    assert res.exit_code == 13
+    assert (f"error: download on {sshd.ssh_args()[1]} failed: org/tiny@main: cannot resolve or reach "
+            "http://nonexistent.invalid ([Errno ") in res.stderr
+    assert ("hint: this machine's HF_ENDPOINT is not passed to the host (it uses its own, or "
+            "huggingface.co): pass --endpoint URL with an endpoint the host can resolve and reach"
+            ) in res.stderr

@@ -25,7 +25,7 @@ from ..archive.untrusted import scan_archive
 from ..console import ProgressFn
 from ..errors import RemoteDownloadError
 from ..hub.manifest import record
-from .client import AgentLink, Pulled, remote_path, run_agent, stream_source
+from .client import LOCAL_WHERE, AgentLink, Pulled, remote_path, run_agent, stream_source
 from .protocol import Stream
 from .pull import pull
 from .request import BOOT, FetchRequest, check_python, check_request, remote_command
@@ -121,7 +121,7 @@ def fetch_local(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pull
         return proc.returncode, proc.stderr.read().decode(errors="replace")
 
     try:
-        link = AgentLink(Stream(_pipe_reader(proc.stdout, req.timeout), send, "this machine"), ended, python)
+        link = AgentLink(Stream(_pipe_reader(proc.stdout, req.timeout), send, LOCAL_WHERE), ended, python)
         pulled = run_agent(link, req.params(), req.out, progress, bar, req.stall)
     finally:
         with contextlib.suppress(OSError):
