@@ -19,6 +19,11 @@ def human_size(n: float) -> str:
     return f"{n:.1f} GB"  # pragma: no cover
 
 
+def counted(n: int, word: str, plural: str = "") -> str:
+    """`1 new blob`, `2 new blobs`, `0 entries`: the plural unless there is exactly one."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 

@@ -40,7 +40,8 @@ def status(cache: Path, backups: Path, hash_blobs: bool = True) -> dict[str, Any
     """`provision status`: backups and cache; exit code 1 when a cached revision is damaged."""
     from .serve.run import running_mirror
 
-    data = {"backups_folder": str(backups), "backups": backups_status(backups),
+    data = {"backups_folder": str(backups), "backups_folder_found": backups.is_dir(),
+            "backups": backups_status(backups),
             **cache_status(cache, hash_blobs), "mirror": running_mirror(cache)}
     if any(r["integrity"] == "bad" for r in data["revisions"]):
         data["exit_code"] = 1

@@ -153,3 +153,36 @@ def test_revision_applies_to_the_repos_that_name_none():
 
     assert RepoSpec.parse("acme/big@main", "v1").revision == "main"
     assert RepoSpec.parse("acme/big", "v1").revision == "v1"
+
+
+def test_restore_check_and_status_name_the_absolute_folder_they_looked_in(tmp_path, monkeypatch):
+    """Run from another folder, a relative (or default) backups folder is named as the absolute path
+    that was looked in, whether it does not exist or holds nothing."""
+    here = tmp_path / "elsewhere"
+    (here / "empty").mkdir(parents=True)
+    (tmp_path / "cache").mkdir()
+    monkeypatch.chdir(here)
+    missing, empty = (here / "model_backups").resolve(), (here / "empty").resolve()
+    for command in ("restore", "check"):
+        res = run_cli(command, "--cache-dir", "../cache")
+        assert res.exit_code == 2 and f"error: no such file or folder: {missing}\n" in res.stderr
+        res = run_cli(command, "sub/../empty", "--cache-dir", "../cache")
+        assert res.exit_code == 2 and f"error: no backups in {empty}\n" in res.stderr
+    res = run_cli("status", "--cache-dir", "../cache")
+    assert res.exit_code == 0
+    assert res.stdout.startswith(f"backups in {missing}:\n  (none: no such folder)\n"
+                                 f"cache {(tmp_path / 'cache').resolve()}:\n")
+    res = run_cli("status", "--backups", "empty", "--cache-dir", "../cache")
+    assert res.stdout.startswith(f"backups in {empty}:\n  (none: it holds no archive)\n")
+    res = run_cli("status", "--backups", "gone", "--cache-dir", "../cache")
+    assert res.exit_code == 2 and f"error: no such backups folder: {here.resolve() / 'gone'}\n" in res.stderr
+
+
+def test_counts_in_messages_are_singular_for_exactly_one():
+    from edgetam_provision.doctor.checks import render as doctor_summary
+
+    def summary(ok: int, warn: int, fail: int) -> str:
+        return doctor_summary({"checks": [], "summary": {"ok": ok, "warn": warn, "fail": fail}})
+
+    assert summary(1, 1, 1) == "1 ok, 1 warning, 1 failure"
+    assert summary(0, 0, 2) == "0 ok, 0 warnings, 2 failures"

@@ -562,3 +562,18 @@ def test_a_host_that_cannot_reach_the_endpoint_is_told_how_to_get_one(sshd, tmp_
     assert ("hint: this machine's HF_ENDPOINT is not passed to the host (it uses its own, or "
             "huggingface.co): pass --endpoint URL with an endpoint the host can resolve and reach"
             ) in res.stderr
+
+
+def test_fetch_names_the_absolute_folder_and_the_next_command(hub, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = ["fetch", "--local", "--repo", "org/tiny", "--endpoint", hub.endpoint]
+    res = run_cli(*common, "--out", "backups here")
+    assert res.exit_code == 0, res.stderr
+    folder = (tmp_path / "backups here").resolve()
+    assert res.stdout.splitlines()[-1] == f"archives in {folder}; next: provision restore '{folder}'"
+    res = run_cli(*common, "--out", "b", "--restore", "--cache-dir", "cache")
+    assert res.exit_code == 0, res.stderr
+    folder = (tmp_path / "b").resolve()
+    assert res.stdout.splitlines()[-1] == (f"archives kept in {folder} (for another machine: provision "
+                                           f"restore {folder})")
+    assert f"entries into {(tmp_path / 'cache').resolve()}" in res.stdout

@@ -98,7 +98,7 @@ def fetch(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: s
     specs = tuple(RepoSpec.parse(r, revision, repo_type) for r in repos) or tuple(
         RepoSpec(r, revision) for r in DEFAULT_REPOS)
     req = FetchRequest(
-        specs=specs, out=out, host=host, python=remote_python, endpoint=endpoint, token=token,
+        specs=specs, out=out.resolve(), host=host, python=remote_python, endpoint=endpoint, token=token,
         bootstrap=bootstrap, fresh=fresh, include=include, exclude=exclude, streams=streams,
         ssh={"port": port, "user": user, "identity": identity, "ssh_config": ssh_config,
              "known_hosts": known_hosts},

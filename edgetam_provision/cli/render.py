@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
-from ..console import human_size
+from ..console import counted, human_size
 
 
 def backup(d: dict[str, Any]) -> str:
     return "\n".join(f"{b['status']:>18}  {b['archive']}  {b['repo_id']}@{b['commit'][:12]}  "
                      f"{human_size(b['size'])}  sha256 {b['sha256'][:16]}…" for b in d["backups"])
-
-
-def counted(n: int, word: str, plural: str = "") -> str:
-    """`1 new blob`, `2 new blobs`."""
-    return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
 def _action(x: dict[str, Any]) -> str:
@@ -32,8 +28,9 @@ def restore_plan(d: dict[str, Any]) -> str:
         repos = ", ".join(f"{r['repo_id']}@{','.join(c[:12] for c in r['commits'])}" for r in a["repos"])
         repaired = f", {a['repaired_blobs']} repaired" if a["repaired_blobs"] else ""
         status = "intact" if d.get("check_only") else a["status"]
+        blobs = counted(a["new_blobs"], "blob" if d.get("check_only") else "new blob")  # a check: no cache
         lines.append(f"{status:>15}  {Path(a['archive']).name}  {repos}  "
-                     f"({counted(a['new_blobs'], 'new blob')}{repaired}, {human_size(a['new_bytes'])}; "
+                     f"({blobs}{repaired}, {human_size(a['new_bytes'])}; "
                      f"every byte checked, archive by {a['checked_by']})")
         for r in a["moved_refs"]:
             verb = "kept" if r["state"] == "kept" else "moved"
@@ -41,9 +38,9 @@ def restore_plan(d: dict[str, Any]) -> str:
                 f"{r['previous'][:12]} (the backup has another commit; --keep-refs)" if verb == "kept"
                 else f"{r['previous'][:12]} → {r['commit'][:12]}"))
         if a["skipped"]:
-            lines.append(f"{'':>17}skipped {len(a['skipped'])} members that are not part of a revision "
+            lines.append(f"{'':>17}skipped {counted(len(a['skipped']), 'member')} not part of a revision "
                          f"(.locks/, CACHEDIR.TAG, .no_exist/, *.incomplete), e.g. {a['skipped'][0]}")
-        if d.get("dry_run"):
+        if d.get("dry_run") and not d.get("check_only"):  # what a restore would write into the cache
             lines.extend(_action(x) for x in a["actions"])
     if d.get("check_only"):
         lines.append(f"checked {counted(len(d['archives']), 'backup file')}: every member and every byte "
@@ -57,7 +54,8 @@ def restore_plan(d: dict[str, Any]) -> str:
 def status(d: dict[str, Any]) -> str:
     lines = [f"backups in {d['backups_folder']}:"]
     lines += ([f"  {b['archive']}  {human_size(b['size'])}  {b['state']}" for b in d["backups"]]
-              or ["  (none)"])
+              or ["  (none: it holds no archive)" if d.get("backups_folder_found") else
+                  "  (none: no such folder)"])
     lines.append(f"cache {d['cache']}:")
     for r in d["revisions"]:
         refs = f" ({', '.join(r['refs'])})" if r["refs"] else ""
@@ -90,6 +88,14 @@ def fetch(d: dict[str, Any]) -> str:
         lines.append(restore_plan(d["restore"]))
     if "verify" in d:
         lines.append(verify({"report": d["verify"]}))
+    from ..hub.cache import EDGETAM_REPO
+
+    out = shlex.quote(d["out"])
+    if "restore" in d:  # restored (and EdgeTAM verified) already: the archives serve other machines
+        lines.append(f"archives kept in {d['out']} (for another machine: provision restore {out})")
+    else:
+        then = ", then provision verify" if any(a["repo_id"] == EDGETAM_REPO for a in d["archives"]) else ""
+        lines.append(f"archives in {d['out']}; next: provision restore {out}{then}")
     return "\n".join(lines)
 
 
