@@ -577,3 +577,21 @@ def test_fetch_names_the_absolute_folder_and_the_next_command(hub, tmp_path, mon
     assert res.stdout.splitlines()[-1] == (f"archives kept in {folder} (for another machine: provision "
                                            f"restore {folder})")
     assert f"entries into {(tmp_path / 'cache').resolve()}" in res.stdout
+
+
+def test_accepting_a_new_host_key_says_its_type_fingerprint_and_where_it_went(sshd, hub, tmp_path):
+    """As OpenSSH says it: the fingerprint is the one ssh-keygen -l gives for the host's key."""
+    kh = tmp_path / "known_hosts"
+    args = [a if a != str(sshd.known_hosts) else str(kh) for a in sshd.ssh_args()]
+    res = run_cli("fetch", *args, "--remote-python", sys.executable, "--endpoint", hub.endpoint,
+                  "--repo", "org/tiny", "--out", tmp_path / "b", "--accept-new-host-key")
+    assert res.exit_code == 0, res.stderr
+    keygen_l = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(sshd.root / "host_key.pub")],
+                              capture_output=True, text=True, check=True).stdout.split()
+    fingerprint = keygen_l[1]
+    assert fingerprint.startswith("SHA256:") and keygen_l[-1] == "(ED25519)"
+    assert (f"added the host key of [127.0.0.1]:{sshd.port} (ssh-ed25519 {fingerprint}) to {kh}\n"
+            in res.stderr)
+    again = run_cli("fetch", *args, "--remote-python", sys.executable, "--endpoint", hub.endpoint,
+                    "--repo", "org/tiny", "--out", tmp_path / "c", "--accept-new-host-key")
+    assert again.exit_code == 0 and "added the host key" not in again.stderr

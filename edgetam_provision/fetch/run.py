@@ -50,7 +50,7 @@ def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pul
     target = resolve_target(req.host or "", **req.ssh)
     python = req.python or "python3"
     progress(f"connecting to {target.describe()}…")
-    with connect(target, req.timeout, req.accept_new_host_key) as conn:
+    with connect(target, req.timeout, req.accept_new_host_key, progress) as conn:
         rtt = conn.round_trip()
         chan = conn.exec(remote_command(python))
         try:
