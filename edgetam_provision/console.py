@@ -51,8 +51,17 @@ def emit(result: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]
             _write(sys.stdout, text.rstrip("\n") + "\n")
 
 
+def end_bars() -> None:
+    """Close every progress bar still open (a command cut by Ctrl-C or an error), so that its line
+    ends before the error is written: a bar left to be collected later is drawn again after it."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
+
+
 def fail(err: ProvisionError, as_json: bool) -> None:
     """Report an error: one line + hint on stderr; with --json also an object on stdout."""
+    end_bars()
     _write(sys.stderr, f"error: {err.message}\n")
     if err.hint:
         _write(sys.stderr, f"hint: {err.hint}\n")

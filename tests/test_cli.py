@@ -186,3 +186,20 @@ def test_counts_in_messages_are_singular_for_exactly_one():
 
     assert summary(1, 1, 1) == "1 ok, 1 warning, 1 failure"
     assert summary(0, 0, 2) == "0 ok, 0 warnings, 2 failures"
+
+
+def test_a_progress_bar_cut_by_an_error_ends_before_the_error_and_is_not_drawn_after_it(capsys):
+    import gc
+
+    from edgetam_provision.console import fail
+    from edgetam_provision.errors import Interrupted
+    from edgetam_provision.fetch.pull import ProgressBar
+
+    bar = ProgressBar("model.tar", 4_000_000, 0, enabled=True)
+    bar.update(1_000_000)  # cut here: nobody closes it
+    fail(Interrupted("interrupted", "run the same command again"), as_json=False)
+    del bar
+    gc.collect()
+    err = capsys.readouterr().err
+    assert err.endswith("\nerror: interrupted\nhint: run the same command again\n"), err
+    assert "model.tar" in err.split("error: interrupted")[0]

@@ -595,3 +595,36 @@ def test_accepting_a_new_host_key_says_its_type_fingerprint_and_where_it_went(ss
     again = run_cli("fetch", *args, "--remote-python", sys.executable, "--endpoint", hub.endpoint,
                     "--repo", "org/tiny", "--out", tmp_path / "c", "--accept-new-host-key")
     assert again.exit_code == 0 and "added the host key" not in again.stderr
+
+
+def test_a_resumed_host_download_starts_its_bar_at_what_the_host_had():
+    """The first report of a resumed download carries what an earlier run left (472 MB): that is
+    where the bar starts, not bytes of this run, so no 6.53TB/s."""
+    from edgetam_provision.console import no_progress
+    from edgetam_provision.fetch.client import HostProgress
+
+    host = HostProgress("this machine", no_progress, bar=True, stall=60)
+    host.update({"repo_id": "org/big", "bytes": 472_000_000, "total": 500_000_000})
+    host.update({"repo_id": "org/big", "bytes": 473_000_000, "total": 500_000_000})
+    d = host.bars["org/big"].bar.format_dict
+    assert (d["initial"], d["n"]) == (472_000_000, 473_000_000)  # tqdm's rate: (n - initial) / elapsed
+    host.finish("org/big")
+
+
+def test_the_ssh_cipher_is_said_only_under_debug(sshd, hub, tmp_path):
+    res = fetch(sshd, hub, tmp_path / "b", "--repo", "org/tiny")
+    assert res.exit_code == 0, res.stderr
+    assert "cipher" not in res.stderr
+    res = fetch(sshd, hub, tmp_path / "c", "--repo", "org/tiny", "--debug")
+    assert res.exit_code == 0, res.stderr
+    assert "\ncipher aes128-gcm@openssh.com\n" in res.stderr
+
+
+def test_a_local_fetch_that_resumes_does_not_speak_of_a_host(hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "xdg" / "edgetam-provision" / "work" / "models--org--tiny--main" / "hub").mkdir(parents=True)
+    res = run_cli("fetch", "--local", "--repo", "org/tiny", "--endpoint", hub.endpoint,
+                  "--out", tmp_path / "b")
+    assert res.exit_code == 0, res.stderr
+    assert "this machine: downloading org/tiny@main (resuming the earlier download" in res.stderr
+    assert "host" not in res.stderr

@@ -105,6 +105,6 @@ def fetch(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: s
         timeout=timeout, stall=stall, accept_new_host_key=accept_new_host_key, transfer=transfer,
         then_restore=cache if then_restore else None,
         verify=VerifyRequest(cache=str(cache), repo_id=EDGETAM_REPO, out=str(verify_out),
-                             quality_gate=not no_gate, debug=debug))
+                             quality_gate=not no_gate, debug=debug), debug=debug)
     bar = sys.stderr.isatty() and not progress.quiet
     return do_fetch(req, progress, bar), render.fetch

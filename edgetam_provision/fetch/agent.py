@@ -314,11 +314,11 @@ def _resuming(hub: Any) -> str:
     try:
         major, minor = (int(x) for x in str(hub.__version__).split(".")[:2])
     except (AttributeError, ValueError):
-        return " (resuming the host's earlier download)"
+        return " (resuming the earlier download)"
     if (major, minor) >= (1, 18):
-        return (f" (resuming the host's earlier download: finished files are kept; huggingface_hub "
+        return (f" (resuming the earlier download: finished files are kept; huggingface_hub "
                 f"{hub.__version__} starts a file that was cut over)")
-    return " (resuming the host's earlier download, cut files included)"
+    return " (resuming the earlier download, cut files included)"
 
 
 def download_and_pack(hub: Any, spec: dict[str, Any], params: dict[str, Any], work: Path,

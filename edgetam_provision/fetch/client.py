@@ -190,7 +190,9 @@ class HostProgress:
             self.seen[repo] = done
             self.advance()
         if self.bar:
-            pb = self.bars.setdefault(repo, ProgressBar(f"{self.where}: {repo}", total or 0, 0, True))
+            if repo not in self.bars:  # starts at what the host had (a resumed download): not this run's rate
+                self.bars[repo] = ProgressBar(f"{self.where}: {repo}", total or 0, done, True)
+            pb = self.bars[repo]
             pb.update(done - pb.done)
         elif time.monotonic() - self.last >= PLAIN_PROGRESS_EVERY_S:
             self.last = time.monotonic()

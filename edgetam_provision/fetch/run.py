@@ -67,7 +67,8 @@ def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pul
 
                 link.puller = puller
             pulled = run_agent(link, req.params(), req.out, progress, bar, req.stall)
-            progress(f"cipher {conn.cipher()}")
+            if req.debug:
+                progress(f"cipher {conn.cipher()}")
         finally:
             with contextlib.suppress(Exception):  # the connection may already be gone
                 chan.close()
