@@ -628,3 +628,21 @@ def test_a_local_fetch_that_resumes_does_not_speak_of_a_host(hub, tmp_path, monk
     assert res.exit_code == 0, res.stderr
     assert "this machine: downloading org/tiny@main (resuming the earlier download" in res.stderr
     assert "host" not in res.stderr
+
+
+def test_status_says_a_revision_from_a_filtered_fetch_is_partial(hub, tmp_path):
+    """`--include "*.json"` brings one file of org/tiny's three: status must not call that `ok`
+    alone (verify cannot load such a model), and a whole fetch of the same commit is not partial."""
+    common = ["fetch", "--local", "--repo", "org/tiny", "--endpoint", hub.endpoint, "--out", tmp_path / "b",
+              "--restore", "--cache-dir", tmp_path / "cache"]
+    assert run_cli(*common, "--include", "*.json").exit_code == 0
+    res = run_cli("status", "--backups", tmp_path / "b", "--cache-dir", tmp_path / "cache")
+    line = next(x for x in res.stdout.splitlines() if x.startswith("  org/tiny@"))
+    assert " 1 file " in line and line.endswith(
+        "  ok, partial: the files of a filtered fetch (--include/--exclude), not the whole revision")
+    data = json.loads(run_cli("status", "--backups", tmp_path / "b", "--cache-dir", tmp_path / "cache",
+                              "--json").stdout)
+    assert [r["partial"] for r in data["revisions"]] == [True]
+    assert run_cli(*common).exit_code == 0
+    res = run_cli("status", "--backups", tmp_path / "b", "--cache-dir", tmp_path / "cache")
+    assert "partial" not in res.stdout and " 3 files " in res.stdout

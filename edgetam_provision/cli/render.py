@@ -59,8 +59,10 @@ def status(d: dict[str, Any]) -> str:
     lines.append(f"cache {d['cache']}:")
     for r in d["revisions"]:
         refs = f" ({', '.join(r['refs'])})" if r["refs"] else ""
-        lines.append(f"  {r['repo_id']}@{r['commit'][:12]}{refs}  {r['files']} files  "
-                     f"{human_size(r['size'])}  {r['integrity']}")
+        partial = ", partial: the files of a filtered fetch (--include/--exclude), not the whole revision" \
+            if r.get("partial") else ""
+        lines.append(f"  {r['repo_id']}@{r['commit'][:12]}{refs}  {counted(r['files'], 'file')}  "
+                     f"{human_size(r['size'])}  {r['integrity']}{partial}")
         lines += [f"      problem: {p}" for p in r["problems"]]
         if r["problems"]:
             lines.append("      fix: `provision restore` a backup of it (damaged blobs are repaired), "
