@@ -203,3 +203,24 @@ def test_a_progress_bar_cut_by_an_error_ends_before_the_error_and_is_not_drawn_a
     err = capsys.readouterr().err
     assert err.endswith("\nerror: interrupted\nhint: run the same command again\n"), err
     assert "model.tar" in err.split("error: interrupted")[0]
+
+
+def test_verify_says_its_reference_times_are_single_calls_the_first_cold():
+    from edgetam_provision.cli.render import verify
+    from edgetam_provision.verify.reference import load_reference
+
+    ref = load_reference()
+    cases = [{"name": c["name"], "latency_ms": 40.0, "objects": [{"iou_scores": [0.9, 0.9, 0.9], "best": 0,
+                                                                   "area": 1}]} for c in ref["cases"]]
+    versions = dict.fromkeys(("torch", "transformers", "timm", "huggingface_hub"), "1")
+    report = {"passed": True, "device": "cpu", "synthetic": False, "repo_id": "r/x", "commit": "0" * 40,
+              "parameters": 1, "versions": versions, "image": "truck.jpg", "prompts": "built-in", "load_s": 1,
+              "first_inference_s": 1, "encode_ms": 1, "four_cases_warm_ms": 1, "cases": cases, "failures": [],
+              "reference": {**ref, "cases": {c["name"]: c for c in ref["cases"]}},
+              "quality_gate": {"applied": False, "why_not": "-"}}
+    lines = verify({"report": report}).splitlines()
+    header = next(x for x in lines if x.lstrip().startswith("case"))
+    assert header.split()[:4] == ["case", "warm", "ref.", "1"]  # "ref. 1 call", not "reference"
+    first = ref["cases"][0]["ms"]
+    assert (f"  ref. time one call per case in the reference run, in this order: its first ({first} ms) was "
+            "cold; warm: a median of warm runs here") in lines

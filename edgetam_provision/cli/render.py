@@ -123,7 +123,7 @@ def verify(d: dict[str, Any]) -> str:
              f"first inference {r['first_inference_s']:.2f} s, "
              f"image encode {r['encode_ms']:.1f} ms; {n} case{'s' if n != 1 else ''} warm "
              f"{r['four_cases_warm_ms']:.1f} ms",
-             f"  {'case':<14}{'warm':>10}{'reference':>11}  {'IoU scores (chosen *)':<24}"
+             f"  {'case':<14}{'warm':>10}{'ref. 1 call':>13}  {'IoU scores (chosen *)':<24}"
              f"{'reference scores':<22}{'area':>9}{'gt IoU':>14}"]
     for c in r["cases"]:
         rc = (ref or {}).get("cases", {}).get(c["name"], {})
@@ -132,8 +132,13 @@ def verify(d: dict[str, Any]) -> str:
             gt = f"{o['gt_iou']:.3f}/{o['gt_iou_best']:.3f}" if "gt_iou" in o else "-"
             name, warm, ref_ms = (c["name"], f"{c['latency_ms']:.1f} ms",
                                   f"{rc['ms']} ms" if rc else "") if i == 0 else ("", "", "")
-            lines.append(f"  {name:<14}{warm:>10}{ref_ms:>11}  {_scores(o['iou_scores'], o['best']):<24}"
+            lines.append(f"  {name:<14}{warm:>10}{ref_ms:>13}  {_scores(o['iou_scores'], o['best']):<24}"
                          f"{_scores(ref_scores) if rc else '-':<22}{o['area']:>9}{gt:>14}")
+    timed = [c for c in r["cases"] if (ref or {}).get("cases", {}).get(c["name"], {}).get("ms") is not None]
+    if timed:  # not alike: the reference run timed one call of each case, its first one cold
+        first = ref["cases"][timed[0]["name"]]["ms"]
+        lines.append(f"  ref. time one call per case in the reference run, in this order: its first "
+                     f"({first} ms) was cold; warm: a median of warm runs here")
     gate = r["quality_gate"]
     if gate["applied"] and gate["yardstick"] == "reference":
         rule = f"scores within {gate['tolerance']} of the reference run; masks where the prompts are"
