@@ -16,9 +16,12 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3.11 python3.1
 
 install: $(VENV)/.installed
 
+# Bytecode compiled here, once, as pip does when it installs (without it, wherever bytecode is not
+# written, e.g. PYTHONDONTWRITEBYTECODE, every start compiles what it imports): not [tool.uv]
+# compile-bytecode, which compiles the whole environment again on each `uv run` (docs/performance.md).
 $(VENV)/.installed: pyproject.toml
 ifneq ($(strip $(UV)),)
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --extra dev
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --extra dev --compile-bytecode
 else
 	@test -n "$(PYTHON)" || { echo "error: Python 3.10 or newer is needed and none is on PATH (python3 is \
 	$$(python3 -c 'import platform; print(platform.python_version())' 2>/dev/null || echo missing)); hint: \

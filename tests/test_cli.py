@@ -174,3 +174,74 @@ def test_revision_applies_to_the_repos_that_name_none():
 
     assert RepoSpec.parse("acme/big@main", "v1").revision == "main"
     assert RepoSpec.parse("acme/big", "v1").revision == "v1"
+
+
+def test_restore_check_and_status_name_the_absolute_folder_they_looked_in(tmp_path, monkeypatch):
+    """Run from another folder, a relative (or default) backups folder is named as the absolute path
+    that was looked in, whether it does not exist or holds nothing."""
+    here = tmp_path / "elsewhere"
+    (here / "empty").mkdir(parents=True)
+    (tmp_path / "cache").mkdir()
+    monkeypatch.chdir(here)
+    missing, empty = (here / "model_backups").resolve(), (here / "empty").resolve()
+    for command in ("restore", "check"):
+        res = run_cli(command, "--cache-dir", "../cache")
+        assert res.exit_code == 2 and f"error: no such file or folder: {missing}\n" in res.stderr
+        res = run_cli(command, "sub/../empty", "--cache-dir", "../cache")
+        assert res.exit_code == 2 and f"error: no backups in {empty}\n" in res.stderr
+    res = run_cli("status", "--cache-dir", "../cache")
+    assert res.exit_code == 0
+    assert res.stdout.startswith(f"backups in {missing}:\n  (none: no such folder)\n"
+                                 f"cache {(tmp_path / 'cache').resolve()}:\n")
+    res = run_cli("status", "--backups", "empty", "--cache-dir", "../cache")
+    assert res.stdout.startswith(f"backups in {empty}:\n  (none: it holds no archive)\n")
+    res = run_cli("status", "--backups", "gone", "--cache-dir", "../cache")
+    assert res.exit_code == 2 and f"error: no such backups folder: {here.resolve() / 'gone'}\n" in res.stderr
+
+
+def test_counts_in_messages_are_singular_for_exactly_one():
+    from edgetam_provision.doctor.checks import render as doctor_summary
+
+    def summary(ok: int, warn: int, fail: int) -> str:
+        return doctor_summary({"checks": [], "summary": {"ok": ok, "warn": warn, "fail": fail}})
+
+    assert summary(1, 1, 1) == "1 ok, 1 warning, 1 failure"
+    assert summary(0, 0, 2) == "0 ok, 0 warnings, 2 failures"
+
+
+def test_a_progress_bar_cut_by_an_error_ends_before_the_error_and_is_not_drawn_after_it(capsys):
+    import gc
+
+    from edgetam_provision.console import fail
+    from edgetam_provision.errors import Interrupted
+    from edgetam_provision.fetch.pull import ProgressBar
+
+    bar = ProgressBar("model.tar", 4_000_000, 0, enabled=True)
+    bar.update(1_000_000)  # cut here: nobody closes it
+    fail(Interrupted("interrupted", "run the same command again"), as_json=False)
+    del bar
+    gc.collect()
+    err = capsys.readouterr().err
+    assert err.endswith("\nerror: interrupted\nhint: run the same command again\n"), err
+    assert "model.tar" in err.split("error: interrupted")[0]
+
+
+def test_verify_says_its_reference_times_are_single_calls_the_first_cold():
+    from edgetam_provision.cli.render import verify
+    from edgetam_provision.verify.reference import load_reference
+
+    ref = load_reference()
+    cases = [{"name": c["name"], "latency_ms": 40.0, "objects": [{"iou_scores": [0.9, 0.9, 0.9], "best": 0,
+                                                                   "area": 1}]} for c in ref["cases"]]
+    versions = dict.fromkeys(("torch", "transformers", "timm", "huggingface_hub"), "1")
+    report = {"passed": True, "device": "cpu", "synthetic": False, "repo_id": "r/x", "commit": "0" * 40,
+              "parameters": 1, "versions": versions, "image": "truck.jpg", "prompts": "built-in", "load_s": 1,
+              "first_inference_s": 1, "encode_ms": 1, "four_cases_warm_ms": 1, "cases": cases, "failures": [],
+              "reference": {**ref, "cases": {c["name"]: c for c in ref["cases"]}},
+              "quality_gate": {"applied": False, "why_not": "-"}}
+    lines = verify({"report": report}).splitlines()
+    header = next(x for x in lines if x.lstrip().startswith("case"))
+    assert header.split()[:4] == ["case", "warm", "ref.", "1"]  # "ref. 1 call", not "reference"
+    first = ref["cases"][0]["ms"]
+    assert (f"  ref. time one call per case in the reference run, in this order: its first ({first} ms) was "
+            "cold; warm: a median of warm runs here") in lines

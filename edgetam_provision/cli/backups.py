@@ -40,6 +40,11 @@ def backup(cache_dir: Path | None, progress: StderrProgress, debug: bool, repos:
 
 # ---------------------------------------------------------------------------- restore
 
+def resolved(paths: tuple[Path, ...]) -> list[Path]:
+    """The paths given (default model_backups/) resolved: what a message names is where we looked."""
+    return [p.resolve() for p in paths or (DEFAULT_BACKUPS,)]
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Run every check a restore runs (every byte hashed, "
@@ -61,7 +66,7 @@ def restore(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths
     """
     from ..restore.run import restore as do_restore
 
-    plan = do_restore(list(paths) or [DEFAULT_BACKUPS], cache_folder(cache_dir), progress, dry_run=dry_run,
+    plan = do_restore(resolved(paths), cache_folder(cache_dir).resolve(), progress, dry_run=dry_run,
                       keep_refs=keep_refs)
     return {**plan.to_dict(written=not dry_run), "dry_run": dry_run}, render.restore_plan
 
@@ -93,7 +98,7 @@ def check(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths: 
     token = os.environ.get(token_env) if token_env else None
     if token_env and not token:
         raise UsageError(f"${token_env} is not set", f"export {token_env}=hf_… first")
-    where = list(paths) or [DEFAULT_BACKUPS]
+    where = resolved(paths)
     plan = check_backups(where, progress)
     data = {**plan.to_dict(written=False), "dry_run": True, "check_only": True}
     if at_hub:
@@ -123,5 +128,7 @@ def status(cache_dir: Path | None, progress: StderrProgress, debug: bool, backup
     from ..status import status as do_status
 
     if backups != DEFAULT_BACKUPS and not backups.is_dir():
-        raise UsageError(f"no such backups folder: {backups}", "pass the folder that holds the archives")
-    return do_status(cache_folder(cache_dir, must_exist=True), backups, hash_blobs=not quick), render.status
+        raise UsageError(f"no such backups folder: {backups.resolve()}", "pass the folder that holds the "
+                         "archives")
+    return (do_status(cache_folder(cache_dir, must_exist=True).resolve(), backups.resolve(),
+                      hash_blobs=not quick), render.status)

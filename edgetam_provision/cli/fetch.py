@@ -98,13 +98,13 @@ def fetch(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: s
     specs = tuple(RepoSpec.parse(r, revision, repo_type) for r in repos) or tuple(
         RepoSpec(r, revision) for r in DEFAULT_REPOS)
     req = FetchRequest(
-        specs=specs, out=out, host=host, python=remote_python, endpoint=endpoint, token=token,
+        specs=specs, out=out.resolve(), host=host, python=remote_python, endpoint=endpoint, token=token,
         bootstrap=bootstrap, fresh=fresh, include=include, exclude=exclude, streams=streams,
         ssh={"port": port, "user": user, "identity": identity, "ssh_config": ssh_config,
              "known_hosts": known_hosts},
         timeout=timeout, stall=stall, accept_new_host_key=accept_new_host_key, transfer=transfer,
         then_restore=cache if then_restore else None,
         verify=VerifyRequest(cache=str(cache), repo_id=EDGETAM_REPO, out=str(verify_out),
-                             quality_gate=not no_gate, debug=debug))
+                             quality_gate=not no_gate, debug=debug), debug=debug)
     bar = sys.stderr.isatty() and not progress.quiet
     return do_fetch(req, progress, bar), render.fetch

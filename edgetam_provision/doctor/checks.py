@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..console import counted
 from ..errors import ModelMissingError
 from ..hub.cache import BACKBONE_REPO, EDGETAM_REPO, check_revision, resolve_commit
 from ..parallel import in_background
@@ -392,7 +393,7 @@ def render(report: dict[str, Any]) -> str:
         if c["fix"] and c["status"] != "ok":
             lines.append(f"      fix: {c['fix']}")
     s = report["summary"]
-    lines.append(f"{s['ok']} ok, {s['warn']} warnings, {s['fail']} failures")
+    lines.append(f"{s['ok']} ok, {counted(s['warn'], 'warning')}, {counted(s['fail'], 'failure')}")
     sent = any(c["name"].startswith("credentials") and c["status"] != "ok" for c in report["checks"])
     if sent and not any(c["name"].startswith("online") for c in report["checks"]):
         lines.append("credentials are sent that were not tested: `provision doctor --online` says whether "

@@ -35,6 +35,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -153,6 +154,29 @@ def _classify(exc: Exception) -> str:
                                            else "download")
 
 
+#: a request that never reached the endpoint: its name did not resolve, or no connection was made
+#: (httpx's ConnectError/ConnectTimeout; requests' ConnectionError wrapping urllib3's errors)
+UNREACHABLE_TYPES = ("ConnectError", "ConnectTimeout", "NameResolutionError", "NewConnectionError",
+                     "gaierror", "ConnectionRefusedError")
+UNREACHABLE_WORDS = ("NameResolutionError", "NewConnectionError", "Failed to establish a new connection",
+                     "Failed to resolve", "ConnectTimeoutError")
+ERRNO_RE = re.compile(r"\[Errno -?\d+\] [^)'\"]+")
+
+
+def _unreachable(exc: BaseException | None) -> str | None:
+    """Why the endpoint could not be reached (from the exception or those it came from), or None
+    when the request got through to it."""
+    for _ in range(8):
+        if exc is None:
+            return None
+        text = f"{type(exc).__name__}: {exc}"
+        if type(exc).__name__ in UNREACHABLE_TYPES or any(w in text for w in UNREACHABLE_WORDS):
+            said = ERRNO_RE.search(text)
+            return said.group(0).strip() if said else type(exc).__name__
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _folder_bytes(folder: Path) -> int:
     """Bytes downloaded so far into a repo's cache folder (finished blobs and .incomplete ones)."""
     total = 0
@@ -184,6 +208,11 @@ def _hub_errors(label: str) -> Any:
     except AgentError:
         raise
     except Exception as exc:
+        why = _unreachable(exc)
+        if why is not None:  # the endpoint huggingface_hub read at import: ours, or the host's own
+            endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+            raise AgentError("endpoint-unreachable", f"{label}: cannot resolve or reach {endpoint} "
+                             f"({why})") from None
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise AgentError(_classify(exc), f"{label}: {type(exc).__name__}: {first}") from None
 
@@ -285,11 +314,11 @@ def _resuming(hub: Any) -> str:
     try:
         major, minor = (int(x) for x in str(hub.__version__).split(".")[:2])
     except (AttributeError, ValueError):
-        return " (resuming the host's earlier download)"
+        return " (resuming the earlier download)"
     if (major, minor) >= (1, 18):
-        return (f" (resuming the host's earlier download: finished files are kept; huggingface_hub "
+        return (f" (resuming the earlier download: finished files are kept; huggingface_hub "
                 f"{hub.__version__} starts a file that was cut over)")
-    return " (resuming the host's earlier download, cut files included)"
+    return " (resuming the earlier download, cut files included)"
 
 
 def download_and_pack(hub: Any, spec: dict[str, Any], params: dict[str, Any], work: Path,

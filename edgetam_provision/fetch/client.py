@@ -32,6 +32,7 @@ from .shipped import agent_program
 PLAIN_PROGRESS_EVERY_S = 5.0  # without a terminal: one line of host progress this often
 SPACE_RESERVE = 64 * 1024 * 1024  # what a pull leaves free on the disk of --out
 TAR_OVERHEAD = 2048  # bytes a tar spends per member beyond its data, at most (header + padding)
+LOCAL_WHERE = "this machine"  # a --local agent's name in messages
 
 HINTS = {
     "missing-hub": "install it there (pip install huggingface_hub), point --remote-python at a "
@@ -42,6 +43,11 @@ HINTS = {
     "unauthorized": "the Hub rejected the request even without stale credentials: check "
                     "--token-env, or the endpoint",
     "no-match": "check the patterns: globs as hf download takes them, e.g. --include '*.json'",
+    "endpoint-unreachable": "this machine's HF_ENDPOINT is not passed to the host (it uses its own, or "
+                            "huggingface.co): pass --endpoint URL with an endpoint the host can resolve "
+                            "and reach",
+    "endpoint-unreachable/here": "check the network, HF_ENDPOINT, or pass --endpoint URL with an endpoint "
+                                 "this machine can reach",
 }
 
 
@@ -150,7 +156,8 @@ def entry_of(event: dict[str, Any]) -> ArchiveEntry:
 def agent_error(event: dict[str, Any], where: str) -> RemoteDownloadError:
     kind, msg, log = event["kind"], clean(event["message"]), clean(event.get("log", "").strip())
     fallback = f"the host's log ends with: {log[-300:]}" if log else "run again with --debug"
-    return RemoteDownloadError(f"download on {where} failed: {msg}", HINTS.get(kind, fallback))
+    here = HINTS.get(f"{kind}/here") if where == LOCAL_WHERE else None  # --local: this environment's
+    return RemoteDownloadError(f"download on {where} failed: {msg}", here or HINTS.get(kind, fallback))
 
 
 class HostProgress:
@@ -183,7 +190,9 @@ class HostProgress:
             self.seen[repo] = done
             self.advance()
         if self.bar:
-            pb = self.bars.setdefault(repo, ProgressBar(f"{self.where}: {repo}", total or 0, 0, True))
+            if repo not in self.bars:  # starts at what the host had (a resumed download): not this run's rate
+                self.bars[repo] = ProgressBar(f"{self.where}: {repo}", total or 0, done, True)
+            pb = self.bars[repo]
             pb.update(done - pb.done)
         elif time.monotonic() - self.last >= PLAIN_PROGRESS_EVERY_S:
             self.last = time.monotonic()

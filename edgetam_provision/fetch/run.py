@@ -26,7 +26,7 @@ from ..archive.untrusted import scan_archive
 from ..console import ProgressFn
 from ..errors import IntegrityError, RemoteDownloadError
 from ..hub.manifest import record
-from .client import AgentLink, Pulled, remote_path, run_agent, stream_source
+from .client import LOCAL_WHERE, AgentLink, Pulled, remote_path, run_agent, stream_source
 from .protocol import Stream
 from .pull import pull
 from .request import BOOT, FetchRequest, check_python, check_request, remote_command
@@ -83,7 +83,7 @@ def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pul
     target = resolve_target(req.host or "", **req.ssh)
     python = req.python or "python3"
     progress(f"connecting to {target.describe()}…")
-    with connect(target, req.timeout, req.accept_new_host_key) as conn:
+    with connect(target, req.timeout, req.accept_new_host_key, progress) as conn:
         rtt = conn.round_trip()
         chan = conn.exec(remote_command(python))
         try:
@@ -100,7 +100,8 @@ def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pul
 
                 link.puller = puller
             pulled = run_agent(link, req.params(), req.out, progress, bar, req.stall)
-            progress(f"cipher {conn.cipher()}")
+            if req.debug:
+                progress(f"cipher {conn.cipher()}")
         finally:
             with contextlib.suppress(Exception):  # the connection may already be gone
                 chan.close()
@@ -154,7 +155,7 @@ def fetch_local(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pull
         return proc.returncode, proc.stderr.read().decode(errors="replace")
 
     try:
-        link = AgentLink(Stream(_pipe_reader(proc.stdout, req.timeout), send, "this machine"), ended, python)
+        link = AgentLink(Stream(_pipe_reader(proc.stdout, req.timeout), send, LOCAL_WHERE), ended, python)
         pulled = run_agent(link, req.params(), req.out, progress, bar, req.stall)
     finally:
         with contextlib.suppress(OSError):
