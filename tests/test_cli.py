@@ -184,10 +184,10 @@ def test_restore_check_and_status_name_the_absolute_folder_they_looked_in(tmp_pa
     (tmp_path / "cache").mkdir()
     monkeypatch.chdir(here)
     missing, empty = (here / "model_backups").resolve(), (here / "empty").resolve()
-    for command in ("restore", "check"):
-        res = run_cli(command, "--cache-dir", "../cache")
+    for command in (("restore", "--cache-dir", "../cache"), ("check",)):  # check uses no cache
+        res = run_cli(*command)
         assert res.exit_code == 2 and f"error: no such file or folder: {missing}\n" in res.stderr
-        res = run_cli(command, "sub/../empty", "--cache-dir", "../cache")
+        res = run_cli(*command, "sub/../empty")
         assert res.exit_code == 2 and f"error: no backups in {empty}\n" in res.stderr
     res = run_cli("status", "--cache-dir", "../cache")
     assert res.exit_code == 0
