@@ -28,6 +28,10 @@ HOST_MISBEHAVED = 15
 DEADLINE_S = 12  # --timeout 2 and --stall 2, plus start-up on a busy machine
 
 
+def stream(name: str = NAME, size: int = 4096) -> dict:
+    return {"line": {"event": "stream", "archive": name, "size": size}}
+
+
 def packed(**over) -> dict:
     event = {"event": "packed", "archive": NAME, "repo_id": "org/tiny", "repo_type": "model",
              "commit": COMMIT, "refs": ["main"], "files": FILES, "sha256": "0" * 64, "size": 2048}
@@ -77,7 +81,7 @@ def refused(res, out: Path, words: str) -> None:
     "models--org--tiny--aaaaaaaaaaaa.tar/../../x", "models--org--tiny--aaaaaaaaaaaa.tar\n",
 ])
 def test_a_stream_may_not_name_a_path_of_the_hosts_choosing(hostile, name):
-    res, _, out = hostile([HELLO, {"line": {"event": "stream", "archive": name}},
+    res, _, out = hostile([HELLO, stream(name),
                            {"line": {"event": "chunk", "length": 5}}, {"raw": "evil\n"},
                            packed(streamed=True), {"line": {"event": "ready"}}])
     refused(res, out, "archive")
@@ -85,7 +89,7 @@ def test_a_stream_may_not_name_a_path_of_the_hosts_choosing(hostile, name):
 
 def test_a_stream_of_one_name_then_packed_under_another_is_refused_and_nothing_kept(hostile):
     other = archive_name("org/tiny", "c" * 40)
-    res, _, out = hostile([HELLO, {"line": {"event": "stream", "archive": NAME}},
+    res, _, out = hostile([HELLO, stream(),
                            {"line": {"event": "chunk", "length": 5}}, {"raw": "evil\n"},
                            packed(archive=other, commit="c" * 40, streamed=True),
                            {"line": {"event": "ready"}}])
@@ -135,7 +139,7 @@ def test_data_other_than_asked_for_is_refused(hostile):
 # ---------------------------------------------------------------------------- hangs and floods
 
 def test_a_negative_chunk_length_is_refused_at_once(hostile):
-    res, took, out = hostile([HELLO, {"line": {"event": "stream", "archive": NAME}},
+    res, took, out = hostile([HELLO, stream(),
                               {"line": {"event": "chunk", "length": -5}}])
     refused(res, out, "'length'")
     assert took < 5
@@ -201,7 +205,7 @@ NAMES = st.sampled_from([NAME, "../../x", "/abs.tar", "", archive_name("evil/oth
 INTS = st.one_of(st.integers(-10, 10), st.integers(-(2**70), 2**70), st.sampled_from([0, 1, 2048]))
 EVENT = st.one_of(
     st.just(HELLO),
-    st.builds(lambda n: {"line": {"event": "stream", "archive": n}}, NAMES),
+    st.builds(lambda n, s: {"line": {"event": "stream", "archive": n, "size": s}}, NAMES, INTS),
     st.builds(lambda n: {"line": {"event": "chunk", "length": n}}, INTS),
     st.builds(lambda s: {"raw": s}, st.text(alphabet=st.characters(max_codepoint=255), max_size=64)),
     st.builds(lambda n, s, c: packed(archive=n, size=s, commit=c), NAMES, INTS,
