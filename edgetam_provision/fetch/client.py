@@ -236,7 +236,7 @@ class Received:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                     gone += path.suffix != ".ranges"
-        removed = f" ({gone} archive file{'s' * (gone != 1)} it sent were removed)" if gone else ""
+        removed = f" ({gone} file{'s' * (gone != 1)} removed)" if gone else ""
         return (f"nothing it sent in this run was kept{removed}; archives that were in the folder before "
                 "are as they were; use a host you trust, or run with --debug and report it if the host "
                 "is yours")
@@ -302,6 +302,8 @@ def _wait_for_archives(link: AgentLink, asked: Asked, out: Path, progress: Progr
             elif kind == "error":
                 raise agent_error(event, stream.where)
             elif kind == "hello":
+                if not hello:  # the host's start-up (a --bootstrap install) had its own stretch
+                    pace.restart()
                 hello = True
                 progress(f"{stream.where}: huggingface_hub {clean(event['huggingface_hub'])}, "
                          f"Python {clean(event['python'])}")

@@ -63,7 +63,7 @@ class Pace:
 
 class Declared:
     """The host's download progress, credited to `Pace` only for repos that were asked, where it
-    advances, and up to the first total the host declared for each."""
+    advances past its first report, and up to the first total the host declared for each."""
 
     def __init__(self, pace: Pace, repos: set[str]) -> None:
         self.pace, self.repos = pace, repos
@@ -76,7 +76,7 @@ class Declared:
         if total is not None:
             self.total.setdefault(repo, total)
         done = min(done, self.total.get(repo, done))
-        before = self.seen.get(repo, 0)
+        before = self.seen.setdefault(repo, done)  # the first report: what the host had (a resumed run)
         if done > before:
             self.seen[repo] = done
             self.pace.moved(done - before)
