@@ -18,6 +18,7 @@ from conftest import REPO_ROOT, run_cli, tree_state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgetam_provision.errors import RemoteConnectError
 from edgetam_provision.fetch import pace
 from edgetam_provision.fetch.limits import STALL_S
 from edgetam_provision.hub.layout import archive_name
@@ -262,6 +263,38 @@ def test_a_download_that_never_progresses_ends_at_the_default_stall(hostile, fas
 def test_a_download_report_for_a_repo_not_asked_is_refused(hostile):
     res, _, out = hostile([HELLO, download(5, repo="evil/other")])
     refused(res, out, "download of evil/other, which was not asked for")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@settings(max_examples=60, deadline=None)
+@given(rate=st.integers(1, 4 << 20), every=st.floats(0.01, 5), window=st.floats(1, 900))
+def test_property_a_host_is_given_up_exactly_when_a_window_moves_less_than_the_floor(rate, every, window):
+    """Bytes at `rate` per second arriving every `every` s: a rate that moves a step (plus one
+    arrival) per window runs forever; one that cannot move a step in a window plus an arrival is
+    given up within that time, whatever else it does."""
+    clock, step = Clock(), 1 << 20
+    p = pace.Pace("host", window, step, clock)
+    per_arrival = max(1, round(rate * every))
+    horizon = 3 * window + 10 * every
+    ended = None
+    while clock.now < horizon and ended is None:
+        clock.now += every
+        p.moved(per_arrival)
+        try:
+            p.check()
+        except RemoteConnectError:
+            ended = clock.now
+    if per_arrival / every * (window - every) >= step + per_arrival:
+        assert ended is None
+    if per_arrival / every * (window + every) < step:
+        assert ended is not None and ended <= window + 2 * every
 
 
 # ---------------------------------------------------------------------------- hangs and floods

@@ -367,7 +367,7 @@ def _pack_to_file(work: Path, name: str, folder: str, commit: str, with_tree: bo
 
 @contextlib.contextmanager
 def _telling(chan: Channel | None, what: Any, every: float = 5 * PROGRESS_EVERY_S) -> Any:
-    """While the block runs, a ``progress`` event with `what()` every `every` seconds."""
+    """While the block runs, a ``progress`` event with `what()` every `every` seconds; none after."""
     done = threading.Event()
 
     def tell() -> None:
@@ -375,12 +375,15 @@ def _telling(chan: Channel | None, what: Any, every: float = 5 * PROGRESS_EVERY_
             with contextlib.suppress(OSError, ValueError):
                 chan.emit({"event": "progress", "message": what()})  # type: ignore[union-attr]
 
+    teller = threading.Thread(target=tell, name="provision-telling", daemon=True)
     if chan is not None:
-        threading.Thread(target=tell, daemon=True).start()
+        teller.start()
     try:
         yield
     finally:
         done.set()
+        if teller.is_alive():
+            teller.join()
 
 
 def _size(path: Path) -> str:
