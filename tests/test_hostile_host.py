@@ -223,7 +223,7 @@ def test_a_violation_during_the_pulls_removes_what_the_run_pulled_and_keeps_what
                            {"command": True}, {"line": {"event": "data", "offset": 0, "length": 1 << 40}}],
                           repo="org/tiny org/two org/three")
     refused(res, out, "offered bytes")
-    assert "(1 file removed)" in res.stderr and "before are as they were" in res.stderr
+    assert "(1 file removed)" in res.stderr and "before the run are as they were" in res.stderr
     assert sorted(p.name for p in out.iterdir()) == [two] and (out / two).read_bytes() == ARCHIVE
 
 

@@ -237,9 +237,9 @@ class Received:
                     path.unlink()
                     gone += path.suffix != ".ranges"
         removed = f" ({gone} file{'s' * (gone != 1)} removed)" if gone else ""
-        return (f"nothing it sent in this run was kept{removed}; archives that were in the folder before "
-                "are as they were; use a host you trust, or run with --debug and report it if the host "
-                "is yours")
+        return (f"nothing it sent in this run was kept{removed}; whole archives that were in the folder "
+                "before the run are as they were; use a host you trust, or run with --debug and report it "
+                "if the host is yours")
 
 
 def _pull_all(link: AgentLink, packed: list[dict[str, Any]], out: Path, progress: ProgressFn, bar: bool,
