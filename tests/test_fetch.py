@@ -302,14 +302,19 @@ def test_unknown_repo_is_a_remote_download_error(sshd, hub, tmp_path):
     assert res.exit_code == 13 and "org/nope" in res.stderr and "repo id" in res.stderr
 
 
-def fetch_modelbox(sshd, hub, cfg: Path, out: Path):
-    """`fetch --host modelbox` through the ssh config `cfg`; returns (result, logins it made)."""
+def fetch_modelbox(sshd, hub, cfg: Path, out: Path, logins: int):
+    """`fetch --host modelbox` through the ssh config `cfg`; returns (result, logins it made), once
+    sshd's log shows the `logins` expected (or after 10 s: then fewer, and the test says so)."""
     before = sshd.log.read_text().count("Accepted publickey")
     res = run_cli("fetch", "--host", "modelbox", "--ssh-config", cfg, "--known-hosts", sshd.known_hosts,
                   "--remote-python", sys.executable, "--endpoint", hub.endpoint, "--repo", "org/tiny",
                   "--out", out)
-    time.sleep(0.2)
-    return res, sshd.log.read_text().count("Accepted publickey") - before
+    deadline = time.monotonic() + 10
+    while (made := sshd.log.read_text().count("Accepted publickey") - before) < logins:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    return res, made
 
 
 def test_ssh_config_alias_and_proxyjump_are_honoured(sshd, hub, tmp_path):
@@ -318,7 +323,7 @@ def test_ssh_config_alias_and_proxyjump_are_honoured(sshd, hub, tmp_path):
                    f"  IdentityFile {sshd.client_key}\n"
                    f"Host modelbox\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n"
                    f"  IdentityFile {sshd.client_key}\n  ProxyJump jump\n")
-    res, logins = fetch_modelbox(sshd, hub, cfg, tmp_path / "b")
+    res, logins = fetch_modelbox(sshd, hub, cfg, tmp_path / "b", 2)
     assert res.exit_code == 0, res.stderr
     assert len(list((tmp_path / "b").glob("*.tar"))) == 1
     assert logins == 2  # the jump, then the target
@@ -498,7 +503,7 @@ def test_a_proxyjump_chain_with_user_host_port_hops_is_followed(sshd, hub, tmp_p
     cfg.write_text(f"Host *\n  IdentityFile {sshd.client_key}\n"
                    f"Host modelbox\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n"
                    f"  ProxyJump {hop},{hop}\n")
-    res, logins = fetch_modelbox(sshd, hub, cfg, tmp_path / "b")
+    res, logins = fetch_modelbox(sshd, hub, cfg, tmp_path / "b", 3)
     assert res.exit_code == 0, res.stderr
     assert logins == 3  # two hops, then the target
 
@@ -646,3 +651,22 @@ def test_status_says_a_revision_from_a_filtered_fetch_is_partial(hub, tmp_path):
     assert run_cli(*common).exit_code == 0
     res = run_cli("status", "--backups", tmp_path / "b", "--cache-dir", tmp_path / "cache")
     assert "partial" not in res.stdout and " 3 files " in res.stdout
+
+
+@pytest.mark.parametrize(("command", "timeout", "said"), [
+    ("while :; do printf x; sleep 0.05; done", 5, "less than the 1.0 MB"),  # a byte every second, to the pace
+    ("sleep 30", 0.5, "went silent past the deadline"),
+])
+def test_openssh_ranges_run_under_the_fetchs_deadlines(tmp_path, command, timeout, said):
+    """A host whose `tail | head` drips or hangs: each ssh range ends within the deadlines (the
+    first range's error stops the others), where it used to wait as long as the host liked."""
+    from edgetam_provision.errors import RemoteConnectError
+    from edgetam_provision.fetch.openssh import Deadlines, _pull_ranges
+    from edgetam_provision.fetch.pace import Pace
+
+    t0 = time.monotonic()
+    fast = Pace("host", 15, clock=lambda: t0 + (time.monotonic() - t0) * 20)  # 15 s pass in 0.75 s
+    event = {"archive": "a.tar", "size": 10 << 20, "sha256": "0" * 64}
+    with pytest.raises(RemoteConnectError, match=said):
+        _pull_ranges(["sh", "-c", command, "sh"], "/x", event, tmp_path, False, 2, "host",
+                     Deadlines("host", timeout, fast))

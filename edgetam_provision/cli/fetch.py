@@ -48,7 +48,8 @@ from .app import CONTEXT, DEFAULT_BACKUPS, Result, cache_folder, cli, command
               help="Deadline in seconds for connecting and for each silent stretch (the host's download "
               "progress counts as life).")
 @click.option("--stall", type=click.FloatRange(1), default=STALL_S, show_default=True,
-              help="Give up when the host's download makes no progress for this many seconds.")
+              help="Give up when less than 1 MiB moves in this many seconds (the host's download, "
+              "or archive bytes reaching here); raise it on a link slower than 1 MiB per that long.")
 @click.option("--transfer", type=click.Choice(["auto", "openssh", "stream"]), default="auto",
               show_default=True, help="How archive bytes travel: auto = over the agent's channel during the "
               "download on a LAN; else, after packing, OpenSSH's ssh client in parallel ranges from 256 MiB "

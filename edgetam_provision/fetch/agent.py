@@ -10,8 +10,9 @@ While the host downloads, a ``download`` event (bytes so far, total when known) 
 second: the client treats it as life, so only true silence runs into its deadline.
 
 Streamed (the client asks with ``stream``; it has no part of the archive; the Hub listed the
-revision): ``stream`` names the archive, ``chunk`` events carry it while it is packed during the
-download, ``packed`` (with ``streamed``) gives its sha256 and size; ``stream-void`` drops what was
+revision): ``stream`` names the archive and the most bytes it will have (from the listing, before
+its first byte), ``chunk`` events carry it while it is packed during the download, ``packed`` (with
+``streamed``) gives its sha256 and size; ``stream-void`` drops what was
 sent, and the archive is packed and offered as below. Otherwise ``packed`` events, ``ready``, and
 the client asks for each archive (``send`` from an offset, or ``path`` for its own ssh/SFTP).
 
@@ -55,7 +56,7 @@ with contextlib.suppress(ImportError):  # shipped: layout, pack and live ran jus
         valid_repo_id,
         valid_revision,
     )
-    from .live import Background, pack_streaming
+    from .live import Background, pack_streaming, stream_bound
 CREDENTIAL_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_STORED_TOKENS_PATH",
                    "HF_HUB_ENABLE_HF_TRANSFER")
 SEND_CHUNK = 8 * 1024 * 1024  # fsutil.CHUNK: the agent runs alone on the host, so it cannot import it
@@ -344,9 +345,11 @@ def download_and_pack(hub: Any, spec: dict[str, Any], params: dict[str, Any], wo
     packed = None
     if live:
         assert listed is not None
-        chan.emit({"event": "stream", "archive": name})
+        plan, ref = PackPlan.from_files(listed), spec.get("revision") or "main"
+        bound = stream_bound(folder, commit, plan, None if ref == commit else ref)
+        chan.emit({"event": "stream", "archive": name, "size": bound})
         fetch.start()
-        packed = pack_streaming(cache, folder, commit, PackPlan.from_files(listed), fetch, chan)
+        packed = pack_streaming(cache, folder, commit, plan, fetch, chan, bound)
     streamed = packed is not None
     if packed is None:
         if not live:
@@ -393,7 +396,7 @@ def _pack_to_file(work: Path, name: str, folder: str, commit: str, with_tree: bo
 
 @contextlib.contextmanager
 def _telling(chan: Channel | None, what: Any, every: float = 5 * PROGRESS_EVERY_S) -> Any:
-    """While the block runs, a ``progress`` event with `what()` every `every` seconds."""
+    """While the block runs, a ``progress`` event with `what()` every `every` seconds; none after."""
     done = threading.Event()
 
     def tell() -> None:
@@ -401,12 +404,15 @@ def _telling(chan: Channel | None, what: Any, every: float = 5 * PROGRESS_EVERY_
             with contextlib.suppress(OSError, ValueError):
                 chan.emit({"event": "progress", "message": what()})  # type: ignore[union-attr]
 
+    teller = threading.Thread(target=tell, name="provision-telling", daemon=True)
     if chan is not None:
-        threading.Thread(target=tell, daemon=True).start()
+        teller.start()
     try:
         yield
     finally:
         done.set()
+        if teller.is_alive():
+            teller.join()
 
 
 def _size(path: Path) -> str:

@@ -95,7 +95,7 @@ def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pul
                     path = remote_path(stream, e)
                     if req.transfer == "openssh" or (worth_openssh(e["size"], time.monotonic() - t0)
                                                      and not channel_part(out, e["archive"])):
-                        return pull_openssh(target, path, e, out, bar, req.timeout, req.streams)
+                        return pull_openssh(target, path, e, out, bar, req.timeout, req.streams, stream.pace)
                     return pull(stream_source(stream, e), e, out, bar)
 
                 link.puller = puller
