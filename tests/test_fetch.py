@@ -607,8 +607,10 @@ def test_a_resumed_host_download_starts_its_bar_at_what_the_host_had():
     where the bar starts, not bytes of this run, so no 6.53TB/s."""
     from edgetam_provision.console import no_progress
     from edgetam_provision.fetch.client import HostProgress
+    from edgetam_provision.fetch.pace import Declared, Pace
 
-    host = HostProgress("this machine", no_progress, bar=True, stall=60)
+    host = HostProgress("this machine", no_progress, bar=True,
+                        declared=Declared(Pace("this machine", 60), {"org/big"}))
     host.update({"repo_id": "org/big", "bytes": 472_000_000, "total": 500_000_000})
     host.update({"repo_id": "org/big", "bytes": 473_000_000, "total": 500_000_000})
     d = host.bars["org/big"].bar.format_dict
