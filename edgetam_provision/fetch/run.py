@@ -21,9 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..archive.untrusted import scan_archive
 from ..console import ProgressFn
-from ..errors import RemoteDownloadError
+from ..errors import HostMisbehaved, ProvisionError, RemoteDownloadError
 from ..hub.manifest import record
 from .client import AgentLink, Pulled, remote_path, run_agent, stream_source
 from .protocol import Stream
@@ -34,10 +33,24 @@ AGENT_EXIT_S = 5.0  # after we close its stdin, a local agent has this long to r
 
 
 def check_pulled(pulled: list[Pulled], out: Path) -> None:
-    """Validate each archive as a restore would, then record it in the manifest."""
+    """Hold each archive to the acceptance rule with the host's announcement as its declaration,
+    as restore and check do with the manifest, and record those it admits. One it refuses is
+    removed: nothing unrecorded stays for a later restore to take as a hand-made backup."""
+    from ..integrity.accept import admit
+
+    admitted, refused = [], []
     for p in pulled:
-        scan_archive(p.archive, p.entry.blob_sizes())
-    record(out, [p.entry for p in pulled])
+        try:
+            admit(p.archive, p.entry)
+            admitted.append(p.entry)
+        except ProvisionError as exc:
+            p.archive.unlink(missing_ok=True)
+            refused.append(f"{p.archive.name} is not what the host announced: {exc.message}")
+    if admitted:
+        record(out, admitted)
+    if refused:
+        kept = f"; the {len(admitted)} others were checked and recorded" if admitted else ""
+        raise HostMisbehaved(refused[0], f"it was removed{kept}; use a host you trust")
 
 
 def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pulled]:
