@@ -141,3 +141,17 @@ def test_every_damaged_compression_is_exit_4(genuine, tmp_path, case):
         res = run_cli(*args)
         assert res.exit_code == 4 and "damaged.tar" in res.stderr, res.stderr
     assert not (tmp_path / "c" / R).exists()
+
+
+@pytest.mark.parametrize("kind", [tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
+                                  tarfile.XGLTYPE], ids=["long-name", "long-link", "pax", "pax-global"])
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
+def test_every_extended_header_is_bounded_before_it_is_read(tmp_path, kind, suffix):
+    head = tarfile.TarInfo("././@LongLink")
+    head.type, head.size = kind, MAX_HEADER + 1
+    fmt = tarfile.GNU_FORMAT if kind in tarfile.GNU_TYPES else tarfile.PAX_FORMAT
+    raw = head.tobuf(fmt) + bytes(MAX_HEADER + 512) + tarfile.TarInfo("x").tobuf(fmt) + bytes(1024)
+    archive = tmp_path / f"header{suffix}"
+    archive.write_bytes(gzip.compress(raw, 1) if suffix == ".tar.gz" else raw)
+    res = run_cli("check", archive)
+    assert res.exit_code == 3 and f"header of {MAX_HEADER + 1} bytes" in res.stderr, res.stderr
