@@ -5,8 +5,9 @@ HF_HUB_OFFLINE, repo specs, the remote Python's name). Then `agent.py` runs ther
 fixed command, fed its program and parameters on stdin; it reports the host's download progress
 every second (life, for the deadline) and packs each revision. Each archive is pulled into
 ``NAME.part``, hashed while received (resuming from the part), checked against the host's sha256,
-renamed into place, recorded in manifest.json + SHA256SUMS, and validated exactly as a restore
-would. An archive already here with the right sha256 is not pulled again.
+renamed into place, held to the acceptance rule restore and check apply (docs/accepted.md, the
+host's announcement its declaration) and recorded in manifest.json + SHA256SUMS; one it refuses is
+removed. An archive already here with the right sha256 is not pulled again.
 """
 
 from __future__ import annotations
