@@ -11,12 +11,25 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import signal
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, tree_state
-from hostile_backups import KINDS, PLANTED, Genuine, HostileBackup, R, genuine_backup, hostile_backups
+from conftest import REPO_ROOT, run_cli, tree_state
+from hostile_backups import (
+    COMPRESSIONS,
+    KINDS,
+    PLANTED,
+    Genuine,
+    Hostile,
+    HostileBackup,
+    R,
+    genuine_backup,
+    hostile_backups,
+    tar_bytes,
+)
 from hypothesis import HealthCheck, given, settings
 
 from edgetam_provision.errors import HostMisbehaved
@@ -148,6 +161,51 @@ def test_a_listed_file_the_archive_lacks_fails_fetchs_own_check_as_it_fails_rest
                                    ["archives"][archive.name])
     check_pulled([Pulled(archive, entry, 0, 0.0)], out)
     assert json.loads((out / "manifest.json").read_text())["archives"][archive.name]["sha256"] == entry.sha256
+
+
+SCRIPTED_HOST = REPO_ROOT / "tests" / "helpers" / "hostile_host.py"
+FETCHED = [("genuine", "none"), ("planted-repo", "none"), ("ref-moved", "none"), ("missing-file", "none"),
+           ("size-lie-62", "none"), ("size-lie-62", "gzip"), ("size-lie-80", "zstd"),
+           ("long-name-bomb", "gzip")]
+
+
+@pytest.mark.parametrize(("kind", "compression"), FETCHED)
+def test_a_host_is_held_to_what_it_announced_and_an_honest_one_still_succeeds(genuine, exact, tmp_path,
+                                                                            monkeypatch, kind, compression):
+    """A scripted host announces org/tiny's genuine revision (its files and refs) and sends an
+    archive that plants a repo, moves refs/main to a commit it never announced, lacks a listed
+    file, or lies in a header (gzip bytes under a .tar name too): `fetch --restore` refuses it,
+    removes it, records nothing and leaves the cache as it was."""
+    members, tail, honest = Hostile(genuine).members(kind)
+    e = genuine.entry
+    # a compressed archive as big as its files, as the announcement must say (test_hostile_host)
+    filler = os.urandom(sum(f["size"] for f in e["files"])) if compression != "none" else b""
+    data = COMPRESSIONS[compression](tar_bytes(members, tail + filler))
+    packed = {"event": "packed", "archive": genuine.archive.name, "repo_id": "org/tiny", "repo_type": "model",
+              "commit": e["commit"], "refs": e["refs"], "files": e["files"],
+              "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    steps = [{"line": {"event": "hello", "huggingface_hub": "2.4.0", "python": "3.12.0"}}, {"line": packed},
+             {"line": {"event": "ready"}}, {"command": True},
+             {"line": {"event": "data", "offset": 0, "length": len(data)}}, {"raw": data.decode("latin-1")},
+             {"command": True}]
+    (tmp_path / "scenario.json").write_text(json.dumps(steps))
+    monkeypatch.setenv("HOSTILE_SCENARIO", str(tmp_path / "scenario.json"))
+    wrapper = tmp_path / "host-python"
+    wrapper.write_text(f"#!/bin/sh\nexec {sys.executable} {SCRIPTED_HOST}\n")
+    wrapper.chmod(0o755)
+    target, out = tmp_path / "target", tmp_path / "out"
+    with deadline():
+        res = run_cli("fetch", "--local", "--remote-python", wrapper, "--repo", "org/tiny", "--out", out,
+                      "--timeout", "5", "--stall", "5", "--restore", "--cache-dir", target)
+    assert res.exit_code == (0 if honest else 15), res.stderr
+    if honest:
+        assert cache_state(target) == exact
+        assert json.loads((out / "manifest.json").read_text())["archives"][genuine.archive.name]["files"] == \
+            e["files"]
+        return
+    assert "is not what the host announced" in res.stderr and "it was removed" in res.stderr
+    assert not list(out.iterdir())  # neither the archive nor a manifest that names it
+    assert cache_state(target) == {}
 
 
 def test_a_backup_without_a_manifest_keeps_no_blob_that_no_file_uses_and_says_so(genuine, tmp_path):
