@@ -20,6 +20,8 @@ import pytest
 import zstandard
 from conftest import run_cli
 from hostile_backups import R, genuine_backup, tar_bytes
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgetam_provision.archive.tar_io import MAX_HEADER
 from edgetam_provision.integrity.accept import HANDMADE_FLOOR
@@ -155,3 +157,16 @@ def test_every_extended_header_is_bounded_before_it_is_read(tmp_path, kind, suff
     archive.write_bytes(gzip.compress(raw, 1) if suffix == ".tar.gz" else raw)
     res = run_cli("check", archive)
     assert res.exit_code == 3 and f"header of {MAX_HEADER + 1} bytes" in res.stderr, res.stderr
+
+
+MAGIC = {"none": b"", "gzip": b"\x1f\x8b\x08", "zstd": b"\x28\xb5\x2f\xfd", "bz2": b"BZh9",
+         "xz": b"\xfd7zXZ\x00"}
+
+
+@settings(max_examples=40, deadline=None)
+@given(kind=st.sampled_from(sorted(MAGIC)), body=st.binary(max_size=2048))
+def test_random_bytes_in_any_compression_are_refused_never_a_crash(tmp_path_factory, kind, body):
+    archive = tmp_path_factory.mktemp("random") / "x.tar"
+    archive.write_bytes(MAGIC[kind] + body)
+    res = run_cli("check", archive)
+    assert res.exit_code in (3, 4), res.stderr
