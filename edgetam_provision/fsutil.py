@@ -26,8 +26,9 @@ LOCK_POLL_S = 0.05  # how often a waiting restore tries the lock again
 
 
 def tmp_sibling(path: Path) -> Path:
-    """A fresh, unique temp name in the same folder as `path` (same filesystem: atomic rename)."""
-    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{path.name}")
+    """A fresh, unique temp name in the same folder as `path` (same filesystem: atomic rename).
+    Its length does not grow with `path`'s name: any name that fits NAME_MAX has a temp name."""
+    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{os.urandom(8).hex()}")
 
 
 def disk_error(exc: OSError, what: Path) -> CacheError:

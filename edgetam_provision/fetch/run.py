@@ -5,8 +5,9 @@ HF_HUB_OFFLINE, repo specs, the remote Python's name). Then `agent.py` runs ther
 fixed command, fed its program and parameters on stdin; it reports the host's download progress
 every second (life, for the deadline) and packs each revision. Each archive is pulled into
 ``NAME.part``, hashed while received (resuming from the part), checked against the host's sha256,
-renamed into place, recorded in manifest.json + SHA256SUMS, and validated exactly as a restore
-would. An archive already here with the right sha256 is not pulled again. Then each is compared
+renamed into place, held to the acceptance rule restore and check apply (docs/accepted.md, the
+host's announcement its declaration) and recorded in manifest.json + SHA256SUMS; one it refuses is
+removed. An archive already here with the right sha256 is not pulled again. Then each is compared
 with the Hub's own listing, asked from here without credentials (`anchor_pulled`).
 """
 
@@ -22,9 +23,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..archive.untrusted import scan_archive
 from ..console import ProgressFn
-from ..errors import IntegrityError, RemoteDownloadError
+from ..errors import HostMisbehaved, IntegrityError, ProvisionError, RemoteDownloadError
 from ..hub.manifest import record
 from .client import LOCAL_WHERE, AgentLink, Pulled, remote_path, run_agent, stream_source
 from .protocol import Stream
@@ -35,10 +35,24 @@ AGENT_EXIT_S = 5.0  # after we close its stdin, a local agent has this long to r
 
 
 def check_pulled(pulled: list[Pulled], out: Path) -> None:
-    """Validate each archive as a restore would, then record it in the manifest."""
+    """Hold each archive to the acceptance rule with the host's announcement as its declaration,
+    as restore and check do with the manifest, and record those it admits. One it refuses is
+    removed: nothing unrecorded stays for a later restore to take as a hand-made backup."""
+    from ..integrity.accept import admit
+
+    admitted, refused = [], []
     for p in pulled:
-        scan_archive(p.archive, p.entry.blob_sizes())
-    record(out, [p.entry for p in pulled])
+        try:
+            admit(p.archive, p.entry)
+            admitted.append(p.entry)
+        except ProvisionError as exc:
+            p.archive.unlink(missing_ok=True)
+            refused.append(f"{p.archive.name} is not what the host announced: {exc.message}")
+    if admitted:
+        record(out, admitted)
+    if refused:
+        kept = f"; the {len(admitted)} others were checked and recorded" if admitted else ""
+        raise HostMisbehaved(refused[0], f"it was removed{kept}; use a host you trust")
 
 
 def anchor_pulled(pulled: list[Pulled], req: FetchRequest, progress: ProgressFn) -> list[Pulled]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import IntegrityError
 from ..fsutil import write_atomic
-from .layout import BLOB_RE, FOLDER_PREFIXES, FileRecord
+from .layout import BLOB_RE, COMMIT_RE, FOLDER_PREFIXES, REF_NAME_RE, FileRecord, valid_repo_id
 
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
@@ -24,6 +24,21 @@ FORMAT = "edgetam-provision/2"  # 2: adds the optional per-archive "hub" (HubChe
 FORMATS = ("edgetam-provision/1", FORMAT)  # what this version reads
 SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)\Z")
+MAX_SIZE = 2**50  # bytes: a declared size past this (1 PiB) is no backup's
+
+
+def _size(value: object, what: str) -> int:
+    """A size as a manifest may declare it: a JSON integer from 0 to `MAX_SIZE` (not a bool,
+    a float, ``1e999``, ``Infinity`` or ``NaN``)."""
+    if type(value) is not int or not 0 <= value <= MAX_SIZE:
+        raise ValueError(f"{what}: {str(value)[:40]} is not a size in bytes")
+    return value
+
+
+def _text(value: object, what: str, valid: re.Pattern[str] | None = None) -> str:
+    if not isinstance(value, str) or (valid is not None and not valid.match(value)):
+        raise ValueError(f"{what}: {str(value)[:60]!r} is not valid")
+    return value
 
 
 @dataclass(frozen=True)
@@ -88,11 +103,20 @@ class ArchiveEntry:
 
     @classmethod
     def from_dict(cls, name: str, d: dict) -> ArchiveEntry:
-        return cls(archive=name, repo_id=d["repo_id"], commit=d["commit"],
-                   refs=tuple(d.get("refs", ())),
-                   files=tuple(FileRecord.from_dict(f) for f in d["files"]),
-                   sha256=d["sha256"], size=int(d["size"]), compression=d.get("compression", "none"),
-                   tool_version=d.get("tool_version", ""), created=d.get("created", ""),
+        """An entry as read from a manifest: every field of the type and grammar it must have."""
+        repo_id = _text(d["repo_id"], "repo_id")
+        if not valid_repo_id(repo_id):
+            raise ValueError(f"repo_id {repo_id[:100]!r} is not valid")
+        refs, files = d.get("refs", []), d["files"]
+        if not isinstance(refs, list) or not isinstance(files, list):
+            raise ValueError("refs and files must be lists")
+        return cls(archive=name, repo_id=repo_id, commit=_text(d["commit"], "commit", COMMIT_RE),
+                   refs=tuple(_text(r, "ref", REF_NAME_RE) for r in refs),
+                   files=tuple(FileRecord(_text(f["path"], "path"), _text(f["blob"], "blob", BLOB_RE),
+                                          _size(f["size"], f"size of {f['path']}")) for f in files),
+                   sha256=_text(d["sha256"], "sha256", SHA256_RE), size=_size(d["size"], "size"),
+                   compression=str(d.get("compression", "none")),
+                   tool_version=str(d.get("tool_version", "")), created=str(d.get("created", "")),
                    repo_type=str(d.get("repo_type", "model")),
                    hub=HubCheck.from_dict(d["hub"]) if d.get("hub") is not None else None)
 
@@ -108,8 +132,6 @@ def read_manifest(folder: Path) -> dict[str, ArchiveEntry]:
             raise ValueError(f"format {str(data['format'])[:40]!r}, this version reads {', '.join(FORMATS)}")
         entries = {str(name): ArchiveEntry.from_dict(str(name), d) for name, d in data["archives"].items()}
         for e in entries.values():
-            if not (SHA256_RE.match(e.sha256) and all(BLOB_RE.match(f.blob) for f in e.files)):
-                raise ValueError(f"{e.archive}: a hash is not hex")
             if e.repo_type not in FOLDER_PREFIXES:
                 raise ValueError(f"{e.archive}: unknown repo type {e.repo_type!r}")
         return entries
@@ -134,8 +156,13 @@ def read_sums(folder: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for line in text.splitlines():
         m = SUM_LINE.match(line.strip())
-        if m:
-            out[m.group(2)] = m.group(1)
+        if not m:
+            continue
+        digest, name = m.group(1), m.group(2).removeprefix("./")  # `sha256sum ./x.tar` writes ./x.tar
+        if out.setdefault(name, digest) != digest:
+            raise IntegrityError(f"{path} lists {name} twice, with two different sha256",
+                                 "restore the file from where the backups came from, or delete it "
+                                 "to rely on the blob hashes alone")
     return out
 
 
