@@ -106,7 +106,7 @@ def test_no_exist_markers_are_skipped_and_named(genuine, tmp_path):
     fresh = tmp_path / "fresh"
     res = run_cli("restore", archive, "--cache-dir", fresh)
     assert res.exit_code == 0, res.stderr
-    assert "skipped 1 members" in res.stdout
+    assert "skipped 1 member not part of a revision" in res.stdout
     assert not (fresh / R / ".no_exist").exists()
     assert hub_loads_offline(fresh, "org/tiny")
 

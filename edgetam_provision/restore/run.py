@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..archive.compression import ARCHIVE_SUFFIXES, compression_of_head
 from ..archive.untrusted import ArchiveContents
-from ..console import ProgressFn, no_progress
+from ..console import ProgressFn, counted, no_progress
 from ..errors import CacheError, IntegrityError, UsageError
 from ..fsutil import (
     PRIVATE_DIR,
@@ -202,8 +202,9 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
         contents = admit(path, entry)
         _link_conflicts(contents, cache)
         if contents.skipped:
-            progress(f"note: {contents.path.name}: skipped {len(contents.skipped)} members that are "
-                     f"not part of a revision (e.g. {contents.skipped[0]})")
+            skipped = counted(len(contents.skipped), "member")
+            progress(f"note: {contents.path.name}: skipped {skipped} not part of a revision "
+                     f"(e.g. {contents.skipped[0]})")
         scanned.append((contents, entry, expected, checked_by))
     if for_cache:  # `check_backups` has no cache: its space and permissions do not matter
         _check_space(cache, sum(_unseen_bytes(c, cache) for c, *_ in scanned))
