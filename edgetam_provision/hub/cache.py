@@ -7,7 +7,6 @@ behind them (hashed against their names), copies where symlinks are unsupported,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from .layout import (
     BLOB_RE,
     COMMIT_RE,
     SHORT_COMMIT_RE,
+    BlobHasher,
     FileRecord,
     blob_hasher,
     is_repo_folder_name,
@@ -87,7 +87,7 @@ def resolve_cache_dir(override: str | os.PathLike[str] | None = None) -> CacheLo
     return CacheLocation(Path(constants.HF_HUB_CACHE).expanduser().absolute(), source)
 
 
-def _hash_file(path: Path, *hashers: hashlib._Hash) -> None:
+def _hash_file(path: Path, *hashers: BlobHasher) -> None:
     """Feed the file's bytes, read once, to every hasher."""
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
