@@ -8,7 +8,10 @@ import subprocess
 import sys
 
 from conftest import REPO_ROOT, run_cli, run_cli_process
+from hypothesis import given
+from hypothesis import strategies as st
 
+from edgetam_provision import errors
 from edgetam_provision.cli import cli
 from edgetam_provision.errors import EXIT_CODES
 
@@ -27,6 +30,28 @@ def test_readme_exit_code_table_matches_the_error_table():
     readme = (REPO_ROOT / "README.md").read_text()
     table = {int(m) for m in re.findall(r"^\| (\d+) \|", readme, re.M)}
     assert table == set(EXIT_CODES)
+
+
+FIELDS = {"path": st.text(min_size=1), "repo": st.text(), "revision": st.text(), "errno": st.integers(0, 200),
+          "published": st.lists(st.text(), max_size=3)}
+
+
+@given(cls=st.sampled_from([getattr(errors, name) for name, _ in EXIT_CODES.values() if name]),
+       message=st.text(min_size=1), hint=st.text(), fields=st.fixed_dictionaries({}, optional=FIELDS))
+def test_an_error_is_data_its_fields_in_json_exactly_when_set(cls, message, hint, fields):
+    """Every error class takes the optional fields; its message stays its text, its JSON gains
+    exactly the fields given; a missing model is also the standard FileNotFoundError."""
+    import json
+
+    err = cls(message, hint, **fields)
+    data = err.to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert (str(err), data["message"], data["error"], data["exit_code"]) == (message, message, cls.kind,
+                                                                             cls.exit_code)
+    assert data["hint"] == (hint or cls("").hint)
+    assert set(data) - {"error", "message", "hint", "exit_code"} == set(fields)
+    assert all(data[k] == (list(v) if k == "published" else v) for k, v in fields.items())
+    assert isinstance(err, FileNotFoundError) == (cls is errors.ModelMissingError)
 
 
 def test_help_lists_the_exit_codes():

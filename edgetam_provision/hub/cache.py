@@ -131,7 +131,8 @@ def resolve_commit(cache: Path, repo_id: str, revision: str | None, repo_type: s
     repo_dir = cache / repo_folder_name(repo_id, repo_type)
     if not repo_dir.is_dir():
         raise ModelMissingError(f"{repo_id} is not in the cache {cache}",
-                                "get it with `provision fetch` or `provision restore`")
+                                "get it with `provision fetch` or `provision restore`",
+                                path=repo_dir, repo=repo_id, revision=revision)
     rev = revision or "main"
     commit = rev if COMMIT_RE.match(rev) else read_ref(repo_dir, rev)
     snaps = repo_dir / "snapshots"
@@ -146,7 +147,8 @@ def resolve_commit(cache: Path, repo_id: str, revision: str | None, repo_type: s
         commit = found[0] if found else None
     if not commit or not (repo_dir / "snapshots" / commit).is_dir():
         raise ModelMissingError(f"{repo_id}@{rev} has no snapshot in the cache {cache}",
-                                "list what is cached with `provision status`")
+                                "list what is cached with `provision status`",
+                                path=repo_dir, repo=repo_id, revision=rev)
     return commit
 
 
