@@ -8,7 +8,7 @@ its code. README.md's exit-code table is checked against `EXIT_CODES` by the tes
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 
@@ -174,14 +174,31 @@ class InternalError(ProvisionError):
     kind = "internal"
 
 
+ERRORS: tuple[type[ProvisionError], ...] = (
+    IntegrityError, UsageError, UnsafeArchiveError, CorruptArchiveError, CacheError,
+    LockedError, ModelMissingError, EnvironmentProblem, VerificationFailed,
+    RemoteConnectError, RemoteAuthError, HostKeyError, RemoteDownloadError, FleetError, HostMisbehaved,
+    Interrupted,
+    InternalError,
+)
+
 #: exit code -> (error class, what it means). Code 0 is success.
 EXIT_CODES: dict[int, tuple[str, str]] = {
     0: ("", "success"),
-    **{cls.exit_code: (cls.__name__, (cls.__doc__ or "").strip()) for cls in (
-        IntegrityError, UsageError, UnsafeArchiveError, CorruptArchiveError, CacheError,
-        LockedError, ModelMissingError, EnvironmentProblem, VerificationFailed,
-        RemoteConnectError, RemoteAuthError, HostKeyError, RemoteDownloadError, FleetError, HostMisbehaved,
-        Interrupted,
-        InternalError,
-    )},
+    **{cls.exit_code: (cls.__name__, (cls.__doc__ or "").strip()) for cls in ERRORS},
 }
+
+
+def error_from_dict(data: Mapping[str, Any]) -> ProvisionError:
+    """The error whose `to_dict` this is (its class found by ``error``, the kind), as it comes back
+    from another process of ours (verify's worker); an unknown kind is a plain `ProvisionError`."""
+    cls = next((c for c in ERRORS if c.kind == data.get("error")), ProvisionError)
+    published = data.get("published")
+    return cls(str(data.get("message", "")), str(data.get("hint", "")), path=_text(data.get("path")),
+               repo=_text(data.get("repo")), revision=_text(data.get("revision")),
+               errno=data["errno"] if isinstance(data.get("errno"), int) else None,
+               published=[str(p) for p in published] if isinstance(published, list) else None)
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)

@@ -104,20 +104,22 @@ def test_the_readme_is_short_and_its_links_lead_somewhere():
 
 
 def test_a_failed_verdict_in_json_carries_the_common_error_keys(tmp_path, monkeypatch):
-    """verify's worker reports a failed case: --json gives the whole report plus the error keys."""
+    """verify's worker measures a case that is not finite: --json gives the whole report plus the
+    error keys, in one object; the text is the error's one line."""
     import json
 
     from edgetam_provision.verify import run as verify_run
 
-    report = {"passed": False, "failures": ["box: outputs are NOT finite"],
-              "checks": [{"kind": "finite", "ok": False}]}
-    monkeypatch.setattr(verify_run, "run_in_fresh_process", lambda req: report)
+    measured = {"synthetic": True, "yardstick": "reference", "quality_gate": {"enabled": True, "min_iou": 0.5},
+                "cases": [], "checks": [{"kind": "finite", "case": "box", "ok": False,
+                                         "detail": "box: outputs are NOT finite"}]}
+    monkeypatch.setattr(verify_run, "run_in_fresh_process", lambda req: measured)
     res = run_cli("verify", "--synthetic", "--device", "cpu", "--json", "--cache-dir", tmp_path)
     assert res.exit_code == 9
     data = json.loads(res.stdout)
     assert data["ok"] is False and data["error"] == "verification" and data["exit_code"] == 9
     assert "NOT finite" in data["message"] and data["hint"]
-    assert data["report"]["failures"] == report["failures"]
+    assert data["report"]["failures"] == ["box: outputs are NOT finite"] and data["report"]["passed"] is False
     assert res.stderr.count("error: ") == 1
 
 

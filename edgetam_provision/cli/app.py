@@ -23,7 +23,8 @@ from ..errors import EXIT_CODES, InternalError, Interrupted, ProvisionError, Usa
 
 DEFAULT_BACKUPS = Path("model_backups")
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-Result = tuple[dict[str, Any], Callable[[dict[str, Any]], str]]
+Renderer = Callable[[dict[str, Any]], str]
+Result = tuple[dict[str, Any], Renderer]
 
 
 def _exit_code_epilog() -> str:
@@ -41,12 +42,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-def command(fn: Callable[..., Result] | None = None, *, cache: bool = True) -> Callable:
+def command(fn: Callable[..., Result] | None = None, *, cache: bool = True,
+            failed: Renderer | None = None) -> Any:
     """Wrap a command: --json and --cache-dir options, errors -> one line + hint + exit code.
     ``@command(cache=False)``: a command that uses no cache of this machine has no --cache-dir
-    (its function gets None)."""
+    (its function gets None). ``@command(failed=render.X)``: a failure that carries a result (a
+    failed verdict's report) prints it that way first, then its one-line error."""
     if fn is None:
-        return functools.partial(command, cache=cache)
+        return functools.partial(command, cache=cache, failed=failed)
 
     @click.pass_context
     @functools.wraps(fn)
@@ -58,10 +61,15 @@ def command(fn: Callable[..., Result] | None = None, *, cache: bool = True) -> C
                                   debug=debug, **kwargs)
             emit(result, as_json, renderer)
             code = result.get("exit_code", 0)
+            # TODO(issue 27): remove once push and fetch --restore raise their failed verdicts (with
+            # result=) instead of returning a result dict that carries exit_code and message.
             if code and result.get("message"):  # a failed verdict: the full result, then the error
                 fail(ProvisionError(result["message"], result.get("hint", "")), as_json=False)
         except ProvisionError as err:
-            if debug:
+            if err.result is not None and failed is not None:  # a failed verdict: its report, then why
+                if not as_json:  # (with --json the error's object carries the report)
+                    emit(err.result.to_dict(), False, failed)
+            elif debug:
                 traceback.print_exc()
             fail(err, as_json)
             code = err.exit_code
