@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import click
 
@@ -42,22 +42,35 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-def command(fn: Callable[..., Result] | None = None, *, cache: bool = True,
-            failed: Renderer | None = None) -> Any:
+Command = Callable[..., Result]  # a command's function: its options in, (result, renderer) out
+
+
+@overload
+def command(fn: Command, *, cache: bool = ..., failed: Renderer | None = ...) -> Callable[..., None]: ...
+
+
+@overload
+def command(fn: None = ..., *, cache: bool = ...,
+            failed: Renderer | None = ...) -> Callable[[Command], Callable[..., None]]: ...
+
+
+def command(fn: Command | None = None, *, cache: bool = True, failed: Renderer | None = None,
+            ) -> Callable[..., None] | Callable[[Command], Callable[..., None]]:
     """Wrap a command: --json and --cache-dir options, errors -> one line + hint + exit code.
     ``@command(cache=False)``: a command that uses no cache of this machine has no --cache-dir
     (its function gets None). ``@command(failed=render.X)``: a failure that carries a result (a
     failed verdict's report) prints it that way first, then its one-line error."""
     if fn is None:
-        return functools.partial(command, cache=cache, failed=failed)
+        def decorate(f: Command) -> Callable[..., None]:
+            return command(f, cache=cache, failed=failed)
+        return decorate
+    run = fn
 
-    @click.pass_context
-    @functools.wraps(fn)
-    def wrapper(ctx: click.Context, as_json: bool, quiet: bool, debug_here: bool,
-                cache_dir: Path | None = None, **kwargs: Any) -> None:
+    def call(ctx: click.Context, as_json: bool, quiet: bool, debug_here: bool,
+             cache_dir: Path | None = None, **kwargs: Any) -> None:
         debug = debug_here or bool(ctx.obj and ctx.obj.get("debug"))
         try:
-            result, renderer = fn(cache_dir=cache_dir, progress=StderrProgress(quiet=as_json or quiet),
+            result, renderer = run(cache_dir=cache_dir, progress=StderrProgress(quiet=as_json or quiet),
                                   debug=debug, **kwargs)
             emit(result, as_json, renderer)
             code = result.get("exit_code", 0)
@@ -93,6 +106,8 @@ def command(fn: Callable[..., Result] | None = None, *, cache: bool = True,
         click.option("-q", "--quiet", is_flag=True, help="No progress on stderr (errors still are)."),
         click.option("--debug", "debug_here", is_flag=True, help="Show tracebacks (as provision --debug)."),
     ]
+    functools.update_wrapper(call, fn)  # click takes the command's name and help from `fn`
+    wrapper: Callable[..., None] = click.pass_context(call)
     for option in reversed(options):  # as decorators would: the first one listed first in --help
         wrapper = option(wrapper)
     return wrapper

@@ -130,13 +130,13 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             im.load()  # decodes it all: a truncated file fails here, not after the model loaded
-            size = im.size
+            width, height = im.size
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise UsageError(f"{path} is not a readable picture ({type(exc).__name__}: {str(exc)[:120]})",
                          "pass a JPEG or PNG file to --image") from None
-    if min(size) < 16:
-        raise UsageError(f"{path} is only {size[0]}x{size[1]} pixels", "use a picture of at least 16x16")
-    return size
+    if min(width, height) < 16:
+        raise UsageError(f"{path} is only {width}x{height} pixels", "use a picture of at least 16x16")
+    return int(width), int(height)
 
 
 def check_prompts(case: Case, size: tuple[int, int]) -> None:

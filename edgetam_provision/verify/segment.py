@@ -76,8 +76,10 @@ def run(req: VerifyRequest, progress: ProgressFn) -> dict[str, Any]:
     progress(f"loading {req.repo_id}@{commit[:12]} offline on {device}…")
     t0 = time.perf_counter()
     try:
+        # ignore: transformers wraps PreTrainedModel.to with functools.wraps(torch.nn.Module.to), and
+        # typeshed's _Wrapped has no __get__, so mypy reads the bound method as unbound
         model = EdgeTamModel.from_pretrained(req.repo_id, revision=commit, cache_dir=cache,
-                                             local_files_only=True).to(device).eval()
+                                             local_files_only=True).to(device).eval()  # type: ignore[arg-type]
         processor = Sam2Processor.from_pretrained(req.repo_id, revision=commit, cache_dir=cache,
                                                   local_files_only=True)
     except OSError as exc:
@@ -184,7 +186,8 @@ def _fast_steps(model: Any, processor: Any, pixel_values: Any, embeddings: Any, 
     """
     from .accelerate import TOLERANCE, relative_diff, reparameterize
 
-    undo, folded = reparameterize(model) if accelerate else (lambda: None, {"mode": "plain"})
+    plain: dict[str, Any] = {"mode": "plain"}  # how the backbone runs: plain, or folded (how close)
+    undo, folded = reparameterize(model) if accelerate else (lambda: None, plain)
     encode, decoders, accel = _build_steps(model, processor, pixel_values, embeddings, sizes, cases,
                                            device, accelerate and device == "cuda")
     times, out = _latencies(lambda: encode(pixel_values), runs, torch, device)
