@@ -103,23 +103,43 @@ def test_the_readme_is_short_and_its_links_lead_somewhere():
                 assert (doc.parent / target).exists(), f"{doc.name}: {target}"
 
 
+LIBRARIES = ("torch", "transformers", "timm", "huggingface_hub")
+NOT_FINITE = {"device": "cpu", "versions": dict.fromkeys(LIBRARIES, "1"),  # what a worker measured
+              "repo_id": "r/x", "commit": "0" * 40, "synthetic": True, "parameters": 1, "image": "truck.jpg",
+              "yardstick": "reference", "prompts": "built-in", "load_s": 1, "first_inference_s": 1,
+              "encode_ms": 1, "four_cases_warm_ms": 1, "cases": [],
+              "quality_gate": {"enabled": True, "min_iou": 0.5},
+              "checks": [{"kind": "finite", "case": "box", "ok": False,
+                          "detail": "box: outputs are NOT finite"}]}
+
+
 def test_a_failed_verdict_in_json_carries_the_common_error_keys(tmp_path, monkeypatch):
     """verify's worker measures a case that is not finite: --json gives the whole report plus the
-    error keys, in one object; the text is the error's one line."""
+    error keys, in one object."""
     import json
 
     from edgetam_provision.verify import run as verify_run
 
-    measured = {"synthetic": True, "yardstick": "reference", "quality_gate": {"enabled": True, "min_iou": 0.5},
-                "cases": [], "checks": [{"kind": "finite", "case": "box", "ok": False,
-                                         "detail": "box: outputs are NOT finite"}]}
-    monkeypatch.setattr(verify_run, "run_in_fresh_process", lambda req: measured)
+    monkeypatch.setattr(verify_run, "run_in_fresh_process", lambda req: NOT_FINITE)
     res = run_cli("verify", "--synthetic", "--device", "cpu", "--json", "--cache-dir", tmp_path)
     assert res.exit_code == 9
     data = json.loads(res.stdout)
     assert data["ok"] is False and data["error"] == "verification" and data["exit_code"] == 9
     assert "NOT finite" in data["message"] and data["hint"]
     assert data["report"]["failures"] == ["box: outputs are NOT finite"] and data["report"]["passed"] is False
+    assert res.stderr.count("error: ") == 1
+
+
+def test_a_failed_verdict_prints_its_report_then_the_one_line_error(tmp_path, monkeypatch):
+    from edgetam_provision.verify import run as verify_run
+
+    monkeypatch.setattr(verify_run, "run_in_fresh_process", lambda req: NOT_FINITE)
+    res = run_cli("verify", "--synthetic", "--device", "cpu", "--cache-dir", tmp_path)
+    assert res.exit_code == 9
+    assert res.stdout.startswith("EdgeTAM verify: FAILED on cpu")
+    assert "  FAILED    box: outputs are NOT finite" in res.stdout.splitlines()
+    assert res.stderr.startswith("error: verification failed: box: outputs are NOT finite\n"
+                                 "hint: the model ran")
     assert res.stderr.count("error: ") == 1
 
 
