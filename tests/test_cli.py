@@ -292,3 +292,17 @@ def test_verify_says_its_reference_times_are_single_calls_the_first_cold():
     first = ref["cases"][0]["ms"]
     assert (f"  ref. time one call per case in the reference run, in this order: its first ({first} ms) was "
             "cold; warm: a median of warm runs here") in lines
+
+
+def test_verify_install_keeps_the_result_dict_fetch_restore_reads(tmp_path, monkeypatch):
+    """The adapter `fetch --restore` calls until it takes `verify_model`'s report and error."""
+    from edgetam_provision.verify import run as verify_run
+
+    monkeypatch.setattr(verify_run, "run_in_fresh_process", lambda req: NOT_FINITE)
+    req = verify_run.VerifyRequest(cache=str(tmp_path), synthetic=True, out=None)
+    result = verify_run.verify_install(req)
+    assert set(result) == {"report", "note", "ok", "error", "message", "hint", "exit_code"}
+    assert result["ok"] is False and result["exit_code"] == 9 and result["report"]["passed"] is False
+    passing = {**NOT_FINITE, "checks": [{**NOT_FINITE["checks"][0], "ok": True}]}
+    monkeypatch.setattr(verify_run, "run_in_fresh_process", lambda req: passing)
+    assert verify_run.verify_install(req).keys() == {"report", "note", "ok"}
