@@ -42,6 +42,7 @@ setup: install
 test: install
 	UV=$(UV) $(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no tests ran" >&2; exit 1; fi; exit $$rc
 	$(VENV)/bin/ruff check edgetam_provision tests benchmarks test_images
+	$(VENV)/bin/mypy
 
 # No sshd, no model build: the quick loop while working. Measured: 153 s of pytest on a 2-core
 # machine shared with other work (load 5), of which 43 s CPU; most of the rest is waiting on servers.
@@ -52,11 +53,13 @@ test-fast: install
 matrix:
 	.ci/matrix
 
+# ruff, then mypy over edgetam_provision/ ([tool.mypy] in pyproject.toml: which modules are strict)
 lint: install
 	$(VENV)/bin/ruff check edgetam_provision tests benchmarks test_images
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .matrix build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .matrix build *.egg-info .pytest_cache .ruff_cache .mypy_cache

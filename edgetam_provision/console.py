@@ -66,7 +66,7 @@ def fail(err: ProvisionError, as_json: bool) -> None:
     if err.hint:
         _write(sys.stderr, f"hint: {err.hint}\n")
     if as_json:
-        sys.stdout.write(json.dumps({"ok": False, **err.to_dict()}, indent=2) + "\n")
+        sys.stdout.write(json.dumps({"ok": False, **err.to_dict()}, indent=2, default=str) + "\n")
 
 
 #: the one progress type of the library: a function taking one line of progress
