@@ -133,6 +133,13 @@ class HostMisbehaved(ProvisionError):
                                           "--debug and report it if the host is yours")
 
 
+class DownloadBlocked(ProvisionError):
+    """Downloads from the endpoint fail here: a rejected credential, offline mode, a CA bundle, no answer."""
+
+    exit_code = 16
+    kind = "download-blocked"
+
+
 class Interrupted(ProvisionError):
     """Ctrl-C: everything written so far was rolled back or left resumable."""
 
@@ -154,7 +161,7 @@ EXIT_CODES: dict[int, tuple[str, str]] = {
         IntegrityError, UsageError, UnsafeArchiveError, CorruptArchiveError, CacheError,
         LockedError, ModelMissingError, EnvironmentProblem, VerificationFailed,
         RemoteConnectError, RemoteAuthError, HostKeyError, RemoteDownloadError, FleetError, HostMisbehaved,
-        Interrupted,
+        DownloadBlocked, Interrupted,
         InternalError,
     )},
 }
