@@ -261,9 +261,8 @@ def online_checks(repo: str = EDGETAM_REPO) -> list[Check]:
         elif status in (401, 403):
             cause = (f"anonymous works, your {s.label} is rejected with {status}" if anon == 200
                      else f"your {s.label} gets {status}")
-            fix = (f"run `unset {s.where}` in your shell and remove its export from your start-up files "
-                   "(`provision doctor --fix --fix-shell` comments those out; no program can unset a "
-                   "variable of your shell)" if s.kind == "env" else
+            fix = (f"run `unset {s.where}` in your shell and remove its export from your shell's start-up "
+                   "files (no program can unset a variable of your shell)" if s.kind == "env" else
                    "provision doctor --fix puts it aside (with a backup), or remove it by hand")
             checks.append(Check(name, "fail" if active else "warn", cause, fix + "; meanwhile "
                                 "HF_HUB_DISABLE_IMPLICIT_TOKEN=1 or `provision fetch --local`",

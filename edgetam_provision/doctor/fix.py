@@ -93,8 +93,8 @@ def fix(repo: str, confirm: Callable[[list[str]], bool], fix_shell: bool = False
         err = DownloadBlocked(
             f"in this shell a plain download still gets {data['now'] or 'no answer'}: it sends "
             f"${' and $'.join(in_env)}, which the endpoint rejects, and no program can unset a variable "
-            "of the shell that started it", f"run `{'; '.join(data['unset'])}` in your shell (then "
-            f"`provision doctor --online` says whether downloads work)")
+            "of the shell that started it", f"run `{'; '.join(data['unset'])}` in your shell: downloads "
+            f"from it then get {after} (checked here without the variable)")
         data.update(err.to_dict())
     return data
 
