@@ -160,6 +160,13 @@ class HostMisbehaved(ProvisionError):
                                           "--debug and report it if the host is yours", **fields)
 
 
+class DownloadBlocked(ProvisionError):
+    """Downloads from the endpoint fail here: a rejected credential, offline mode, a CA bundle, no answer."""
+
+    exit_code = 16
+    kind = "download-blocked"
+
+
 class Interrupted(ProvisionError):
     """Ctrl-C: everything written so far was rolled back or left resumable."""
 
@@ -178,7 +185,7 @@ ERRORS: tuple[type[ProvisionError], ...] = (
     IntegrityError, UsageError, UnsafeArchiveError, CorruptArchiveError, CacheError,
     LockedError, ModelMissingError, EnvironmentProblem, VerificationFailed,
     RemoteConnectError, RemoteAuthError, HostKeyError, RemoteDownloadError, FleetError, HostMisbehaved,
-    Interrupted,
+    DownloadBlocked, Interrupted,
     InternalError,
 )
 

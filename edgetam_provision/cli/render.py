@@ -198,11 +198,15 @@ def fixed(d: dict[str, Any]) -> str:
     if d.get("unset"):
         where = f" (set in {', '.join(d['shell_lines'])})" if d.get("shell_lines") else ""
         lines.append(f"run now, in your shell: {'; '.join(d['unset'])}{where}")
-    lines.append(f"a plain download now gets {d['after']} from {d['endpoint']}")
+        lines.append(f"after that, a plain download gets {d['after']} from {d['endpoint']}; in this shell "
+                     f"now it gets {d['now'] or 'no answer'}")
+    else:
+        lines.append(f"a plain download now gets {d['after']} from {d['endpoint']}")
     if d["backups"]:
         lines.append(f"undo: provision doctor --undo {' '.join(d['backups'])}")
     return "\n".join(lines)
 
 
 def undone(d: dict[str, Any]) -> str:
-    return "\n".join(f"restored {r['restored']}" for r in d["restored"])
+    return "\n".join(f"{r['outcome']}: {r['path']}" + (f" ({r['note']})" if r["note"] else "")
+                     for r in d["restored"])
