@@ -26,7 +26,8 @@ from edgetam_provision.fetch.pull import pull
 from edgetam_provision.fetch.ssh import connect, resolve_target
 from edgetam_provision.fsutil import sha256_file
 
-SENDER = ("import sys,json,threading;from pathlib import Path;from edgetam_provision.fetch.agent import send;"
+SENDER = ("import sys,json,threading;from pathlib import Path;"
+          "from edgetam_provision.remote.channel import send;"
           "C=type('C',(),{'lock':threading.Lock(),'out':sys.stdout.buffer});"
           "c=json.loads(sys.stdin.readline());send(Path(c['path']),c['offset'],c['prefix_sha256'],C)")
 LATENCY = ROOT / "tests" / "helpers" / "latency_proxy.py"

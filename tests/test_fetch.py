@@ -239,7 +239,8 @@ def test_shell_metacharacters_are_rejected_and_inert(sshd, hub, tmp_path, args):
 
 
 def test_the_agent_itself_refuses_bad_repo_ids(tmp_path):
-    from edgetam_provision.fetch.agent import AgentError, resolve
+    from edgetam_provision.remote.channel import AgentError
+    from edgetam_provision.remote.download import resolve
 
     with pytest.raises(AgentError, match="invalid repo id"):
         resolve(None, {"repo_id": "org/x;touch y"}, False)

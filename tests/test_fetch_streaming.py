@@ -22,11 +22,12 @@ from huggingface_hub import snapshot_download
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgetam_provision.archive.pack import PackPlan, pack_repo
-from edgetam_provision.fetch.agent import AgentError, Channel, _archive_file, download_and_pack
-from edgetam_provision.fetch.live import Arriving, NotAsListed
 from edgetam_provision.fetch.run import streams_live
 from edgetam_provision.hub.layout import FileRecord, repo_folder_name, snapshot_link
+from edgetam_provision.remote.agent import _archive_file, download_and_pack
+from edgetam_provision.remote.channel import AgentError, Channel
+from edgetam_provision.remote.live import Arriving, NotAsListed
+from edgetam_provision.remote.pack import PackPlan, pack_repo
 
 COMMIT = "c" * 40
 
@@ -134,7 +135,7 @@ def test_property_the_bound_holds_every_pack_of_the_plan(sizes, names, ref):
     the ref the download writes and a trees listing within its allowance, fits the bound."""
     import tempfile
 
-    from edgetam_provision.fetch.live import LISTING_PER_FILE, stream_bound
+    from edgetam_provision.remote.live import LISTING_PER_FILE, stream_bound
 
     files = {names[i]: bytes([i]) * n for i, n in enumerate(sizes)}
     with tempfile.TemporaryDirectory() as tmp:
@@ -152,7 +153,7 @@ def test_property_the_bound_holds_every_pack_of_the_plan(sizes, names, ref):
 
 
 def test_a_pack_that_would_outgrow_its_announcement_voids_the_stream_and_packs_again(tmp_path, monkeypatch):
-    from edgetam_provision.fetch import agent
+    from edgetam_provision.remote import agent
 
     monkeypatch.setattr(agent, "stream_bound", lambda *a: 4096)
     events, streamed, packed = run_agent_side(FakeHub(FILES), tmp_path)
@@ -306,7 +307,7 @@ def test_a_long_pack_is_not_silence_to_the_clients_deadline():
     and stops saying it with the pack: its thread has ended when the block does."""
     import threading
 
-    from edgetam_provision.fetch.agent import _telling
+    from edgetam_provision.remote.agent import _telling
 
     said: list[dict] = []
     three = threading.Event()

@@ -1,54 +1,112 @@
-"""The program shipped to the fetch host: the modules `fetch.shipped` names, standard library only."""
+"""What runs on the fetch host: the package `remote/`, held to the contract its __init__ states
+(Python 3.8+, the standard library and huggingface_hub only, relative imports among its modules),
+shipped as a zip that the fixed bootstrap runs."""
 
 from __future__ import annotations
 
 import ast
+import glob
+import io
+import json
+import os
 import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
-from edgetam_provision.fetch.shipped import PACKAGE, SHIPPED, agent_program
+import pytest
 
-HOST_LIBRARIES = {"huggingface_hub"}  # the one non-stdlib import, made inside the agent on the host
+from edgetam_provision import remote
+from edgetam_provision.fetch.request import remote_command
+from edgetam_provision.fetch.shipped import BOOT, PACKAGE, SOURCE, agent_bundle, shipment
+
+MODULES = sorted(SOURCE.glob("*.py"))
+OLDEST = f"~/.pyenv/versions/{remote.PYTHON_MIN[0]}.{remote.PYTHON_MIN[1]}.*/bin/python3"
 
 
-def _imports(tree: ast.AST) -> list[tuple[str, int]]:
+def _imports(tree: ast.Module) -> list[tuple[str, int, str, bool]]:
+    """(module, level, first imported name, at the top of the module) of every import in `tree`."""
+    top = {id(node) for node in tree.body}
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found += [(alias.name, 0) for alias in node.names]
+            found += [(alias.name, 0, "", id(node) in top) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            found.append((node.module or "", node.level))
+            found.append((node.module or "", node.level, node.names[0].name, id(node) in top))
     return found
 
 
-def test_every_shipped_module_imports_only_the_stdlib_and_earlier_shipped_modules():
-    earlier: set[str] = set()
-    for name in SHIPPED:
-        tree = ast.parse((PACKAGE / name).read_text())
-        for module, level in _imports(tree):
-            if level:  # a relative import: only of a module shipped before this one
-                assert module.rsplit(".", 1)[-1] in earlier, f"{name} imports .{module}, which is not shipped"
-            else:
-                top = module.split(".")[0]
-                assert top in sys.stdlib_module_names or top in HOST_LIBRARIES, f"{name} imports {module}"
-        earlier.add(name.rsplit("/", 1)[-1].removesuffix(".py"))
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.name)
+def test_every_module_of_remote_keeps_the_contract_its_init_states(path):
+    source = path.read_text()
+    tree = ast.parse(source, feature_version=remote.PYTHON_MIN)  # no syntax newer than the oldest host's
+    siblings = {p.stem for p in MODULES}
+    for module, level, name, at_top in _imports(tree):
+        if level:  # within remote/ only: `from .layout import X`, never `from ..hub import X`
+            assert level == 1 and (module or name) in siblings and at_top, f"{path.name} imports .{module}"
+            continue
+        first = module.split(".")[0]
+        if first in remote.HOST_LIBRARIES:
+            continue
+        # the standard library, at the top: the run under the oldest Python below imports all of it
+        assert first in sys.stdlib_module_names and at_top, f"{path.name} imports {module}"
+    assert "suppress(ImportError)" not in source
 
 
-def test_the_glued_program_compiles_and_defines_the_agent_without_the_package(tmp_path):
-    program = agent_program()
-    compile(program, "provision-agent", "exec")
-    assert program.decode().count("from __future__") == 1
-    # Run its definitions with no access to this package (isolated mode, another folder), as the host does.
-    code = ("import sys, types; src = sys.stdin.buffer.read(); m = types.ModuleType('provision_agent');"
-            "sys.modules[m.__name__] = m; ns = m.__dict__;"
-            "exec(compile(src, 'provision-agent', 'exec'), ns);"
-            "assert callable(ns['main']) and callable(ns['pack_repo']) and callable(ns['archive_name']);"
-            "assert 'edgetam_provision' not in sys.modules")
-    res = subprocess.run([sys.executable, "-I", "-c", code], input=program, cwd=tmp_path,
-                         capture_output=True, env={})
-    assert res.returncode == 0, res.stderr.decode()
+def test_the_bundle_is_every_module_of_remote_and_the_same_bytes_each_time():
+    bundle = agent_bundle()
+    with zipfile.ZipFile(io.BytesIO(bundle)) as zf:
+        assert zf.namelist() == [f"{PACKAGE}/{p.name}" for p in MODULES]
+        assert {i.date_time for i in zf.infolist()} == {(2025, 1, 1, 0, 0, 0)}
+        assert all(zf.read(f"{PACKAGE}/{p.name}") == p.read_bytes() for p in MODULES)
+    agent_bundle.cache_clear()
+    assert agent_bundle() == bundle
+    assert shipment() == b"%d\n" % len(bundle) + bundle
 
 
 def test_the_hostile_archive_reader_never_travels():
-    program = agent_program().decode()
-    assert "def scan_archive" not in program and "class ArchiveReader" not in program
+    with zipfile.ZipFile(io.BytesIO(agent_bundle())) as zf:
+        text = b"".join(zf.read(n) for n in zf.namelist()).decode()
+    assert "def scan_archive" not in text and "class ArchiveReader" not in text
+
+
+def test_the_remote_command_is_fixed_words_a_login_shell_leaves_alone():
+    command = remote_command("/usr/bin/python3")
+    assert command == f'/usr/bin/python3 -u -c "{BOOT}"'
+    assert not set(BOOT) & set('"$`\\!\n')
+
+
+def _oldest_python() -> str:
+    found = sorted(glob.glob(os.path.expanduser(OLDEST)))
+    if not found:
+        pytest.skip(f"needs the oldest host's Python ({OLDEST})")
+    return found[0]
+
+
+def _boot(python: str, tmp_path: Path, params: dict) -> subprocess.CompletedProcess:
+    """The bootstrap as the host runs it, fed the shipment and `params`; without user site-packages
+    (no huggingface_hub) and with its temporary folders under `tmp_path`."""
+    env = {"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    stdin = shipment() + json.dumps(params).encode() + b"\n"
+    return subprocess.run([python, "-s", "-u", "-c", BOOT], input=stdin, capture_output=True, cwd=tmp_path,
+                          env=env, timeout=60)
+
+
+def test_the_shipped_agent_runs_on_the_oldest_python_and_leaves_no_temporary_folder(tmp_path):
+    """Under the oldest Python, the whole package imports from the zip, the agent cleans its
+    environment and says, as its one event, what the host lacks; its private folder is gone after."""
+    res = _boot(_oldest_python(), tmp_path, {"repos": [{"repo_id": "org/tiny"}]})
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    assert res.returncode == 0, res.stderr.decode()
+    assert [(e["event"], e["kind"]) for e in events] == [("error", "missing-hub")]
+    assert not list(tmp_path.glob("provision-agent-*"))
+
+
+def test_an_older_python_says_what_it_lacks_and_leaves_no_temporary_folder(tmp_path):
+    older = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.[67].*/bin/python3")))
+    if not older:
+        pytest.skip("needs a Python older than 3.8 (pyenv)")
+    res = _boot(older[-1], tmp_path, {})
+    assert res.returncode == 1 and res.stdout == b""
+    assert b"the provision agent needs Python 3.8 or newer; this is 3." in res.stderr
+    assert not list(tmp_path.glob("provision-agent-*"))

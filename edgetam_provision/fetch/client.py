@@ -1,4 +1,4 @@
-"""The client side of the agent protocol: send the program and parameters, follow the host's
+"""The client side of the agent protocol: send the agent (`remote/`) and parameters, follow the host's
 events, receive or pull each archive, and hold the host to what was asked.
 
 The host is not trusted. Every event comes through `protocol.Stream.read_event` (bounded, checked
@@ -30,7 +30,7 @@ from ..hub.manifest import ArchiveEntry
 from .pace import Declared, Pace
 from .protocol import Stream
 from .pull import LiveArchive, ProgressBar, Source, pull
-from .shipped import agent_program
+from .shipped import shipment
 
 PLAIN_PROGRESS_EVERY_S = 5.0  # without a terminal: one line of host progress this often
 SPACE_RESERVE = 64 * 1024 * 1024  # what a pull leaves free on the disk of --out
@@ -206,10 +206,9 @@ def run_agent(link: AgentLink, params: dict[str, Any], out: Path, progress: Prog
     runs under the fetch's `Pace`; a violation removes what this run received (`Received`)."""
     stream = link.stream
     stream.pace = Pace(stream.where, stall)
-    program = agent_program()
     have = sorted({p.name.removesuffix(".part") for p in out.iterdir()}) if out.is_dir() else []
     try:  # a host whose Python never started closes the channel while we are still sending
-        stream.send(b"%d\n" % len(program) + program)
+        stream.send(shipment())
         stream.send_json({**params, "stream": link.live, "have": have})
     except RemoteConnectError:
         diagnose_start(link)

@@ -125,7 +125,7 @@ COMMANDS: dict[str, Message] = {
                         "endpoint": Kind("str or null", bool), "token": Kind("str or null", bool),
                         "bootstrap": BOOL, "fresh": BOOL, "stream": BOOL,
                         "have": Kind("list of archive names", bool)},
-                       "first line after the program (no `cmd` key)"),
+                       "first line after the zip (no `cmd` key)"),
     "send": _command({"archive": ARCHIVE, "offset": SIZE, "prefix_sha256": SHA256},
                      "send an archive from `offset`; the host restarts at 0 if its prefix differs"),
     "path": _command({"archive": ARCHIVE}, "where does the archive lie (for OpenSSH's pull)"),

@@ -12,10 +12,9 @@ from urllib.parse import urlsplit
 from ..errors import UsageError
 from ..hub.cache import RepoSpec
 from .limits import STALL_S, TIMEOUT_S
+from .shipped import BOOT
 
 PYTHON_RE = re.compile(r"^[A-Za-z0-9_./+-]{1,200}\Z")
-BOOT = ("import sys;b=sys.stdin.buffer;"
-        "exec(compile(b.read(int(b.readline())),'provision-agent','exec'))")
 TRANSFERS = ("auto", "openssh", "stream")
 
 

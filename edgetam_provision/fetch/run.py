@@ -29,7 +29,8 @@ from ..hub.manifest import record
 from .client import LOCAL_WHERE, AgentLink, Pulled, remote_path, run_agent, stream_source
 from .protocol import Stream
 from .pull import pull
-from .request import BOOT, FetchRequest, check_python, check_request, remote_command
+from .request import FetchRequest, check_python, check_request, remote_command
+from .shipped import BOOT
 
 AGENT_EXIT_S = 5.0  # after we close its stdin, a local agent has this long to remove its folders
 

@@ -1,1 +1,2 @@
-"""The Hugging Face cache: its grammar (layout), what a cache holds (cache), backups' manifests."""
+"""The Hugging Face cache: its grammar (layout, defined in `remote.layout`), what a cache holds
+(cache), backups' manifests."""

@@ -1,5 +1,5 @@
 """Packing while huggingface_hub downloads: each blob read from its growing ``*.incomplete`` file,
-hashed against its name, and sent as it is packed. Shipped to the host (standard library only).
+hashed against its name, and sent as it is packed.
 
 The archive's layout comes from the Hub's listing (`PackPlan.from_files`), so the bytes are the very
 archive a pack after the download writes; anything that does not match the listing (`NotAsListed`)
@@ -20,9 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-with contextlib.suppress(ImportError):  # shipped: layout and pack ran just before, in this namespace
-    from ..archive.pack import PackPlan, pack_repo
-    from ..hub.layout import FileRecord, blob_hasher
+from .layout import FileRecord, blob_hasher
+from .pack import PackPlan, pack_repo
 
 
 class NotAsListed(Exception):

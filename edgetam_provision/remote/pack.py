@@ -2,15 +2,14 @@
 
 The archive holds ``models--ORG--NAME/`` with blobs as regular files (real bytes, also for hub
 2.x shared-blob-store links), snapshot entries as relative symlinks, the refs that point at the
-commit, the trees listing and ``.no_exist`` markers. Every member has a fixed mtime, so the same
+commit and the trees listing (not ``.no_exist`` markers). Every member has a fixed mtime, so the same
 revision always packs to the same bytes (a pull can resume against a re-packed archive).
 
-Standard library only: `provision fetch` ships this module to the remote host.
+The very same code packs on both ends: `provision backup` here, the agent on the fetch host.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
@@ -21,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-with contextlib.suppress(ImportError):  # shipped: layout.py's source ran just before, in this namespace
-    from ..hub.layout import FileRecord, snapshot_link
+from .layout import FileRecord, snapshot_link
 
 PACK_MTIME = 1_735_689_600  # fixed (2025-01-01): a revision packs to the same bytes, so pulls resume
 COPY_BUF = 4 * 1024 * 1024  # tarfile copies blob bytes in pieces this big (its default is 16 KiB)
