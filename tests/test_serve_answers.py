@@ -157,3 +157,13 @@ def test_a_damaged_revision_is_checked_again_only_when_its_files_change(tmp_path
     tmp.replace(blob)  # as restore repairs a blob
     assert ask(app, url) == (200, b"W" * 100) and len(checks) == 1
     assert ask(app, f"http://mirror/api/models/org/fix/revision/{commit}")[0] == 200 and len(checks) == 1
+
+
+def test_a_tree_under_a_folder_lists_it_and_under_a_missing_path_is_entry_not_found(tmp_path):
+    install_into_cache(tmp_path, "org/t", {"config.json": b"{}", "sub/a.txt": b"a", "sub/in/b.txt": b"b"})
+    app = mirror_of(tmp_path, "org/t")
+    status, body = ask(app, "http://mirror/api/models/org/t/tree/main/sub")
+    assert status == 200 and {(e["type"], e["path"]) for e in json.loads(body)} == {
+        ("directory", "sub/in"), ("file", "sub/a.txt")}
+    for missing in ("nope", "sub/../config.json", "conf"):
+        assert ask(app, f"http://mirror/api/models/org/t/tree/main/{missing}")[0] == 404

@@ -143,7 +143,10 @@ class MirrorApp:
                     "siblings": [{"rfilename": p, "size": f.size, "blobId": f.oid(), **lfs_info(f, "sha256")}
                                  for p, f in sorted(served.files.items())]}
         if what == "tree":
-            return tree(served.files, "/".join(rest[2:]).strip("/"), flag(fields.get("recursive")))
+            prefix = "/".join(rest[2:]).strip("/")
+            listing = tree(served.files, prefix, flag(fields.get("recursive")))
+            return listing if listing or not prefix else Refusal(404, "EntryNotFound",
+                                                                 f"{prefix[:200]} does not exist")
         return Refusal(404, "EntryNotFound", "no such endpoint")
 
     async def resolve(self, method: str, kind: str, parts: list[str], scope: dict[str, Any],

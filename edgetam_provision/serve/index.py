@@ -111,7 +111,10 @@ class ServedRepo:
 def judge(cache: Path, repo: ServedRepo, commit: str) -> ServedRevision:
     """Check one revision whole (every blob hashed) and index it, or say why it is not served."""
     seen = fingerprint(repo.folder, commit)  # before: a change during the check shows next time
-    state = check_revision(cache, repo.repo_id, commit, repo_type=repo.repo_type)
+    try:
+        state = check_revision(cache, repo.repo_id, commit, repo_type=repo.repo_type)
+    except OSError as exc:  # a folder that cannot be listed, a link that cannot be read
+        return ServedRevision(commit, {}, f"cannot read it: {exc.strerror or exc}", seen)
     why = state.problems[0] if state.problems else None if state.files else "no files"
     why = why or next((f"{f.path!r}: {p}" for f in state.files if (p := path_problem(f.path))), None)
     if why:
