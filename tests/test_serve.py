@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import select
 import shutil
 import signal
 import stat
@@ -542,7 +543,9 @@ def test_json_says_where_it_serves_in_one_line_at_start_and_what_it_served_at_th
     from huggingface_hub import scan_cache_dir
 
     m = serve("--repo", "org/tiny", "--json")
-    start = json.loads(m.proc.stdout.readline())  # a script reads this line while the mirror runs
+    ready, _, _ = select.select([m.proc.stdout], [], [], START_S)  # a script reads it while the mirror runs
+    assert ready, "no line on stdout while it serves"
+    start = json.loads(m.proc.stdout.readline())
     assert start["url"] == m.url and start["host"] == "127.0.0.1"
     assert start["port"] == int(m.url.rsplit(":", 1)[1])
     assert [r["repo_id"] for r in start["repos"]] == ["org/tiny"] and start["loopback_only"] is True
