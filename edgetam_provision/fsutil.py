@@ -209,3 +209,17 @@ def _dead(name: str, prefix: str) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading, only when it is a regular file (or a link to one): a FIFO,
+    socket or device raises OSError instead of blocking or reading forever. Opened without
+    blocking and checked on the open descriptor, so a swap after a stat changes nothing."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

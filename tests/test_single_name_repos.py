@@ -96,14 +96,13 @@ def test_a_single_name_repo_is_served_to_huggingface_hub(gpt2, tmp_path):
 
     served = tmp_path / "served"
     download(gpt2, served, "gpt2")
-    proc, url = start_mirror(served, "--repo", "gpt2")
+    mirror = start_mirror(served, "--repo", "gpt2")
     try:
         code = ("import sys; from huggingface_hub import snapshot_download;"
                 "print(snapshot_download('gpt2', cache_dir=sys.argv[1]))")
-        res = client(url, code, tmp_path / "c")
+        res = client(mirror.url, code, tmp_path / "c")
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        mirror.stop()
     assert res.returncode == 0, res.stderr
     snap = res.stdout.strip()
     assert {p: Path(snap, p).read_bytes() for p in FILES} == FILES

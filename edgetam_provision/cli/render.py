@@ -179,8 +179,20 @@ def push(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def serve_ready(d: dict[str, Any]) -> str:
+    """What `provision serve` says once it listens: where, and who can reach it."""
+    if d["loopback_only"]:
+        return (f"mirror on {d['url']}, reachable from this machine only (HF_ENDPOINT={d['url']} here) "
+                "— Ctrl-C stops it\n"
+                "to offer it to the LAN: --host 0.0.0.0 (every interface) or --host <this machine's "
+                "address>; anyone who can reach the port can then read everything it serves")
+    return (f"mirror on {d['url']}: HF_ENDPOINT={d['url']} on the other machines"
+            + (f" (or {', '.join(d['urls'][1:])})" if d["urls"][1:] else "") + " — Ctrl-C stops it")
+
+
 def serve(d: dict[str, Any]) -> str:
-    lines = [f"mirror on {d['url']} stopped after {d['requests']} requests "
+    how = " (Ctrl-C)" if d.get("stopped_by") == "SIGINT" else ""
+    lines = [f"mirror on {d['url']} stopped{how} after {d['requests']} requests "
              f"({human_size(d['bytes_sent'])} sent); it served:"]
     lines += [f"  {r['repo_type']} {r['repo_id']}@{', '.join(c[:12] for c in r['commits']) or '-'}"
               + (f"  (NOT served, damaged: {', '.join(r['damaged'].values())})" if r["damaged"] else "")

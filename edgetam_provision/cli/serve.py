@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -30,7 +33,9 @@ def serve(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: s
 
     Other machines set HF_ENDPOINT=http://THIS-MACHINE:8090 and download with the tools they
     already have (hf download, snapshot_download, from_pretrained, provision fetch --local), whatever
-    stale credentials they send. Only revisions whose every blob matches its hash are served.
+    stale credentials they send. Only revisions whose every blob matches its hash are served. The
+    default --host serves this machine only. With --json, one JSON line when it listens (url, host,
+    port, repos), the summary when it stops. Ctrl-C stops it (exit 130), SIGTERM too (exit 0).
 
     Example: provision serve --host 0.0.0.0 --port 8090
     """
@@ -40,6 +45,16 @@ def serve(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: s
     if all_public and repos:
         raise UsageError("--all-public and --repo both given", "list repos, or serve them all")
     specs = [RepoSpec.parse(r, None, repo_type) for r in repos] or [RepoSpec(r) for r in DEFAULT_REPOS]
+    as_json = bool(click.get_current_context().params.get("as_json"))
+
+    def ready(start: dict[str, Any]) -> None:
+        """One JSON line on stdout with --json (a script learns the URL), else the words on stderr."""
+        if as_json:
+            sys.stdout.write(json.dumps({"serving": True, **start}) + "\n")
+            sys.stdout.flush()
+        else:
+            progress(render.serve_ready(start))
+
     result = do_serve(cache_folder(cache_dir, must_exist=True), specs, host, port, all_public, progress,
-                      header_timeout=idle_timeout)
+                      header_timeout=idle_timeout, ready=ready)
     return result, render.serve

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelMissingError, UsageError
-from ..fsutil import CHUNK
+from ..fsutil import CHUNK, open_regular
 from .layout import (
     BLOB_RE,
     COMMIT_RE,
@@ -88,8 +88,8 @@ def resolve_cache_dir(override: str | os.PathLike[str] | None = None) -> CacheLo
 
 
 def _hash_file(path: Path, *hashers: BlobHasher) -> None:
-    """Feed the file's bytes, read once, to every hasher."""
-    with open(path, "rb") as fh:
+    """Feed the file's bytes, read once, to every hasher (a regular file only: OSError else)."""
+    with open_regular(path) as fh:
         while chunk := fh.read(CHUNK):
             for h in hashers:
                 h.update(chunk)
@@ -105,8 +105,9 @@ def blob_matches(path: Path, name: str) -> bool:
 def read_ref(repo_dir: Path, name: str = "main") -> str | None:
     """The commit a ref points to (stripped), or None when absent or malformed."""
     try:
-        text = (repo_dir / "refs" / name).read_text().strip()
-    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+        with open_regular(repo_dir / "refs" / name) as fh:
+            text = fh.read(4096).decode().strip()
+    except (OSError, UnicodeDecodeError):
         return None
     return text if COMMIT_RE.match(text) else None
 
@@ -195,6 +196,9 @@ def check_revision(cache: Path, repo_id: str, commit: str, hash_blobs: bool = Tr
         rel = entry.relative_to(snap).as_posix()
         if entry.is_dir() and not entry.is_symlink():
             continue
+        if not entry.is_symlink() and not entry.is_file():  # never opened: it could block a scan
+            problems.append(f"{rel}: not a regular file (a FIFO, socket or device)")
+            continue
         if not entry.is_symlink():  # a cache on a filesystem without symlinks holds copies
             copied = _copied_blob(entry, repo_dir / "blobs")
             if copied is None:
@@ -214,7 +218,10 @@ def check_revision(cache: Path, repo_id: str, commit: str, hash_blobs: bool = Tr
             continue
         files.append(FileRecord(rel, target.name, blob_file.stat().st_size))
         if hash_blobs and target.name not in hashed_ok:
-            hashed_ok[target.name] = blob_matches(blob_file, target.name)
+            try:
+                hashed_ok[target.name] = blob_matches(blob_file, target.name)
+            except OSError:  # gone, or no longer a regular file, since it was listed
+                hashed_ok[target.name] = False
         if not hashed_ok.get(target.name, True):
             problems.append(f"{rel}: blob {target.name} does not match its hash")
     problems.extend(_missing_from_tree(repo_dir, commit, {f.path for f in files}))
@@ -226,7 +233,10 @@ def _copied_blob(path: Path, blobs_dir: Path) -> str | None:
     """The blob a copied snapshot file stands for: its sha256 or git sha1, if such a blob exists."""
     size = path.stat().st_size
     hashers = (blob_hasher("0" * 64, size), blob_hasher("0" * 40, size))
-    _hash_file(path, *hashers)
+    try:
+        _hash_file(path, *hashers)
+    except OSError:  # gone, or no longer a regular file, since it was listed
+        return None
     return next((h.hexdigest() for h in hashers if (blobs_dir / h.hexdigest()).is_file()), None)
 
 

@@ -1,14 +1,14 @@
-"""The verified cache as a read-only Hugging Face endpoint: what is served, and the HTTP answers.
+"""The verified cache as a read-only Hugging Face endpoint: the HTTP answers.
 
-`build_index` checks every listed revision (every blob hashed) and keeps, per repo, its refs and
-each file's blob, opened by its name in the repo's ``blobs/`` (never through the snapshot's links,
-which could lead elsewhere than what was hashed). The ASGI app answers only from that index: a URL
-is split into segments, each decoded once, and looked up in dictionaries; no path is ever built
-from a request, so nothing outside the index can be read, whatever the URL says.
+The app answers only from the index (`index`): a URL is split into segments, each decoded once,
+and looked up in dictionaries; no path is ever built from a request, so nothing outside the index
+can be read, whatever the URL says. The query string (``?revision=``, ``?recursive=``) is read
+from the request's own field, never from the path.
 
 A blob that changes after it was hashed is never served as the genuine one. Each blob's identity
 (device, inode, size, mtime and ctime, in ns) is kept with its hash; before a response, a blob
-whose identity changed is hashed again (in a thread), and a mismatch makes the revision answer 503.
+whose identity changed is hashed again (in a thread), and a mismatch makes the revision answer 503
+until the disk under it changes again and it checks out whole (a repair is seen without a restart).
 A change while a file is being sent is caught too: the last piece is held back and sent only if the
 identity is still the one hashed once every byte was read; otherwise the connection is cut, so a
 client fails instead of storing wrong bytes under the blob's name. Sound because any write changes
@@ -24,127 +24,34 @@ Authorization headers are ignored and never logged; GET and HEAD are the only me
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+import ipaddress
 import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 from ..errors import UsageError
-from ..hub.cache import RepoSpec, blob_matches, check_revision, list_refs, resolve_commit, scan_cache
-from ..hub.layout import repo_folder_name
+from ..fsutil import open_regular
+from .index import MirrorIndex, ServedFile, ServedRepo, ServedRevision
+from .request import byte_range, flag, query, segments
 
-MAX_URL = 4096
 CHUNK = 1024 * 1024
 AREAS = {"models": "model", "datasets": "dataset"}
 
 
-@dataclass
-class ServedFile:
-    path: str
-    blob: str
-    size: int
-    file: Path  # the blob itself, by name (resolved inside the cache)
-    identity: tuple[int, ...] = ()  # stat of `file` when its bytes were last hashed
+@dataclass(frozen=True)
+class Refusal:
+    """An error answer: HTTP status, the Hub's ``X-Error-Code``, and the message."""
 
-    def current(self) -> tuple[int, ...]:
-        st = self.file.stat()
-        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-    @property
-    def lfs(self) -> bool:
-        return len(self.blob) == 64
-
-    def oid(self) -> str:
-        """The git blob id the Hub lists: of the file itself, or of its LFS pointer."""
-        if not self.lfs:
-            return self.blob
-        pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{self.blob}\nsize {self.size}\n"
-        return hashlib.sha1(b"blob %d\0" % len(pointer) + pointer.encode(), usedforsecurity=False).hexdigest()
+    status: int
+    code: str
+    message: str
 
 
-@dataclass
-class ServedRepo:
-    repo_id: str
-    repo_type: str
-    refs: dict[str, str] = field(default_factory=dict)  # ref name -> commit
-    revisions: dict[str, dict[str, ServedFile]] = field(default_factory=dict)  # commit -> path -> file
-    damaged: dict[str, str] = field(default_factory=dict)  # commit -> why
-
-    def commit_for(self, rev: str) -> str | None:
-        if rev in self.revisions or rev in self.damaged:
-            return rev
-        return self.refs.get(rev)
-
-
-@dataclass
-class MirrorIndex:
-    repos: dict[tuple[str, str], ServedRepo] = field(default_factory=dict)  # (type, id) -> repo
-
-    def summary(self) -> list[dict[str, Any]]:
-        return [{"repo_id": r.repo_id, "repo_type": r.repo_type, "refs": r.refs,
-                 "commits": sorted(r.revisions), "damaged": r.damaged} for r in self.repos.values()]
-
-
-def build_index(cache: Path, specs: list[RepoSpec], all_public: bool,
-                progress: Callable[[str], None]) -> MirrorIndex:
-    """Check and index what is served: the listed revisions, or (all_public) every cached one."""
-    index = MirrorIndex()
-    wanted = [(s.repo_type, s.repo_id, s.revision) for s in specs]
-    if all_public:
-        wanted = [(st.repo_type, st.repo_id, st.commit) for st in scan_cache(cache, hash_blobs=False)]
-    for repo_type, repo_id, revision in wanted:
-        commit = resolve_commit(cache, repo_id, revision, repo_type)
-        state = check_revision(cache, repo_id, commit, repo_type=repo_type)
-        repo = index.repos.setdefault((repo_type, repo_id), ServedRepo(repo_id, repo_type))
-        repo_dir = cache / repo_folder_name(repo_id, repo_type)
-        refs = {n: c for n, c in list_refs(repo_dir).items() if c == commit}
-        if revision and revision != commit:
-            refs.setdefault(revision, commit)
-        repo.refs.update(refs)
-        if not state.ok or not state.files:
-            repo.damaged[commit] = state.problems[0] if state.problems else "no files"
-            progress(f"NOT serving {repo_id}@{commit[:12]}: {repo.damaged[commit]}")
-            continue
-        repo.revisions[commit] = {f.path: _served(cache, repo_dir, f.path, f.blob, f.size)
-                                  for f in state.files}
-        progress(f"serving {repo_type} {repo_id}@{commit[:12]} ({len(state.files)} files, every blob hashed)")
-    return index
-
-
-def _served(cache: Path, repo_dir: Path, path: str, blob: str, size: int) -> ServedFile:
-    """A file served from its blob by name; its identity taken now, right after the hash (a change
-    in between is caught when the whole file is sent, by the hash while sending)."""
-    served = ServedFile(path, blob, size, (repo_dir / "blobs" / blob).resolve())
-    served.identity = served.current()
-    return served
-
-
-def _hashes_to_its_name(served: ServedFile) -> bool:
-    """Hash the blob again (it changed on disk): still its name's bytes? Updates its identity."""
-    try:
-        before = served.current()
-        ok = blob_matches(served.file, served.blob) and served.current() == before
-    except OSError:
-        return False
-    if ok:
-        served.identity = before
-    return ok
-
-
-def _segments(raw_path: str) -> list[str] | None:
-    """The URL path split into segments, each decoded once; None for anything odd."""
-    if len(raw_path) > MAX_URL or not raw_path.startswith("/"):
-        return None
-    parts = [unquote(p) for p in raw_path[1:].split("/")]
-    if any(p in ("", ".", "..") for p in parts[:-1]) or any(not p.isprintable() or "\\" in p for p in parts):
-        return None
-    return parts
+Found = tuple[ServedRepo, ServedRevision, list[str]]  # a request's repo, revision, and the segments after
 
 
 class MirrorApp:
@@ -169,22 +76,29 @@ class MirrorApp:
         except BlobChanged:
             return  # the response stays incomplete: the server cuts the connection
         self.requests, self.bytes_sent = self.requests + 1, self.bytes_sent + sent
-        self.log(f"{method} {raw[:200]} {status} {sent} {1000 * (time.perf_counter() - t0):.1f}ms")
+        qs = scope.get("query_string", b"").decode("latin-1")
+        self.log(f"{method} {(raw + ('?' + qs if qs else ''))[:200]} {status} {sent} "
+                 f"{1000 * (time.perf_counter() - t0):.1f}ms")
 
     async def route(self, method: str, raw_path: str, scope: dict[str, Any], send: Any) -> tuple[int, int]:
         if method not in ("GET", "HEAD"):
-            return await self.error(send, 405, "MethodNotAllowed", "this mirror is read-only", method)
-        parts = _segments(raw_path)
-        if parts is None:
-            return await self.error(send, 400, "BadRequest", "malformed path", method)
+            return await self.error(send, Refusal(405, "MethodNotAllowed", "this mirror is read-only"),
+                                    method)
+        parts, fields = segments(raw_path), query(scope.get("query_string", b""))
+        if parts is None or fields is None:
+            return await self.error(send, Refusal(400, "BadRequest", "malformed path or query"), method)
         if parts[:1] == ["api"] and len(parts) >= 3 and parts[1] in AREAS:
-            return await self.api(method, AREAS[parts[1]], parts[2:], send)
+            answer = await self.api(AREAS[parts[1]], parts[2:], fields)
+            if isinstance(answer, Refusal):
+                return await self.error(send, answer, method)
+            return await self.reply(send, 200, {"content-type": "application/json"},
+                                    json.dumps(answer).encode(), method)
         kind = "model"
         if parts[:1] == ["datasets"]:
             kind, parts = "dataset", parts[1:]
         if "resolve" in parts[1:3]:
             return await self.resolve(method, kind, parts, scope, send)
-        return await self.error(send, 404, "EntryNotFound", "no such endpoint", method)
+        return await self.error(send, Refusal(404, "EntryNotFound", "no such endpoint"), method)
 
     def lookup(self, kind: str, parts: list[str], marker: tuple[str, ...]) -> tuple[str, ServedRepo | None,
                                                                                    list[str]]:
@@ -197,70 +111,65 @@ class MirrorApp:
             return parts[0], self.index.repos.get((kind, parts[0])), parts[1:]
         return f"{parts[0]}/{parts[1]}", None, parts[2:]
 
-    async def api(self, method: str, kind: str, parts: list[str], send: Any) -> tuple[int, int]:
-        repo_id, repo, parts = self.lookup(kind, parts, ("revision", "tree"))
+    async def revision(self, kind: str, parts: list[str], marker: tuple[str, ...],
+                       rev: Callable[[list[str]], str]) -> Found | Refusal:
+        """The served revision a request names (its repo, the revision, the segments after the id),
+        or why not: the repo or revision unknown (404), or damaged (503, until it is repaired)."""
+        repo_id, repo, rest = self.lookup(kind, parts, marker)
         if repo is None:
-            return await self.error(send, 404, "RepoNotFound", f"Repository {repo_id} not found", method)
-        what = parts[0] if parts else "revision"
-        rev = parts[1] if len(parts) > 1 else "main"  # decoded once, in _segments
-        commit = repo.commit_for(rev)
+            return Refusal(404, "RepoNotFound", f"Repository {repo_id} not found")
+        name = rev(rest)
+        commit = repo.commit_for(name)
         if commit is None:
-            return await self.error(send, 404, "RevisionNotFound", f"Invalid rev id: {rev}", method)
-        if commit in repo.damaged:
-            return await self.error(send, 503, "Damaged", f"{repo.repo_id}@{commit[:12]} is damaged: "
-                                    f"{repo.damaged[commit]}", method)
-        files = repo.revisions[commit]
-        if what == "revision" and len(parts) <= 2:
-            body = {"id": repo.repo_id, "modelId": repo.repo_id, "sha": commit, "private": False,
-                    "gated": False, "disabled": False,
-                    "siblings": [{"rfilename": p, "size": f.size} for p, f in sorted(files.items())]}
-        elif what == "tree":
-            prefix = "/".join(parts[2:]).strip("/")
-            body = [self.tree_entry(f) for p, f in sorted(files.items())
-                    if not prefix or p.startswith(prefix + "/")]
-        else:
-            return await self.error(send, 404, "EntryNotFound", "no such endpoint", method)
-        return await self.reply(send, 200, {"content-type": "application/json"}, json.dumps(body).encode(),
-                                method)
+            return Refusal(404, "RevisionNotFound", f"Invalid rev id: {name}")
+        served = await self.index.current(repo, commit)
+        if served.damaged:
+            return Refusal(503, "Damaged", f"{repo.repo_id}@{commit[:12]} is damaged: {served.damaged}")
+        return repo, served, rest
 
-    @staticmethod
-    def tree_entry(f: ServedFile) -> dict[str, Any]:
-        entry: dict[str, Any] = {"type": "file", "path": f.path, "size": f.size, "oid": f.oid()}
-        if f.lfs:
-            entry["lfs"] = {"oid": f.blob, "size": f.size, "pointerSize": 134}
-        return entry
+    async def api(self, kind: str, parts: list[str], fields: dict[str, str]) -> Any:
+        """Repo info (``/api/models/ID``, ``…/revision/REV``, or ``?revision=REV``) and the file tree
+        (``…/tree/REV[/PATH]``, ``?recursive=``), at the revision asked; main when none is."""
+        asked = fields.get("revision") or "main"
+        found = await self.revision(kind, parts, ("revision", "tree"),
+                                    lambda rest: rest[1] if len(rest) > 1 else asked)
+        if isinstance(found, Refusal):
+            return found
+        repo, served, rest = found
+        what = rest[0] if rest else "revision"
+        if what == "revision" and len(rest) <= 2:
+            return {"id": repo.repo_id, "modelId": repo.repo_id, "sha": served.commit, "private": False,
+                    "gated": False, "disabled": False,
+                    "siblings": [{"rfilename": p, "size": f.size, "blobId": f.oid(), **lfs_info(f, "sha256")}
+                                 for p, f in sorted(served.files.items())]}
+        if what == "tree":
+            prefix = "/".join(rest[2:]).strip("/")
+            listing = tree(served.files, prefix, flag(fields.get("recursive")))
+            return listing if listing or not prefix else Refusal(404, "EntryNotFound",
+                                                                 f"{prefix[:200]} does not exist")
+        return Refusal(404, "EntryNotFound", "no such endpoint")
 
     async def resolve(self, method: str, kind: str, parts: list[str], scope: dict[str, Any],
                       send: Any) -> tuple[int, int]:
-        repo_id, repo, parts = self.lookup(kind, parts, ("resolve",))
-        if repo is None:
-            return await self.error(send, 404, "RepoNotFound", f"Repository {repo_id} not found", method)
-        if len(parts) < 3 or parts[0] != "resolve":
-            return await self.error(send, 404, "EntryNotFound", "no such endpoint", method)
-        commit = repo.commit_for(parts[1])
-        if commit is None:
-            return await self.error(send, 404, "RevisionNotFound", f"Invalid rev id: {parts[1]}", method)
-        if commit in repo.damaged:
-            return await self.error(send, 503, "Damaged", f"{repo.repo_id}@{commit[:12]} is damaged: "
-                                    f"{repo.damaged[commit]}", method)
-        served = repo.revisions[commit].get("/".join(parts[2:]))
+        found = await self.revision(kind, parts, ("resolve",), lambda rest: rest[1] if len(rest) > 1 else "")
+        if not isinstance(found, Refusal) and (len(found[2]) < 3 or found[2][0] != "resolve"):
+            found = Refusal(404, "EntryNotFound", "no such endpoint")
+        if isinstance(found, Refusal):
+            return await self.error(send, found, method)
+        repo, revision, rest = found
+        served = revision.files.get("/".join(rest[2:]))
         if served is None:
-            return await self.error(send, 404, "EntryNotFound", f"{'/'.join(parts[2:])[:200]} does not exist",
-                                    method)
-        try:
-            same = served.current() == served.identity
-        except OSError:
-            same = False
-        if not same and not await asyncio.to_thread(_hashes_to_its_name, served):
-            why = f"blob {served.blob[:16]}… changed since the mirror started (damaged); restore it"
-            repo.damaged[commit] = why
-            self.log(f"NOT serving {repo.repo_id}@{commit[:12]} any more: {why}")
-            return await self.error(send, 503, "Damaged", f"{repo.repo_id}@{commit[:12]}: {why}", method)
-        headers = {"etag": f'"{served.blob}"', "x-repo-commit": commit, "accept-ranges": "bytes",
+            missing = f"{'/'.join(rest[2:])[:200]} does not exist"
+            return await self.error(send, Refusal(404, "EntryNotFound", missing), method)
+        if not await self.index.still_genuine(repo, revision.commit, served):
+            why = repo.revisions[revision.commit].damaged or "changed on disk"
+            return await self.error(send, Refusal(503, "Damaged", f"{repo.repo_id}@{revision.commit[:12]}: "
+                                                  f"{why}"), method)
+        headers = {"etag": f'"{served.blob}"', "x-repo-commit": revision.commit, "accept-ranges": "bytes",
                    "content-type": "application/octet-stream"}
         if served.lfs:
             headers.update({"x-linked-etag": f'"{served.blob}"', "x-linked-size": str(served.size)})
-        wanted = _range(dict(scope["headers"]).get(b"range", b"").decode("latin-1"), served.size)
+        wanted = byte_range(dict(scope["headers"]).get(b"range", b"").decode("latin-1"), served.size)
         if wanted is None:
             return await self.reply(send, 416, {"content-range": f"bytes */{served.size}"}, b"", method)
         start, end = wanted
@@ -273,39 +182,40 @@ class MirrorApp:
         if method == "HEAD" or end == start:
             await send({"type": "http.response.body", "body": b""})
             return status, 0
-        return status, await self.send_bytes(served, start, end, send, repo, commit)
+        what = f"{repo.repo_id}@{revision.commit[:12]}"
+        return status, await self.send_bytes(served, start, end, send, what)
 
-    async def send_bytes(self, served: ServedFile, start: int, end: int, send: Any, repo: ServedRepo,
-                         commit: str) -> int:
+    async def send_bytes(self, served: ServedFile, start: int, end: int, send: Any, what: str) -> int:
         """Bytes start..end of the blob, the last piece held back until every byte was read and the
         blob's identity is still the one hashed (else the connection is cut: `BlobChanged`)."""
         sent, held = 0, b""
-        with open(served.file, "rb") as fh:
-            fh.seek(start)
-            while sent + len(held) < end - start:
-                chunk = fh.read(min(CHUNK, end - start - sent - len(held)))
-                if not chunk:
-                    break
-                if held:
-                    await send({"type": "http.response.body", "body": held, "more_body": True})
-                sent, held = sent + len(held), chunk
-            try:
-                same = served.current() == served.identity
-            except OSError:
-                same = False
-        if not same or sent + len(held) != end - start:
-            served.identity = ()  # the next request hashes it again, and 503s if it no longer matches
-            self.log(f"{repo.repo_id}@{commit[:12]}: blob {served.blob[:16]}… changed while it was sent: "
-                     "the response was cut")
+        try:
+            fh = open_regular(served.file)
+        except OSError:
+            fh = None
+        if fh is not None:
+            with fh:
+                fh.seek(start)
+                while sent + len(held) < end - start:
+                    chunk = fh.read(min(CHUNK, end - start - sent - len(held)))
+                    if not chunk:
+                        break
+                    if held:
+                        await send({"type": "http.response.body", "body": held, "more_body": True})
+                    sent, held = sent + len(held), chunk
+        if fh is None or served.current() != served.identity or sent + len(held) != end - start:
+            served.identity = None  # the next request hashes it again, and 503s if it no longer matches
+            self.log(f"{what}: blob {served.blob[:16]}… changed while it was sent: the response was cut")
             raise BlobChanged(served.blob)
         await send({"type": "http.response.body", "body": held, "more_body": False})
         return sent + len(held)
 
-    async def error(self, send: Any, status: int, code: str, message: str, method: str) -> tuple[int, int]:
-        body = json.dumps({"error": message}).encode()
-        header = "".join(c if " " <= c <= "~" else "?" for c in message[:200])  # no CR, LF, NUL
-        return await self.reply(send, status, {"content-type": "application/json", "x-error-code": code,
-                                               "x-error-message": header}, body, method)
+    async def error(self, send: Any, refusal: Refusal, method: str) -> tuple[int, int]:
+        body = json.dumps({"error": refusal.message}).encode()
+        header = "".join(c if " " <= c <= "~" else "?" for c in refusal.message[:200])  # no CR, LF, NUL
+        return await self.reply(send, refusal.status, {"content-type": "application/json",
+                                                       "x-error-code": refusal.code,
+                                                       "x-error-message": header}, body, method)
 
     @staticmethod
     async def reply(send: Any, status: int, headers: dict[str, str], body: bytes,
@@ -321,34 +231,62 @@ class BlobChanged(Exception):
     """A blob's bytes changed while it was being sent: the response is cut, never completed."""
 
 
-def _digits(text: str) -> bool:
-    return text.isascii() and text.isdigit()
+def lfs_info(f: ServedFile, oid_key: str) -> dict[str, Any]:
+    """The ``lfs`` field the Hub gives an LFS file (its sha256 under `oid_key`: ``oid`` in a tree,
+    ``sha256`` in repo info), with the size of its pointer file; nothing for another file."""
+    if not f.lfs:
+        return {}
+    return {"lfs": {oid_key: f.blob, "size": f.size, "pointerSize": len(f.pointer())}}
 
 
-def _range(header: str, size: int) -> tuple[int, int] | None:
-    """(start, end) to send, end exclusive, per RFC 9110 §14: one ``bytes=`` range; the whole file
-    without one, for another unit, several ranges or bad syntax (a server may ignore Range);
-    None (416) when the range cannot be satisfied."""
-    unit, _, spec = header.partition("=")
-    if unit.strip().lower() != "bytes" or "," in spec:
-        return 0, size
-    first, dash, last = spec.strip().partition("-")
-    if not dash or (first and not _digits(first)) or (last and not _digits(last)) or not (first or last):
-        return 0, size
-    if not first:  # a suffix: the last N bytes (N = 0 cannot be satisfied)
-        n = int(last)
-        return (max(0, size - n), size) if n > 0 and size > 0 else None
-    start = int(first)
-    if last and int(last) < start:
-        return 0, size  # invalid: ignored
-    if start >= size:
-        return None
-    return start, min(size, int(last) + 1) if last else size
+def tree(files: dict[str, ServedFile], prefix: str, recursive: bool) -> list[dict[str, Any]]:
+    """The Hub's tree listing under `prefix`: every file below it (recursive), or its files and
+    folders one level down. A folder's oid is its git tree id, computed as git would with every
+    file in mode 100644 (the executable bit is not in the cache)."""
+    below = {p: f for p, f in files.items() if not prefix or p.startswith(prefix + "/")}
+    if recursive:
+        return [{"type": "file", "path": p, "size": f.size, "oid": f.oid(), **lfs_info(f, "oid")}
+                for p, f in sorted(below.items())]
+    cut = len(prefix) + 1 if prefix else 0
+    out: list[dict[str, Any]] = []
+    folders: set[str] = set()
+    for p, f in sorted(below.items()):
+        name = p[cut:].split("/", 1)[0]
+        if "/" not in p[cut:]:
+            out.append({"type": "file", "path": p, "size": f.size, "oid": f.oid(), **lfs_info(f, "oid")})
+        elif name not in folders:
+            folders.add(name)
+            path = p[:cut] + name
+            out.append({"type": "directory", "path": path, "oid": git_tree_id(files, path)})
+    return out
+
+
+def git_tree_id(files: dict[str, ServedFile], folder: str) -> str:
+    """The git tree id of `folder`: entries sorted as git sorts them (a folder as ``name/``)."""
+    entries: dict[str, tuple[bytes, str]] = {}
+    for p, f in files.items():
+        if p.startswith(folder + "/"):
+            name, _, rest = p[len(folder) + 1:].partition("/")
+            if not rest:
+                entries[name] = (b"100644", f.oid())
+            elif name + "/" not in entries:
+                entries[name + "/"] = (b"40000", git_tree_id(files, f"{folder}/{name}"))
+    body = b"".join(mode + b" " + name.rstrip("/").encode() + b"\0" + bytes.fromhex(oid)
+                    for name, (mode, oid) in sorted(entries.items(), key=lambda e: e[0].encode()))
+    return hashlib.sha1(b"tree %d\0" % len(body) + body, usedforsecurity=False).hexdigest()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def check_bind(host: str) -> str | None:
     """A warning for any address but loopback (None when it binds loopback only)."""
-    if host in ("127.0.0.1", "::1", "localhost"):
+    if is_loopback(host):
         return None
     return (f"WARNING: serving on {host}, reachable from other machines: everything listed is readable "
             "by anyone who can reach this port (read-only, public repos only)")

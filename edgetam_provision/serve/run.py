@@ -1,7 +1,8 @@
-"""`provision serve`: run the mirror (`app`) on uvicorn until Ctrl-C, and say what it served.
+"""`provision serve`: run the mirror (`app`) on uvicorn until Ctrl-C or SIGTERM, and say what it served.
 
-While it runs, ``<cache>/.locks/provision-serve.json`` says where and what (written atomically, removed
-on exit); `provision status` reads it, so a lab can see what its mirror serves.
+While it runs, ``<cache>/.locks/provision-serve.json`` says where and what (written atomically, again
+when a revision is served again or no longer, removed on exit); `provision status` reads it, so a
+lab can see what its mirror serves.
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ import json
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..console import ProgressFn, no_progress
-from ..errors import UsageError
-from ..fsutil import PRIVATE_DIR, write_atomic
+from ..errors import Interrupted, UsageError
+from ..fsutil import PRIVATE_DIR, open_regular, write_atomic
 from ..hub.cache import RepoSpec
-from .app import MirrorApp, build_index, check_bind, require_server, stderr_log
+from .app import MirrorApp, check_bind, is_loopback, require_server, stderr_log
 from .guard import HEADER_TIMEOUT_S, guarded_protocol
+from .index import build_index
 
 STATE = f"{PRIVATE_DIR}/provision-serve.json"  # where huggingface_hub's cache scan does not look
 KEEP_ALIVE_S = 5  # idle connections are closed after this
@@ -30,12 +32,14 @@ MAX_CONNECTIONS = 256  # beyond this, uvicorn answers 503 at once instead of que
 
 def serve(cache: Path, specs: list[RepoSpec], host: str, port: int, all_public: bool,
           progress: ProgressFn = no_progress, log: ProgressFn = stderr_log,
-          header_timeout: float = HEADER_TIMEOUT_S) -> dict[str, Any]:
-    """Check and index what is served, then serve it until Ctrl-C or SIGTERM (a normal stop: the
-    state file is removed and what was served is returned)."""
+          header_timeout: float = HEADER_TIMEOUT_S,
+          ready: Callable[[dict[str, Any]], None] = lambda _start: None) -> dict[str, Any]:
+    """Check and index what is served, then serve it until Ctrl-C or SIGTERM (the state file is
+    removed and what was served is returned; stopped by Ctrl-C, its exit code is Interrupted's).
+    `ready` gets, once the port listens: url, urls, host, port, loopback_only, repos."""
     uvicorn = require_server()
     sock = _bind(host, port)
-    index = build_index(cache, specs, all_public, progress)
+    index = build_index(cache, specs, all_public, progress, log)
     warning = check_bind(host)
     if warning:
         progress(warning)
@@ -46,11 +50,17 @@ def serve(cache: Path, specs: list[RepoSpec], host: str, port: int, all_public: 
     server = _stoppable(uvicorn)(config)
     port = sock.getsockname()[1]
     urls = [f"http://{a if ':' not in a else f'[{a}]'}:{port}" for a in reachable_addresses(host)]
-    state = {"pid": os.getpid(), "url": urls[0], "urls": urls, "repos": index.summary()}
-    (cache / PRIVATE_DIR).mkdir(exist_ok=True)
-    write_atomic(cache / STATE, json.dumps(state, indent=1))
-    progress(f"mirror on {urls[0]}: HF_ENDPOINT={urls[0]} on the other machines"
-             + (f" (or {', '.join(urls[1:])})" if urls[1:] else "") + " — Ctrl-C stops it")
+
+    def write_state() -> None:
+        state = {"pid": os.getpid(), "url": urls[0], "urls": urls, "repos": index.summary()}
+        with contextlib.suppress(OSError):
+            (cache / PRIVATE_DIR).mkdir(exist_ok=True)
+            write_atomic(cache / STATE, json.dumps(state, indent=1))
+
+    write_state()
+    index.changed = write_state
+    ready({"url": urls[0], "urls": urls, "host": host, "port": port, "loopback_only": is_loopback(host),
+           "repos": index.summary()})
     try:
         server.run(sockets=[sock])
     finally:
@@ -58,8 +68,12 @@ def serve(cache: Path, specs: list[RepoSpec], host: str, port: int, all_public: 
         with contextlib.suppress(OSError, ValueError):
             if json.loads((cache / STATE).read_text()).get("pid") == os.getpid():
                 (cache / STATE).unlink()
-    return {"url": urls[0], "urls": urls, "repos": index.summary(), "stopped": True,
-            "requests": app.requests, "bytes_sent": app.bytes_sent}
+    stopped_by = signal.Signals(server.stopped_by).name if server.stopped_by else None
+    result = {"url": urls[0], "urls": urls, "repos": index.summary(), "stopped": True,
+              "stopped_by": stopped_by, "requests": app.requests, "bytes_sent": app.bytes_sent}
+    if server.stopped_by == signal.SIGINT:
+        result["exit_code"] = Interrupted.exit_code
+    return result
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -104,6 +118,12 @@ def _stoppable(uvicorn: Any) -> Any:
     (uvicorn re-raises them, which ended the process before the state file was removed)."""
 
     class Server(uvicorn.Server):  # type: ignore[misc, valid-type, name-defined]
+        stopped_by: int | None = None  # the first signal that stopped it
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self.stopped_by = self.stopped_by or sig
+            super().handle_exit(sig, frame)
+
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -119,7 +139,8 @@ def _stoppable(uvicorn: Any) -> Any:
 def running_mirror(cache: Path) -> dict[str, Any] | None:
     """What a mirror running on this cache serves, if one is running."""
     try:
-        state = json.loads((cache / STATE).read_text())
+        with open_regular(cache / STATE) as fh:
+            state = json.loads(fh.read(1 << 20))
         os.kill(int(state["pid"]), 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None
