@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 from common import ROOT, interleave, machine, sh, table
 from sshd import SSHServer
@@ -45,7 +46,7 @@ def paramiko_pull(target, src: Path, dest: Path, sha: str) -> None:
         stream = Stream(chan.recv, chan.sendall, "bench")
         real_send = stream.send_json
         stream.send_json = lambda obj: real_send({**obj, "path": str(src)})  # type: ignore[method-assign]
-        event = {"archive": src.name, "size": src.stat().st_size, "sha256": sha}
+        event = SimpleNamespace(archive=src.name, size=src.stat().st_size, sha256=sha)
         pull(stream_source(stream, event), event, dest, False)
         chan.close()
 
@@ -71,7 +72,7 @@ def compare(server: SSHServer, root: Path, size: int, delay: float = 0.0) -> str
     opts = (f"-i {server.client_key} -o UserKnownHostsFile={server.known_hosts} -o BatchMode=yes "
             f"-o IdentitiesOnly=yes" + (f" -o 'ProxyCommand={proxy}'" if proxy else ""))
     user = f"{server.user}@127.0.0.1"
-    event = {"archive": src.name, "size": size, "sha256": sha}
+    event = SimpleNamespace(archive=src.name, size=size, sha256=sha)
 
     def clean() -> None:
         for p in dest.iterdir():

@@ -148,12 +148,12 @@ def _pack(cache: Path, state: RevisionState, name: str, fh: BinaryIO, compressio
     def bad(f: FileRecord) -> IntegrityError:
         return _damaged(state, f"{f.path}: blob {f.blob} does not match its hash")
 
-    sha, size, files, refs = pack_repo(cache, repo.name, state.commit, fh, compressor(compression),
-                                       {f.path: f.blob for f in state.files},
-                                       open_blob=lambda f: CheckedBlob((repo / "blobs" / f.blob).resolve(), f,
-                                                                       bad))
+    packed = pack_repo(cache, repo.name, state.commit, fh, compressor(compression),
+                       {f.path: f.blob for f in state.files},
+                       open_blob=lambda f: CheckedBlob((repo / "blobs" / f.blob).resolve(), f, bad))
     return ArchiveEntry(archive=name, repo_id=state.repo_id, repo_type=state.repo_type, commit=state.commit,
-                        refs=tuple(refs), files=tuple(files), sha256=sha, size=size, compression=compression,
+                        refs=tuple(packed.refs), files=tuple(packed.files), sha256=packed.sha256,
+                        size=packed.size, compression=compression,
                         tool_version=__version__,
                         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
 

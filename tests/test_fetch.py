@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from builders import agent_dirs, fetch_args
@@ -608,12 +609,13 @@ def test_a_resumed_host_download_starts_its_bar_at_what_the_host_had():
     where the bar starts, not bytes of this run, so no 6.53TB/s."""
     from edgetam_provision.console import no_progress
     from edgetam_provision.fetch.client import HostProgress
+    from edgetam_provision.fetch.events import Download
     from edgetam_provision.fetch.pace import Declared, Pace
 
     host = HostProgress("this machine", no_progress, bar=True,
                         declared=Declared(Pace("this machine", 60), {"org/big"}))
-    host.update({"repo_id": "org/big", "bytes": 472_000_000, "total": 500_000_000})
-    host.update({"repo_id": "org/big", "bytes": 473_000_000, "total": 500_000_000})
+    host.update(Download(repo_id="org/big", bytes=472_000_000, total=500_000_000))
+    host.update(Download(repo_id="org/big", bytes=473_000_000, total=500_000_000))
     d = host.bars["org/big"].bar.format_dict
     assert (d["initial"], d["n"]) == (472_000_000, 473_000_000)  # tqdm's rate: (n - initial) / elapsed
     host.finish("org/big")
@@ -669,7 +671,7 @@ def test_openssh_ranges_run_under_the_fetchs_deadlines(tmp_path, command, timeou
 
     t0 = time.monotonic()
     fast = Pace("host", 15, clock=lambda: t0 + (time.monotonic() - t0) * 20)  # 15 s pass in 0.75 s
-    event = {"archive": "a.tar", "size": 10 << 20, "sha256": "0" * 64}
+    event = SimpleNamespace(archive="a.tar", size=10 << 20, sha256="0" * 64)  # what pulls need (`Announced`)
     with pytest.raises(RemoteConnectError, match=said):
         _pull_ranges(["sh", "-c", command, "sh"], "/x", event, tmp_path, False, 2, "host",
                      Deadlines("host", timeout, fast))

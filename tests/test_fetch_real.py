@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from builders import agent_dirs, fetch_args
@@ -270,13 +271,13 @@ def test_several_openssh_streams_pull_one_archive_and_resume_by_range(sshd, hub,
     src.write_bytes(data)
     import hashlib
 
-    event = {"archive": "a.tar", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    event = SimpleNamespace(archive="a.tar", size=len(data), sha256=hashlib.sha256(data).hexdigest())
     target = resolve_target(f"{sshd.user}@127.0.0.1:{sshd.port}", identity=str(sshd.client_key),
                             known_hosts=str(sshd.known_hosts))
     out = tmp_path / "out"
     out.mkdir()
-    resumed, _ = pull_openssh(target, str(src), event, out, False, 10, streams=3)
-    assert resumed == 0 and (out / "a.tar").read_bytes() == data
+    assert pull_openssh(target, str(src), event, out, False, 10, streams=3).resumed == 0
+    assert (out / "a.tar").read_bytes() == data
     # a cut pull: two of three ranges done -> only the third travels
     (out / "a.tar").unlink()
     step = -(-len(data) // 3)
@@ -284,13 +285,13 @@ def test_several_openssh_streams_pull_one_archive_and_resume_by_range(sshd, hub,
     part[:2 * step] = data[:2 * step]
     (out / "a.tar.part").write_bytes(bytes(part))
     ranges = [[0, step], [step, 2 * step], [2 * step, len(data)]]
-    (out / "a.tar.part.ranges").write_text(json.dumps({"sha256": event["sha256"], "size": len(data),
+    (out / "a.tar.part.ranges").write_text(json.dumps({"sha256": event.sha256, "size": len(data),
                                                        "ranges": ranges, "done": ranges[:2]}))
-    resumed, _ = pull_openssh(target, str(src), event, out, False, 10, streams=3)
-    assert resumed == 2 * step and (out / "a.tar").read_bytes() == data
+    assert pull_openssh(target, str(src), event, out, False, 10, streams=3).resumed == 2 * step
+    assert (out / "a.tar").read_bytes() == data
     assert not (out / "a.tar.part.ranges").exists()
     # bytes that do not hash to the host's sha256 are never kept
-    bad = {**event, "archive": "b.tar", "sha256": "0" * 64}
+    bad = SimpleNamespace(archive="b.tar", size=len(data), sha256="0" * 64)
     with pytest.raises(IntegrityError, match="do not match"):
         pull_openssh(target, str(src), bad, out, False, 10, streams=3)
     assert sorted(p.name for p in out.iterdir()) == ["a.tar"]

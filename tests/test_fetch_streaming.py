@@ -148,7 +148,7 @@ def test_property_the_bound_holds_every_pack_of_the_plan(sizes, names, ref):
         (repo / "trees").mkdir()
         (repo / "trees" / f"{COMMIT}.json").write_text("x" * sum(LISTING_PER_FILE + len(p) for p in files))
         plan = PackPlan.from_files([FileRecord(r, lfs_blob_name(d), len(d)) for r, d in files.items()])
-        size = pack_repo(cache, repo_folder_name("org/m"), COMMIT, io.BytesIO())[1]
+        size = pack_repo(cache, repo_folder_name("org/m"), COMMIT, io.BytesIO()).size
         assert size <= stream_bound(repo_folder_name("org/m"), COMMIT, plan, ref)
 
 

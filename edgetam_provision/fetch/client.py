@@ -25,11 +25,12 @@ from .. import __version__
 from ..console import ProgressFn, clean, human_size
 from ..errors import CacheError, HostMisbehaved, RemoteConnectError, RemoteDownloadError
 from ..fsutil import sha256_file
-from ..hub.layout import COMMIT_RE, FileRecord, archive_name, repo_folder_name
+from ..hub.layout import COMMIT_RE, archive_name, repo_folder_name
 from ..hub.manifest import ArchiveEntry
+from . import events as ev
 from .pace import Declared, Pace
 from .protocol import Stream
-from .pull import LiveArchive, ProgressBar, Source, pull
+from .pull import Announced, LiveArchive, ProgressBar, PullResult, Source, pull
 from .shipped import shipment
 
 PLAIN_PROGRESS_EVERY_S = 5.0  # without a terminal: one line of host progress this often
@@ -80,9 +81,9 @@ class AgentLink:
     stream: Stream
     ended: Callable[[], tuple[int | None, str]]  # (exit status, stderr) once the stream closed
     python: str
-    #: pulls one packed archive into the out folder: (event, out, bar) -> (resumed offset, seconds);
+    #: pulls one packed archive into the out folder: (event, out, bar) -> its result;
     #: None: over the agent's own stream
-    puller: Callable[[dict[str, Any], Path, bool], tuple[int, float]] | None = None
+    puller: Callable[[ev.Packed, Path, bool], PullResult] | None = None
     #: the host may send an archive over its stream while packing it, during the download
     live: bool = True
 
@@ -108,9 +109,9 @@ class Asked:
             raise HostMisbehaved(f"{self.where} announced a second stream for {folder}")
         self.streamed.add(folder)
 
-    def answer(self, event: dict[str, Any]) -> None:
+    def answer(self, event: ev.Packed) -> None:
         """Match a ``packed`` event to its repo, or refuse it."""
-        repo_id, repo_type, commit = event["repo_id"], event.get("repo_type", "model"), event["commit"]
+        repo_id, repo_type, commit = event.repo_id, event.repo_type, event.commit
         asked = next((r for r in self.open if (r["repo_id"], r["repo_type"]) == (repo_id, repo_type)), None)
         if asked is None:
             raise HostMisbehaved(f"{self.where} sent {repo_type} {repo_id}, which was not asked for "
@@ -121,15 +122,15 @@ class Asked:
                                  f"commit, {commit[:12]}")
         name = archive_name(repo_id, commit, ".tar", repo_type, asked.get("include") or (),
                             asked.get("exclude") or ())
-        if event["archive"] != name:
+        if event.archive != name:
             raise HostMisbehaved(f"{self.where} named the archive of {repo_id}@{commit[:12]} "
-                                 f"{event['archive']!r}")
-        blobs = {f["blob"]: f["size"] for f in event["files"]}
+                                 f"{event.archive!r}")
+        blobs = {f.blob: f.size for f in event.files}
         least = sum(blobs.values())
-        most = least + TAR_OVERHEAD * (2 * len(event["files"]) + len(event.get("refs", ())) + 16) + 10240
-        if not least <= event["size"] <= most:
-            raise HostMisbehaved(f"{self.where} said {event['archive']} has {event['size']} bytes, which "
-                                 f"cannot hold its {len(event['files'])} files ({least} bytes)")
+        most = least + TAR_OVERHEAD * (2 * len(event.files) + len(event.refs) + 16) + 10240
+        if not least <= event.size <= most:
+            raise HostMisbehaved(f"{self.where} said {event.archive} has {event.size} bytes, which "
+                                 f"cannot hold its {len(event.files)} files ({least} bytes)")
         self.open.remove(asked)
 
     def complete(self) -> None:
@@ -152,18 +153,16 @@ def ensure_space(out: Path, needed: int, name: str, kept: str = "what arrived so
                          f"then run again: {kept}")
 
 
-def entry_of(event: dict[str, Any]) -> ArchiveEntry:
+def entry_of(event: ev.Packed) -> ArchiveEntry:
     return ArchiveEntry(
-        archive=event["archive"], repo_id=event["repo_id"], commit=event["commit"],
-        refs=tuple(event.get("refs", ())),
-        files=tuple(FileRecord.from_dict(f) for f in event["files"]),
-        sha256=event["sha256"], size=event["size"], compression="none",
+        archive=event.archive, repo_id=event.repo_id, commit=event.commit, refs=event.refs,
+        files=event.files, sha256=event.sha256, size=event.size, compression="none",
         tool_version=__version__, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        repo_type=event.get("repo_type", "model"))
+        repo_type=event.repo_type)
 
 
-def agent_error(event: dict[str, Any], where: str) -> RemoteDownloadError:
-    kind, msg, log = event["kind"], clean(event["message"]), clean(event.get("log", "").strip())
+def agent_error(event: ev.HostError, where: str) -> RemoteDownloadError:
+    kind, msg, log = event.kind, clean(event.message), clean(event.log.strip())
     fallback = f"the host's log ends with: {log[-300:]}" if log else "run again with --debug"
     here = HINTS.get(f"{kind}/here") if where == LOCAL_WHERE else None  # --local: this environment's
     return RemoteDownloadError(f"download on {where} failed: {msg}", here or HINTS.get(kind, fallback))
@@ -184,8 +183,8 @@ class HostProgress:
         if bar is not None:
             bar.close()
 
-    def update(self, event: dict[str, Any]) -> None:
-        repo, done, total = event["repo_id"], event["bytes"], event.get("total")
+    def update(self, event: ev.Download) -> None:
+        repo, done, total = event.repo_id, event.bytes, event.total
         if repo not in self.declared.repos:
             raise HostMisbehaved(f"{self.where} reported a download of {repo}, which was not asked for")
         self.declared.report(repo, done, total)
@@ -250,43 +249,45 @@ class Received:
                 "if the host is yours")
 
 
-def _pull_all(link: AgentLink, packed: list[dict[str, Any]], out: Path, progress: ProgressFn, bar: bool,
-              received: Received) -> list[Pulled]:
-    """Each packed archive into `out`: received while packed, already here, or pulled now."""
+def _pull_all(link: AgentLink, packed: list[tuple[ev.Packed, float | None]], out: Path, progress: ProgressFn,
+              bar: bool, received: Received) -> list[Pulled]:
+    """Each packed archive into `out`: received while packed (the seconds it took), already here,
+    or pulled now."""
     out.mkdir(parents=True, exist_ok=True)
     pulled = []
-    for event in packed:
-        final = out / event["archive"]
-        if event.get("received") is not None:
-            pulled.append(Pulled(final, entry_of(event), 0, event["received"], streamed=True))
+    for event, seconds in packed:
+        final = out / event.archive
+        if seconds is not None:
+            pulled.append(Pulled(final, entry_of(event), 0, seconds, streamed=True))
             continue
-        if (final.is_file() and final.stat().st_size == event["size"]
-                and sha256_file(final) == event["sha256"]):
-            progress(f"{event['archive']} is already here with the right sha256: not pulled again")
-            pulled.append(Pulled(final, entry_of(event), event["size"], 0.0, already_here=True))
+        if (final.is_file() and final.stat().st_size == event.size
+                and sha256_file(final) == event.sha256):
+            progress(f"{event.archive} is already here with the right sha256: not pulled again")
+            pulled.append(Pulled(final, entry_of(event), event.size, 0.0, already_here=True))
             continue
-        part = out / f"{event['archive']}.part"
-        ensure_space(out, event["size"] - (part.stat().st_size if part.is_file() else 0), event["archive"])
-        received.add(event["archive"])
+        part = out / f"{event.archive}.part"
+        ensure_space(out, event.size - (part.stat().st_size if part.is_file() else 0), event.archive)
+        received.add(event.archive)
         assert link.stream.pace is not None
         link.stream.pace.restart()  # the time of our own hashing above is not the host's
         if link.puller is not None:
-            resumed, seconds = link.puller(event, out, bar)
+            result = link.puller(event, out, bar)
         else:
-            resumed, seconds = pull(stream_source(link.stream, event), event, out, bar)
-        if resumed:
-            progress(f"resumed {event['archive']} from byte {resumed}")
-        pulled.append(Pulled(final, entry_of(event), resumed, seconds))
+            result = pull(stream_source(link.stream, event), event, out, bar)
+        if result.resumed:
+            progress(f"resumed {event.archive} from byte {result.resumed}")
+        pulled.append(Pulled(final, entry_of(event), result.resumed, result.seconds))
     return pulled
 
 
 def _wait_for_archives(link: AgentLink, asked: Asked, out: Path, progress: ProgressFn, bar: bool,
-                       received: Received) -> list[dict[str, Any]]:
-    """Events up to ``ready``; archives the host sends while packing them are received on the way
-    (their ``packed`` event then carries ``received``: the seconds it took), never past the size
-    the ``stream`` event announced, for which free space was checked before the first byte. A host
-    that ends before saying hello is diagnosed from its exit."""
-    stream, packed, hello = link.stream, [], False
+                       received: Received) -> list[tuple[ev.Packed, float | None]]:
+    """Events up to ``ready``: each ``packed`` event, with the seconds it took when the host sent the
+    archive while packing it (received on the way, never past the size the ``stream`` event
+    announced, for which free space was checked before the first byte). A host that ends before
+    saying hello is diagnosed from its exit."""
+    stream, hello = link.stream, False
+    packed: list[tuple[ev.Packed, float | None]] = []
     assert stream.pace is not None
     pace = stream.pace
     host = HostProgress(stream.where, progress, bar, Declared(pace, asked.repo_ids))
@@ -299,57 +300,57 @@ def _wait_for_archives(link: AgentLink, asked: Asked, out: Path, progress: Progr
                 if not hello:
                     diagnose_start(link)
                 raise
-            kind = event["event"]
-            if kind == "chunk":
+            if isinstance(event, ev.Chunk):
                 if live is None:
                     raise HostMisbehaved(f"{stream.where} sent archive bytes it had not announced")
-                if live.size + event["length"] > live.bound:
+                if live.size + event.length > live.bound:
                     raise HostMisbehaved(f"{stream.where} sent more of {live.final.name} than the "
                                          f"{live.bound} bytes it announced")
-                live.add(stream.read_exact(event["length"]))
-            elif kind == "error":
+                live.add(stream.read_exact(event.length))
+            elif isinstance(event, ev.HostError):
                 raise agent_error(event, stream.where)
-            elif kind == "hello":
+            elif isinstance(event, ev.Hello):
                 if not hello:  # the host's start-up (a --bootstrap install) had its own stretch
                     pace.restart()
                 hello = True
-                progress(f"{stream.where}: huggingface_hub {clean(event['huggingface_hub'])}, "
-                         f"Python {clean(event['python'])}")
-            elif kind == "download":
+                progress(f"{stream.where}: huggingface_hub {clean(event.huggingface_hub)}, "
+                         f"Python {clean(event.python)}")
+            elif isinstance(event, ev.Download):
                 host.update(event)
-            elif kind == "progress":
-                progress(f"{stream.where}: {clean(event['message'])}")
-            elif kind == "stream":
+            elif isinstance(event, ev.Progress):
+                progress(f"{stream.where}: {clean(event.message)}")
+            elif isinstance(event, ev.StreamOpen):
                 if live is not None or not link.live:
                     raise HostMisbehaved(f"{stream.where} announced a stream it may not send now")
-                asked.streamable(event["archive"])
+                asked.streamable(event.archive)
                 out.mkdir(parents=True, exist_ok=True)
-                ensure_space(out, event["size"], event["archive"], kept="nothing was written")
-                received.add(event["archive"])
-                live = LiveArchive(out, event["archive"], event["size"])
-            elif kind == "stream-void":
+                ensure_space(out, event.size, event.archive, kept="nothing was written")
+                received.add(event.archive)
+                live = LiveArchive(out, event.archive, event.size)
+            elif isinstance(event, ev.StreamVoid):
                 if live is not None:
-                    progress(f"{stream.where}: packing again after the download ({clean(event['why'])})")
+                    progress(f"{stream.where}: packing again after the download ({clean(event.why)})")
                     live.discard()
                     live = None
-            elif kind == "packed":
+            elif isinstance(event, ev.Packed):
                 asked.answer(event)
-                host.finish(event["repo_id"])
-                if event.get("streamed"):
-                    if live is None or live.final.name != event["archive"]:
-                        raise HostMisbehaved(f"{stream.where} said it had streamed {event['archive']}, "
+                host.finish(event.repo_id)
+                seconds = None
+                if event.streamed:
+                    if live is None or live.final.name != event.archive:
+                        raise HostMisbehaved(f"{stream.where} said it had streamed {event.archive}, "
                                              "which it had not announced")
-                    event["received"], live = live.finish(event["size"], event["sha256"]), None
+                    seconds, live = live.finish(event.size, event.sha256), None
                 pace.restart()  # a revision was packed: the next one's download starts its own stretch
-                progress(f"{stream.where}: packed {event['archive']} ({human_size(event['size'])}, "
-                         f"sha256 {event['sha256'][:16]}…)"
-                         + (", received while packed" if event.get("received") is not None else ""))
-                packed.append(event)
-            elif kind == "ready":
+                progress(f"{stream.where}: packed {event.archive} ({human_size(event.size)}, "
+                         f"sha256 {event.sha256[:16]}…)"
+                         + (", received while packed" if seconds is not None else ""))
+                packed.append((event, seconds))
+            elif isinstance(event, ev.Ready):
                 asked.complete()
                 return packed
             else:
-                raise HostMisbehaved(f"{stream.where} sent a {kind} event before it was ready")
+                raise HostMisbehaved(f"{stream.where} sent a {event.name} event before it was ready")
     finally:
         if live is not None:  # cut mid-stream: the part is a prefix of the archive; the next run resumes it
             live.close()  # (after a violation, run_agent removes it with the rest)
@@ -369,31 +370,31 @@ def diagnose_start(link: AgentLink) -> None:
                                   "--bootstrap)")
 
 
-def remote_path(stream: Stream, event: dict[str, Any]) -> str:
+def remote_path(stream: Stream, event: ev.Packed) -> str:
     """Where the host keeps an archive (for OpenSSH's pull): asked with ``path``."""
-    stream.send_json({"cmd": "path", "archive": event["archive"]})
+    stream.send_json({"cmd": "path", "archive": event.archive})
     answer = stream.read_event()
-    if answer["event"] != "path":
-        raise HostMisbehaved(f"{stream.where} answered a path request with a {answer['event']} event")
-    return answer["path"]
+    if not isinstance(answer, ev.HostPath):
+        raise HostMisbehaved(f"{stream.where} answered a path request with a {answer.name} event")
+    return answer.path
 
 
-def stream_source(stream: Stream, event: dict[str, Any]) -> Source:
+def stream_source(stream: Stream, event: Announced) -> Source:
     """Bytes from the agent over its own channel (``send`` → ``data``): it restarts at 0 when our
     prefix is not its own; any other start or length is refused."""
 
     def fetch_from(offset: int, prefix_sha256: str) -> tuple[int, Iterator[bytes]]:
-        stream.send_json({"cmd": "send", "archive": event["archive"], "offset": offset,
+        stream.send_json({"cmd": "send", "archive": event.archive, "offset": offset,
                           "prefix_sha256": prefix_sha256})
         header = stream.read_event()
-        if header["event"] == "error":
+        if isinstance(header, ev.HostError):
             raise agent_error(header, stream.where)
-        if header["event"] != "data":
-            raise HostMisbehaved(f"{stream.where} answered a send request with a {header['event']} event")
-        start, length = header["offset"], header["length"]
-        if start not in (0, offset) or start + length != event["size"]:
+        if not isinstance(header, ev.Data):
+            raise HostMisbehaved(f"{stream.where} answered a send request with a {header.name} event")
+        start, length = header.offset, header.length
+        if start not in (0, offset) or start + length != event.size:
             raise HostMisbehaved(f"{stream.where} offered bytes {start}..{start + length} of "
-                                 f"{event['archive']}, which has {event['size']}")
+                                 f"{event.archive}, which has {event.size}")
         return start, stream.read_exact(length)
 
     return fetch_from

@@ -31,7 +31,7 @@ from typing import Any
 from ..errors import IntegrityError, RemoteConnectError, UsageError
 from ..fsutil import disk_error, sha256_file, write_atomic
 from .pace import Pace
-from .pull import ProgressBar
+from .pull import Announced, ProgressBar, PullResult
 from .ssh import SSHTarget
 
 SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./@+-]{1,1000}\Z")  # what the agent's work folder paths look like
@@ -54,7 +54,7 @@ def use_openssh(transfer: str, target: SSHTarget) -> bool:
     if transfer == "openssh" and not have:
         raise UsageError("--transfer openssh needs OpenSSH's ssh client on PATH",
                          "install openssh-client, or use --transfer stream")
-    jump = bool(target.proxy_jump) and target.proxy_jump.lower() != "none"
+    jump = bool(target.proxy_jump and target.proxy_jump.lower() != "none")
     return have and (transfer == "openssh" or (transfer == "auto" and not jump))
 
 
@@ -103,19 +103,19 @@ def _remote_range(path: str, start: int, length: int) -> str:
     return f"tail -c +{start + 1} {path} | head -c {length}"
 
 
-def pull_openssh(target: SSHTarget, path: str, event: dict[str, Any], out: Path, bar: bool,
-                 timeout: float, streams: int = 0, pace: Pace | None = None) -> tuple[int, float]:
-    """Pull one archive with the ssh binary; returns (resumed offset, seconds)."""
+def pull_openssh(target: SSHTarget, path: str, event: Announced, out: Path, bar: bool,
+                 timeout: float, streams: int = 0, pace: Pace | None = None) -> PullResult:
+    """Pull one archive with the ssh binary: where it resumed, how long it took."""
     if not SAFE_PATH.match(path):
         raise UsageError(f"the host's archive path {path!r} has characters a shell could misread",
                          "use --transfer stream")
-    size = event["size"]
+    size = event.size
     n = streams or (DEFAULT_STREAMS if size >= SLOW_LINK_FROM else 1)
     return _pull_ranges(ssh_argv(target, timeout), path, event, out, bar, n, target.alias,
                         Deadlines(target.alias, timeout, pace))
 
 
-def _finish(proc: subprocess.Popen, where: str) -> None:
+def _finish(proc: subprocess.Popen[bytes], where: str) -> None:
     try:
         code = proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -151,7 +151,7 @@ class Deadlines:
                                      "stalled; run again (pulls resume), or raise --timeout")
 
 
-def _read_range(proc: subprocess.Popen, fd: int, start: int, end: int, lock: threading.Lock,
+def _read_range(proc: subprocess.Popen[bytes], fd: int, start: int, end: int, lock: threading.Lock,
                 progress: ProgressBar, deadlines: Deadlines) -> int:
     """Write what one ssh sends into the part at its place until `end` or its end; returns where it got."""
     assert proc.stdout is not None
@@ -173,10 +173,10 @@ def _read_range(proc: subprocess.Popen, fd: int, start: int, end: int, lock: thr
     return pos
 
 
-def _pull_ranges(argv: list[str], path: str, event: dict[str, Any], out: Path, bar: bool, n: int,
-                 where: str, deadlines: Deadlines | None = None) -> tuple[int, float]:
+def _pull_ranges(argv: list[str], path: str, event: Announced, out: Path, bar: bool, n: int,
+                 where: str, deadlines: Deadlines | None = None) -> PullResult:
     """N ssh streams, one range each, written in place; the whole part hashed at the end."""
-    name, size, want = event["archive"], int(event["size"]), event["sha256"]
+    name, size, want = event.archive, event.size, event.sha256
     final, part, ledger = out / name, out / f"{name}.part", out / f"{name}.part.ranges"
     step = max(1, -(-size // n))
     ranges = [[s, min(size, s + step)] for s in range(0, size, step)]  # lists: as JSON reads them back
@@ -237,7 +237,7 @@ def _pull_ranges(argv: list[str], path: str, event: dict[str, Any], out: Path, b
                              "nothing was kept; run again (or use --transfer stream)")
     ledger.unlink(missing_ok=True)
     os.replace(part, final)
-    return resumed, time.monotonic() - t0
+    return PullResult(resumed, time.monotonic() - t0)
 
 
 def _ledger(ledger: Path, key: dict[str, Any], part: Path) -> list[list[int]]:

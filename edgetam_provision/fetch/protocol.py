@@ -2,8 +2,8 @@
 
 The host is an untrusted peer: every line it sends is bounded in length, parsed as a JSON object,
 and checked against `EVENTS` (a known event, every required field present and of its type and
-range, names in our grammars) before any of it is used. A violation is a `HostMisbehaved`
-error naming it. `docs/fetch-protocol.md` is generated from these tables.
+range, names in our grammars) before any of it is used, and becomes its typed event (`events`).
+A violation is a `HostMisbehaved` error naming it. `docs/fetch-protocol.md` is generated from these tables.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 
 from ..console import clean
 from ..errors import HostMisbehaved, RemoteConnectError
-from ..hub.layout import BLOB_RE, COMMIT_RE, FOLDER_PATTERN, REF_NAME_RE, valid_repo_id
+from ..hub.layout import BLOB_RE, COMMIT_RE, FOLDER_PATTERN, REF_NAME_RE, FileRecord, valid_repo_id
+from .events import EVENT_TYPES, Event
 from .pace import Pace
 
 MAX_LINE = 8 * 1024 * 1024  # one event line (a ``packed`` event lists every file of a revision)
@@ -29,25 +30,32 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 REPO_PATH_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,1000}\Z")
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
 @dataclass(frozen=True)
 class Kind:
-    """A field's type: its name in the docs and the check of a value."""
+    """A field's type: its name in the docs, the check of a value, the Python type of the event's
+    attribute and how a checked value becomes it."""
 
     doc: str
     ok: Callable[[Any], bool]
+    type: object = object
+    make: Callable[[Any], Any] = _same
 
 
 def _int(lo: int, hi: int) -> Kind:
     doc = f"int ≥ {lo}" if hi == MAX_SIZE else f"int {lo}..{hi}"
-    return Kind(doc, lambda v: type(v) is int and lo <= v <= hi)
+    return Kind(doc, lambda v: type(v) is int and lo <= v <= hi, int)
 
 
 def _text(n: int) -> Kind:
-    return Kind(f"str ≤ {n}", lambda v: isinstance(v, str) and len(v) <= n)
+    return Kind(f"str ≤ {n}", lambda v: isinstance(v, str) and len(v) <= n, str)
 
 
 def _match(doc: str, rx: re.Pattern[str]) -> Kind:
-    return Kind(doc, lambda v: isinstance(v, str) and bool(rx.match(v)))
+    return Kind(doc, lambda v: isinstance(v, str) and bool(rx.match(v)), str)
 
 
 def _file(v: Any) -> bool:
@@ -59,16 +67,17 @@ def _file(v: Any) -> bool:
 
 SIZE = _int(0, MAX_SIZE)
 ARCHIVE = _match("archive name", ARCHIVE_NAME_RE)
-REPO_ID = Kind("repo id", lambda v: isinstance(v, str) and valid_repo_id(v))
-REPO_TYPE = Kind('"model" or "dataset"', lambda v: v in ("model", "dataset"))
+REPO_ID = Kind("repo id", lambda v: isinstance(v, str) and valid_repo_id(v), str)
+REPO_TYPE = Kind('"model" or "dataset"', lambda v: v in ("model", "dataset"), str)
 COMMIT = _match("40-hex commit", COMMIT_RE)
 SHA256 = _match("64-hex sha256", SHA256_RE)
-BOOL = Kind("bool", lambda v: type(v) is bool)
+BOOL = Kind("bool", lambda v: type(v) is bool, bool)
 REFS = Kind("list of ref names", lambda v: isinstance(v, list) and len(v) <= 1000
-            and all(isinstance(r, str) and bool(REF_NAME_RE.match(r)) for r in v))
+            and all(isinstance(r, str) and bool(REF_NAME_RE.match(r)) for r in v), tuple[str, ...], tuple)
 FILES = Kind("list of {path, blob, size}", lambda v: isinstance(v, list) and len(v) <= MAX_FILES
-             and all(_file(f) for f in v))
-OPT_SIZE = Kind(f"{SIZE.doc} or null", lambda v: v is None or SIZE.ok(v))
+             and all(_file(f) for f in v), tuple[FileRecord, ...],
+             lambda v: tuple(FileRecord.from_dict(f) for f in v))
+OPT_SIZE = Kind(f"{SIZE.doc} or null", lambda v: v is None or SIZE.ok(v), int | None)
 
 
 @dataclass(frozen=True)
@@ -133,15 +142,16 @@ COMMANDS: dict[str, Message] = {
 }
 
 
-def check_event(obj: Any, where: str) -> dict[str, Any]:
-    """`obj` as a valid event (only its declared fields), or `HostMisbehaved` naming what is wrong."""
+def check_event(obj: Any, where: str) -> Event:
+    """`obj` as a valid event (its `events` class, of only its declared fields; an optional one
+    absent or null takes its default), or `HostMisbehaved` naming what is wrong."""
     if not isinstance(obj, dict):
         raise HostMisbehaved(f"{where} sent a {type(obj).__name__} where an event object belongs")
     name = obj.get("event")
-    spec = EVENTS.get(name) if isinstance(name, str) else None
-    if spec is None:
+    if not isinstance(name, str) or name not in EVENTS:
         raise HostMisbehaved(f"{where} sent an unknown event {clean(repr(name))[:60]}")
-    event: dict[str, Any] = {"event": name}
+    spec = EVENTS[name]
+    fields: dict[str, Any] = {}
     for field, kind in spec.fields.items():
         if field not in obj or (obj[field] is None and field in spec.optional):
             if field not in spec.optional:
@@ -149,11 +159,11 @@ def check_event(obj: Any, where: str) -> dict[str, Any]:
             continue
         if not kind.ok(obj[field]):
             raise HostMisbehaved(f"{where} sent a {name} event whose {field!r} is not a {kind.doc}")
-        event[field] = obj[field]
-    return event
+        fields[field] = kind.make(obj[field])
+    return EVENT_TYPES[name](**fields)
 
 
-def parse_event(line: bytes, where: str) -> dict[str, Any]:
+def parse_event(line: bytes, where: str) -> Event:
     """One line from the host (without its newline) as a checked event."""
     try:
         obj = json.loads(line)
@@ -174,7 +184,7 @@ class Stream:
     def __init__(self, recv: Callable[[int], bytes], send: Callable[[bytes], Any], where: str,
                  broken: tuple[type[BaseException], ...] = ()) -> None:
         self._recv, self._send_raw, self.where = recv, send, where
-        self._broken = (OSError, EOFError, *broken)
+        self._broken: tuple[type[BaseException], ...] = (OSError, EOFError, *broken)
         self._buf = b""
         self.pace: Pace | None = None  # checked at every receive; fed with the raw bytes read
 
@@ -207,8 +217,8 @@ class Stream:
     def send_json(self, obj: dict[str, Any]) -> None:
         self.send(json.dumps(obj).encode() + b"\n")
 
-    def read_event(self) -> dict[str, Any]:
-        """The next line, at most `MAX_LINE` bytes, as a checked event (`parse_event`)."""
+    def read_event(self) -> Event:
+        """The next line, at most `MAX_LINE` bytes, as a checked, typed event (`parse_event`)."""
         scanned = 0
         while (end := self._buf.find(b"\n", scanned)) < 0:
             scanned = len(self._buf)

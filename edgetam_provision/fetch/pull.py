@@ -11,11 +11,34 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO, Protocol
 
 from ..errors import IntegrityError
 from ..fsutil import CHUNK, disk_error
+from ..hub.layout import BlobHasher
+
+
+class Announced(Protocol):
+    """What the host said of an archive before its bytes: name, size, sha256 (a ``packed`` event)."""
+
+    @property
+    def archive(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """One archive pulled into place: the offset it resumed from, and the seconds it took."""
+
+    resumed: int
+    seconds: float
 
 
 class ProgressBar:
@@ -45,7 +68,7 @@ class ProgressBar:
             self.bar = None
 
 
-def _part_state(part: Path) -> tuple[int, Any]:
+def _part_state(part: Path) -> tuple[int, BlobHasher]:
     h = hashlib.sha256()
     if not part.is_file():
         return 0, h
@@ -58,7 +81,7 @@ def _part_state(part: Path) -> tuple[int, Any]:
 Source = Callable[[int, str], tuple[int, Iterator[bytes]]]
 
 
-def _drain(chunks: Iterator[bytes], fh: Any, h: Any, progress: ProgressBar) -> None:
+def _drain(chunks: Iterator[bytes], fh: BinaryIO, h: BlobHasher, progress: ProgressBar) -> None:
     """Hash and write `chunks` in a worker thread while the next ones arrive (~6% faster here)."""
     q: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
     failure: list[BaseException] = []
@@ -88,13 +111,13 @@ def _drain(chunks: Iterator[bytes], fh: Any, h: Any, progress: ProgressBar) -> N
         raise failure[0]
 
 
-def pull(source: Source, event: dict[str, Any], out: Path, bar: bool) -> tuple[int, float]:
-    """Pull one archive into ``out/NAME`` via ``NAME.part``; returns (resumed offset, seconds).
+def pull(source: Source, event: Announced, out: Path, bar: bool) -> PullResult:
+    """Pull one archive into ``out/NAME`` via ``NAME.part``: where it resumed, how long it took.
 
     Hashes while receiving; resumes from the part's size; on a sha256 mismatch discards the part
     and pulls once more from the start, then gives up with nothing kept.
     """
-    name, size, want = event["archive"], int(event["size"]), event["sha256"]
+    name, size, want = event.archive, event.size, event.sha256
     final, part = out / name, out / f"{name}.part"
     for attempt in (1, 2):
         offset, h = _part_state(part)
@@ -115,7 +138,7 @@ def pull(source: Source, event: dict[str, Any], out: Path, bar: bool) -> tuple[i
             raise disk_error(exc, part) from None
         if h.hexdigest() == want:
             os.replace(part, final)
-            return start, time.monotonic() - t0
+            return PullResult(start, time.monotonic() - t0)
         part.unlink()
         if attempt == 2:
             raise IntegrityError(f"{name}: received bytes do not match the host's sha256 {want[:16]}…",

@@ -27,8 +27,9 @@ from ..console import ProgressFn
 from ..errors import HostMisbehaved, IntegrityError, ProvisionError, RemoteDownloadError
 from ..hub.manifest import record
 from .client import LOCAL_WHERE, AgentLink, Pulled, remote_path, run_agent, stream_source
+from .events import Packed
 from .protocol import Stream
-from .pull import pull
+from .pull import PullResult, pull
 from .request import FetchRequest, check_python, check_request, remote_command
 from .shipped import BOOT
 
@@ -105,11 +106,11 @@ def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pul
             stream = Stream(chan.recv, chan.sendall, target.alias, (paramiko.SSHException,))
             link = AgentLink(stream, lambda: _channel_end(chan), python, live=streams_live(req.transfer, rtt))
             if use_openssh(req.transfer, target):
-                def puller(e: dict[str, Any], out: Path, bar: bool) -> tuple[int, float]:
+                def puller(e: Packed, out: Path, bar: bool) -> PullResult:
                     t0 = time.monotonic()
                     path = remote_path(stream, e)
-                    if req.transfer == "openssh" or (worth_openssh(e["size"], time.monotonic() - t0)
-                                                     and not channel_part(out, e["archive"])):
+                    if req.transfer == "openssh" or (worth_openssh(e.size, time.monotonic() - t0)
+                                                     and not channel_part(out, e.archive)):
                         return pull_openssh(target, path, e, out, bar, req.timeout, req.streams, stream.pace)
                     return pull(stream_source(stream, e), e, out, bar)
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import paramiko
+
 from ..console import ProgressFn, no_progress
 from ..errors import HostKeyError, RemoteAuthError, RemoteConnectError, UsageError
 from .limits import TIMEOUT_S
@@ -77,8 +79,6 @@ def resolve_target(host: str, *, port: int | None = None, user: str | None = Non
                    identity: str | None = None, ssh_config: str | None = None,
                    known_hosts: str | None = None) -> SSHTarget:
     """Read ``~/.ssh/config`` (or `ssh_config`) for `host`; explicit arguments win."""
-    import paramiko
-
     user_at, bare, port_at = parse_destination(host or "")
     user, port = user or user_at, port or port_at
     cfg_path = Path(ssh_config or "~/.ssh/config").expanduser()
@@ -100,14 +100,14 @@ def resolve_target(host: str, *, port: int | None = None, user: str | None = Non
         known_hosts=tuple(str(Path(f).expanduser()) for f in files), ssh_config=str(cfg_path))
 
 
-class _HostKeyPolicy:
+class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
     """Refuse unknown host keys, or append exactly one known_hosts line when told to (and say so,
     with the key's type and fingerprint, as OpenSSH does)."""
 
     def __init__(self, target: SSHTarget, accept_new: bool, say: ProgressFn = no_progress) -> None:
         self.target, self.accept_new, self.say = target, accept_new, say
 
-    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         fp = key.fingerprint
         refuse_revoked(self.target, key)
         if not self.accept_new:
@@ -129,7 +129,7 @@ class _HostKeyPolicy:
         self.say(f"added the host key of {self.target.known_hosts_key} ({key.get_name()} {fp}) to {path}")
 
 
-def refuse_revoked(target: SSHTarget, key: Any) -> None:
+def refuse_revoked(target: SSHTarget, key: paramiko.PKey) -> None:
     """OpenSSH refuses a key marked ``@revoked`` in any known_hosts file, whatever else says."""
     blob = key.get_base64()
     for f in target.known_hosts:
@@ -143,10 +143,8 @@ def refuse_revoked(target: SSHTarget, key: Any) -> None:
                                "do not connect; ask the host's administrator for its new key")
 
 
-def _fast_transport(sock: Any, **kwargs: Any) -> Any:
+def _fast_transport(sock: Any, **kwargs: Any) -> paramiko.Transport:
     """A paramiko Transport with a big window, big packets and AES-GCM first."""
-    import paramiko
-
     kwargs.update(default_window_size=WINDOW, default_max_packet_size=MAX_PACKET)
     t = paramiko.Transport(sock, **kwargs)
     opts = t.get_security_options()
@@ -158,12 +156,20 @@ def _fast_transport(sock: Any, **kwargs: Any) -> Any:
 class Connection:
     """An authenticated SSH connection; `exec` opens a channel running one command."""
 
-    def __init__(self, client: Any, target: SSHTarget, timeout: float, jump: Connection | None) -> None:
+    def __init__(self, client: paramiko.SSHClient, target: SSHTarget, timeout: float,
+                 jump: Connection | None) -> None:
         self.client, self.target, self.timeout, self._jump = client, target, timeout, jump
 
-    def exec(self, command: str) -> Any:
-        """Start `command` on a fresh channel; reads time out after the step deadline."""
+    def transport(self) -> paramiko.Transport:
         t = self.client.get_transport()
+        if t is None:  # paramiko has none before connect() and after close()
+            raise RemoteConnectError(f"lost the connection to {self.target.alias}",
+                                     "run the same command again: the pull resumes")
+        return t
+
+    def exec(self, command: str) -> paramiko.Channel:
+        """Start `command` on a fresh channel; reads time out after the step deadline."""
+        t = self.transport()
         chan = t.open_session(window_size=WINDOW, max_packet_size=MAX_PACKET, timeout=self.timeout)
         chan.settimeout(self.timeout)
         chan.exec_command(command)
@@ -172,7 +178,7 @@ class Connection:
     def round_trip(self, tries: int = 3) -> float:
         """Seconds for the server to answer an SSH request (the best of `tries`): the link's latency,
         without starting a process there (a keepalive the server refuses at once)."""
-        t = self.client.get_transport()
+        t = self.transport()
 
         def pings() -> None:
             for _ in range(tries):
@@ -187,7 +193,9 @@ class Connection:
         return min(times) if len(times) == tries else float("inf")
 
     def cipher(self) -> str:
-        return self.client.get_transport().remote_cipher
+        # types-paramiko lacks Transport.remote_cipher (paramiko sets it once keys are exchanged)
+        cipher: str = self.transport().remote_cipher  # type: ignore[attr-defined]
+        return cipher
 
     def close(self) -> None:
         """Close, quietly: after a lost connection there is nothing left to say to the peer."""
@@ -198,17 +206,16 @@ class Connection:
 
 
 def _sock_for(target: SSHTarget, timeout: float, accept_new: bool,
-              say: ProgressFn = no_progress) -> tuple[Any, Connection | None]:
+              say: ProgressFn = no_progress
+              ) -> tuple[socket.socket | paramiko.ProxyCommand | paramiko.Channel, Connection | None]:
     """The socket to run SSH over: direct TCP, a ProxyCommand, or a channel through ProxyJump."""
-    import paramiko
-
     if target.proxy_jump and target.proxy_jump.lower() != "none":
         *earlier, last = target.proxy_jump.split(",")  # the last hop is reached through the earlier ones
         hop = resolve_target(last, ssh_config=target.ssh_config, known_hosts=target.known_hosts[0])
         hop = dataclasses.replace(hop, proxy_jump=",".join(earlier) or None,
                                   proxy_command=None if earlier else hop.proxy_command)
         jump = connect_raw(hop, timeout, accept_new, say)
-        chan = jump.client.get_transport().open_channel(
+        chan = jump.transport().open_channel(
             "direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0), timeout=timeout)
         return chan, jump
     if target.proxy_command and target.proxy_command.lower() != "none":  # %h %p %r: expanded by lookup
@@ -220,13 +227,11 @@ def _sock_for(target: SSHTarget, timeout: float, accept_new: bool,
                                  "check the host name, port and network (`ssh HOST` should work)") from None
 
 
-def _load_known_hosts(keys: Any, path: Path) -> None:
+def _load_known_hosts(keys: paramiko.HostKeys, path: Path) -> None:
     """Add every valid line of a known_hosts file; skip bad lines as OpenSSH does.
 
     Hand-written because paramiko's own loader stops at lines it cannot parse (``@cert-authority``,
     ``@revoked``, unknown key types); revoked keys are refused separately (`refuse_revoked`)."""
-    import paramiko
-
     try:
         lines = path.read_text(errors="replace").splitlines()
     except OSError:
@@ -248,8 +253,6 @@ def connect_raw(target: SSHTarget, timeout: float = TIMEOUT_S, accept_new: bool 
     """Connect and authenticate, mapping every failure to its own error kind."""
     import logging
 
-    import paramiko
-
     # paramiko logs a traceback for a failed banner before raising; our one-line error says it all
     logging.getLogger("paramiko").addHandler(logging.NullHandler())
     logging.getLogger("paramiko").propagate = False
@@ -262,7 +265,9 @@ def connect_raw(target: SSHTarget, timeout: float = TIMEOUT_S, accept_new: bool 
     defaults = [str(Path("~/.ssh", n).expanduser()) for n in DEFAULT_IDENTITIES]
     keys = [k for k in (*target.identities, *defaults) if Path(k).is_file()]
     try:
-        client.connect(target.hostname, port=target.port, username=target.user, key_filename=keys or None,
+        # key_filename: types-paramiko says str; paramiko takes "the filename, or list of filenames"
+        client.connect(target.hostname, port=target.port, username=target.user,
+                       key_filename=keys or None,  # type: ignore[arg-type]
                        allow_agent=True, look_for_keys=False, timeout=timeout, banner_timeout=timeout,
                        auth_timeout=timeout, channel_timeout=timeout, sock=sock,
                        transport_factory=_fast_transport)
@@ -294,12 +299,13 @@ def connect_raw(target: SSHTarget, timeout: float = TIMEOUT_S, accept_new: bool 
         raise RemoteConnectError(f"SSH to {target.describe()} failed: {exc or type(exc).__name__}",
                                  "the host did not answer in time or is not an SSH server "
                                  "(--timeout raises the deadline)") from None
+    conn = Connection(client, target, timeout, jump)
     try:
-        refuse_revoked(target, client.get_transport().get_remote_server_key())
-    except HostKeyError:
+        refuse_revoked(target, conn.transport().get_remote_server_key())
+    except (HostKeyError, RemoteConnectError):
         client.close()
         raise
-    return Connection(client, target, timeout, jump)
+    return conn
 
 
 @contextlib.contextmanager

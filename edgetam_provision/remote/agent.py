@@ -43,9 +43,9 @@ from typing import Any
 from .channel import PROGRESS_EVERY_S, AgentError, Channel, emit_raw, send
 from .download import download, resolve, resuming_note
 from .environment import clean_environment, import_hub, work_root
-from .layout import FileRecord, archive_name, repo_folder_name
+from .layout import archive_name, repo_folder_name
 from .live import Background, pack_streaming, stream_bound
-from .pack import PackPlan, pack_repo
+from .pack import PackPlan, PackResult, pack_repo
 
 
 def serve(params: dict[str, Any], tmp: Path, chan: Channel) -> None:
@@ -134,10 +134,9 @@ def download_and_pack(hub: Any, spec: dict[str, Any], params: dict[str, Any], wo
             patterns = f"--include {spec.get('include') or '-'} / --exclude {spec.get('exclude') or '-'}"
             raise AgentError("no-match", f"no file of {repo_id}@{commit[:12]} matches {patterns}")
         packed = _pack_to_file(work, name, folder, commit, with_tree=not filtered, chan=chan)
-    sha, size, files, refs = packed
     return name, {"event": "packed", "archive": name, "repo_id": repo_id, "repo_type": repo_type,
-                  "commit": commit, "sha256": sha, "size": size, "refs": refs,
-                  "files": [f.to_dict() for f in files], "streamed": streamed}
+                  "commit": commit, "sha256": packed.sha256, "size": packed.size, "refs": packed.refs,
+                  "files": [f.to_dict() for f in packed.files], "streamed": streamed}
 
 
 def _archive_file(work: Path, name: str, packed: dict[str, Any], chan: Channel | None = None) -> Any:
@@ -147,7 +146,7 @@ def _archive_file(work: Path, name: str, packed: dict[str, Any], chan: Channel |
     def path() -> Path:
         if not (work / name).exists():
             folder = repo_folder_name(packed["repo_id"], packed["repo_type"])
-            if _pack_to_file(work, name, folder, packed["commit"], chan=chan)[0] != packed["sha256"]:
+            if _pack_to_file(work, name, folder, packed["commit"], chan=chan).sha256 != packed["sha256"]:
                 (work / name).unlink()
                 raise AgentError("agent", f"{name} packed again to other bytes than were sent")
         return work / name
@@ -156,7 +155,7 @@ def _archive_file(work: Path, name: str, packed: dict[str, Any], chan: Channel |
 
 
 def _pack_to_file(work: Path, name: str, folder: str, commit: str, with_tree: bool = True,
-                  chan: Channel | None = None) -> tuple[str, int, list[FileRecord], list[str]]:
+                  chan: Channel | None = None) -> PackResult:
     """Pack a downloaded revision into ``work/name`` (through ``name.packing``, renamed when whole),
     saying how far it got every few seconds: a big pack is not silence to the client's deadline."""
     part = work / f"{name}.packing"

@@ -28,7 +28,8 @@ class Channel:
     closed stdin — the client is gone — is noticed at once, even in the middle of a download)."""
 
     def __init__(self, inp: BinaryIO, out: BinaryIO, on_gone: Any) -> None:
-        self.out, self.lock, self.commands = out, threading.Lock(), queue.Queue()  # type: queue.Queue
+        self.out, self.lock = out, threading.Lock()
+        self.commands: queue.Queue[bytes] = queue.Queue()
         self.on_gone = on_gone
         threading.Thread(target=self._watch, args=(inp,), daemon=True).start()
 
@@ -53,7 +54,8 @@ class Channel:
             self.out.flush()
 
     def command(self) -> dict[str, Any]:
-        return json.loads(self.commands.get())
+        cmd: dict[str, Any] = json.loads(self.commands.get())  # the client's JSON: read as the agent uses it
+        return cmd
 
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .layout import FileRecord, blob_hasher
-from .pack import PackPlan, pack_repo
+from .pack import PackPlan, PackResult, pack_repo
 
 
 class NotAsListed(Exception):
@@ -50,7 +50,7 @@ class Arriving(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, n: int = -1) -> bytes:
         want = self.record.size - self.pos if n < 0 else min(n, self.record.size - self.pos)
         parts = []
         while want:
@@ -126,7 +126,7 @@ def stream_bound(folder: str, commit: str, plan: PackPlan, ref: str | None) -> i
             (Path(tmp) / folder / "refs" / ref).parent.mkdir(parents=True)
             (Path(tmp) / folder / "refs" / ref).write_text(commit)
         headers = pack_repo(Path(tmp), folder, commit, io.BytesIO(), plan=empty,
-                            open_blob=lambda f: io.BytesIO())[1]
+                            open_blob=lambda f: io.BytesIO()).size
     blobs = {f.blob: f.size for f in plan.files}
     data = sum(-(-size // 512) * 512 + (1024 if size >= BIG_MEMBER else 0) for size in blobs.values())
     listing = 1024 + sum(LISTING_PER_FILE + 6 * len(f.path.encode()) for f in plan.files)
@@ -182,7 +182,7 @@ class Background(threading.Thread):
 
 
 def pack_streaming(cache: Path, folder: str, commit: str, plan: PackPlan, fetch: Background,
-                   chan: Any, bound: int) -> tuple[str, int, list[FileRecord], list[str]] | None:
+                   chan: Any, bound: int) -> PackResult | None:
     """Pack while `fetch` downloads, sending each piece on `chan` (the agent's) as it is written, at
     most `bound` bytes (`stream_bound`, announced); no file is written (the client has it once it
     checks, else the agent packs it). None: void."""

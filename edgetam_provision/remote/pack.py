@@ -18,7 +18,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from .layout import FileRecord, snapshot_link
 
@@ -26,10 +26,16 @@ PACK_MTIME = 1_735_689_600  # fixed (2025-01-01): a revision packs to the same b
 COPY_BUF = 4 * 1024 * 1024  # tarfile copies blob bytes in pieces this big (its default is 16 KiB)
 
 
+class Writer(Protocol):
+    """Where an archive goes: a file, or a sink that sends it on (the agent's live stream)."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
 class HashingWriter(io.RawIOBase):
     """A write-only stream that hashes and counts what passes through to `out`."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: Writer) -> None:
         self.out, self.sha256, self.size = out, hashlib.sha256(), 0
 
     def writable(self) -> bool:
@@ -43,6 +49,27 @@ class HashingWriter(io.RawIOBase):
         self.size += len(data)
         self.out.write(data)
         return len(data)
+
+
+class BlobReader(Protocol):
+    """What `pack_repo` reads a blob from (`open_blob`): tarfile reads pieces and writes each to the
+    archive (a file, or a reader that hashes or waits for a download on the way), then closes it.
+    A piece may be a memoryview (backup's reader reuses its buffers): tarfile only takes its length
+    and writes it on."""
+
+    def read(self, size: int = -1, /) -> bytes | memoryview: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PackResult:
+    """One revision packed: the archive's sha256 and size, its files, the refs that name its commit."""
+
+    sha256: str
+    size: int
+    files: list[FileRecord]
+    refs: list[str]
 
 
 @dataclass
@@ -77,25 +104,25 @@ class PackPlan:
         return cls.from_files(files)
 
 
-def pack_repo(cache: Path, folder: str, commit: str, out: BinaryIO,
-              compress: Callable[[BinaryIO], BinaryIO] | None = None,
+def pack_repo(cache: Path, folder: str, commit: str, out: Writer,
+              compress: Callable[[io.RawIOBase], BinaryIO] | None = None,
               entries: dict[str, str] | None = None,
               with_tree: bool = True, plan: PackPlan | None = None,
-              open_blob: Callable[[FileRecord], BinaryIO] | None = None,
-              before_links: Callable[[], None] | None = None) -> tuple[str, int, list[FileRecord], list[str]]:
+              open_blob: Callable[[FileRecord], BlobReader] | None = None,
+              before_links: Callable[[], None] | None = None) -> PackResult:
     """Write one revision of ``cache/folder`` as a tar into `out`, through `compress` if given.
 
     `plan` defaults to the snapshot on disk (see `PackPlan`); `open_blob` to the blob's file
     (through any shared-blob-store link); `before_links` runs once every blob is written (a
     streamed pack waits there for the download to finish). `with_tree=False` leaves out the
     ``trees/<commit>.json`` listing (a filtered download holds only part of what it lists).
-    Returns (archive sha256, archive size, files, ref names). One function on purpose: the member
+    One function on purpose: the member
     order (folders, blobs, links, listing, refs) is the archive's format, and reads best in one place.
     """
     repo = cache / folder
     plan = plan or PackPlan.from_snapshot(repo, commit, entries)
     hasher = HashingWriter(out)
-    stream = compress(hasher) if compress else hasher  # type: ignore[arg-type]
+    stream = compress(hasher) if compress else hasher
 
     def info(name: str, kind: bytes, size: int = 0, link: str = "") -> tarfile.TarInfo:
         ti = tarfile.TarInfo(f"{folder}/{name}" if name else folder)
@@ -103,10 +130,11 @@ def pack_repo(cache: Path, folder: str, commit: str, out: BinaryIO,
         ti.mode = 0o755 if kind in (tarfile.DIRTYPE, tarfile.SYMTYPE) else 0o644
         return ti
 
-    def default_open(f: FileRecord) -> BinaryIO:
+    def default_open(f: FileRecord) -> BlobReader:
         return open((repo / "blobs" / f.blob).resolve(), "rb")
 
-    with tarfile.open(fileobj=stream, mode="w:", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUF) as tar:
+    # what tarfile.open(mode="w:") makes, with a bigger copy buffer (the `copybufsize` TarFile takes)
+    with tarfile.TarFile(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUF) as tar:
         for d in ("", "blobs", "refs", "snapshots", f"snapshots/{commit}"):
             tar.addfile(info(d, tarfile.DIRTYPE))
         for d in plan.folders:
@@ -115,8 +143,12 @@ def pack_repo(cache: Path, folder: str, commit: str, out: BinaryIO,
         for f in plan.files:
             if f.blob not in seen:
                 seen.add(f.blob)
-                with (open_blob or default_open)(f) as fh:
-                    tar.addfile(info(f"blobs/{f.blob}", tarfile.REGTYPE, f.size), fh)
+                fh = (open_blob or default_open)(f)
+                try:
+                    # typeshed: SupportsRead[bytes]; tarfile.copyfileobj takes len() of a piece and writes it
+                    tar.addfile(info(f"blobs/{f.blob}", tarfile.REGTYPE, f.size), fh)  # type: ignore[arg-type]
+                finally:
+                    fh.close()
         if before_links:
             before_links()
         for f in plan.files:
@@ -135,7 +167,7 @@ def pack_repo(cache: Path, folder: str, commit: str, out: BinaryIO,
             tar.addfile(info(f"refs/{ref}", tarfile.REGTYPE, 40), io.BytesIO(commit.encode()))
     if stream is not hasher:
         stream.close()
-    return hasher.sha256.hexdigest(), hasher.size, list(plan.files), refs
+    return PackResult(hasher.sha256.hexdigest(), hasher.size, list(plan.files), refs)
 
 
 def _refs_to(repo: Path, commit: str) -> list[str]:
