@@ -25,8 +25,7 @@ from edgetam_provision.fleet import p2p, peer  # noqa: E402
 from edgetam_provision.fleet.swarm import Swarm, SwarmError, make_torrent, read_torrent  # noqa: E402
 
 SIZE = 2 << 20
-BOUND = 60.0
-LIAR_BOUND = 15.0  # seconds any one wait may take on a loaded shared machine before the test fails
+BOUND = 60.0  # seconds any one wait may take on a loaded shared machine before the test fails
 
 
 def backups_with(folder: Path, data: bytes, name: str = "models--org--tiny--0123456789ab.tar") -> Path:
