@@ -16,9 +16,12 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3.11 python3.1
 
 install: $(VENV)/.installed
 
+# Bytecode compiled here, once, as pip does when it installs (without it, wherever bytecode is not
+# written, e.g. PYTHONDONTWRITEBYTECODE, every start compiles what it imports): not [tool.uv]
+# compile-bytecode, which compiles the whole environment again on each `uv run` (docs/performance.md).
 $(VENV)/.installed: pyproject.toml
 ifneq ($(strip $(UV)),)
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --extra dev
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --extra dev --compile-bytecode
 else
 	@test -n "$(PYTHON)" || { echo "error: Python 3.10 or newer is needed and none is on PATH (python3 is \
 	$$(python3 -c 'import platform; print(platform.python_version())' 2>/dev/null || echo missing)); hint: \
@@ -39,6 +42,7 @@ setup: install
 test: install
 	UV=$(UV) $(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no tests ran" >&2; exit 1; fi; exit $$rc
 	$(VENV)/bin/ruff check edgetam_provision tests benchmarks test_images
+	$(VENV)/bin/mypy
 
 # No sshd, no model build: the quick loop while working. Measured: 153 s of pytest on a 2-core
 # machine shared with other work (load 5), of which 43 s CPU; most of the rest is waiting on servers.
@@ -49,11 +53,13 @@ test-fast: install
 matrix:
 	.ci/matrix
 
+# ruff, then mypy over edgetam_provision/ ([tool.mypy] in pyproject.toml: which modules are strict)
 lint: install
 	$(VENV)/bin/ruff check edgetam_provision tests benchmarks test_images
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .matrix build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .matrix build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -64,7 +64,7 @@ class CheckedBlob(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, n: int = -1) -> memoryview:  # type: ignore[override]
+    def read(self, n: int = -1) -> memoryview:
         n = self.record.size - self.got if n < 0 else n
         if len(self.ring) < self.QUEUED + 2:  # queued, being hashed, being written by tar
             self.ring.append(bytearray(n))

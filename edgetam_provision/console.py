@@ -19,6 +19,11 @@ def human_size(n: float) -> str:
     return f"{n:.1f} GB"  # pragma: no cover
 
 
+def counted(n: int, word: str, plural: str = "") -> str:
+    """`1 new blob`, `2 new blobs`, `0 entries`: the plural unless there is exactly one."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -46,13 +51,22 @@ def emit(result: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]
             _write(sys.stdout, text.rstrip("\n") + "\n")
 
 
+def end_bars() -> None:
+    """Close every progress bar still open (a command cut by Ctrl-C or an error), so that its line
+    ends before the error is written: a bar left to be collected later is drawn again after it."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
+
+
 def fail(err: ProvisionError, as_json: bool) -> None:
     """Report an error: one line + hint on stderr; with --json also an object on stdout."""
+    end_bars()
     _write(sys.stderr, f"error: {err.message}\n")
     if err.hint:
         _write(sys.stderr, f"hint: {err.hint}\n")
     if as_json:
-        sys.stdout.write(json.dumps({"ok": False, **err.to_dict()}, indent=2) + "\n")
+        sys.stdout.write(json.dumps({"ok": False, **err.to_dict()}, indent=2, default=str) + "\n")
 
 
 #: the one progress type of the library: a function taking one line of progress

@@ -26,8 +26,9 @@ LOCK_POLL_S = 0.05  # how often a waiting restore tries the lock again
 
 
 def tmp_sibling(path: Path) -> Path:
-    """A fresh, unique temp name in the same folder as `path` (same filesystem: atomic rename)."""
-    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}-{path.name}")
+    """A fresh, unique temp name in the same folder as `path` (same filesystem: atomic rename).
+    Its length does not grow with `path`'s name: any name that fits NAME_MAX has a temp name."""
+    return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{os.urandom(8).hex()}")
 
 
 def disk_error(exc: OSError, what: Path) -> CacheError:
@@ -35,11 +36,12 @@ def disk_error(exc: OSError, what: Path) -> CacheError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return CacheError(f"no space left while writing {what}",
                           "free some disk space (or choose another --cache-dir) and run it again; "
-                          "nothing was published")
+                          "nothing was published", path=what, errno=exc.errno)
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return CacheError(f"cannot write {what}: {exc.strerror}",
-                          "check the folder's permissions or pass --cache-dir")
-    return CacheError(f"cannot write {what}: {exc.strerror or exc}", "see --debug for details")
+                          "check the folder's permissions or pass --cache-dir", path=what, errno=exc.errno)
+    return CacheError(f"cannot write {what}: {exc.strerror or exc}", "see --debug for details",
+                      path=what, errno=exc.errno)
 
 
 def settle_mode(tmp: Path, path: Path, mode: int | None = None) -> None:

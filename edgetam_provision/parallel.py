@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -25,28 +25,28 @@ def workers() -> int:
 def in_background(work: Callable[[], T]) -> Callable[[], T]:
     """Start `work` on a thread now; the returned call waits for it and gives its result (or raises
     its error)."""
-    box: list = []
+    done: list[T] = []
+    failed: list[BaseException] = []
 
     def run() -> None:
         try:
-            box.append((True, work()))
+            done.append(work())
         except BaseException as exc:  # handed to whoever waits
-            box.append((False, exc))
+            failed.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
 
     def result() -> T:
         thread.join()
-        ok, value = box[0]
-        if not ok:
-            raise value
-        return value
+        if failed:
+            raise failed[0]
+        return done[0]
 
     return result
 
 
-def run_all(jobs: list[Callable[[], None]], threads: int) -> None:
+def run_all(jobs: Sequence[Callable[[], None]], threads: int) -> None:
     """Run `jobs` on up to `threads` threads, in order of the list; once one fails no further job
     starts, and the first error is raised after every running job has ended."""
     todo = list(reversed(jobs))

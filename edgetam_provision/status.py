@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 from .archive.compression import ARCHIVE_SUFFIXES
 from .hub.cache import BACKBONE_REPO, EDGETAM_REPO, scan_cache
-from .hub.manifest import read_manifest
+from .hub.manifest import ArchiveEntry, read_manifest
 
 
 def backups_status(folder: Path) -> list[dict[str, Any]]:
@@ -28,10 +29,28 @@ def backups_status(folder: Path) -> list[dict[str, Any]]:
     return out
 
 
-def cache_status(cache: Path, hash_blobs: bool = True) -> dict[str, Any]:
+FILTERED_RE = re.compile(r"\.only-[0-9a-f]{8}\.")  # layout.archive_name of a filtered download
+
+
+def filtered_only(revision: dict[str, Any], manifest: dict[str, ArchiveEntry]) -> bool:
+    """Whether what the cache holds of a revision came from filtered fetches (--include/--exclude)
+    alone: the backups hold no whole archive of it, and the cached files are among the filtered
+    ones. Such a revision is part of what the Hub lists; a model in it may not load."""
+    mine = [(n, e) for n, e in manifest.items()
+            if (e.repo_id, e.commit, e.repo_type) == (revision["repo_id"], revision["commit"],
+                                                      revision["repo_type"])]
+    if not mine or any(not FILTERED_RE.search(n) for n, _e in mine):
+        return False
+    return revision["files"] <= len({f.path for _n, e in mine for f in e.files})
+
+
+def cache_status(cache: Path, hash_blobs: bool = True, backups: Path | None = None) -> dict[str, Any]:
     """Every cached revision, integrity-checked, plus whether EdgeTAM is ready to verify."""
     revisions = [r.to_dict() for r in scan_cache(cache, hash_blobs)]
-    have = {r["repo_id"] for r in revisions if r["integrity"] != "bad"}
+    manifest = read_manifest(backups) if backups is not None and backups.is_dir() else {}
+    for r in revisions:
+        r["partial"] = filtered_only(r, manifest)
+    have = {r["repo_id"] for r in revisions if r["integrity"] != "bad" and not r["partial"]}
     return {"cache": str(cache), "revisions": revisions,
             "edgetam_ready": EDGETAM_REPO in have, "backbone_config_present": BACKBONE_REPO in have}
 
@@ -40,8 +59,9 @@ def status(cache: Path, backups: Path, hash_blobs: bool = True) -> dict[str, Any
     """`provision status`: backups and cache; exit code 1 when a cached revision is damaged."""
     from .serve.run import running_mirror
 
-    data = {"backups_folder": str(backups), "backups": backups_status(backups),
-            **cache_status(cache, hash_blobs), "mirror": running_mirror(cache)}
+    data = {"backups_folder": str(backups), "backups_folder_found": backups.is_dir(),
+            "backups": backups_status(backups),
+            **cache_status(cache, hash_blobs, backups), "mirror": running_mirror(cache)}
     if any(r["integrity"] == "bad" for r in data["revisions"]):
         data["exit_code"] = 1
     return data

@@ -3,8 +3,10 @@
 Speaks the part of the Hub protocol that `snapshot_download` / `hf_hub_download` use (see
 the project's design notes): repo info, tree listing, HEAD/GET on ``resolve`` with the 307 (plain
 files, same origin) and 302 (LFS, another origin) redirects and their headers, Range requests.
-With ``reject_credentials`` it answers 401 "Invalid credentials in Authorization header" to any
-request that carries an Authorization header, which is the user's bug.
+The tree may come a page at a time (``page_size``: ``Link: <…>; rel="next"``) and list folders
+(``list_folders``), as the real Hub's does. With ``reject_credentials`` it answers 401
+"Invalid credentials in Authorization header" to any request that carries an Authorization
+header, which is the user's bug.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 LFS_MIN = 1024  # files at least this big, and every *.safetensors, are served as LFS
 
@@ -84,6 +86,8 @@ class HubStandIn:
         self.rate: float | None = None  # bytes per second for file bodies (a slow link)
         self.bytes_sent = 0  # file body bytes sent so far
         self.sending: set[object] = set()  # the requests whose throttled body is being sent now
+        self.page_size: int | None = None  # tree entries per page (None: one page)
+        self.list_folders = False  # the tree lists folders too (type "directory"), as the Hub's does
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.port = self._server.server_address[1]
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -99,6 +103,10 @@ class HubStandIn:
 
     def add(self, repo: HubRepo) -> None:
         self.repos[repo.key] = repo
+
+    def authorized(self, since: int = 0) -> list[tuple[str, str, str | None]]:
+        """The requests from the `since`-th on that carried an Authorization header."""
+        return [r for r in self.requests[since:] if r[2] is not None]
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         hub = self
@@ -192,18 +200,33 @@ class HubStandIn:
                             "private": False, "gated": False,
                             "siblings": [{"rfilename": p} for p in sorted(repo.files)]}
                 elif kind == "tree":
-                    body = []
-                    for p in sorted(repo.files):
-                        entry = {"type": "file", "path": p, "size": len(repo.files[p]),
-                                 "oid": repo.oid(p)}
-                        if repo.is_lfs(p):
-                            entry["lfs"] = {"oid": repo.etag(p), "size": len(repo.files[p]),
-                                            "pointerSize": 134}
-                        body.append(entry)
+                    self._tree(repo, head)
+                    return
                 else:
                     self._error(404, "EntryNotFound", f"no api {kind}", head)
                     return
                 self._send(200, {"Content-Type": "application/json"}, json.dumps(body).encode(), head)
+
+            def _tree(self, repo: HubRepo, head: bool) -> None:
+                body = []
+                parents = {"/".join(p.split("/")[:i]) for p in repo.files for i in range(1, p.count("/") + 1)}
+                for d in sorted(parents) if hub.list_folders else []:
+                    body.append({"type": "directory", "path": d, "size": 0, "oid": "0" * 40})
+                for p in sorted(repo.files):
+                    entry = {"type": "file", "path": p, "size": len(repo.files[p]), "oid": repo.oid(p)}
+                    if repo.is_lfs(p):
+                        entry["lfs"] = {"oid": repo.etag(p), "size": len(repo.files[p]), "pointerSize": 134}
+                    body.append(entry)
+                headers = {"Content-Type": "application/json"}
+                if hub.page_size:
+                    url = urlsplit(self.path)
+                    start = int(parse_qs(url.query).get("cursor", ["0"])[0])
+                    end = start + hub.page_size
+                    if end < len(body):
+                        nxt = f"{hub.endpoint}{url.path}?recursive=true&cursor={end}"
+                        headers["Link"] = f'<{nxt}>; rel="next"'
+                    body = body[start:end]
+                self._send(200, headers, json.dumps(body).encode(), head)
 
             def _resolve(self, repo_id: str, rev: str, fpath: str, head: bool) -> None:
                 repo = self._repo(repo_id, head)

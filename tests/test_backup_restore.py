@@ -393,3 +393,30 @@ def test_a_dry_run_and_a_check_never_say_restored(cache, tmp_path):
     assert "intact" in checked and "restored" not in checked and "checked 1 backup file:" in checked
     real = run_cli("restore", out, "--cache-dir", fresh).stdout
     assert "restored" in real and "wrote " in real
+
+
+def test_a_check_lists_no_cache_actions_and_counts_blobs_not_new_blobs(cache, tmp_path):
+    """A check has no cache: one line per archive and the verdict, with or without -q."""
+    out = tmp_path / "b"
+    assert run_cli("backup", "org/tiny", "--cache-dir", cache, "--out", out).exit_code == 0
+    for quiet in ((), ("-q",)):
+        res = run_cli("check", out, *quiet)
+        assert res.exit_code == 0, res.stderr
+        archive, verdict = res.stdout.splitlines()
+        assert archive.split()[0] == "intact" and "(3 blobs, " in archive
+        assert verdict == "checked 1 backup file: every member and every byte is intact (no cache involved)"
+
+
+def test_a_restore_counts_one_entry_as_one_and_names_the_cache_resolved(cache, tmp_path):
+    out = tmp_path / "b"
+    assert run_cli("backup", "org/tiny", "--cache-dir", cache, "--out", out).exit_code == 0
+    (tmp_path / "big1").mkdir()
+    given, real = tmp_path / "big1" / ".." / "cacheD", (tmp_path / "cacheD").resolve()
+    res = run_cli("restore", out, "--cache-dir", given)
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.splitlines()[-1] == f"wrote 8 entries into {real}"
+    (real / repo_folder_name("org/tiny") / "refs" / "main").unlink()
+    res = run_cli("restore", out, "--cache-dir", given)
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.splitlines()[-1] == f"wrote 1 entry into {real}"
+    assert f"published 1 entry into {real}\n" in res.stderr

@@ -8,7 +8,10 @@ import subprocess
 import sys
 
 from conftest import REPO_ROOT, run_cli, run_cli_process
+from hypothesis import given
+from hypothesis import strategies as st
 
+from edgetam_provision import errors
 from edgetam_provision.cli import cli
 from edgetam_provision.errors import EXIT_CODES
 
@@ -27,6 +30,28 @@ def test_readme_exit_code_table_matches_the_error_table():
     readme = (REPO_ROOT / "README.md").read_text()
     table = {int(m) for m in re.findall(r"^\| (\d+) \|", readme, re.M)}
     assert table == set(EXIT_CODES)
+
+
+FIELDS = {"path": st.text(min_size=1), "repo": st.text(), "revision": st.text(), "errno": st.integers(0, 200),
+          "published": st.lists(st.text(), max_size=3)}
+
+
+@given(cls=st.sampled_from([getattr(errors, name) for name, _ in EXIT_CODES.values() if name]),
+       message=st.text(min_size=1), hint=st.text(), fields=st.fixed_dictionaries({}, optional=FIELDS))
+def test_an_error_is_data_its_fields_in_json_exactly_when_set(cls, message, hint, fields):
+    """Every error class takes the optional fields; its message stays its text, its JSON gains
+    exactly the fields given; a missing model is also the standard FileNotFoundError."""
+    import json
+
+    err = cls(message, hint, **fields)
+    data = err.to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert (str(err), data["message"], data["error"], data["exit_code"]) == (message, message, cls.kind,
+                                                                             cls.exit_code)
+    assert data["hint"] == (hint or cls("").hint)
+    assert set(data) - {"error", "message", "hint", "exit_code"} == set(fields)
+    assert all(data[k] == (list(v) if k == "published" else v) for k, v in fields.items())
+    assert isinstance(err, FileNotFoundError) == (cls is errors.ModelMissingError)
 
 
 def test_help_lists_the_exit_codes():
@@ -78,21 +103,43 @@ def test_the_readme_is_short_and_its_links_lead_somewhere():
                 assert (doc.parent / target).exists(), f"{doc.name}: {target}"
 
 
+LIBRARIES = ("torch", "transformers", "timm", "huggingface_hub")
+NOT_FINITE = {"device": "cpu", "versions": dict.fromkeys(LIBRARIES, "1"),  # what a worker measured
+              "repo_id": "r/x", "commit": "0" * 40, "synthetic": True, "parameters": 1, "image": "truck.jpg",
+              "yardstick": "reference", "prompts": "built-in", "load_s": 1, "first_inference_s": 1,
+              "encode_ms": 1, "four_cases_warm_ms": 1, "cases": [],
+              "quality_gate": {"enabled": True, "min_iou": 0.5},
+              "checks": [{"kind": "finite", "case": "box", "ok": False,
+                          "detail": "box: outputs are NOT finite"}]}
+
+
 def test_a_failed_verdict_in_json_carries_the_common_error_keys(tmp_path, monkeypatch):
-    """verify's worker reports a failed case: --json gives the whole report plus the error keys."""
+    """verify's worker measures a case that is not finite: --json gives the whole report plus the
+    error keys, in one object."""
     import json
 
     from edgetam_provision.verify import run as verify_run
 
-    report = {"passed": False, "failures": ["box: outputs are NOT finite"],
-              "checks": [{"kind": "finite", "ok": False}]}
-    monkeypatch.setattr(verify_run, "run_in_fresh_process", lambda req: report)
+    monkeypatch.setattr(verify_run, "run_in_fresh_process", lambda req: NOT_FINITE)
     res = run_cli("verify", "--synthetic", "--device", "cpu", "--json", "--cache-dir", tmp_path)
     assert res.exit_code == 9
     data = json.loads(res.stdout)
     assert data["ok"] is False and data["error"] == "verification" and data["exit_code"] == 9
     assert "NOT finite" in data["message"] and data["hint"]
-    assert data["report"]["failures"] == report["failures"]
+    assert data["report"]["failures"] == ["box: outputs are NOT finite"] and data["report"]["passed"] is False
+    assert res.stderr.count("error: ") == 1
+
+
+def test_a_failed_verdict_prints_its_report_then_the_one_line_error(tmp_path, monkeypatch):
+    from edgetam_provision.verify import run as verify_run
+
+    monkeypatch.setattr(verify_run, "run_in_fresh_process", lambda req: NOT_FINITE)
+    res = run_cli("verify", "--synthetic", "--device", "cpu", "--cache-dir", tmp_path)
+    assert res.exit_code == 9
+    assert res.stdout.startswith("EdgeTAM verify: FAILED on cpu")
+    assert "  FAILED    box: outputs are NOT finite" in res.stdout.splitlines()
+    assert res.stderr.startswith("error: verification failed: box: outputs are NOT finite\n"
+                                 "hint: the model ran")
     assert res.stderr.count("error: ") == 1
 
 
@@ -174,3 +221,88 @@ def test_revision_applies_to_the_repos_that_name_none():
 
     assert RepoSpec.parse("acme/big@main", "v1").revision == "main"
     assert RepoSpec.parse("acme/big", "v1").revision == "v1"
+
+
+def test_restore_check_and_status_name_the_absolute_folder_they_looked_in(tmp_path, monkeypatch):
+    """Run from another folder, a relative (or default) backups folder is named as the absolute path
+    that was looked in, whether it does not exist or holds nothing."""
+    here = tmp_path / "elsewhere"
+    (here / "empty").mkdir(parents=True)
+    (tmp_path / "cache").mkdir()
+    monkeypatch.chdir(here)
+    missing, empty = (here / "model_backups").resolve(), (here / "empty").resolve()
+    for command in (("restore", "--cache-dir", "../cache"), ("check",)):  # check uses no cache
+        res = run_cli(*command)
+        assert res.exit_code == 2 and f"error: no such file or folder: {missing}\n" in res.stderr
+        res = run_cli(*command, "sub/../empty")
+        assert res.exit_code == 2 and f"error: no backups in {empty}\n" in res.stderr
+    res = run_cli("status", "--cache-dir", "../cache")
+    assert res.exit_code == 0
+    assert res.stdout.startswith(f"backups in {missing}:\n  (none: no such folder)\n"
+                                 f"cache {(tmp_path / 'cache').resolve()}:\n")
+    res = run_cli("status", "--backups", "empty", "--cache-dir", "../cache")
+    assert res.stdout.startswith(f"backups in {empty}:\n  (none: it holds no archive)\n")
+    res = run_cli("status", "--backups", "gone", "--cache-dir", "../cache")
+    assert res.exit_code == 2 and f"error: no such backups folder: {here.resolve() / 'gone'}\n" in res.stderr
+
+
+def test_counts_in_messages_are_singular_for_exactly_one():
+    from edgetam_provision.doctor.checks import render as doctor_summary
+
+    def summary(ok: int, warn: int, fail: int) -> str:
+        return doctor_summary({"checks": [], "summary": {"ok": ok, "warn": warn, "fail": fail}})
+
+    assert summary(1, 1, 1) == "1 ok, 1 warning, 1 failure"
+    assert summary(0, 0, 2) == "0 ok, 0 warnings, 2 failures"
+
+
+def test_a_progress_bar_cut_by_an_error_ends_before_the_error_and_is_not_drawn_after_it(capsys):
+    import gc
+
+    from edgetam_provision.console import fail
+    from edgetam_provision.errors import Interrupted
+    from edgetam_provision.fetch.pull import ProgressBar
+
+    bar = ProgressBar("model.tar", 4_000_000, 0, enabled=True)
+    bar.update(1_000_000)  # cut here: nobody closes it
+    fail(Interrupted("interrupted", "run the same command again"), as_json=False)
+    del bar
+    gc.collect()
+    err = capsys.readouterr().err
+    assert err.endswith("\nerror: interrupted\nhint: run the same command again\n"), err
+    assert "model.tar" in err.split("error: interrupted")[0]
+
+
+def test_verify_says_its_reference_times_are_single_calls_the_first_cold():
+    from edgetam_provision.cli.render import verify
+    from edgetam_provision.verify.reference import load_reference
+
+    ref = load_reference()
+    cases = [{"name": c["name"], "latency_ms": 40.0, "objects": [{"iou_scores": [0.9, 0.9, 0.9], "best": 0,
+                                                                   "area": 1}]} for c in ref["cases"]]
+    versions = dict.fromkeys(("torch", "transformers", "timm", "huggingface_hub"), "1")
+    report = {"passed": True, "device": "cpu", "synthetic": False, "repo_id": "r/x", "commit": "0" * 40,
+              "parameters": 1, "versions": versions, "image": "truck.jpg", "prompts": "built-in", "load_s": 1,
+              "first_inference_s": 1, "encode_ms": 1, "four_cases_warm_ms": 1, "cases": cases, "failures": [],
+              "reference": {**ref, "cases": {c["name"]: c for c in ref["cases"]}},
+              "quality_gate": {"applied": False, "why_not": "-"}}
+    lines = verify({"report": report}).splitlines()
+    header = next(x for x in lines if x.lstrip().startswith("case"))
+    assert header.split()[:4] == ["case", "warm", "ref.", "1"]  # "ref. 1 call", not "reference"
+    first = ref["cases"][0]["ms"]
+    assert (f"  ref. time one call per case in the reference run, in this order: its first ({first} ms) was "
+            "cold; warm: a median of warm runs here") in lines
+
+
+def test_verify_install_keeps_the_result_dict_fetch_restore_reads(tmp_path, monkeypatch):
+    """The adapter `fetch --restore` calls until it takes `verify_model`'s report and error."""
+    from edgetam_provision.verify import run as verify_run
+
+    monkeypatch.setattr(verify_run, "run_in_fresh_process", lambda req: NOT_FINITE)
+    req = verify_run.VerifyRequest(cache=str(tmp_path), synthetic=True, out=None)
+    result = verify_run.verify_install(req)
+    assert set(result) == {"report", "note", "ok", "error", "message", "hint", "exit_code"}
+    assert result["ok"] is False and result["exit_code"] == 9 and result["report"]["passed"] is False
+    passing = {**NOT_FINITE, "checks": [{**NOT_FINITE["checks"][0], "ok": True}]}
+    monkeypatch.setattr(verify_run, "run_in_fresh_process", lambda req: passing)
+    assert verify_run.verify_install(req).keys() == {"report", "note", "ok"}

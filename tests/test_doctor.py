@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from conftest import run_cli
 from hub_standin import HubRepo
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edgetam_provision.doctor import checks as doctor
+from edgetam_provision.errors import EXIT_CODES
 from edgetam_provision.hub.cache import BACKBONE_REPO, EDGETAM_REPO
 from edgetam_provision.verify.synthetic import install_into_cache
 
@@ -44,6 +49,8 @@ def run_doctor(env, *args: str):
     res = run_cli("doctor", "--cache-dir", env["cache"], "--json", *args)
     assert TOKEN not in res.stdout + res.stderr
     data = json.loads(res.stdout)
+    failing = [c["exit_code"] for c in data["checks"] if c["status"] == "fail"]
+    assert all(code in EXIT_CODES and code > 0 for code in failing)  # each failure is a kind of the table
     return res.exit_code, {c["name"]: c for c in data["checks"]}
 
 
@@ -68,13 +75,16 @@ def test_doctor_says_what_it_is_waiting_for_and_quiet_silences_it(clean_env):
 def test_bogus_env_token_is_named_masked_and_blamed_online(clean_env, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     code, checks = run_doctor(clean_env, "--online")
-    assert code == 1
+    assert code == 16  # download blocked (the exit-code table)
     assert "$HF_TOKEN" in checks["credentials"]["detail"]
     assert doctor.mask(TOKEN) == "hf_…wxyz" and "hf_…wxyz" in checks["credentials"]["detail"]
     online = checks["online: token"]
     assert online["status"] == "fail"
     assert "anonymous works, your $HF_TOKEN" in online["detail"] and "401" in online["detail"]
     assert "HF_HUB_DISABLE_IMPLICIT_TOKEN=1" in online["fix"]
+    # a variable of the user's shell: the advice is the unset, never a --fix that cannot put it aside
+    assert online["fix"].startswith("run `unset HF_TOKEN` in your shell")
+    assert "puts it aside" not in online["fix"]
 
 
 def test_legacy_env_token_is_named(clean_env, monkeypatch):
@@ -89,7 +99,7 @@ def test_bogus_token_file_is_named_and_empty_hf_token_trap_explained(clean_env, 
     (hf_home / "token").write_text(TOKEN)
     monkeypatch.setenv("HF_TOKEN", "")
     code, checks = run_doctor(clean_env, "--online")
-    assert code == 1
+    assert code == 16
     assert f"token file {hf_home / 'token'}" in checks["credentials"]["detail"]
     assert "does NOT disable" in checks["empty HF_TOKEN"]["detail"]
     assert "token file" in checks["online: token"]["detail"]
@@ -120,14 +130,14 @@ def test_netrc_with_a_requests_based_hub_is_a_failure(clean_env, monkeypatch):
     versions = {**doctor.library_versions(), "huggingface_hub": "0.36.2"}
     monkeypatch.setattr(doctor, "library_versions", lambda: versions)
     code, checks = run_doctor(clean_env)
-    assert code == 1 and checks["netrc"]["status"] == "fail"
+    assert code == 16 and checks["netrc"]["status"] == "fail"
     assert "Basic auth" in checks["netrc"]["detail"] and "NETRC=/dev/null" in checks["netrc"]["fix"]
 
 
 def test_offline_flag_is_reported(clean_env, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, checks = run_doctor(clean_env)
-    assert code == 1 and checks["offline"]["status"] == "fail"
+    assert code == 16 and checks["offline"]["status"] == "fail"
 
 
 def test_unwritable_cache_is_reported(clean_env, tmp_path):
@@ -135,12 +145,13 @@ def test_unwritable_cache_is_reported(clean_env, tmp_path):
     blocker.write_text("not a folder")
     res = run_cli("doctor", "--cache-dir", blocker / "cache", "--json")
     checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
-    assert res.exit_code == 1 and "not writable" in checks["cache"]["detail"]
+    assert res.exit_code == 5 and "not writable" in checks["cache"]["detail"]
 
 
 def test_missing_models_are_named(clean_env, tmp_path):
     res = run_cli("doctor", "--cache-dir", tmp_path / "empty", "--json")
     checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
+    assert res.exit_code == 7  # "model missing" in the exit-code table, not 1 (integrity)
     assert checks[EDGETAM_REPO]["status"] == "fail" and "provision fetch" in checks[EDGETAM_REPO]["fix"]
     assert checks[BACKBONE_REPO]["status"] == "warn"  # transformers >= 5.24 does not need it
 
@@ -152,14 +163,14 @@ def test_missing_backbone_with_older_transformers_is_a_failure(clean_env, tmp_pa
     install_into_cache(cache, EDGETAM_REPO, {"config.json": b"{}"})
     res = run_cli("doctor", "--cache-dir", cache, "--json")
     checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
-    assert res.exit_code == 1 and checks[BACKBONE_REPO]["status"] == "fail"
+    assert res.exit_code == 7 and checks[BACKBONE_REPO]["status"] == "fail"
 
 
 def test_known_bad_transformers_is_named(clean_env, monkeypatch):
     versions = {**doctor.library_versions(), "transformers": "5.17.0"}
     monkeypatch.setattr(doctor, "library_versions", lambda: versions)
     code, checks = run_doctor(clean_env)
-    assert code == 1 and "cannot run EdgeTAM" in checks["transformers"]["detail"]
+    assert code == 8 and "cannot run EdgeTAM" in checks["transformers"]["detail"]
 
 
 def test_missing_ca_bundle_and_proxy_are_reported(clean_env, monkeypatch):
@@ -226,7 +237,7 @@ def test_a_shadowed_stale_token_file_is_probed_too(clean_env, monkeypatch):
 def test_a_mirror_without_the_probed_repo_is_told_apart_from_an_unreachable_one(clean_env):
     code, checks = run_doctor(clean_env, "--online", "--repo", "org/not-on-this-mirror")
     anon = checks["online: anonymous"]
-    assert code == 1 and "404" in anon["detail"] and "--repo" in anon["fix"]
+    assert code == 16 and "404" in anon["detail"] and "--repo" in anon["fix"]
     assert "does not serve the model to anyone" not in anon["detail"] + anon["fix"]
 
 
@@ -234,3 +245,42 @@ def test_a_plain_doctor_with_a_token_says_it_was_not_tested(clean_env, monkeypat
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     res = run_cli("doctor", "--cache-dir", clean_env["cache"])
     assert "not tested: `provision doctor --online`" in res.stdout
+
+
+@given(st.lists(st.tuples(st.sampled_from(["ok", "warn", "fail"]), st.sampled_from(doctor.EXIT_ORDER)),
+                max_size=8))
+def test_doctor_exits_with_the_tables_code_of_the_first_kind_that_fails(found):
+    """One rule: 0 when nothing fails, else the code of the earliest kind in EXIT_ORDER that fails
+    (a blocked download before the cache, the libraries, and the missing model it causes)."""
+    checks = [doctor.Check("c", status, "", "", kind.exit_code if status == "fail" else 0)
+              for status, kind in found]
+    failing = [kind for status, kind in found if status == "fail"]
+    code = doctor.exit_code(checks)
+    assert code == (min(failing, key=doctor.EXIT_ORDER.index).exit_code if failing else 0)
+    assert code in EXIT_CODES
+
+
+def test_an_empty_cache_offline_exits_with_the_cause_not_the_symptom(clean_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    res = run_cli("doctor", "--cache-dir", tmp_path / "empty", "--json")
+    checks = {c["name"]: c for c in json.loads(res.stdout)["checks"]}
+    assert checks[EDGETAM_REPO]["exit_code"] == 7 and checks["offline"]["exit_code"] == 16
+    assert res.exit_code == 16
+
+
+def test_bytes_in_netrc_that_are_not_utf8_are_a_finding_and_downloads_still_work(clean_env, tmp_path):
+    netrc = clean_env["home"] / ".netrc"
+    netrc.write_bytes(b"machine example.org login me password caf\xe9\n")
+    netrc.chmod(0o600)
+    for args in ((), ("--online",)):
+        code, checks = run_doctor(clean_env, *args)
+        assert code == 0, checks
+        assert checks["netrc"]["status"] == "warn" and "not UTF-8 text (byte 0xe9 at offset 41)" in \
+            checks["netrc"]["detail"]
+    res = run_cli("doctor", "--fix", "--yes", "--json")
+    assert res.exit_code == 0 and json.loads(res.stdout)["changes"] == []
+    assert netrc.read_bytes() == b"machine example.org login me password caf\xe9\n"
+    code = ("import sys; from huggingface_hub import hf_hub_download;"
+            f"print(hf_hub_download({EDGETAM_REPO!r}, 'config.json', cache_dir=sys.argv[1]))")
+    dl = subprocess.run([sys.executable, "-c", code, str(tmp_path / "dl")], capture_output=True, text=True)
+    assert dl.returncode == 0, dl.stderr  # huggingface_hub itself downloads fine

@@ -302,14 +302,19 @@ def test_unknown_repo_is_a_remote_download_error(sshd, hub, tmp_path):
     assert res.exit_code == 13 and "org/nope" in res.stderr and "repo id" in res.stderr
 
 
-def fetch_modelbox(sshd, hub, cfg: Path, out: Path):
-    """`fetch --host modelbox` through the ssh config `cfg`; returns (result, logins it made)."""
+def fetch_modelbox(sshd, hub, cfg: Path, out: Path, logins: int):
+    """`fetch --host modelbox` through the ssh config `cfg`; returns (result, logins it made), once
+    sshd's log shows the `logins` expected (or after 10 s: then fewer, and the test says so)."""
     before = sshd.log.read_text().count("Accepted publickey")
     res = run_cli("fetch", "--host", "modelbox", "--ssh-config", cfg, "--known-hosts", sshd.known_hosts,
                   "--remote-python", sys.executable, "--endpoint", hub.endpoint, "--repo", "org/tiny",
                   "--out", out)
-    time.sleep(0.2)
-    return res, sshd.log.read_text().count("Accepted publickey") - before
+    deadline = time.monotonic() + 10
+    while (made := sshd.log.read_text().count("Accepted publickey") - before) < logins:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    return res, made
 
 
 def test_ssh_config_alias_and_proxyjump_are_honoured(sshd, hub, tmp_path):
@@ -318,7 +323,7 @@ def test_ssh_config_alias_and_proxyjump_are_honoured(sshd, hub, tmp_path):
                    f"  IdentityFile {sshd.client_key}\n"
                    f"Host modelbox\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n"
                    f"  IdentityFile {sshd.client_key}\n  ProxyJump jump\n")
-    res, logins = fetch_modelbox(sshd, hub, cfg, tmp_path / "b")
+    res, logins = fetch_modelbox(sshd, hub, cfg, tmp_path / "b", 2)
     assert res.exit_code == 0, res.stderr
     assert len(list((tmp_path / "b").glob("*.tar"))) == 1
     assert logins == 2  # the jump, then the target
@@ -498,7 +503,7 @@ def test_a_proxyjump_chain_with_user_host_port_hops_is_followed(sshd, hub, tmp_p
     cfg.write_text(f"Host *\n  IdentityFile {sshd.client_key}\n"
                    f"Host modelbox\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n"
                    f"  ProxyJump {hop},{hop}\n")
-    res, logins = fetch_modelbox(sshd, hub, cfg, tmp_path / "b")
+    res, logins = fetch_modelbox(sshd, hub, cfg, tmp_path / "b", 3)
     assert res.exit_code == 0, res.stderr
     assert logins == 3  # two hops, then the target
 
@@ -525,3 +530,145 @@ def test_a_revoked_host_key_is_refused_even_when_also_listed(sshd, hub, tmp_path
     res = run_cli("fetch", *args, "--remote-python", sys.executable, "--endpoint", hub.endpoint,
                   "--repo", "org/tiny", "--out", tmp_path / "b", "--accept-new-host-key")
     assert res.exit_code == 12 and "REVOKED" in res.stderr
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("host_hub", ["0.36", "2.x"])
+@pytest.mark.parametrize("endpoint", ["closed-port", "http://nonexistent.invalid"])
+def test_an_endpoint_the_agent_cannot_reach_is_named_with_what_to_do(tmp_path, host_hub, endpoint, request):
+    """Whether the name does not resolve or the port is closed, with httpx (2.x) or requests (0.36):
+    one line naming the endpoint and why, not huggingface_hub's exception text."""
+    python = str(request.getfixturevalue("old_hub_python")) if host_hub == "0.36" else sys.executable
+    url = f"http://127.0.0.1:{closed_port()}" if endpoint == "closed-port" else endpoint
+    res = run_cli("fetch", "--local", "--remote-python", python, "--repo", "org/tiny", "--endpoint", url,
+                  "--out", tmp_path / "b")
+    assert res.exit_code == 13
+    error, hint = res.stderr.splitlines()[-2:]
+    assert error.startswith(f"error: download on this machine failed: org/tiny@main: cannot resolve or "
+                            f"reach {url} ([Errno ")
+    assert "MaxRetryError" not in error and "ConnectError" not in error
+    assert hint == ("hint: check the network, HF_ENDPOINT, or pass --endpoint URL with an endpoint this "
+                    "machine can reach")
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+
+
+def test_a_host_that_cannot_reach_the_endpoint_is_told_how_to_get_one(sshd, tmp_path):
+    res = run_cli("fetch", *sshd.ssh_args(), "--remote-python", sys.executable, "--repo", "org/tiny",
+                  "--endpoint", "http://nonexistent.invalid", "--out", tmp_path / "b")
+    assert res.exit_code == 13
+    assert (f"error: download on {sshd.ssh_args()[1]} failed: org/tiny@main: cannot resolve or reach "
+            "http://nonexistent.invalid ([Errno ") in res.stderr
+    assert ("hint: this machine's HF_ENDPOINT is not passed to the host (it uses its own, or "
+            "huggingface.co): pass --endpoint URL with an endpoint the host can resolve and reach"
+            ) in res.stderr
+
+
+def test_fetch_names_the_absolute_folder_and_the_next_command(hub, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = ["fetch", "--local", "--repo", "org/tiny", "--endpoint", hub.endpoint]
+    res = run_cli(*common, "--out", "backups here")
+    assert res.exit_code == 0, res.stderr
+    folder = (tmp_path / "backups here").resolve()
+    assert res.stdout.splitlines()[-1] == f"archives in {folder}; next: provision restore '{folder}'"
+    res = run_cli(*common, "--out", "b", "--restore", "--cache-dir", "cache")
+    assert res.exit_code == 0, res.stderr
+    folder = (tmp_path / "b").resolve()
+    assert res.stdout.splitlines()[-1] == (f"archives kept in {folder} (for another machine: provision "
+                                           f"restore {folder})")
+    assert f"entries into {(tmp_path / 'cache').resolve()}" in res.stdout
+
+
+def test_accepting_a_new_host_key_says_its_type_fingerprint_and_where_it_went(sshd, hub, tmp_path):
+    """As OpenSSH says it: the fingerprint is the one ssh-keygen -l gives for the host's key."""
+    kh = tmp_path / "known_hosts"
+    args = [a if a != str(sshd.known_hosts) else str(kh) for a in sshd.ssh_args()]
+    res = run_cli("fetch", *args, "--remote-python", sys.executable, "--endpoint", hub.endpoint,
+                  "--repo", "org/tiny", "--out", tmp_path / "b", "--accept-new-host-key")
+    assert res.exit_code == 0, res.stderr
+    keygen_l = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(sshd.root / "host_key.pub")],
+                              capture_output=True, text=True, check=True).stdout.split()
+    fingerprint = keygen_l[1]
+    assert fingerprint.startswith("SHA256:") and keygen_l[-1] == "(ED25519)"
+    assert (f"added the host key of [127.0.0.1]:{sshd.port} (ssh-ed25519 {fingerprint}) to {kh}\n"
+            in res.stderr)
+    again = run_cli("fetch", *args, "--remote-python", sys.executable, "--endpoint", hub.endpoint,
+                    "--repo", "org/tiny", "--out", tmp_path / "c", "--accept-new-host-key")
+    assert again.exit_code == 0 and "added the host key" not in again.stderr
+
+
+def test_a_resumed_host_download_starts_its_bar_at_what_the_host_had():
+    """The first report of a resumed download carries what an earlier run left (472 MB): that is
+    where the bar starts, not bytes of this run, so no 6.53TB/s."""
+    from edgetam_provision.console import no_progress
+    from edgetam_provision.fetch.client import HostProgress
+    from edgetam_provision.fetch.pace import Declared, Pace
+
+    host = HostProgress("this machine", no_progress, bar=True,
+                        declared=Declared(Pace("this machine", 60), {"org/big"}))
+    host.update({"repo_id": "org/big", "bytes": 472_000_000, "total": 500_000_000})
+    host.update({"repo_id": "org/big", "bytes": 473_000_000, "total": 500_000_000})
+    d = host.bars["org/big"].bar.format_dict
+    assert (d["initial"], d["n"]) == (472_000_000, 473_000_000)  # tqdm's rate: (n - initial) / elapsed
+    host.finish("org/big")
+
+
+def test_the_ssh_cipher_is_said_only_under_debug(sshd, hub, tmp_path):
+    res = fetch(sshd, hub, tmp_path / "b", "--repo", "org/tiny")
+    assert res.exit_code == 0, res.stderr
+    assert "cipher" not in res.stderr
+    res = fetch(sshd, hub, tmp_path / "c", "--repo", "org/tiny", "--debug")
+    assert res.exit_code == 0, res.stderr
+    assert "\ncipher aes128-gcm@openssh.com\n" in res.stderr
+
+
+def test_a_local_fetch_that_resumes_does_not_speak_of_a_host(hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "xdg" / "edgetam-provision" / "work" / "models--org--tiny--main" / "hub").mkdir(parents=True)
+    res = run_cli("fetch", "--local", "--repo", "org/tiny", "--endpoint", hub.endpoint,
+                  "--out", tmp_path / "b")
+    assert res.exit_code == 0, res.stderr
+    assert "this machine: downloading org/tiny@main (resuming the earlier download" in res.stderr
+    assert "host" not in res.stderr
+
+
+def test_status_says_a_revision_from_a_filtered_fetch_is_partial(hub, tmp_path):
+    """`--include "*.json"` brings one file of org/tiny's three: status must not call that `ok`
+    alone (verify cannot load such a model), and a whole fetch of the same commit is not partial."""
+    common = ["fetch", "--local", "--repo", "org/tiny", "--endpoint", hub.endpoint, "--out", tmp_path / "b",
+              "--restore", "--cache-dir", tmp_path / "cache"]
+    assert run_cli(*common, "--include", "*.json").exit_code == 0
+    res = run_cli("status", "--backups", tmp_path / "b", "--cache-dir", tmp_path / "cache")
+    line = next(x for x in res.stdout.splitlines() if x.startswith("  org/tiny@"))
+    assert " 1 file " in line and line.endswith(
+        "  ok, partial: the files of a filtered fetch (--include/--exclude), not the whole revision")
+    data = json.loads(run_cli("status", "--backups", tmp_path / "b", "--cache-dir", tmp_path / "cache",
+                              "--json").stdout)
+    assert [r["partial"] for r in data["revisions"]] == [True]
+    assert run_cli(*common).exit_code == 0
+    res = run_cli("status", "--backups", tmp_path / "b", "--cache-dir", tmp_path / "cache")
+    assert "partial" not in res.stdout and " 3 files " in res.stdout
+
+
+@pytest.mark.parametrize(("command", "timeout", "said"), [
+    ("while :; do printf x; sleep 0.05; done", 5, "less than the 1.0 MB"),  # a byte every second, to the pace
+    ("sleep 30", 0.5, "went silent past the deadline"),
+])
+def test_openssh_ranges_run_under_the_fetchs_deadlines(tmp_path, command, timeout, said):
+    """A host whose `tail | head` drips or hangs: each ssh range ends within the deadlines (the
+    first range's error stops the others), where it used to wait as long as the host liked."""
+    from edgetam_provision.errors import RemoteConnectError
+    from edgetam_provision.fetch.openssh import Deadlines, _pull_ranges
+    from edgetam_provision.fetch.pace import Pace
+
+    t0 = time.monotonic()
+    fast = Pace("host", 15, clock=lambda: t0 + (time.monotonic() - t0) * 20)  # 15 s pass in 0.75 s
+    event = {"archive": "a.tar", "size": 10 << 20, "sha256": "0" * 64}
+    with pytest.raises(RemoteConnectError, match=said):
+        _pull_ranges(["sh", "-c", command, "sh"], "/x", event, tmp_path, False, 2, "host",
+                     Deadlines("host", timeout, fast))

@@ -116,6 +116,52 @@ def test_the_bytes_streamed_during_the_download_are_the_archive_a_later_pack_wri
     assert not (tmp_path / packed["archive"]).exists()  # sent, not written: the client has it
 
 
+def test_the_stream_announces_a_size_before_its_first_byte_that_the_archive_keeps_within(tmp_path):
+    events, streamed, _packed = run_agent_side(FakeHub(FILES), tmp_path)
+    announced = events[0]["size"]
+    assert events[0]["event"] == "stream" and len(streamed) <= announced
+    assert announced - len(streamed) < 64 * 1024  # headers are exact; the listing's allowance is small
+
+
+@pytest.mark.slow
+@settings(max_examples=20, deadline=None)
+@given(sizes=st.lists(st.integers(0, 5000), min_size=1, max_size=6),
+       names=st.lists(st.text(st.characters(min_codepoint=48, max_codepoint=0x2FFF, blacklist_characters="/"),
+                              min_size=1, max_size=120), min_size=6, max_size=6, unique=True),
+       ref=st.sampled_from([None, "main", "v1.0", "refs/pr/1"]))
+def test_property_the_bound_holds_every_pack_of_the_plan(sizes, names, ref):
+    """Whatever the files' names (long ones take pax headers) and sizes, the pack of the plan, with
+    the ref the download writes and a trees listing within its allowance, fits the bound."""
+    import tempfile
+
+    from edgetam_provision.fetch.live import LISTING_PER_FILE, stream_bound
+
+    files = {names[i]: bytes([i]) * n for i, n in enumerate(sizes)}
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp)
+        FakeHub(files).snapshot_download("org/m", cache_dir=str(cache), revision=COMMIT)
+        repo = cache / repo_folder_name("org/m")
+        if ref is not None:
+            (repo / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
+            (repo / "refs" / ref).write_text(COMMIT)
+        (repo / "trees").mkdir()
+        (repo / "trees" / f"{COMMIT}.json").write_text("x" * sum(LISTING_PER_FILE + len(p) for p in files))
+        plan = PackPlan.from_files([FileRecord(r, lfs_blob_name(d), len(d)) for r, d in files.items()])
+        size = pack_repo(cache, repo_folder_name("org/m"), COMMIT, io.BytesIO())[1]
+        assert size <= stream_bound(repo_folder_name("org/m"), COMMIT, plan, ref)
+
+
+def test_a_pack_that_would_outgrow_its_announcement_voids_the_stream_and_packs_again(tmp_path, monkeypatch):
+    from edgetam_provision.fetch import agent
+
+    monkeypatch.setattr(agent, "stream_bound", lambda *a: 4096)
+    events, streamed, packed = run_agent_side(FakeHub(FILES), tmp_path)
+    void = [e for e in events if e["event"] == "stream-void"]
+    assert events[0]["size"] == 4096 and len(streamed) <= 4096
+    assert void and "grew past the 4096 bytes announced" in void[0]["why"] and packed["streamed"] is False
+    assert (tmp_path / packed["archive"]).read_bytes() == normal_pack(tmp_path)
+
+
 def test_a_streamed_archive_the_client_asks_for_again_is_packed_to_the_same_bytes(tmp_path):
     _events, streamed, packed = run_agent_side(FakeHub(FILES), tmp_path)
     assert _archive_file(tmp_path, packed["archive"], packed)().read_bytes() == streamed
@@ -256,16 +302,22 @@ def test_a_stream_cut_by_the_client_resumes_from_what_arrived(sshd, hub, tmp_pat
 
 
 def test_a_long_pack_is_not_silence_to_the_clients_deadline():
-    """The host says how far packing got every few seconds (a big pack once ran into --timeout)."""
-    import time
+    """The host says how far packing got every few seconds (a big pack once ran into --timeout),
+    and stops saying it with the pack: its thread has ended when the block does."""
+    import threading
 
     from edgetam_provision.fetch.agent import _telling
 
     said: list[dict] = []
-    chan = type("Chan", (), {"emit": lambda self, event: said.append(event)})()
-    with _telling(chan, lambda: "packing x: 5 MB so far", every=0.05):
-        time.sleep(0.3)
-    assert len(said) >= 3 and said[0] == {"event": "progress", "message": "packing x: 5 MB so far"}
-    count = len(said)
-    time.sleep(0.15)
-    assert len(said) == count  # it stops with the block
+    three = threading.Event()
+
+    def emit(_self, event: dict) -> None:
+        said.append(event)
+        if len(said) >= 3:
+            three.set()
+
+    chan = type("Chan", (), {"emit": emit})()
+    with _telling(chan, lambda: "packing x: 5 MB so far", every=0.01):
+        assert three.wait(10)
+    assert said[0] == {"event": "progress", "message": "packing x: 5 MB so far"}
+    assert not [t for t in threading.enumerate() if t.name == "provision-telling"]

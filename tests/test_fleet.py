@@ -3,15 +3,21 @@ HOME and so its own Hugging Face cache (sshd's SetEnv)."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 from conftest import MISSING_COMPONENT, MISSING_FLEET, REPO_ROOT, run_cli, tree_state
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edgetam_provision.backup import backup
 from edgetam_provision.hub.cache import RepoSpec
@@ -163,45 +169,231 @@ def test_a_host_python_without_the_libraries_fails_naming_them(hosts, wheel, bac
     assert not row["passed"] and "missing on the host: torch" in row["error"]
 
 
-def test_the_wheel_is_built_without_pip_by_uv(tmp_path, monkeypatch):
-    """A uv venv has no pip: push builds its wheel with uv's build frontend instead."""
-    from edgetam_provision.fleet import push as fleet
+def test_the_wheel_is_built_with_the_standard_library_alone(tmp_path, monkeypatch):
+    """A uv venv has neither pip nor uv beside its Python: the wheel needs neither (nor any subprocess)."""
+    from edgetam_provision.fleet import wheel as fleet_wheel
 
-    real_run = fleet.subprocess.run
+    def nothing_runs(*a, **kw):
+        raise AssertionError(f"ran {a}")
 
-    def no_pip(argv, *a, **kw):
-        if argv[1:3] == ["-m", "pip"]:
-            return subprocess.CompletedProcess(argv, 1, b"", b"No module named pip")
-        return real_run(argv, *a, **kw)
-
-    monkeypatch.setattr(fleet.subprocess, "run", no_pip)
-    if fleet.find_uv():  # a real uv here: it builds the real wheel
-        wheel = fleet.build_wheel(tmp_path)
-        assert wheel.name.startswith("edgetam_provision-") and wheel.suffix == ".whl"
-    bin_dir = tmp_path / "bin"  # whether or not this machine has uv: one on PATH, then none
-    bin_dir.mkdir()
-    (bin_dir / "uv").write_text("#!/bin/sh\n")
-    (bin_dir / "uv").chmod(0o755)
-    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setattr(subprocess, "run", nothing_runs)
+    monkeypatch.setattr(subprocess, "Popen", nothing_runs)
+    monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("UV", raising=False)
-    monkeypatch.setattr(fleet.sys, "executable", str(tmp_path / "python"))
-    argv = fleet.wheel_builder(REPO_ROOT, tmp_path)
-    assert argv is not None and argv[0] == str(bin_dir / "uv") and argv[1:3] == ["build", "--wheel"]
-    (bin_dir / "uv").unlink()
-    assert fleet.wheel_builder(REPO_ROOT, tmp_path) is None
-    res = run_cli("push", "somehost", "--backups", tmp_path)
-    assert res.exit_code == 2
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setitem(sys.modules, "pip", None)
+    path = fleet_wheel.build_wheel(tmp_path / "a")
+    assert path.name == "edgetam_provision-0.1.0-py3-none-any.whl"
+    assert fleet_wheel.build_wheel(tmp_path / "b").read_bytes() == path.read_bytes()  # deterministic
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        record = zf.read("edgetam_provision-0.1.0.dist-info/RECORD").decode()
+        meta = zf.read("edgetam_provision-0.1.0.dist-info/METADATA").decode()
+        for line in record.splitlines():  # every file's hash, as installers check it
+            name, digest, size = line.rsplit(",", 2)
+            if digest:
+                data = zf.read(name)
+                assert digest == "sha256=" + base64.urlsafe_b64encode(
+                    hashlib.sha256(data).digest()).rstrip(b"=").decode() and int(size) == len(data)
+    assert {ln.rsplit(",", 2)[0] for ln in record.splitlines()} == names
+    assert "Name: edgetam-provision\nVersion: 0.1.0\n" in meta
+    assert {"edgetam_provision/fleet/push.yml", "edgetam_provision/fleet/callback_plugins/provision_json.py",
+            "edgetam_provision/verify/assets/truck.jpg", "edgetam_provision/__main__.py"} <= names
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_what_setuptools_builds_from_pyproject(tmp_path):
+    """The same files as the declared build backend ships (package data included), so nothing the
+    hosts need is missing and nothing undeclared travels."""
+    pytest.importorskip("setuptools")
+    from edgetam_provision.fleet.wheel import build_wheel
+
+    ours = build_wheel(tmp_path / "ours")
+    src = tmp_path / "src"
+    shutil.copytree(REPO_ROOT / "edgetam_provision", src / "edgetam_provision",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, src / name)
+    code = "import sys, setuptools.build_meta as b; b.build_wheel(sys.argv[1])"
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "theirs")], cwd=src, check=True,
+                   capture_output=True)
+    [theirs] = (tmp_path / "theirs").glob("*.whl")
+
+    def files(wheel: Path) -> set[str]:
+        with zipfile.ZipFile(wheel) as zf:
+            return {n for n in zf.namelist() if ".dist-info/" not in n}
+
+    assert files(ours) == files(theirs)
 
 
 def test_hosts_keep_the_names_the_user_gave_and_ansible_runs_the_given_python(tmp_path):
-    from edgetam_provision.fleet.push import inventory_for
+    from edgetam_provision.fleet.hosts import parse_destinations, write_inventory
 
-    given = ("provbox", "me@jetson:2222", "lab@provbox:22")
-    path, names = inventory_for(given, "/opt/py/bin/python3", tmp_path)
-    text = path.read_text()
-    assert names == {"provbox": "provbox", "jetson": "me@jetson:2222", "provbox-2": "lab@provbox:22"}
-    assert "jetson ansible_host=jetson ansible_port=2222 ansible_user=me" in text
-    assert "ansible_python_interpreter=/opt/py/bin/python3" in text
+    given = ("provbox", "me@jetson:2222", "lab@provbox:22", "ssh://root@[fe80::1]:2200")
+    path, names = write_inventory(parse_destinations(given), "/opt/py/bin/python3", tmp_path)
+    fleet = json.loads(path.read_text())["all"]["children"]["fleet"]
+    assert names == {"provbox": "provbox", "jetson": "me@jetson:2222", "provbox-2": "lab@provbox:22",
+                     "fe80::1": "ssh://root@[fe80::1]:2200"}
+    assert fleet["hosts"]["jetson"] == {"ansible_host": {"__ansible_unsafe": "jetson"}, "ansible_port": 2222,
+                                        "ansible_user": {"__ansible_unsafe": "me"}}
+    assert fleet["vars"] == {"ansible_python_interpreter": {"__ansible_unsafe": "/opt/py/bin/python3"}}
+
+
+SAFE = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-"
+
+
+@given(st.text(min_size=1, max_size=40) | st.text(SAFE + "@:[]{}%'\";\n ", min_size=1, max_size=40))
+def test_a_fleet_host_is_accepted_only_in_openssh_grammar_with_safe_characters(text):
+    """What is accepted holds nothing a template engine or a shell acts on; the rest is one usage error."""
+    from edgetam_provision.errors import UsageError
+    from edgetam_provision.fleet.hosts import parse_destination, parse_destinations
+
+    d = parse_destination(text)
+    if d is None:
+        with pytest.raises(UsageError, match="not a valid fleet host"):
+            parse_destinations(("good-host", text))
+        return
+    assert set(d.host) <= set(SAFE + ":%") and set(d.user or "") <= set(SAFE)
+    assert not d.host.startswith("-") and not (d.user or "").startswith("-")
+    assert d.port is None or 0 < d.port < 65536
+    assert not ({"{", "}", "'", '"', ";", "$", "`", "\n", " "} & set(text))
+
+
+@pytest.mark.parametrize("host", [
+    "u@\"{{lookup('pipe','id>FILE')}}\"", "{{ 7 * 7 }}", "{% raw %}x", "host;id", "a'b", 'a"b',
+    "host\nother", "host\n", "-oProxyCommand=id", "me@", "@host", "host:0", "host:70000", "u@h@h", "h ost",
+    "h\x00", "h\u202e",
+])
+def test_push_with_a_host_name_that_is_not_data_is_a_usage_error_before_anything_runs(host, tmp_path,
+                                                                                     monkeypatch):
+    from edgetam_provision.fleet import push as fleet
+
+    def nothing_runs(*a, **kw):
+        raise AssertionError(f"ran {a}")
+
+    monkeypatch.setattr(fleet.subprocess, "run", nothing_runs)
+    monkeypatch.setattr(fleet, "build_wheel", nothing_runs)
+    monkeypatch.setattr("edgetam_provision.restore.run.check_backups", nothing_runs)
+    res = run_cli("push", "--backups", tmp_path / "absent", "--", "fine-host", host)
+    assert res.exit_code == 2, res.stderr
+    assert f"error: not a valid fleet host: {host!a}\n" in res.stderr and "fine-host" not in res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ansible_passes_every_value_push_gives_it_through_literally(tmp_path):
+    """Ansible itself, on the inventory and extra variables push writes: a value holding a template
+    (a lookup that would run a command on this machine) arrives as the literal text."""
+    pytest.importorskip("ansible", reason=MISSING_FLEET)
+    from edgetam_provision.fleet.hosts import parse_destinations, write_extra_vars, write_inventory
+    from edgetam_provision.fleet.push import ansible_playbook, playbook
+
+    ran = tmp_path / "ran"
+    evil = "{{ lookup('pipe', 'touch " + str(ran) + "') }}"
+    inventory, _ = write_inventory(parse_destinations(("me@box:2222",)), f"/opt/{evil}/python", tmp_path)
+    extra = write_extra_vars({"provision_backups": f"/b/{evil}", "flag": True}, tmp_path)
+    show = tmp_path / "show.yml"  # debug runs on this machine: nothing connects to "box"
+    show.write_text("- hosts: all\n  gather_facts: false\n  tasks:\n    - debug:\n        msg: \"{{ "
+                    "[ansible_host, ansible_user, ansible_port, ansible_python_interpreter, "
+                    "provision_backups, flag] }}\"\n")
+    env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "provision_json",
+           "ANSIBLE_CALLBACK_PLUGINS": str(playbook().parent / "callback_plugins")}
+    proc = subprocess.run([ansible_playbook(), "-i", inventory, show, "-e", f"@{extra}"], capture_output=True,
+                          text=True, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [task] = json.loads(proc.stdout[proc.stdout.index("{"):])["plays"][0]["tasks"]
+    assert task["hosts"]["box"]["msg"] == ["box", "me", 2222, f"/opt/{evil}/python", f"/b/{evil}", True]
+    assert not ran.exists()
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                        st.sampled_from(["archives", "repos", "repo_id", "commits", "status", "report",
+                                         "passed", "four_cases_warm_ms", "device", "missing", "message",
+                                         "x"]),
+                        inner, max_size=5), max_leaves=30)
+
+
+def ansible_document(host: str, answers: dict[str, object], failed: tuple[str, ...] = ()) -> dict:
+    """Ansible's JSON (our callback's shape) for one host whose tasks printed `answers`."""
+    from edgetam_provision.fleet.rows import TASKS
+
+    tasks = [{"task": {"name": TASKS[step]},
+              "hosts": {host: {"stdout": out, "rc": 0, "changed": False, **({"failed": True} if step in failed
+                                                                             else {})}}}
+             for step, out in answers.items()]
+    return {"plays": [{"tasks": tasks}], "stats": {host: {"failures": len(failed)}}}
+
+
+GOOD = {"host": json.dumps({"dir": "/d", "missing": [], "made": []}),
+        "restore": json.dumps({"archives": [{"status": "restored", "repos": [{"repo_id": "org/tiny",
+                                                                              "commits": ["c" * 40]}]}]}),
+        "verify": json.dumps({"report": {"passed": True, "four_cases_warm_ms": 12.5, "device": "cpu"}})}
+
+
+def test_an_honest_hosts_answers_make_a_passing_row():
+    from edgetam_provision.fleet.rows import host_rows
+
+    [row] = host_rows(ansible_document("h", GOOD), False, {"h": "me@h:22"})
+    assert row.passed and row.host == "me@h:22" and row.error == ""
+    assert row.repos == ("org/tiny@cccccccccccc",) and row.restore == ("restored",) and row.verify is True
+    assert row.four_cases_ms == 12.5 and row.device == "cpu"
+
+
+@given(st.sampled_from(["host", "restore", "verify"]), JSON | st.text(max_size=30).map(lambda t: {"text": t}))
+def test_whatever_a_host_answers_it_is_a_row_never_a_crash(step, answer):
+    """Arbitrary JSON (or text that is no JSON, or a module result whose stdout is not text) in place of
+    one answer: the host's row passes only when the answer has the right shape, else it fails saying why."""
+    from edgetam_provision.fleet.rows import (
+        BadAnswer,
+        host_rows,
+        missing_libraries,
+        restore_answer,
+        verify_answer,
+    )
+
+    stdout = answer["text"] if isinstance(answer, dict) and set(answer) == {"text"} else json.dumps(answer)
+    for out in (stdout, answer):
+        for reader in (restore_answer, verify_answer, missing_libraries):
+            with contextlib.suppress(BadAnswer):
+                reader(out)
+        [row] = host_rows(ansible_document("h", {**GOOD, step: out}), False)
+        assert row.passed or "answered what provision never prints" in row.error, row
+        assert json.loads(json.dumps(row.to_dict())) == row.to_dict()
+        assert all(c.isprintable() for c in row.error + "".join(row.repos + row.restore) + (row.device or ""))
+
+
+@pytest.mark.parametrize(("step", "answer", "why"), [
+    ("restore", "[1, 2, 3]", "restore there answered what provision never prints (a JSON array where an "
+                             "object with 'archives' belongs)"),
+    ("restore", "Traceback (most recent", "restore there answered what provision never prints (not JSON"),
+    ("verify", '{"report": {"passed": "yes"}}', "verify there answered what provision never prints ('passed' "
+                                                "is a string, not a boolean)"),
+    ("verify", '{"report": {"passed": true, "four_cases_warm_ms": Infinity}}', "not a finite number"),
+])
+def test_a_host_answering_garbage_is_a_failed_row_saying_so(step, answer, why):
+    from edgetam_provision.fleet.rows import host_rows
+
+    [row] = host_rows(ansible_document("h", {**GOOD, step: answer}), False)
+    assert not row.passed and why in row.error
+
+
+@pytest.mark.slow
+def test_a_push_to_a_host_whose_python_answers_garbage_prints_the_table(hosts, wheel, backups, tmp_path):
+    """One host's `restore --json` prints [1, 2, 3]: its row fails with the reason, the others pass (14)."""
+    liar = tmp_path / "python"
+    liar.write_text("#!/bin/sh\ncase \"$*\" in *'edgetam_provision restore'*) echo '[1, 2, 3]'; exit 0;; "
+                    f"esac\nexec {sys.executable} \"$@\"\n")
+    liar.chmod(0o755)
+    inv = inventory(tmp_path / "inv.ini", hosts[:2])
+    inv.write_text(inv.read_text().replace("host1 ", f"host1 ansible_python_interpreter={liar} ", 1))
+    res = run_cli("push", "--inventory", inv, "--backups", backups, "--wheel", wheel, "--synthetic",
+                  "--device", "cpu")
+    assert res.exit_code == 14, res.stdout + res.stderr
+    rows = {ln.split()[0]: ln for ln in res.stdout.splitlines()[1:-1]}
+    assert "PASSED" in rows["host0"] and "1 of 2 hosts passed" in res.stdout
+    assert rows["host1"].endswith("restore there answered what provision never prints (a JSON array where an "
+                                  "object with 'archives' belongs); a different version there?")
 
 
 @pytest.mark.parametrize(("said", "cause"), [
@@ -212,14 +404,14 @@ def test_hosts_keep_the_names_the_user_gave_and_ansible_runs_the_given_python(tm
     ("ssh: connect to host x port 22: Connection refused", "unreachable"),
 ])
 def test_a_failed_host_is_told_by_its_cause_with_ansibles_words_kept(said, cause):
-    from edgetam_provision.fleet.push import host_rows
+    from edgetam_provision.fleet.rows import host_rows
 
     result = {"plays": [{"tasks": [{"task": {"name": "Check the host's libraries"},
                                      "hosts": {"h": {"failed": True, "msg": said}}}]}],
               "stats": {"h": {"failures": 1}}}
     [row] = host_rows(result, False, {"h": "me@h:22"})
-    assert row["host"] == "me@h:22" and not row["passed"]
-    assert cause in row["error"] and said in row["ansible_said"]
+    assert row.host == "me@h:22" and not row.passed
+    assert cause in row.error and said in row.ansible_said
 
 
 @pytest.fixture(scope="module")

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 from builders import write_tar
 from conftest import run_cli, run_cli_process, tree_state
+from hostile_backups import genuine_backup
 
 from edgetam_provision.archive import untrusted
-from edgetam_provision.backup import backup
-from edgetam_provision.hub.cache import RepoSpec, read_ref
 
 R = "models--org--tiny"
 MISSING = "ab" * 32  # a well-formed blob name that no archive or cache holds
@@ -27,18 +26,14 @@ MISSING = "ab" * 32  # a well-formed blob name that no archive or cache holds
 @pytest.fixture
 def scene(cache, tmp_path):
     """A cache to restore into (holding org/other), a sentinel beside it, and org/tiny's archive."""
-    backups = tmp_path / "genuine"
-    [result] = backup(cache, [RepoSpec("org/tiny")], backups)
+    g = genuine_backup(cache, tmp_path / "genuine")
     work = tmp_path / "work"
     target = work / "cache"
     target.mkdir(parents=True)
     shutil.copytree(cache / "models--org--other", target / "models--org--other", symlinks=True)
     (work / "sentinel.txt").write_text("untouched")
-    with tarfile.open(result.archive) as tar:
-        members = [(m, tar.extractfile(m).read() if m.isreg() else None) for m in tar.getmembers()]
-    return {"work": work, "cache": target, "members": members, "tmp": tmp_path,
-            "archive": result.archive,
-            "commit": read_ref(cache / R)}
+    return {"work": work, "cache": target, "members": g.members, "tmp": tmp_path, "archive": g.archive,
+            "commit": g.commit}
 
 
 def blob_member(scene, big: bool = True) -> tuple[tarfile.TarInfo, bytes]:

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 from builders import write_tar
 from conftest import run_cli, tree_state
+from hostile_backups import genuine_backup
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgetam_provision.backup import backup
-from edgetam_provision.hub.cache import RepoSpec, read_ref
+from edgetam_provision.hub.cache import read_ref
 
 R = "models--org--tiny"
 
@@ -47,11 +47,8 @@ def hub_loads_offline(cache: Path, repo_id: str, revision: str = "main") -> bool
 @pytest.fixture
 def genuine(cache, tmp_path):
     """org/tiny's archive (made by `provision backup`), its members, and the source cache."""
-    [result] = backup(cache, [RepoSpec("org/tiny")], tmp_path / "genuine")
-    with tarfile.open(result.archive) as tar:
-        members = [(m, tar.extractfile(m).read() if m.isreg() else None) for m in tar.getmembers()]
-    return {"archive": result.archive, "members": members, "source": cache,
-            "commit": read_ref(cache / R)}
+    g = genuine_backup(cache, tmp_path / "genuine")
+    return {"archive": g.archive, "members": g.members, "source": cache, "commit": g.commit}
 
 
 def cache_state(cache: Path) -> dict:
@@ -109,7 +106,7 @@ def test_no_exist_markers_are_skipped_and_named(genuine, tmp_path):
     fresh = tmp_path / "fresh"
     res = run_cli("restore", archive, "--cache-dir", fresh)
     assert res.exit_code == 0, res.stderr
-    assert "skipped 1 members" in res.stdout
+    assert "skipped 1 member not part of a revision" in res.stdout
     assert not (fresh / R / ".no_exist").exists()
     assert hub_loads_offline(fresh, "org/tiny")
 

@@ -55,7 +55,7 @@ def test_with_uv_on_path_setup_uses_uv_sync(tmp_path):
     os.symlink("/usr/bin/touch", bin_dir / "touch")
     res = make(bin_dir, "install", f"VENV={tmp_path / 'venv'}")
     assert res.returncode == 0, res.stderr
-    assert log.read_text().split() == [str(tmp_path / "venv"), "sync", "--extra", "dev"]
+    assert log.read_text().split() == [str(tmp_path / "venv"), "sync", "--extra", "dev", "--compile-bytecode"]
 
 
 @pytest.mark.slow

@@ -19,9 +19,15 @@ SUFFIX = {"none": ".tar", "gzip": ".tar.gz", "zstd": ".tar.zst"}
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bz2"),
          (b"\xfd7zXZ\x00", "xz"))
+
+
+class DamagedStream(ValueError):
+    """A compressed stream that cannot be decompressed (what zstandard's own error becomes)."""
+
+
 #: the exceptions a damaged compressed stream raises while it is read
 STREAM_ERRORS: tuple[type[BaseException], ...] = (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError,
-                                                  OSError)
+                                                  OSError, DamagedStream)
 
 
 def zstandard_module():
@@ -66,6 +72,27 @@ def open_decompressed(path: Path, kind: str) -> BinaryIO:
     if kind == "xz":
         return lzma.open(path, "rb")  # type: ignore[return-value]
     if kind == "zstd":
+        zstd = zstandard_module()
         raw = open(path, "rb")  # noqa: SIM115 - closed by the reader (closefd=True)
-        return zstandard_module().ZstdDecompressor().stream_reader(raw, closefd=True)
+        try:  # frames one after another (pzstd, zstd -T, concatenated files) are one stream
+            reader = zstd.ZstdDecompressor().stream_reader(raw, closefd=True, read_across_frames=True)
+        except TypeError:  # zstandard before 0.19: no such argument
+            reader = zstd.ZstdDecompressor().stream_reader(raw, closefd=True)
+        return _ZstdReader(reader, zstd.ZstdError)  # type: ignore[return-value]
     return open(path, "rb")
+
+
+class _ZstdReader:
+    """zstandard's stream reader, its `ZstdError` (corrupt data, a bad checksum) a `DamagedStream`."""
+
+    def __init__(self, reader: BinaryIO, error: type[Exception]) -> None:
+        self.reader, self.error = reader, error
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self.reader.read(n)
+        except self.error as exc:
+            raise DamagedStream(f"zstd: {exc}") from None
+
+    def close(self) -> None:
+        self.reader.close()

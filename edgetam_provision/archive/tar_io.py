@@ -1,32 +1,90 @@
-"""Low-level reading of tar streams for `untrusted_tar`: tarfile over any compression, the
-end-of-archive check tarfile itself skips, and bounded slices of an uncompressed tar."""
+"""Low-level reading of tar streams for `untrusted_tar`: tarfile over any compression, within
+`Bounds` fixed before the first byte; the end-of-archive check tarfile itself skips; bounded
+slices of an uncompressed tar.
+
+tarfile alone is not safe on a hostile stream: a GNU long-name or pax header is read whole into
+memory, and a member header claiming 2^62 bytes makes its stream `seek` loop for ever at the end
+of the data. `BoundedTarInfo` refuses such a header before tarfile reads it, `TailReader` stops a
+stream at its declared total and at its end, and the scan checks each member's size before
+tarfile skips past it.
+"""
 
 from __future__ import annotations
 
 import io
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import CorruptArchiveError
+from ..errors import CorruptArchiveError, UnsafeArchiveError
 from .compression import open_decompressed
 
 TAIL_KEEP = 256 * 1024  # > tarfile's read-ahead: enough to look back at the end-of-archive marker
 END_MARKER = tarfile.BLOCKSIZE  # at least one zero block must follow the last member
 CORRUPT_HINT = "fetch or copy the backup again; nothing was written"
+BOUND_HINT = "this archive is not the backup it was declared to be; nothing was written"
+#: bytes of one GNU long-name or pax extended header: the names a cache may hold are at most 900
+#: bytes, and pax records beside them (times, xattrs of a hand-made tar) stay far below this
+MAX_HEADER = 1024 * 1024
+#: reads a stream answers with nothing before it is taken as read past its end (tarfile asks again
+#: a few times at a clean end; its seek over a member claiming more than is left asks for ever)
+EOF_READS = 16
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What one archive may hold, fixed before its first byte is read (`integrity.accept` derives
+    it from the archive's declaration): the tar stream's total bytes, one member's size, and, from
+    a manifest, each blob's exact size."""
+
+    total: int
+    member: int
+    why: str  # where `total` comes from, said when it is exceeded
+    sizes: dict[str, int] | None = None  # blob -> size, from a manifest
+
+
+class BoundedTarInfo(tarfile.TarInfo):
+    """tarfile's TarInfo, refusing a GNU long-name/long-link or pax header over `MAX_HEADER`
+    bytes before tarfile reads it into memory (the same two hooks on Python 3.8 to 3.13)."""
+
+    def _proc_gnulong(self, tarfile: Any) -> Any:  # type: ignore[override]
+        self._bounded("long-name")
+        return super()._proc_gnulong(tarfile)  # type: ignore[misc]
+
+    def _proc_pax(self, tarfile: Any) -> Any:  # type: ignore[override]
+        self._bounded("pax")
+        return super()._proc_pax(tarfile)  # type: ignore[misc]
+
+    def _bounded(self, kind: str) -> None:
+        if not 0 <= self.size <= MAX_HEADER:
+            raise UnsafeArchiveError(f"unsafe archive member at offset {self.offset}: a {kind} header of "
+                                     f"{self.size} bytes (at most {MAX_HEADER})", BOUND_HINT)
 
 
 class TailReader:
     """A forward-only stream that counts what it returned and keeps the last `TAIL_KEEP` bytes,
-    so the end-of-archive marker can be checked after tarfile's read-ahead."""
+    so the end-of-archive marker can be checked after tarfile's read-ahead. It stops at the
+    bounds' total, and at reads past its end (a member claiming more than is left)."""
 
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw, self.pos, self.tail = raw, 0, b""
+    def __init__(self, raw: BinaryIO, bounds: Bounds | None = None, name: str = "") -> None:
+        self.raw, self.pos, self.tail = raw, 0, bytearray()
+        self.bounds, self.name, self.empty = bounds, name, 0
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n)
         self.pos += len(data)
-        self.tail = (self.tail + data)[-TAIL_KEEP:]
+        if self.bounds is not None and self.pos > self.bounds.total:
+            raise UnsafeArchiveError(f"{self.name}: holds more than {self.bounds.total} bytes of tar data "
+                                     f"({self.bounds.why})", BOUND_HINT)
+        if not data and n:
+            self.empty += 1
+            if self.empty > EOF_READS:
+                raise CorruptArchiveError(f"{self.name}: archive ends inside a member at offset "
+                                          f"{self.pos} (cut short)", CORRUPT_HINT)
+        self.tail += data
+        if len(self.tail) > 2 * TAIL_KEEP:  # trimmed now and then, not copied on every read
+            del self.tail[:-TAIL_KEEP]
         return data
 
     def close(self) -> None:
@@ -39,13 +97,19 @@ class TailReader:
         self.close()
 
 
-def open_tar(path: Path, kind: str) -> tuple[tarfile.TarFile, Any]:
-    """tarfile over the archive: random access when uncompressed, a stream otherwise."""
+def open_tar(path: Path, kind: str, bounds: Bounds | None = None) -> tuple[tarfile.TarFile, Any]:
+    """tarfile over the archive: random access when uncompressed, a stream otherwise; every
+    extended header bounded, and a stream within `bounds`."""
     if kind == "none":
-        fh = open(path, "rb")  # noqa: SIM115 - closed by the caller
-        return tarfile.open(fileobj=fh, mode="r:"), fh
-    reader = TailReader(open_decompressed(path, kind))
-    return tarfile.open(fileobj=reader, mode="r|"), reader  # type: ignore[arg-type]
+        fh: Any = open(path, "rb")  # noqa: SIM115 - closed by the caller
+        mode = "r:"
+    else:
+        fh, mode = TailReader(open_decompressed(path, kind), bounds, path.name), "r|"
+    try:
+        return tarfile.open(fileobj=fh, mode=mode, tarinfo=BoundedTarInfo), fh
+    except BaseException:
+        fh.close()
+        raise
 
 
 def check_end(tar: tarfile.TarFile, fobj: Any, path: Path) -> None:

@@ -1,10 +1,12 @@
 """Read a backup archive as hostile input: every member is validated before anything is written.
 
-`scan_archive` checks each member against the hub cache layout (path escapes, links, devices,
-modes, duplicates, refs, sizes against a manifest), runs tarfile's ``data`` filter over it as a
-second layer, and insists on the end-of-archive marker, so a tar cut at a member boundary is
-refused. tarfile is never allowed to write: `iter_data` / `open_member` give member bytes to the
-caller, which hashes them against their names before anything reaches the cache.
+`scan_archive` reads within `Bounds` fixed before the first byte (each member's size is checked
+before tarfile skips past it), checks each member against the hub cache layout (path escapes,
+links, devices, modes, duplicates, refs, sizes against a manifest), runs tarfile's ``data`` filter
+over it as a second layer, and insists on the end-of-archive marker, so a tar cut at a member
+boundary is refused. What of it may be kept is `integrity.accept`'s to say. tarfile is never
+allowed to write: `iter_data` / `open_member` give member bytes to the caller, which hashes them
+against their names before anything reaches the cache.
 
 Hand-made backups are welcome: any leading folders up to and including ``hub/`` (``./``,
 ``Users/me/.cache/huggingface/hub/``), a whole ``hub/`` folder (its ``CACHEDIR.TAG`` and
@@ -28,7 +30,7 @@ from typing import BinaryIO
 from ..errors import CorruptArchiveError, UnsafeArchiveError
 from ..hub.layout import BLOB_RE, COMMIT_RE, FOLDER_RE, REF_NAME_RE, TREE_NAME_RE, is_repo_folder_name
 from .compression import STREAM_ERRORS, compression_of
-from .tar_io import CORRUPT_HINT, Slice, check_end, open_tar
+from .tar_io import BOUND_HINT, CORRUPT_HINT, Bounds, Slice, check_end, open_tar
 
 MAX_SMALL = 64 * 1024 * 1024  # refs and trees listings are read into memory, so bounded
 MAX_REF = 256
@@ -84,6 +86,7 @@ class ArchiveContents:
     repos: dict[str, RepoPayload]
     data: list[DataMember]
     skipped: list[str]  # member names not restored (.locks/, CACHEDIR.TAG, .no_exist/, *.incomplete)
+    bounds: Bounds | None = None  # what it was read within (again when its data is read)
 
 
 def _unsafe(member: str, why: str) -> UnsafeArchiveError:
@@ -121,8 +124,9 @@ def split_name(raw: str) -> list[str]:
 class _Scan:
     """State of one scan: the repos found, the prefix they share, what was skipped."""
 
-    def __init__(self, path: Path, expected_sizes: dict[str, int] | None) -> None:
-        self.path, self.expected_sizes = path, expected_sizes
+    def __init__(self, path: Path, bounds: Bounds | None, physical: int | None) -> None:
+        self.path, self.bounds, self.physical = path, bounds, physical
+        self.expected_sizes = bounds.sizes if bounds else None
         self.repos: dict[str, RepoPayload] = {}
         self.data: list[DataMember] = []
         self.skipped: list[str] = []
@@ -135,6 +139,7 @@ class _Scan:
         self.prefix: tuple[str, ...] | None = None
 
     def member(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        within(self.path, m, self.bounds, self.physical)
         parts = split_name(m.name)
         key = "/".join(parts)
         if key in self.seen:
@@ -224,19 +229,33 @@ class _Scan:
             raise _unsafe(name, "not inside a models--ORG--NAME folder")
         if not self.repos:
             raise _unsafe(self.path.name, "no models--ORG--NAME folder in the archive")
-        for folder, repo in self.repos.items():
-            _check_references(folder, repo)
 
 
-def scan_archive(path: Path, expected_sizes: dict[str, int] | None = None) -> ArchiveContents:
-    """Validate every member of the archive at `path` without writing anything.
+def within(path: Path, m: tarfile.TarInfo, bounds: Bounds | None, physical: int | None) -> None:
+    """A member's header within what the archive can hold (`physical`: an uncompressed archive's
+    size) and what was declared (`bounds`): checked before tarfile skips past its data."""
+    end = m.offset_data + m.size
+    if m.issparse() or any(k.startswith("GNU.sparse") for k in m.pax_headers):  # its size is another's
+        raise _unsafe(m.name, "a sparse file is not allowed")
+    if m.size < 0:
+        raise _unsafe(m.name, f"a negative size ({m.size})")
+    if physical is not None and end > physical:
+        raise _damaged(path, f"archive ends inside {m.name} (cut short)")
+    if bounds is not None and m.size > bounds.member:
+        raise UnsafeArchiveError(f"unsafe archive member {m.name!r}: its header claims {m.size} bytes, more "
+                                 f"than any member may hold ({bounds.member}: {bounds.why})", BOUND_HINT)
+    if bounds is not None and end > bounds.total:
+        raise UnsafeArchiveError(f"{path.name}: member {m.name!r} claims {m.size} bytes, past the "
+                                 f"{bounds.total} bytes of tar data it may hold ({bounds.why})", BOUND_HINT)
 
-    `expected_sizes` (blob -> size, from a manifest) bounds every blob.
-    """
-    scan = _Scan(path, expected_sizes)
+
+def scan_archive(path: Path, bounds: Bounds | None = None) -> ArchiveContents:
+    """Validate every member of the archive at `path` without writing anything, reading within
+    `bounds` (from `integrity.accept`; None: only what the file itself bounds)."""
     try:
         kind = compression_of(path)
-        tar, fobj = open_tar(path, kind)
+        scan = _Scan(path, bounds, path.stat().st_size if kind == "none" else None)
+        tar, fobj = open_tar(path, kind, bounds)
         with tar, fobj:
             for m in tar:
                 scan.member(tar, m)
@@ -246,14 +265,13 @@ def scan_archive(path: Path, expected_sizes: dict[str, int] | None = None) -> Ar
             raise _damaged(path, f"cannot read ({exc.strerror or exc})") from None
         raise _damaged(path, f"not a readable tar archive ({type(exc).__name__}: {exc})") from None
     scan.finish()
-    return ArchiveContents(path, "/".join(scan.prefix or ()), kind, scan.repos, scan.data, scan.skipped)
+    return ArchiveContents(path, "/".join(scan.prefix or ()), kind, scan.repos, scan.data, scan.skipped,
+                           bounds)
 
 
 def _check_type_and_mode(m: tarfile.TarInfo) -> None:
     if m.type in TYPE_NAMES:
         raise _unsafe(m.name, f"{TYPE_NAMES[m.type]} is not allowed")
-    if m.issparse() or any(k.startswith("GNU.sparse") for k in m.pax_headers):
-        raise _unsafe(m.name, "a sparse file is not allowed")
     if not (m.isreg() or m.isdir() or m.issym()):
         raise _unsafe(m.name, f"member type {m.type!r} is not allowed")
     if not m.issym() and m.mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWOTH):
@@ -348,28 +366,6 @@ def _snapshot_entry(scan: _Scan, m: tarfile.TarInfo, repo: RepoPayload, rest: li
     repo.links[rel] = tparts[1]
 
 
-def _check_references(folder: str, repo: RepoPayload) -> None:
-    """Every link names a blob the archive carries; every ref names a commit it has files of."""
-    for rel, blob in repo.links.items():
-        if blob not in repo.blobs:
-            raise _unsafe(f"{folder}/{rel}", f"links to blob {blob}, which the archive does not hold")
-    commits = repo.commits
-    if not commits:
-        raise _unsafe(folder, "holds no snapshot files")
-    for name, commit in repo.refs.items():
-        if commit not in commits:
-            raise _unsafe(f"{folder}/refs/{name}", f"points to {commit}, which has no snapshot files here")
-    for rel, data in repo.trees.items():
-        commit = rel.split("/")[1][:-len(".json")]
-        listing = json.loads(data)
-        listed = listing.get("files") if isinstance(listing, dict) else None
-        have = {p.split("/", 2)[2] for p in (*repo.links, *repo.copies) if p.split("/")[1] == commit}
-        missing = sorted(set(listed) - have) if isinstance(listed, dict) else []
-        if missing:
-            raise CorruptArchiveError(f"{folder}@{commit[:12]}: {missing[0]} is listed in {rel} but not "
-                                      "in the archive (incomplete revision)", CORRUPT_HINT)
-
-
 @contextlib.contextmanager
 def open_member(contents: ArchiveContents, d: DataMember) -> Iterator[BinaryIO]:
     """The bytes of one data member of an uncompressed archive, on a file handle of its own."""
@@ -384,9 +380,10 @@ def iter_data(contents: ArchiveContents) -> Iterator[tuple[DataMember, BinaryIO]
     members can be opened where they lie instead, each on its own, with `open_member`."""
     by_name = {d.name: d for d in contents.data}
     try:
-        tar, fobj = open_tar(contents.path, contents.compression)
+        tar, fobj = open_tar(contents.path, contents.compression, contents.bounds)
         with tar, fobj:
             for m in tar:
+                within(contents.path, m, contents.bounds, None)
                 d = by_name.get(m.name)
                 stream = tar.extractfile(m) if d else None
                 if d and stream:

@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import click
 
@@ -23,7 +23,8 @@ from ..errors import EXIT_CODES, InternalError, Interrupted, ProvisionError, Usa
 
 DEFAULT_BACKUPS = Path("model_backups")
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-Result = tuple[dict[str, Any], Callable[[dict[str, Any]], str]]
+Renderer = Callable[[dict[str, Any]], str]
+Result = tuple[dict[str, Any], Renderer]
 
 
 def _exit_code_epilog() -> str:
@@ -41,27 +42,47 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-def command(fn: Callable[..., Result] | None = None, *, cache: bool = True) -> Callable:
+Command = Callable[..., Result]  # a command's function: its options in, (result, renderer) out
+
+
+@overload
+def command(fn: Command, *, cache: bool = ..., failed: Renderer | None = ...) -> Callable[..., None]: ...
+
+
+@overload
+def command(fn: None = ..., *, cache: bool = ...,
+            failed: Renderer | None = ...) -> Callable[[Command], Callable[..., None]]: ...
+
+
+def command(fn: Command | None = None, *, cache: bool = True, failed: Renderer | None = None,
+            ) -> Callable[..., None] | Callable[[Command], Callable[..., None]]:
     """Wrap a command: --json and --cache-dir options, errors -> one line + hint + exit code.
     ``@command(cache=False)``: a command that uses no cache of this machine has no --cache-dir
-    (its function gets None)."""
+    (its function gets None). ``@command(failed=render.X)``: a failure that carries a result (a
+    failed verdict's report) prints it that way first, then its one-line error."""
     if fn is None:
-        return functools.partial(command, cache=cache)
+        def decorate(f: Command) -> Callable[..., None]:
+            return command(f, cache=cache, failed=failed)
+        return decorate
+    run = fn
 
-    @click.pass_context
-    @functools.wraps(fn)
-    def wrapper(ctx: click.Context, as_json: bool, quiet: bool, debug_here: bool,
-                cache_dir: Path | None = None, **kwargs: Any) -> None:
+    def call(ctx: click.Context, as_json: bool, quiet: bool, debug_here: bool,
+             cache_dir: Path | None = None, **kwargs: Any) -> None:
         debug = debug_here or bool(ctx.obj and ctx.obj.get("debug"))
         try:
-            result, renderer = fn(cache_dir=cache_dir, progress=StderrProgress(quiet=as_json or quiet),
+            result, renderer = run(cache_dir=cache_dir, progress=StderrProgress(quiet=as_json or quiet),
                                   debug=debug, **kwargs)
             emit(result, as_json, renderer)
             code = result.get("exit_code", 0)
+            # TODO(issue 27): remove once push and fetch --restore raise their failed verdicts (with
+            # result=) instead of returning a result dict that carries exit_code and message.
             if code and result.get("message"):  # a failed verdict: the full result, then the error
                 fail(ProvisionError(result["message"], result.get("hint", "")), as_json=False)
         except ProvisionError as err:
-            if debug:
+            if err.result is not None and failed is not None:  # a failed verdict: its report, then why
+                if not as_json:  # (with --json the error's object carries the report)
+                    emit(err.result.to_dict(), False, failed)
+            elif debug:
                 traceback.print_exc()
             fail(err, as_json)
             code = err.exit_code
@@ -85,6 +106,8 @@ def command(fn: Callable[..., Result] | None = None, *, cache: bool = True) -> C
         click.option("-q", "--quiet", is_flag=True, help="No progress on stderr (errors still are)."),
         click.option("--debug", "debug_here", is_flag=True, help="Show tracebacks (as provision --debug)."),
     ]
+    functools.update_wrapper(call, fn)  # click takes the command's name and help from `fn`
+    wrapper: Callable[..., None] = click.pass_context(call)
     for option in reversed(options):  # as decorators would: the first one listed first in --help
         wrapper = option(wrapper)
     return wrapper

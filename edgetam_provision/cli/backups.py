@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -39,6 +40,11 @@ def backup(cache_dir: Path | None, progress: StderrProgress, debug: bool, repos:
 
 # ---------------------------------------------------------------------------- restore
 
+def resolved(paths: tuple[Path, ...]) -> list[Path]:
+    """The paths given (default model_backups/) resolved: what a message names is where we looked."""
+    return [p.resolve() for p in paths or (DEFAULT_BACKUPS,)]
+
+
 @cli.command(context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--dry-run", is_flag=True, help="Run every check a restore runs (every byte hashed, "
@@ -60,26 +66,50 @@ def restore(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths
     """
     from ..restore.run import restore as do_restore
 
-    plan = do_restore(list(paths) or [DEFAULT_BACKUPS], cache_folder(cache_dir), progress, dry_run=dry_run,
+    plan = do_restore(resolved(paths), cache_folder(cache_dir).resolve(), progress, dry_run=dry_run,
                       keep_refs=keep_refs)
     return {**plan.to_dict(written=not dry_run), "dry_run": dry_run}, render.restore_plan
 
 
 @cli.command(name="check", context_settings=CONTEXT)
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--hub", "at_hub", is_flag=True, help="Also compare each archive's manifest entry with the "
+              "Hub's listing of its commit, asked from here without credentials (skipped, and said, "
+              "when offline or unreachable).")
+@click.option("--endpoint", metavar="URL", help="Hub endpoint for --hub [HF_ENDPOINT, else huggingface.co].")
+@click.option("--token-env", metavar="VAR", help="For --hub: send the token in $VAR (gated or private "
+              "repos); no other credential is ever sent.")
 @command(cache=False)
-def check(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths: tuple[Path, ...]) -> Result:
+def check(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths: tuple[Path, ...],
+          at_hub: bool, endpoint: str | None, token_env: str | None) -> Result:
     """Check backup files on their own, with no cache involved.
 
     Every member is validated and every byte hashed, against manifest.json / SHA256SUMS where
-    present: for a backup copied to a USB disk. Exit 0 means `restore` would accept it.
+    present: for a backup copied to a USB disk. Exit 0 means `restore` would accept it; with
+    --hub, also that each archive equals the Hub's listing (commit, paths, sizes, blob hashes)
+    where it was checked. A disagreement is exit 1.
 
-    Example: provision check /Volumes/usb/model_backups
+    Example: provision check /Volumes/usb/model_backups --hub
     """
-    from ..restore.run import check_backups
+    from ..restore.run import check_backups, find_archives
 
-    plan = check_backups(list(paths) or [DEFAULT_BACKUPS], progress)
-    return {**plan.to_dict(written=False), "dry_run": True, "check_only": True}, render.restore_plan
+    if (endpoint or token_env) and not at_hub:
+        raise UsageError("--endpoint and --token-env go with --hub", "add --hub to check at the Hub")
+    token = os.environ.get(token_env) if token_env else None
+    if token_env and not token:
+        raise UsageError(f"${token_env} is not set", f"export {token_env}=hf_… first")
+    where = resolved(paths)
+    plan = check_backups(where, progress)
+    data = {**plan.to_dict(written=False), "dry_run": True, "check_only": True}
+    if at_hub:
+        from ..integrity.hub_check import check_backups_at_hub
+        from ..integrity.hub_listing import endpoint_of
+
+        url = endpoint_of(endpoint)
+        progress(f"asking {url} for the listings…")
+        data["hub"] = [{"archive": str(a), **c.to_dict()}
+                       for a, c in check_backups_at_hub(find_archives(where)[0], url, token)]
+    return data, render.restore_plan
 
 
 # ---------------------------------------------------------------------------- status
@@ -98,5 +128,7 @@ def status(cache_dir: Path | None, progress: StderrProgress, debug: bool, backup
     from ..status import status as do_status
 
     if backups != DEFAULT_BACKUPS and not backups.is_dir():
-        raise UsageError(f"no such backups folder: {backups}", "pass the folder that holds the archives")
-    return do_status(cache_folder(cache_dir, must_exist=True), backups, hash_blobs=not quick), render.status
+        raise UsageError(f"no such backups folder: {backups.resolve()}", "pass the folder that holds the "
+                         "archives")
+    return (do_status(cache_folder(cache_dir, must_exist=True).resolve(), backups.resolve(),
+                      hash_blobs=not quick), render.status)

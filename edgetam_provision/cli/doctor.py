@@ -32,8 +32,10 @@ def doctor(cache_dir: Path | None, progress: StderrProgress, debug: bool, online
 
     Checks the credentials huggingface_hub would send (masked), ~/.netrc, endpoint, proxies,
     offline flag, CA bundles, the cache folder, the provisioned models, library versions and
-    devices. Exit code 1 when any check fails. --fix acts only on credentials the endpoint
-    rejects while it answers anonymous requests, and prints the command that undoes it.
+    devices. The exit code is the table's for the first kind that fails, in this order: download
+    blocked (16), cache (5), environment (8), model missing (7), integrity (1). --fix acts only on
+    credentials the endpoint rejects while it answers anonymous requests, and prints the command
+    that undoes it; --undo keeps whatever changed since.
 
     Example: provision doctor --online
     """

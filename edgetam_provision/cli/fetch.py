@@ -48,7 +48,8 @@ from .app import CONTEXT, DEFAULT_BACKUPS, Result, cache_folder, cli, command
               help="Deadline in seconds for connecting and for each silent stretch (the host's download "
               "progress counts as life).")
 @click.option("--stall", type=click.FloatRange(1), default=STALL_S, show_default=True,
-              help="Give up when the host's download makes no progress for this many seconds.")
+              help="Give up when less than 1 MiB moves in this many seconds (the host's download, "
+              "or archive bytes reaching here); raise it on a link slower than 1 MiB per that long.")
 @click.option("--transfer", type=click.Choice(["auto", "openssh", "stream"]), default="auto",
               show_default=True, help="How archive bytes travel: auto = over the agent's channel during the "
               "download on a LAN; else, after packing, OpenSSH's ssh client in parallel ranges from 256 MiB "
@@ -98,13 +99,13 @@ def fetch(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: s
     specs = tuple(RepoSpec.parse(r, revision, repo_type) for r in repos) or tuple(
         RepoSpec(r, revision) for r in DEFAULT_REPOS)
     req = FetchRequest(
-        specs=specs, out=out, host=host, python=remote_python, endpoint=endpoint, token=token,
+        specs=specs, out=out.resolve(), host=host, python=remote_python, endpoint=endpoint, token=token,
         bootstrap=bootstrap, fresh=fresh, include=include, exclude=exclude, streams=streams,
         ssh={"port": port, "user": user, "identity": identity, "ssh_config": ssh_config,
              "known_hosts": known_hosts},
         timeout=timeout, stall=stall, accept_new_host_key=accept_new_host_key, transfer=transfer,
         then_restore=cache if then_restore else None,
         verify=VerifyRequest(cache=str(cache), repo_id=EDGETAM_REPO, out=str(verify_out),
-                             quality_gate=not no_gate, debug=debug))
+                             quality_gate=not no_gate, debug=debug), debug=debug)
     bar = sys.stderr.isatty() and not progress.quiet
     return do_fetch(req, progress, bar), render.fetch

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Any
 
-from ..console import human_size
+from ..console import counted, human_size
+from ..hub.manifest import HubCheck
 
 
 def backup(d: dict[str, Any]) -> str:
     return "\n".join(f"{b['status']:>18}  {b['archive']}  {b['repo_id']}@{b['commit'][:12]}  "
                      f"{human_size(b['size'])}  sha256 {b['sha256'][:16]}…" for b in d["backups"])
-
-
-def counted(n: int, word: str, plural: str = "") -> str:
-    """`1 new blob`, `2 new blobs`."""
-    return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
 def _action(x: dict[str, Any]) -> str:
@@ -32,8 +29,9 @@ def restore_plan(d: dict[str, Any]) -> str:
         repos = ", ".join(f"{r['repo_id']}@{','.join(c[:12] for c in r['commits'])}" for r in a["repos"])
         repaired = f", {a['repaired_blobs']} repaired" if a["repaired_blobs"] else ""
         status = "intact" if d.get("check_only") else a["status"]
+        blobs = counted(a["new_blobs"], "blob" if d.get("check_only") else "new blob")  # a check: no cache
         lines.append(f"{status:>15}  {Path(a['archive']).name}  {repos}  "
-                     f"({counted(a['new_blobs'], 'new blob')}{repaired}, {human_size(a['new_bytes'])}; "
+                     f"({blobs}{repaired}, {human_size(a['new_bytes'])}; "
                      f"every byte checked, archive by {a['checked_by']})")
         for r in a["moved_refs"]:
             verb = "kept" if r["state"] == "kept" else "moved"
@@ -41,13 +39,16 @@ def restore_plan(d: dict[str, Any]) -> str:
                 f"{r['previous'][:12]} (the backup has another commit; --keep-refs)" if verb == "kept"
                 else f"{r['previous'][:12]} → {r['commit'][:12]}"))
         if a["skipped"]:
-            lines.append(f"{'':>17}skipped {len(a['skipped'])} members that are not part of a revision "
+            lines.append(f"{'':>17}skipped {counted(len(a['skipped']), 'member')} not part of a revision "
                          f"(.locks/, CACHEDIR.TAG, .no_exist/, *.incomplete), e.g. {a['skipped'][0]}")
-        if d.get("dry_run"):
+        if d.get("dry_run") and not d.get("check_only"):  # what a restore would write into the cache
             lines.extend(_action(x) for x in a["actions"])
     if d.get("check_only"):
         lines.append(f"checked {counted(len(d['archives']), 'backup file')}: every member and every byte "
                      "is intact (no cache involved)")
+        word = "the backup's word"
+        lines += [f"{Path(h['archive']).name}: {HubCheck.from_dict(h).describe(word)}"
+                  for h in d.get("hub", [])]
     else:
         verb = "would write" if d.get("dry_run") else "wrote"
         lines.append(f"{verb} {counted(d['writes'], 'entry', 'entries')} into {d['cache']}")
@@ -57,12 +58,15 @@ def restore_plan(d: dict[str, Any]) -> str:
 def status(d: dict[str, Any]) -> str:
     lines = [f"backups in {d['backups_folder']}:"]
     lines += ([f"  {b['archive']}  {human_size(b['size'])}  {b['state']}" for b in d["backups"]]
-              or ["  (none)"])
+              or ["  (none: it holds no archive)" if d.get("backups_folder_found") else
+                  "  (none: no such folder)"])
     lines.append(f"cache {d['cache']}:")
     for r in d["revisions"]:
         refs = f" ({', '.join(r['refs'])})" if r["refs"] else ""
-        lines.append(f"  {r['repo_id']}@{r['commit'][:12]}{refs}  {r['files']} files  "
-                     f"{human_size(r['size'])}  {r['integrity']}")
+        partial = ", partial: the files of a filtered fetch (--include/--exclude), not the whole revision" \
+            if r.get("partial") else ""
+        lines.append(f"  {r['repo_id']}@{r['commit'][:12]}{refs}  {counted(r['files'], 'file')}  "
+                     f"{human_size(r['size'])}  {r['integrity']}{partial}")
         lines += [f"      problem: {p}" for p in r["problems"]]
         if r["problems"]:
             lines.append("      fix: `provision restore` a backup of it (damaged blobs are repaired), "
@@ -81,7 +85,8 @@ def fetch(d: dict[str, Any]) -> str:
         resumed = a["resumed_from"] and not a["already_here"]
         return (f"{'already here' if a['already_here'] else 'fetched':>12}  {Path(a['archive']).name}  "
                 f"{a['repo_id']}@{a['commit'][:12]}  {human_size(a['size'])}  sha256 {a['sha256'][:16]}…"
-                + (f"  (resumed at {human_size(a['resumed_from'])})" if resumed else ""))
+                + (f"  (resumed at {human_size(a['resumed_from'])})" if resumed else "")
+                + (f"\n{'':>14}{HubCheck.from_dict(a['hub']).describe()}" if a.get("hub") else ""))
 
     lines = [line(a) for a in d["archives"]]
     lines.append(f"{human_size(d['bytes'])} in {d['seconds']:.1f} s"
@@ -90,6 +95,14 @@ def fetch(d: dict[str, Any]) -> str:
         lines.append(restore_plan(d["restore"]))
     if "verify" in d:
         lines.append(verify({"report": d["verify"]}))
+    from ..hub.cache import EDGETAM_REPO
+
+    out = shlex.quote(d["out"])
+    if "restore" in d:  # restored (and EdgeTAM verified) already: the archives serve other machines
+        lines.append(f"archives kept in {d['out']} (for another machine: provision restore {out})")
+    else:
+        then = ", then provision verify" if any(a["repo_id"] == EDGETAM_REPO for a in d["archives"]) else ""
+        lines.append(f"archives in {d['out']}; next: provision restore {out}{then}")
     return "\n".join(lines)
 
 
@@ -115,7 +128,7 @@ def verify(d: dict[str, Any]) -> str:
              f"first inference {r['first_inference_s']:.2f} s, "
              f"image encode {r['encode_ms']:.1f} ms; {n} case{'s' if n != 1 else ''} warm "
              f"{r['four_cases_warm_ms']:.1f} ms",
-             f"  {'case':<14}{'warm':>10}{'reference':>11}  {'IoU scores (chosen *)':<24}"
+             f"  {'case':<14}{'warm':>10}{'ref. 1 call':>13}  {'IoU scores (chosen *)':<24}"
              f"{'reference scores':<22}{'area':>9}{'gt IoU':>14}"]
     for c in r["cases"]:
         rc = (ref or {}).get("cases", {}).get(c["name"], {})
@@ -124,8 +137,13 @@ def verify(d: dict[str, Any]) -> str:
             gt = f"{o['gt_iou']:.3f}/{o['gt_iou_best']:.3f}" if "gt_iou" in o else "-"
             name, warm, ref_ms = (c["name"], f"{c['latency_ms']:.1f} ms",
                                   f"{rc['ms']} ms" if rc else "") if i == 0 else ("", "", "")
-            lines.append(f"  {name:<14}{warm:>10}{ref_ms:>11}  {_scores(o['iou_scores'], o['best']):<24}"
+            lines.append(f"  {name:<14}{warm:>10}{ref_ms:>13}  {_scores(o['iou_scores'], o['best']):<24}"
                          f"{_scores(ref_scores) if rc else '-':<22}{o['area']:>9}{gt:>14}")
+    timed = [c for c in r["cases"] if (ref or {}).get("cases", {}).get(c["name"], {}).get("ms") is not None]
+    if timed:  # not alike: the reference run timed one call of each case, its first one cold
+        first = ref["cases"][timed[0]["name"]]["ms"]
+        lines.append(f"  ref. time one call per case in the reference run, in this order: its first "
+                     f"({first} ms) was cold; warm: a median of warm runs here")
     gate = r["quality_gate"]
     if gate["applied"] and gate["yardstick"] == "reference":
         rule = f"scores within {gate['tolerance']} of the reference run; masks where the prompts are"
@@ -180,11 +198,15 @@ def fixed(d: dict[str, Any]) -> str:
     if d.get("unset"):
         where = f" (set in {', '.join(d['shell_lines'])})" if d.get("shell_lines") else ""
         lines.append(f"run now, in your shell: {'; '.join(d['unset'])}{where}")
-    lines.append(f"a plain download now gets {d['after']} from {d['endpoint']}")
+        lines.append(f"after that, a plain download gets {d['after']} from {d['endpoint']}; in this shell "
+                     f"now it gets {d['now'] or 'no answer'}")
+    else:
+        lines.append(f"a plain download now gets {d['after']} from {d['endpoint']}")
     if d["backups"]:
         lines.append(f"undo: provision doctor --undo {' '.join(d['backups'])}")
     return "\n".join(lines)
 
 
 def undone(d: dict[str, Any]) -> str:
-    return "\n".join(f"restored {r['restored']}" for r in d["restored"])
+    return "\n".join(f"{r['outcome']}: {r['path']}" + (f" ({r['note']})" if r["note"] else "")
+                     for r in d["restored"])

@@ -48,7 +48,7 @@ def _floats(text: str, n: int, what: str) -> list[float]:
               help="Run the self-test instead when the model is not cached (used by make setup).")
 @click.option("--eager", is_flag=True, help="Plain model: no folded backbone, no CUDA graphs (both are "
               "used only when they match the plain result).")
-@command
+@command(failed=render.verify)
 def verify(cache_dir: Path | None, progress: StderrProgress, debug: bool, device: str, image: str | None,
            points: tuple[str, ...], box: str | None, out: Path, min_iou: float, no_gate: bool,
            runs: int | None,
@@ -64,7 +64,7 @@ def verify(cache_dir: Path | None, progress: StderrProgress, debug: bool, device
     Example: provision verify --device cpu --json
     """
     from ..hub.cache import EDGETAM_REPO, RepoSpec
-    from ..verify.run import VerifyRequest, verify_install
+    from ..verify.run import VerifyRequest, verify_model
 
     spec = RepoSpec.parse(repo or EDGETAM_REPO)
     req = VerifyRequest(cache=str(cache_folder(cache_dir)), repo_id=spec.repo_id, revision=spec.revision,
@@ -72,4 +72,4 @@ def verify(cache_dir: Path | None, progress: StderrProgress, debug: bool, device
                         points=[_floats(p, 2, "--point") for p in points] or None,
                         box=_floats(box, 4, "--box") if box else None, out=str(out), min_iou=min_iou,
                         runs=runs, synthetic=synthetic, accelerate=not eager, debug=debug)
-    return verify_install(req, or_synthetic, progress), render.verify
+    return verify_model(req, or_synthetic, progress).to_dict(), render.verify

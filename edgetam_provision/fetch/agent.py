@@ -10,8 +10,9 @@ While the host downloads, a ``download`` event (bytes so far, total when known) 
 second: the client treats it as life, so only true silence runs into its deadline.
 
 Streamed (the client asks with ``stream``; it has no part of the archive; the Hub listed the
-revision): ``stream`` names the archive, ``chunk`` events carry it while it is packed during the
-download, ``packed`` (with ``streamed``) gives its sha256 and size; ``stream-void`` drops what was
+revision): ``stream`` names the archive and the most bytes it will have (from the listing, before
+its first byte), ``chunk`` events carry it while it is packed during the download, ``packed`` (with
+``streamed``) gives its sha256 and size; ``stream-void`` drops what was
 sent, and the archive is packed and offered as below. Otherwise ``packed`` events, ``ready``, and
 the client asks for each archive (``send`` from an offset, or ``path`` for its own ssh/SFTP).
 
@@ -35,6 +36,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -54,7 +56,7 @@ with contextlib.suppress(ImportError):  # shipped: layout, pack and live ran jus
         valid_repo_id,
         valid_revision,
     )
-    from .live import Background, pack_streaming
+    from .live import Background, pack_streaming, stream_bound
 CREDENTIAL_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_STORED_TOKENS_PATH",
                    "HF_HUB_ENABLE_HF_TRANSFER")
 SEND_CHUNK = 8 * 1024 * 1024  # fsutil.CHUNK: the agent runs alone on the host, so it cannot import it
@@ -153,6 +155,29 @@ def _classify(exc: Exception) -> str:
                                            else "download")
 
 
+#: a request that never reached the endpoint: its name did not resolve, or no connection was made
+#: (httpx's ConnectError/ConnectTimeout; requests' ConnectionError wrapping urllib3's errors)
+UNREACHABLE_TYPES = ("ConnectError", "ConnectTimeout", "NameResolutionError", "NewConnectionError",
+                     "gaierror", "ConnectionRefusedError")
+UNREACHABLE_WORDS = ("NameResolutionError", "NewConnectionError", "Failed to establish a new connection",
+                     "Failed to resolve", "ConnectTimeoutError")
+ERRNO_RE = re.compile(r"\[Errno -?\d+\] [^)'\"]+")
+
+
+def _unreachable(exc: BaseException | None) -> str | None:
+    """Why the endpoint could not be reached (from the exception or those it came from), or None
+    when the request got through to it."""
+    for _ in range(8):
+        if exc is None:
+            return None
+        text = f"{type(exc).__name__}: {exc}"
+        if type(exc).__name__ in UNREACHABLE_TYPES or any(w in text for w in UNREACHABLE_WORDS):
+            said = ERRNO_RE.search(text)
+            return said.group(0).strip() if said else type(exc).__name__
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _folder_bytes(folder: Path) -> int:
     """Bytes downloaded so far into a repo's cache folder (finished blobs and .incomplete ones)."""
     total = 0
@@ -184,6 +209,11 @@ def _hub_errors(label: str) -> Any:
     except AgentError:
         raise
     except Exception as exc:
+        why = _unreachable(exc)
+        if why is not None:  # the endpoint huggingface_hub read at import: ours, or the host's own
+            endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+            raise AgentError("endpoint-unreachable", f"{label}: cannot resolve or reach {endpoint} "
+                             f"({why})") from None
         first = (str(exc).strip().splitlines() or [""])[0][:300]
         raise AgentError(_classify(exc), f"{label}: {type(exc).__name__}: {first}") from None
 
@@ -285,11 +315,11 @@ def _resuming(hub: Any) -> str:
     try:
         major, minor = (int(x) for x in str(hub.__version__).split(".")[:2])
     except (AttributeError, ValueError):
-        return " (resuming the host's earlier download)"
+        return " (resuming the earlier download)"
     if (major, minor) >= (1, 18):
-        return (f" (resuming the host's earlier download: finished files are kept; huggingface_hub "
+        return (f" (resuming the earlier download: finished files are kept; huggingface_hub "
                 f"{hub.__version__} starts a file that was cut over)")
-    return " (resuming the host's earlier download, cut files included)"
+    return " (resuming the earlier download, cut files included)"
 
 
 def download_and_pack(hub: Any, spec: dict[str, Any], params: dict[str, Any], work: Path,
@@ -315,9 +345,11 @@ def download_and_pack(hub: Any, spec: dict[str, Any], params: dict[str, Any], wo
     packed = None
     if live:
         assert listed is not None
-        chan.emit({"event": "stream", "archive": name})
+        plan, ref = PackPlan.from_files(listed), spec.get("revision") or "main"
+        bound = stream_bound(folder, commit, plan, None if ref == commit else ref)
+        chan.emit({"event": "stream", "archive": name, "size": bound})
         fetch.start()
-        packed = pack_streaming(cache, folder, commit, PackPlan.from_files(listed), fetch, chan)
+        packed = pack_streaming(cache, folder, commit, plan, fetch, chan, bound)
     streamed = packed is not None
     if packed is None:
         if not live:
@@ -364,7 +396,7 @@ def _pack_to_file(work: Path, name: str, folder: str, commit: str, with_tree: bo
 
 @contextlib.contextmanager
 def _telling(chan: Channel | None, what: Any, every: float = 5 * PROGRESS_EVERY_S) -> Any:
-    """While the block runs, a ``progress`` event with `what()` every `every` seconds."""
+    """While the block runs, a ``progress`` event with `what()` every `every` seconds; none after."""
     done = threading.Event()
 
     def tell() -> None:
@@ -372,12 +404,15 @@ def _telling(chan: Channel | None, what: Any, every: float = 5 * PROGRESS_EVERY_
             with contextlib.suppress(OSError, ValueError):
                 chan.emit({"event": "progress", "message": what()})  # type: ignore[union-attr]
 
+    teller = threading.Thread(target=tell, name="provision-telling", daemon=True)
     if chan is not None:
-        threading.Thread(target=tell, daemon=True).start()
+        teller.start()
     try:
         yield
     finally:
         done.set()
+        if teller.is_alive():
+            teller.join()
 
 
 def _size(path: Path) -> str:

@@ -4,8 +4,10 @@ events, receive or pull each archive, and hold the host to what was asked.
 The host is not trusted. Every event comes through `protocol.Stream.read_event` (bounded, checked
 against the protocol table); beyond that, each archive must be one that was asked for (repo, repo
 type, the pinned commit if one was given) under its one right name, placed under ``--out`` by us;
-sizes must fit the disk before a byte is written; a download that stops advancing is given up
-after ``stall`` seconds. A violation is `HostMisbehaved`, and what the host sent is removed.
+sizes are declared before the first byte (a stream's too) and must fit the disk then; no byte
+past a declared size is taken; a host that moves too little in a ``stall`` window is given up
+(`pace.Pace`). A violation is `HostMisbehaved`, and every archive and part the host sent in
+that run is removed (`Received`): none of it was recorded yet.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..errors import CacheError, HostMisbehaved, RemoteConnectError, RemoteDownl
 from ..fsutil import sha256_file
 from ..hub.layout import COMMIT_RE, FileRecord, archive_name, repo_folder_name
 from ..hub.manifest import ArchiveEntry
+from .pace import Declared, Pace
 from .protocol import Stream
 from .pull import LiveArchive, ProgressBar, Source, pull
 from .shipped import agent_program
@@ -32,6 +35,7 @@ from .shipped import agent_program
 PLAIN_PROGRESS_EVERY_S = 5.0  # without a terminal: one line of host progress this often
 SPACE_RESERVE = 64 * 1024 * 1024  # what a pull leaves free on the disk of --out
 TAR_OVERHEAD = 2048  # bytes a tar spends per member beyond its data, at most (header + padding)
+LOCAL_WHERE = "this machine"  # a --local agent's name in messages
 
 HINTS = {
     "missing-hub": "install it there (pip install huggingface_hub), point --remote-python at a "
@@ -42,6 +46,11 @@ HINTS = {
     "unauthorized": "the Hub rejected the request even without stale credentials: check "
                     "--token-env, or the endpoint",
     "no-match": "check the patterns: globs as hf download takes them, e.g. --include '*.json'",
+    "endpoint-unreachable": "this machine's HF_ENDPOINT is not passed to the host (it uses its own, or "
+                            "huggingface.co): pass --endpoint URL with an endpoint the host can resolve "
+                            "and reach",
+    "endpoint-unreachable/here": "check the network, HF_ENDPOINT, or pass --endpoint URL with an endpoint "
+                                 "this machine can reach",
 }
 
 
@@ -84,14 +93,20 @@ class Asked:
 
     def __init__(self, repos: list[dict[str, Any]], where: str) -> None:
         self.open, self.where = list(repos), where
+        self.repo_ids = {r["repo_id"] for r in repos}
+        self.streamed: set[str] = set()  # repo folders that announced a stream (once each)
 
     def folders(self) -> set[str]:
         return {repo_folder_name(r["repo_id"], r["repo_type"]) for r in self.open}
 
     def streamable(self, name: str) -> None:
-        """A ``stream`` event's archive must be one of a repo not yet answered."""
-        if name.rsplit("--", 1)[0] not in self.folders():
+        """A ``stream`` event's archive must be one of a repo not yet answered, announced once."""
+        folder = name.rsplit("--", 1)[0]
+        if folder not in self.folders():
             raise HostMisbehaved(f"{self.where} announced {name}, which was not asked for")
+        if folder in self.streamed:
+            raise HostMisbehaved(f"{self.where} announced a second stream for {folder}")
+        self.streamed.add(folder)
 
     def answer(self, event: dict[str, Any]) -> None:
         """Match a ``packed`` event to its repo, or refuse it."""
@@ -128,13 +143,13 @@ def _free(out: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def ensure_space(out: Path, needed: int, name: str) -> None:
+def ensure_space(out: Path, needed: int, name: str, kept: str = "what arrived so far is kept") -> None:
     """Refuse before writing when `needed` more bytes would not fit (leaving a reserve)."""
     free = _free(out)
     if needed + SPACE_RESERVE > free:
         raise CacheError(f"{name} needs {needed / 1e6:.1f} MB more in {out}, which has "
-                         f"{free / 1e6:.1f} MB free", "free some space (or pass another --out), "
-                         "then run again: what arrived so far is kept")
+                         f"{free / 1e6:.1f} MB free", f"free some space (or pass another --out), "
+                         f"then run again: {kept}")
 
 
 def entry_of(event: dict[str, Any]) -> ArchiveEntry:
@@ -150,26 +165,18 @@ def entry_of(event: dict[str, Any]) -> ArchiveEntry:
 def agent_error(event: dict[str, Any], where: str) -> RemoteDownloadError:
     kind, msg, log = event["kind"], clean(event["message"]), clean(event.get("log", "").strip())
     fallback = f"the host's log ends with: {log[-300:]}" if log else "run again with --debug"
-    return RemoteDownloadError(f"download on {where} failed: {msg}", HINTS.get(kind, fallback))
+    here = HINTS.get(f"{kind}/here") if where == LOCAL_WHERE else None  # --local: this environment's
+    return RemoteDownloadError(f"download on {where} failed: {msg}", here or HINTS.get(kind, fallback))
 
 
 class HostProgress:
     """The host's download progress: a bar on a terminal, else one plain line every few seconds;
-    and the stall clock: only bytes that advance count as progress."""
+    what advances is credited to the fetch's `Pace` (`Declared`)."""
 
-    def __init__(self, where: str, progress: ProgressFn, bar: bool, stall: float) -> None:
-        self.where, self.progress, self.bar, self.stall = where, progress, bar, stall
+    def __init__(self, where: str, progress: ProgressFn, bar: bool, declared: Declared) -> None:
+        self.where, self.progress, self.bar, self.declared = where, progress, bar, declared
         self.bars: dict[str, ProgressBar] = {}
-        self.last, self.seen = 0.0, {}  # type: float, dict[str, int]
-        self.advanced = time.monotonic()
-
-    def advance(self) -> None:
-        self.advanced = time.monotonic()
-
-    def check_stall(self) -> None:
-        if time.monotonic() - self.advanced > self.stall:
-            raise RemoteConnectError(f"the download on {self.where} made no progress for {self.stall:.0f} s",
-                                     "run again (the host keeps what it has), or raise --stall")
+        self.last = 0.0
 
     def finish(self, repo: str) -> None:
         """The repo's download is over: its bar's line is ended before anything else is said."""
@@ -179,11 +186,13 @@ class HostProgress:
 
     def update(self, event: dict[str, Any]) -> None:
         repo, done, total = event["repo_id"], event["bytes"], event.get("total")
-        if done > self.seen.get(repo, -1):
-            self.seen[repo] = done
-            self.advance()
+        if repo not in self.declared.repos:
+            raise HostMisbehaved(f"{self.where} reported a download of {repo}, which was not asked for")
+        self.declared.report(repo, done, total)
         if self.bar:
-            pb = self.bars.setdefault(repo, ProgressBar(f"{self.where}: {repo}", total or 0, 0, True))
+            if repo not in self.bars:  # starts at what the host had (a resumed download): not this run's rate
+                self.bars[repo] = ProgressBar(f"{self.where}: {repo}", total or 0, done, True)
+            pb = self.bars[repo]
             pb.update(done - pb.done)
         elif time.monotonic() - self.last >= PLAIN_PROGRESS_EVERY_S:
             self.last = time.monotonic()
@@ -193,8 +202,10 @@ class HostProgress:
 
 def run_agent(link: AgentLink, params: dict[str, Any], out: Path, progress: ProgressFn, bar: bool,
               stall: float) -> list[Pulled]:
-    """Drive the agent: send parameters, follow its download, pull each packed archive."""
+    """Drive the agent: send parameters, follow its download, pull each packed archive. Every read
+    runs under the fetch's `Pace`; a violation removes what this run received (`Received`)."""
     stream = link.stream
+    stream.pace = Pace(stream.where, stall)
     program = agent_program()
     have = sorted({p.name.removesuffix(".part") for p in out.iterdir()}) if out.is_dir() else []
     try:  # a host whose Python never started closes the channel while we are still sending
@@ -203,7 +214,46 @@ def run_agent(link: AgentLink, params: dict[str, Any], out: Path, progress: Prog
     except RemoteConnectError:
         diagnose_start(link)
         raise
-    packed = _wait_for_archives(link, Asked(params.get("repos", []), stream.where), out, progress, bar, stall)
+    received = Received(out)
+    try:
+        asked = Asked(params.get("repos", []), stream.where)
+        packed = _wait_for_archives(link, asked, out, progress, bar, received)
+        pulled = _pull_all(link, packed, out, progress, bar, received)
+    except HostMisbehaved as exc:
+        raise HostMisbehaved(exc.message, received.discard()) from None
+    stream.send_json({"cmd": "done"})
+    with contextlib.suppress(RemoteConnectError, HostMisbehaved):  # it removes its work folders, says bye
+        stream.read_event()
+    return pulled
+
+
+class Received:
+    """What this run wrote into ``out`` for the host (whole archives, parts): none of it is in the
+    manifest before the run ends, so a violation removes all of it."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.names = out, set()  # type: Path, set[str]
+
+    def add(self, name: str) -> None:
+        self.names.add(name)
+
+    def discard(self) -> str:
+        """Remove it all; the hint that says so."""
+        gone = 0
+        for name in self.names:
+            for path in (self.out / name, self.out / f"{name}.part", self.out / f"{name}.part.ranges"):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    gone += path.suffix != ".ranges"
+        removed = f" ({gone} file{'s' * (gone != 1)} removed)" if gone else ""
+        return (f"nothing it sent in this run was kept{removed}; whole archives that were in the folder "
+                "before the run are as they were; use a host you trust, or run with --debug and report it "
+                "if the host is yours")
+
+
+def _pull_all(link: AgentLink, packed: list[dict[str, Any]], out: Path, progress: ProgressFn, bar: bool,
+              received: Received) -> list[Pulled]:
+    """Each packed archive into `out`: received while packed, already here, or pulled now."""
     out.mkdir(parents=True, exist_ok=True)
     pulled = []
     for event in packed:
@@ -218,30 +268,32 @@ def run_agent(link: AgentLink, params: dict[str, Any], out: Path, progress: Prog
             continue
         part = out / f"{event['archive']}.part"
         ensure_space(out, event["size"] - (part.stat().st_size if part.is_file() else 0), event["archive"])
+        received.add(event["archive"])
+        assert link.stream.pace is not None
+        link.stream.pace.restart()  # the time of our own hashing above is not the host's
         if link.puller is not None:
             resumed, seconds = link.puller(event, out, bar)
         else:
-            resumed, seconds = pull(stream_source(stream, event), event, out, bar)
+            resumed, seconds = pull(stream_source(link.stream, event), event, out, bar)
         if resumed:
             progress(f"resumed {event['archive']} from byte {resumed}")
         pulled.append(Pulled(final, entry_of(event), resumed, seconds))
-    stream.send_json({"cmd": "done"})
-    with contextlib.suppress(RemoteConnectError, HostMisbehaved):  # it removes its work folders, says bye
-        stream.read_event()
     return pulled
 
 
 def _wait_for_archives(link: AgentLink, asked: Asked, out: Path, progress: ProgressFn, bar: bool,
-                       stall: float) -> list[dict[str, Any]]:
+                       received: Received) -> list[dict[str, Any]]:
     """Events up to ``ready``; archives the host sends while packing them are received on the way
-    (their ``packed`` event then carries ``received``: the seconds it took). A host that ends
-    before saying hello is diagnosed from its exit."""
+    (their ``packed`` event then carries ``received``: the seconds it took), never past the size
+    the ``stream`` event announced, for which free space was checked before the first byte. A host
+    that ends before saying hello is diagnosed from its exit."""
     stream, packed, hello = link.stream, [], False
-    host = HostProgress(stream.where, progress, bar, stall)
+    assert stream.pace is not None
+    pace = stream.pace
+    host = HostProgress(stream.where, progress, bar, Declared(pace, asked.repo_ids))
     live: LiveArchive | None = None
     try:
         while True:
-            host.check_stall()
             try:
                 event = stream.read_event()
             except RemoteConnectError:
@@ -252,12 +304,15 @@ def _wait_for_archives(link: AgentLink, asked: Asked, out: Path, progress: Progr
             if kind == "chunk":
                 if live is None:
                     raise HostMisbehaved(f"{stream.where} sent archive bytes it had not announced")
-                ensure_space(out, event["length"], live.final.name)
+                if live.size + event["length"] > live.bound:
+                    raise HostMisbehaved(f"{stream.where} sent more of {live.final.name} than the "
+                                         f"{live.bound} bytes it announced")
                 live.add(stream.read_exact(event["length"]))
-                host.advance()
             elif kind == "error":
                 raise agent_error(event, stream.where)
             elif kind == "hello":
+                if not hello:  # the host's start-up (a --bootstrap install) had its own stretch
+                    pace.restart()
                 hello = True
                 progress(f"{stream.where}: huggingface_hub {clean(event['huggingface_hub'])}, "
                          f"Python {clean(event['python'])}")
@@ -269,7 +324,10 @@ def _wait_for_archives(link: AgentLink, asked: Asked, out: Path, progress: Progr
                 if live is not None or not link.live:
                     raise HostMisbehaved(f"{stream.where} announced a stream it may not send now")
                 asked.streamable(event["archive"])
-                live = LiveArchive(out, event["archive"])
+                out.mkdir(parents=True, exist_ok=True)
+                ensure_space(out, event["size"], event["archive"], kept="nothing was written")
+                received.add(event["archive"])
+                live = LiveArchive(out, event["archive"], event["size"])
             elif kind == "stream-void":
                 if live is not None:
                     progress(f"{stream.where}: packing again after the download ({clean(event['why'])})")
@@ -283,7 +341,7 @@ def _wait_for_archives(link: AgentLink, asked: Asked, out: Path, progress: Progr
                         raise HostMisbehaved(f"{stream.where} said it had streamed {event['archive']}, "
                                              "which it had not announced")
                     event["received"], live = live.finish(event["size"], event["sha256"]), None
-                host.advance()
+                pace.restart()  # a revision was packed: the next one's download starts its own stretch
                 progress(f"{stream.where}: packed {event['archive']} ({human_size(event['size'])}, "
                          f"sha256 {event['sha256'][:16]}…)"
                          + (", received while packed" if event.get("received") is not None else ""))
@@ -293,14 +351,9 @@ def _wait_for_archives(link: AgentLink, asked: Asked, out: Path, progress: Progr
                 return packed
             else:
                 raise HostMisbehaved(f"{stream.where} sent a {kind} event before it was ready")
-    except HostMisbehaved:
-        if live is not None:  # nothing of a misbehaving host's stream is kept
-            live.discard()
-            live = None
-        raise
     finally:
         if live is not None:  # cut mid-stream: the part is a prefix of the archive; the next run resumes it
-            live.close()
+            live.close()  # (after a violation, run_agent removes it with the rest)
 
 
 def diagnose_start(link: AgentLink) -> None:

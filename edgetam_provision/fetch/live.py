@@ -9,8 +9,11 @@ voids the stream, and the revision is packed again after the download.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
+import tarfile
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -107,18 +110,46 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+BIG_MEMBER = 0o77777777777 + 1  # from 8 GiB a member's size no longer fits its ustar header: a pax record
+LISTING_PER_FILE = 512  # huggingface_hub's trees/<commit>.json spends at most this per file, beyond its path
+
+
+def stream_bound(folder: str, commit: str, plan: PackPlan, ref: str | None) -> int:
+    """The most bytes the streamed archive of `plan` can have: announced before its first byte.
+
+    Its headers are those of the very pack (`pack_repo` writes them, with every blob empty, and the
+    ref the download writes); the blobs add their sizes in 512-byte blocks (and a pax record from
+    8 GiB); the trees listing huggingface_hub may write is bounded by its files' paths. A pack that
+    would outgrow it voids the stream instead (`LiveSink`), so an honest host never breaks it."""
+    empty = PackPlan(plan.folders, [dataclasses.replace(f, size=0) for f in plan.files])
+    with tempfile.TemporaryDirectory(prefix="provision-bound-") as tmp:
+        if ref is not None:
+            (Path(tmp) / folder / "refs" / ref).parent.mkdir(parents=True)
+            (Path(tmp) / folder / "refs" / ref).write_text(commit)
+        headers = pack_repo(Path(tmp), folder, commit, io.BytesIO(), plan=empty,
+                            open_blob=lambda f: io.BytesIO())[1]
+    blobs = {f.blob: f.size for f in plan.files}
+    data = sum(-(-size // 512) * 512 + (1024 if size >= BIG_MEMBER else 0) for size in blobs.values())
+    listing = 1024 + sum(LISTING_PER_FILE + 6 * len(f.path.encode()) for f in plan.files)
+    return headers + data + 3 * 512 + -(-listing // 512) * 512 + tarfile.RECORDSIZE
+
+
 class LiveSink(io.RawIOBase):
-    """Where a streamed pack writes: in chunks to `send` as the archive grows."""
+    """Where a streamed pack writes: in chunks to `send` as the archive grows, never past `bound`
+    (the size announced to the client: a pack that would outgrow it is void, `NotAsListed`)."""
 
     SMALL = 1024 * 1024  # headers and small blobs gather up to this; big pieces go out at once
 
-    def __init__(self, send: Callable[[bytes], None]) -> None:
-        self.send, self.held = send, bytearray()
+    def __init__(self, send: Callable[[bytes], None], bound: int) -> None:
+        self.send, self.held, self.bound, self.written = send, bytearray(), bound, 0
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.written += len(data)
+        if self.written > self.bound:
+            raise NotAsListed(f"the archive grew past the {self.bound} bytes announced")
         if len(self.held) + len(data) < self.SMALL:
             self.held += data
         else:
@@ -152,9 +183,10 @@ class Background(threading.Thread):
 
 
 def pack_streaming(cache: Path, folder: str, commit: str, plan: PackPlan, fetch: Background,
-                   chan: Any) -> tuple[str, int, list[FileRecord], list[str]] | None:
-    """Pack while `fetch` downloads, sending each piece on `chan` (the agent's) as it is written; no
-    file is written (the client has it once it checks, else the agent packs it). None: void."""
+                   chan: Any, bound: int) -> tuple[str, int, list[FileRecord], list[str]] | None:
+    """Pack while `fetch` downloads, sending each piece on `chan` (the agent's) as it is written, at
+    most `bound` bytes (`stream_bound`, announced); no file is written (the client has it once it
+    checks, else the agent packs it). None: void."""
     repo = cache / folder
 
     def before_links() -> None:
@@ -164,7 +196,7 @@ def pack_streaming(cache: Path, folder: str, commit: str, plan: PackPlan, fetch:
         if PackPlan.from_snapshot(repo, commit) != plan:
             raise NotAsListed("the snapshot differs from the Hub's listing")
 
-    sink = LiveSink(chan.emit_data)
+    sink = LiveSink(chan.emit_data, bound)
     try:
         packed = pack_repo(cache, folder, commit, sink, plan=plan, before_links=before_links,
                            open_blob=lambda f: Arriving(repo / "blobs", f, fetch.failed, sink.flush_held))

@@ -11,7 +11,8 @@ host's sha256 before the archive is kept.
 The archive is cut into N ranges (4 from 16 MiB, since each OpenSSH stream is capped at window /
 RTT on a slow link; `--streams N` to choose), one ssh process each, each written into its place in
 the part file; finished ranges are remembered beside it (``NAME.part.ranges``), so a cut pull
-resumes with the ranges still missing, and the whole part is hashed at the end.
+resumes with the ranges still missing, and the whole part is hashed at the end. The ranges run under
+the fetch's deadlines: ``timeout`` seconds of silence, and its `Pace` (bytes every ``--stall``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
 import threading
@@ -28,6 +30,7 @@ from typing import Any
 
 from ..errors import IntegrityError, RemoteConnectError, UsageError
 from ..fsutil import disk_error, sha256_file, write_atomic
+from .pace import Pace
 from .pull import ProgressBar
 from .ssh import SSHTarget
 
@@ -39,6 +42,7 @@ SLOW_LINK_RTT_S = 0.005  # a round trip slower than this is a WAN: several strea
 SLOW_LINK_FROM = 16 * 1024 * 1024
 DEFAULT_STREAMS = 4
 READ = 1024 * 1024
+POLL_S = 0.5  # how often a waiting range looks at the deadlines (and whether another range failed)
 
 
 def use_openssh(transfer: str, target: SSHTarget) -> bool:
@@ -100,14 +104,15 @@ def _remote_range(path: str, start: int, length: int) -> str:
 
 
 def pull_openssh(target: SSHTarget, path: str, event: dict[str, Any], out: Path, bar: bool,
-                 timeout: float, streams: int = 0) -> tuple[int, float]:
+                 timeout: float, streams: int = 0, pace: Pace | None = None) -> tuple[int, float]:
     """Pull one archive with the ssh binary; returns (resumed offset, seconds)."""
     if not SAFE_PATH.match(path):
         raise UsageError(f"the host's archive path {path!r} has characters a shell could misread",
                          "use --transfer stream")
     size = event["size"]
     n = streams or (DEFAULT_STREAMS if size >= SLOW_LINK_FROM else 1)
-    return _pull_ranges(ssh_argv(target, timeout), path, event, out, bar, n, target.alias)
+    return _pull_ranges(ssh_argv(target, timeout), path, event, out, bar, n, target.alias,
+                        Deadlines(target.alias, timeout, pace))
 
 
 def _finish(proc: subprocess.Popen, where: str) -> None:
@@ -123,8 +128,53 @@ def _finish(proc: subprocess.Popen, where: str) -> None:
                                  "run the same command again: the pull resumes")
 
 
+class Deadlines:
+    """The ranges' shared clocks: silence (no byte from any range for `timeout` s), the fetch's
+    `Pace`, and a stop flag once one range failed (the others end their ssh then)."""
+
+    def __init__(self, where: str, timeout: float, pace: Pace | None) -> None:
+        self.where, self.timeout, self.pace = where, timeout, pace
+        self.last, self.stop = time.monotonic(), threading.Event()
+
+    def moved(self, n: int) -> None:
+        self.last = time.monotonic()
+        if self.pace is not None:
+            self.pace.moved(n)
+
+    def check(self) -> None:
+        if self.stop.is_set():
+            raise RemoteConnectError(f"a pull from {self.where} was ended", "")  # another range's error wins
+        if self.pace is not None:
+            self.pace.check()
+        if time.monotonic() - self.last > self.timeout:
+            raise RemoteConnectError(f"{self.where} went silent past the deadline", "the host or network "
+                                     "stalled; run again (pulls resume), or raise --timeout")
+
+
+def _read_range(proc: subprocess.Popen, fd: int, start: int, end: int, lock: threading.Lock,
+                progress: ProgressBar, deadlines: Deadlines) -> int:
+    """Write what one ssh sends into the part at its place until `end` or its end; returns where it got."""
+    assert proc.stdout is not None
+    pipe, pos = proc.stdout.fileno(), start
+    while pos < end:
+        if not select.select([pipe], [], [], POLL_S)[0]:
+            with lock:
+                deadlines.check()
+            continue
+        chunk = os.read(pipe, min(READ, end - pos))
+        if not chunk:
+            break
+        os.pwrite(fd, chunk, pos)
+        pos += len(chunk)
+        with lock:
+            progress.update(len(chunk))
+            deadlines.moved(len(chunk))
+            deadlines.check()
+    return pos
+
+
 def _pull_ranges(argv: list[str], path: str, event: dict[str, Any], out: Path, bar: bool, n: int,
-                 where: str) -> tuple[int, float]:
+                 where: str, deadlines: Deadlines | None = None) -> tuple[int, float]:
     """N ssh streams, one range each, written in place; the whole part hashed at the end."""
     name, size, want = event["archive"], int(event["size"]), event["sha256"]
     final, part, ledger = out / name, out / f"{name}.part", out / f"{name}.part.ranges"
@@ -138,6 +188,7 @@ def _pull_ranges(argv: list[str], path: str, event: dict[str, Any], out: Path, b
     progress = ProgressBar(name, size, resumed, bar)
     lock = threading.Lock()
     failures: list[BaseException] = []
+    deadlines = deadlines or Deadlines(where, float("inf"), None)
     try:
         fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o666)  # less the umask, as every new file
     except OSError as exc:
@@ -151,13 +202,14 @@ def _pull_ranges(argv: list[str], path: str, event: dict[str, Any], out: Path, b
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         stdin=subprocess.DEVNULL, env=child_env())
                 assert proc.stdout is not None
-                pos = start
-                while pos < end and (chunk := proc.stdout.read1(READ)):
-                    os.pwrite(fd, chunk, pos)
-                    pos += len(chunk)
-                    with lock:
-                        progress.update(len(chunk))
-                proc.stdout.close()
+                try:
+                    pos = _read_range(proc, fd, start, end, lock, progress, deadlines)
+                except BaseException:
+                    proc.kill()
+                    proc.wait()
+                    raise
+                finally:
+                    proc.stdout.close()
                 _finish(proc, where)
                 if pos != end:
                     raise RemoteConnectError(f"ssh to {where} ended {end - pos} bytes early",
@@ -167,6 +219,7 @@ def _pull_ranges(argv: list[str], path: str, event: dict[str, Any], out: Path, b
                     write_atomic(ledger, json.dumps({**key, "done": done}))
             except BaseException as exc:  # handed to the caller
                 failures.append(exc)
+                deadlines.stop.set()
 
         threads = [threading.Thread(target=fetch_range, args=r, daemon=True) for r in todo]
         for t in threads:

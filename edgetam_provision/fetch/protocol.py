@@ -17,6 +17,7 @@ from typing import Any
 from ..console import clean
 from ..errors import HostMisbehaved, RemoteConnectError
 from ..hub.layout import BLOB_RE, COMMIT_RE, FOLDER_PATTERN, REF_NAME_RE, valid_repo_id
+from .pace import Pace
 
 MAX_LINE = 8 * 1024 * 1024  # one event line (a ``packed`` event lists every file of a revision)
 MAX_CHUNK = 16 * 1024 * 1024  # one ``chunk`` of an archive sent while packing (the agent sends 8 MiB)
@@ -96,7 +97,9 @@ EVENTS: dict[str, Message] = {
     "progress": _event({"message": _text(500)}, "a line for the user (control characters removed)"),
     "download": _event({"repo_id": REPO_ID, "bytes": SIZE, "total": OPT_SIZE},
                        "download progress, every second; counts as life", ("total",)),
-    "stream": _event({"archive": ARCHIVE}, "an archive will be sent while it is packed"),
+    "stream": _event({"archive": ARCHIVE, "size": SIZE},
+                     "an archive will be sent while it is packed, at most `size` bytes (the client "
+                     "checks free space for all of it first; a byte past it is a violation)"),
     "chunk": _event({"length": _int(1, MAX_CHUNK)}, "the next piece of the announced archive",
                     then="`length` raw bytes of the archive"),
     "stream-void": _event({"why": _text(500)}, "drop what was sent: the download did not match the "
@@ -173,6 +176,7 @@ class Stream:
         self._recv, self._send_raw, self.where = recv, send, where
         self._broken = (OSError, EOFError, *broken)
         self._buf = b""
+        self.pace: Pace | None = None  # checked at every receive; fed with the raw bytes read
 
     def _lost(self, exc: BaseException) -> RemoteConnectError:
         if isinstance(exc, TimeoutError):
@@ -196,6 +200,8 @@ class Stream:
         if not data:
             raise RemoteConnectError(f"{self.where} closed the connection",
                                      "run the same command again: the pull resumes")
+        if self.pace is not None:  # a host that drips bytes is never silent: it runs out of time here
+            self.pace.check()
         return data
 
     def send_json(self, obj: dict[str, Any]) -> None:
@@ -221,6 +227,8 @@ class Stream:
                 self._buf = self._more(min(RECV, n))
             chunk, self._buf = self._buf[:n], self._buf[n:]
             n -= len(chunk)
+            if self.pace is not None:
+                self.pace.moved(len(chunk))
             yield chunk
 
 

@@ -127,13 +127,14 @@ def pull(source: Source, event: dict[str, Any], out: Path, bar: bool) -> tuple[i
 
 class LiveArchive:
     """An archive received while the host packs it (``chunk`` events): hashed and written into
-    ``NAME.part`` as it arrives, kept as ``NAME`` only if the host's final sha256 and size agree.
+    ``NAME.part`` as it arrives, at most `bound` bytes (the size the host announced; the client
+    refuses a chunk past it), kept as ``NAME`` only if the host's final sha256 and size agree.
     (Here, not in a worker thread as `_drain` does: beside paramiko's own thread, on 2 cores, a
     third one measured slower.)"""
 
-    def __init__(self, out: Path, name: str) -> None:
+    def __init__(self, out: Path, name: str, bound: int) -> None:
         out.mkdir(parents=True, exist_ok=True)
-        self.part, self.final = out / f"{name}.part", out / name
+        self.part, self.final, self.bound = out / f"{name}.part", out / name, bound
         self.h, self.size, self.t0 = hashlib.sha256(), 0, time.monotonic()
         try:
             self.fh = open(self.part, "wb")  # noqa: SIM115 - closed in close()

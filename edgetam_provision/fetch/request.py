@@ -53,6 +53,7 @@ class FetchRequest:
     stall: float = STALL_S  # seconds a host's download may make no progress before we give up
     then_restore: Path | None = None  # the cache to restore into (and verify), if any
     verify: Any = None  # a VerifyRequest for after the restore
+    debug: bool = False  # also say what only a debugging reader needs (the SSH cipher)
 
     def params(self) -> dict[str, Any]:
         """What the agent is told on stdin."""

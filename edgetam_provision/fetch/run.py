@@ -5,8 +5,10 @@ HF_HUB_OFFLINE, repo specs, the remote Python's name). Then `agent.py` runs ther
 fixed command, fed its program and parameters on stdin; it reports the host's download progress
 every second (life, for the deadline) and packs each revision. Each archive is pulled into
 ``NAME.part``, hashed while received (resuming from the part), checked against the host's sha256,
-renamed into place, recorded in manifest.json + SHA256SUMS, and validated exactly as a restore
-would. An archive already here with the right sha256 is not pulled again.
+renamed into place, held to the acceptance rule restore and check apply (docs/accepted.md, the
+host's announcement its declaration) and recorded in manifest.json + SHA256SUMS; one it refuses is
+removed. An archive already here with the right sha256 is not pulled again. Then each is compared
+with the Hub's own listing, asked from here without credentials (`anchor_pulled`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..archive.untrusted import scan_archive
 from ..console import ProgressFn
-from ..errors import RemoteDownloadError
+from ..errors import HostMisbehaved, IntegrityError, ProvisionError, RemoteDownloadError
 from ..hub.manifest import record
-from .client import AgentLink, Pulled, remote_path, run_agent, stream_source
+from .client import LOCAL_WHERE, AgentLink, Pulled, remote_path, run_agent, stream_source
 from .protocol import Stream
 from .pull import pull
 from .request import BOOT, FetchRequest, check_python, check_request, remote_command
@@ -34,10 +35,56 @@ AGENT_EXIT_S = 5.0  # after we close its stdin, a local agent has this long to r
 
 
 def check_pulled(pulled: list[Pulled], out: Path) -> None:
-    """Validate each archive as a restore would, then record it in the manifest."""
+    """Hold each archive to the acceptance rule with the host's announcement as its declaration,
+    as restore and check do with the manifest, and record those it admits. One it refuses is
+    removed: nothing unrecorded stays for a later restore to take as a hand-made backup."""
+    from ..integrity.accept import admit
+
+    admitted, refused = [], []
     for p in pulled:
-        scan_archive(p.archive, p.entry.blob_sizes())
-    record(out, [p.entry for p in pulled])
+        try:
+            admit(p.archive, p.entry)
+            admitted.append(p.entry)
+        except ProvisionError as exc:
+            p.archive.unlink(missing_ok=True)
+            refused.append(f"{p.archive.name} is not what the host announced: {exc.message}")
+    if admitted:
+        record(out, admitted)
+    if refused:
+        kept = f"; the {len(admitted)} others were checked and recorded" if admitted else ""
+        raise HostMisbehaved(refused[0], f"it was removed{kept}; use a host you trust")
+
+
+def anchor_pulled(pulled: list[Pulled], req: FetchRequest, progress: ProgressFn) -> list[Pulled]:
+    """Each archive against the Hub's listing of the revision asked, from this machine without
+    credentials (`integrity.hub_check`), recorded in the manifest either way; one that disagrees is
+    removed from the out folder and its manifest, and the fetch fails naming it."""
+    from ..integrity.hub_check import check_entry
+    from ..integrity.hub_listing import endpoint_of
+
+    endpoint = endpoint_of(req.endpoint)
+    revisions = {(s.repo_id, s.repo_type): s.revision or "main" for s in req.specs}
+    kept: list[Pulled] = []
+    failed: list[IntegrityError] = []
+    for p in pulled:
+        progress(f"asking {endpoint} for the listing of {p.entry.repo_id}@{p.entry.commit[:12]}…")
+        try:
+            hub = check_entry(p.entry, endpoint, revisions.get((p.entry.repo_id, p.entry.repo_type),
+                                                                p.entry.commit),
+                              include=req.include, exclude=req.exclude, token=req.token,
+                              hint=f"nothing of it was kept ({p.archive.name} is removed from {req.out} and "
+                                   "its manifest); the revision may have moved since the host downloaded it: "
+                                   "fetch again; if it differs again, the host or its endpoint hands out "
+                                   "another model than the Hub")
+        except IntegrityError as exc:
+            p.archive.unlink(missing_ok=True)
+            failed.append(exc)
+            continue
+        kept.append(replace(p, entry=replace(p.entry, hub=hub)))
+    record(req.out, [p.entry for p in kept])  # drops the removed ones
+    if failed:
+        raise failed[0]
+    return kept
 
 
 def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pulled]:
@@ -50,7 +97,7 @@ def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pul
     target = resolve_target(req.host or "", **req.ssh)
     python = req.python or "python3"
     progress(f"connecting to {target.describe()}…")
-    with connect(target, req.timeout, req.accept_new_host_key) as conn:
+    with connect(target, req.timeout, req.accept_new_host_key, progress) as conn:
         rtt = conn.round_trip()
         chan = conn.exec(remote_command(python))
         try:
@@ -62,12 +109,13 @@ def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pul
                     path = remote_path(stream, e)
                     if req.transfer == "openssh" or (worth_openssh(e["size"], time.monotonic() - t0)
                                                      and not channel_part(out, e["archive"])):
-                        return pull_openssh(target, path, e, out, bar, req.timeout, req.streams)
+                        return pull_openssh(target, path, e, out, bar, req.timeout, req.streams, stream.pace)
                     return pull(stream_source(stream, e), e, out, bar)
 
                 link.puller = puller
             pulled = run_agent(link, req.params(), req.out, progress, bar, req.stall)
-            progress(f"cipher {conn.cipher()}")
+            if req.debug:
+                progress(f"cipher {conn.cipher()}")
         finally:
             with contextlib.suppress(Exception):  # the connection may already be gone
                 chan.close()
@@ -121,7 +169,7 @@ def fetch_local(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pull
         return proc.returncode, proc.stderr.read().decode(errors="replace")
 
     try:
-        link = AgentLink(Stream(_pipe_reader(proc.stdout, req.timeout), send, "this machine"), ended, python)
+        link = AgentLink(Stream(_pipe_reader(proc.stdout, req.timeout), send, LOCAL_WHERE), ended, python)
         pulled = run_agent(link, req.params(), req.out, progress, bar, req.stall)
     finally:
         with contextlib.suppress(OSError):
@@ -152,9 +200,13 @@ def fetch(req: FetchRequest, progress: ProgressFn, bar: bool = False) -> dict[st
     check_request(req)
     t0 = time.monotonic()
     pulled = fetch_local(req, progress, bar) if req.host is None else fetch_remote(req, progress, bar)
+    pulled = anchor_pulled(pulled, req, progress)
     wall = time.monotonic() - t0
     fetched = sum(p.entry.size for p in pulled if not p.already_here)
-    data: dict[str, Any] = {"out": str(req.out), "archives": [p.to_dict() for p in pulled],
+    data: dict[str, Any] = {"out": str(req.out),
+                            "archives": [{**p.to_dict(),
+                                          "hub": p.entry.hub.to_dict() if p.entry.hub else None}
+                                         for p in pulled],
                             "seconds": round(wall, 3), "bytes": fetched,
                             "mb_per_s": round(fetched / 1e6 / wall, 1) if wall > 0 else None}
     if req.then_restore is not None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..console import ProgressFn, no_progress
 from ..errors import HostKeyError, RemoteAuthError, RemoteConnectError, UsageError
 from .limits import TIMEOUT_S
 
@@ -100,10 +101,11 @@ def resolve_target(host: str, *, port: int | None = None, user: str | None = Non
 
 
 class _HostKeyPolicy:
-    """Refuse unknown host keys, or append exactly one known_hosts line when told to."""
+    """Refuse unknown host keys, or append exactly one known_hosts line when told to (and say so,
+    with the key's type and fingerprint, as OpenSSH does)."""
 
-    def __init__(self, target: SSHTarget, accept_new: bool) -> None:
-        self.target, self.accept_new = target, accept_new
+    def __init__(self, target: SSHTarget, accept_new: bool, say: ProgressFn = no_progress) -> None:
+        self.target, self.accept_new, self.say = target, accept_new, say
 
     def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
         fp = key.fingerprint
@@ -124,6 +126,7 @@ class _HostKeyPolicy:
         # parse); OpenSSH's habit is to append exactly one line.
         with open(path, "a") as fh:
             fh.write(prefix + line)
+        self.say(f"added the host key of {self.target.known_hosts_key} ({key.get_name()} {fp}) to {path}")
 
 
 def refuse_revoked(target: SSHTarget, key: Any) -> None:
@@ -194,7 +197,8 @@ class Connection:
             self._jump.close()
 
 
-def _sock_for(target: SSHTarget, timeout: float, accept_new: bool) -> tuple[Any, Connection | None]:
+def _sock_for(target: SSHTarget, timeout: float, accept_new: bool,
+              say: ProgressFn = no_progress) -> tuple[Any, Connection | None]:
     """The socket to run SSH over: direct TCP, a ProxyCommand, or a channel through ProxyJump."""
     import paramiko
 
@@ -203,7 +207,7 @@ def _sock_for(target: SSHTarget, timeout: float, accept_new: bool) -> tuple[Any,
         hop = resolve_target(last, ssh_config=target.ssh_config, known_hosts=target.known_hosts[0])
         hop = dataclasses.replace(hop, proxy_jump=",".join(earlier) or None,
                                   proxy_command=None if earlier else hop.proxy_command)
-        jump = connect_raw(hop, timeout, accept_new)
+        jump = connect_raw(hop, timeout, accept_new, say)
         chan = jump.client.get_transport().open_channel(
             "direct-tcpip", (target.hostname, target.port), ("127.0.0.1", 0), timeout=timeout)
         return chan, jump
@@ -239,8 +243,8 @@ def _load_known_hosts(keys: Any, path: Path) -> None:
                 keys.add(name, entry.key.get_name(), entry.key)
 
 
-def connect_raw(target: SSHTarget, timeout: float = TIMEOUT_S,
-                accept_new: bool = False) -> Connection:
+def connect_raw(target: SSHTarget, timeout: float = TIMEOUT_S, accept_new: bool = False,
+                say: ProgressFn = no_progress) -> Connection:
     """Connect and authenticate, mapping every failure to its own error kind."""
     import logging
 
@@ -250,11 +254,11 @@ def connect_raw(target: SSHTarget, timeout: float = TIMEOUT_S,
     logging.getLogger("paramiko").addHandler(logging.NullHandler())
     logging.getLogger("paramiko").propagate = False
 
-    sock, jump = _sock_for(target, timeout, accept_new)
+    sock, jump = _sock_for(target, timeout, accept_new, say)
     client = paramiko.SSHClient()
     for f in target.known_hosts:
         _load_known_hosts(client.get_host_keys(), Path(f))
-    client.set_missing_host_key_policy(_HostKeyPolicy(target, accept_new))
+    client.set_missing_host_key_policy(_HostKeyPolicy(target, accept_new, say))
     defaults = [str(Path("~/.ssh", n).expanduser()) for n in DEFAULT_IDENTITIES]
     keys = [k for k in (*target.identities, *defaults) if Path(k).is_file()]
     try:
@@ -299,10 +303,10 @@ def connect_raw(target: SSHTarget, timeout: float = TIMEOUT_S,
 
 
 @contextlib.contextmanager
-def connect(target: SSHTarget, timeout: float = TIMEOUT_S,
-            accept_new: bool = False) -> Iterator[Connection]:
+def connect(target: SSHTarget, timeout: float = TIMEOUT_S, accept_new: bool = False,
+            say: ProgressFn = no_progress) -> Iterator[Connection]:
     """`connect_raw` as a context manager that always closes."""
-    conn = connect_raw(target, timeout, accept_new)
+    conn = connect_raw(target, timeout, accept_new, say)
     try:
         yield conn
     finally:

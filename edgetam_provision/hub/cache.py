@@ -7,7 +7,6 @@ behind them (hashed against their names), copies where symlinks are unsupported,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from .layout import (
     BLOB_RE,
     COMMIT_RE,
     SHORT_COMMIT_RE,
+    BlobHasher,
     FileRecord,
     blob_hasher,
     is_repo_folder_name,
@@ -87,7 +87,7 @@ def resolve_cache_dir(override: str | os.PathLike[str] | None = None) -> CacheLo
     return CacheLocation(Path(constants.HF_HUB_CACHE).expanduser().absolute(), source)
 
 
-def _hash_file(path: Path, *hashers: hashlib._Hash) -> None:
+def _hash_file(path: Path, *hashers: BlobHasher) -> None:
     """Feed the file's bytes, read once, to every hasher."""
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):
@@ -131,7 +131,8 @@ def resolve_commit(cache: Path, repo_id: str, revision: str | None, repo_type: s
     repo_dir = cache / repo_folder_name(repo_id, repo_type)
     if not repo_dir.is_dir():
         raise ModelMissingError(f"{repo_id} is not in the cache {cache}",
-                                "get it with `provision fetch` or `provision restore`")
+                                "get it with `provision fetch` or `provision restore`",
+                                path=repo_dir, repo=repo_id, revision=revision)
     rev = revision or "main"
     commit = rev if COMMIT_RE.match(rev) else read_ref(repo_dir, rev)
     snaps = repo_dir / "snapshots"
@@ -146,7 +147,8 @@ def resolve_commit(cache: Path, repo_id: str, revision: str | None, repo_type: s
         commit = found[0] if found else None
     if not commit or not (repo_dir / "snapshots" / commit).is_dir():
         raise ModelMissingError(f"{repo_id}@{rev} has no snapshot in the cache {cache}",
-                                "list what is cached with `provision status`")
+                                "list what is cached with `provision status`",
+                                path=repo_dir, repo=repo_id, revision=rev)
     return commit
 
 

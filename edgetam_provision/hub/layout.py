@@ -21,7 +21,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 FOLDER_PREFIXES = {"model": "models--", "dataset": "datasets--"}
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")
@@ -134,7 +134,15 @@ def snapshot_link(path: str, blob: str) -> str:
     return "../" * (path.count("/") + 2) + f"blobs/{blob}"
 
 
-def _git_sha1() -> Any:
+class BlobHasher(Protocol):
+    """What hashes a blob: hashlib's sha256 and sha1 objects."""
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+def _git_sha1() -> BlobHasher:
     """sha1 for git blob names (not for security: FIPS builds need it said; Python 3.8, which hosts
     still run, has no such argument)."""
     try:
@@ -143,7 +151,7 @@ def _git_sha1() -> Any:
         return hashlib.sha1()
 
 
-def blob_hasher(name: str, size: int) -> Any:
+def blob_hasher(name: str, size: int) -> BlobHasher:
     """A hash object that, fed a blob's bytes, yields `name` when the bytes are right."""
     if len(name) == 64:
         return hashlib.sha256()

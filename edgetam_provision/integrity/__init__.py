@@ -4,4 +4,5 @@
   bounded in size, count and time by what was declared before the first byte.
 - `hub_listing`: the Hub's own listing of a revision, asked from this machine without credentials,
   that an archive must equal where the endpoint answers.
+- `hub_check`: an archive's manifest entry against that listing, for fetch and `check --hub`.
 """

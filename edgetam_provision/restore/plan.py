@@ -49,6 +49,7 @@ class ArchivePlan:
     contents: ArchiveContents
     checked_by: str  # manifest | SHA256SUMS | blob names
     actions: tuple[Action, ...]
+    unused: tuple[str, ...] = ()  # blobs of a hand-made backup that no snapshot file uses: not kept
 
     def summary(self, written: bool = True) -> dict[str, object]:
         writes = [a for a in self.actions if a.writes]
@@ -66,7 +67,7 @@ class ArchivePlan:
                 "writes": len(writes),
                 "status": status,
                 "moved_refs": [a.to_dict() for a in self.actions if a.kind == "ref" and a.previous],
-                "skipped": self.contents.skipped,
+                "skipped": [*self.contents.skipped, *self.unused],
                 "actions": [a.to_dict() for a in writes]}
 
 

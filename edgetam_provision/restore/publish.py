@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import posixpath
 
-from ..console import ProgressFn
+from ..console import ProgressFn, counted
 from ..errors import CacheError, IntegrityError
 from ..fsutil import copy_atomic, disk_error, symlink_atomic, symlinks_supported, write_atomic
 from ..hub.layout import repo_id_from_folder, repo_type_from_folder
@@ -46,7 +46,7 @@ def publish(plan: RestorePlan, progress: ProgressFn) -> list[Action]:
         err = disk_error(exc, cache / a.folder / a.path)
         raise CacheError(err.message.replace("; nothing was published", ""),
                          _partial_hint(published, len(writes))) from None
-    progress(f"published {len(published)} entries into {cache}")
+    progress(f"published {counted(len(published), 'entry', 'entries')} into {cache}")
     return published
 
 

@@ -1,8 +1,10 @@
 """`provision restore`: check every byte, plan, then stage and publish into the hub cache.
 
 Order of work, so that a crash or Ctrl-C at any point leaves a consistent cache:
-1. scan (no lock, no writes): validate every member of every archive (`untrusted_tar`), and
-   refuse a cache that contradicts an archive before even the lock file exists.
+1. scan (no lock, no writes): free space for what the manifests declare, then every archive
+   read within the bounds its declaration sets and held to it (`integrity.accept`, the rule
+   `check` and fetch apply too); a cache that contradicts an archive is refused before even the
+   lock file exists.
 2. read (under the cache lock): hash every byte of every archive: the whole file against
    manifest.json / SHA256SUMS (in a thread), every blob against its name (`read`: in parallel
    where the archive allows). Blobs the cache lacks or holds damaged are staged in
@@ -24,8 +26,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..archive.compression import ARCHIVE_SUFFIXES, compression_of_head
-from ..archive.untrusted import ArchiveContents, scan_archive
-from ..console import ProgressFn, no_progress
+from ..archive.untrusted import ArchiveContents
+from ..console import ProgressFn, counted, no_progress
 from ..errors import CacheError, IntegrityError, UsageError
 from ..fsutil import (
     PRIVATE_DIR,
@@ -37,6 +39,7 @@ from ..fsutil import (
 from ..hub.cache import read_ref
 from ..hub.layout import repo_folder_name
 from ..hub.manifest import ArchiveEntry, read_manifest, read_sums
+from ..integrity.accept import admit, unused_blobs
 from ..parallel import in_background
 from .plan import Action, ArchivePlan, RestorePlan
 from .publish import prove, publish
@@ -96,17 +99,6 @@ def _expected_hash(path: Path, entry: ArchiveEntry | None, sums: dict[str, str])
     return None, "blob names"
 
 
-def _check_manifest_files(contents: ArchiveContents, entry: ArchiveEntry) -> None:
-    repo = contents.repos.get(repo_folder_name(entry.repo_id, entry.repo_type))
-    if repo is None:
-        raise IntegrityError(f"{contents.path.name}: does not hold {entry.repo_id} as its manifest says",
-                             "the backup and its manifest do not belong together")
-    for f in entry.files:
-        if repo.links.get(f"snapshots/{entry.commit}/{f.path}") != f.blob:
-            raise IntegrityError(f"{contents.path.name}: {f.path} is missing or differs from the manifest",
-                                 "the backup is damaged; fetch it again")
-
-
 def _link_conflicts(contents: ArchiveContents, cache: Path) -> None:
     """Refuse a cache whose snapshot entries contradict the archive (same commit, other blob)."""
     for folder, repo in contents.repos.items():
@@ -125,8 +117,9 @@ def _link_conflicts(contents: ArchiveContents, cache: Path) -> None:
 
 
 def _actions(contents: ArchiveContents, found: ReadResult, cache: Path, keep_refs: bool,
-             done: set[tuple[str, str, str]]) -> list[Action]:
-    """What restoring `contents` writes, given what the read pass found. `done` dedupes."""
+             done: set[tuple[str, str, str]], unused: list[str]) -> list[Action]:
+    """What restoring `contents` writes, given what the read pass found. `done` dedupes; blobs no
+    snapshot file uses are not kept, but named in `unused`."""
     actions: list[Action] = []
 
     def add(a: Action) -> None:
@@ -137,7 +130,8 @@ def _actions(contents: ArchiveContents, found: ReadResult, cache: Path, keep_ref
     for folder, repo in contents.repos.items():
         repo_dir = cache / folder
         links = {**repo.links, **{p: found.copies[(folder, p)] for p in repo.copies}}
-        for blob in sorted({*repo.blobs, *links.values()}):
+        unused.extend(f"{folder}/blobs/{b}" for b in unused_blobs(repo, links))
+        for blob in sorted(set(links.values())):
             key = (folder, blob)
             add(Action("blob", folder, f"blobs/{blob}", found.blobs[key], found.sizes[key]))
         for rel, blob in sorted(links.items()):
@@ -199,16 +193,18 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
     for p in ignored:
         progress(f"note: {p} is not a backup archive; skipped")
     scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str | None, str]] = []
-    for path in archives:
-        entry = read_manifest(path.parent).get(path.name)
+    manifests = {folder: read_manifest(folder) for folder in dict.fromkeys(p.parent for p in archives)}
+    entries = {path: manifests[path.parent].get(path.name) for path in archives}
+    if for_cache:  # what the manifests declare must fit before a byte is read
+        _check_space(cache, sum(_declared_bytes(e, cache) for e in entries.values() if e))
+    for path, entry in entries.items():
         expected, checked_by = _expected_hash(path, entry, read_sums(path.parent))
-        contents = scan_archive(path, entry.blob_sizes() if entry else None)
-        if entry:
-            _check_manifest_files(contents, entry)
+        contents = admit(path, entry)
         _link_conflicts(contents, cache)
         if contents.skipped:
-            progress(f"note: {contents.path.name}: skipped {len(contents.skipped)} members that are "
-                     f"not part of a revision (e.g. {contents.skipped[0]})")
+            skipped = counted(len(contents.skipped), "member")
+            progress(f"note: {contents.path.name}: skipped {skipped} not part of a revision "
+                     f"(e.g. {contents.skipped[0]})")
         scanned.append((contents, entry, expected, checked_by))
     if for_cache:  # `check_backups` has no cache: its space and permissions do not matter
         _check_space(cache, sum(_unseen_bytes(c, cache) for c, *_ in scanned))
@@ -240,19 +236,30 @@ def _read_and_plan(scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str
     done: set[tuple[str, str, str]] = set()
     for contents, _entry, expected, checked_by in scanned:
         digest = in_background(functools.partial(sha256_file, contents.path)) if expected else None
+        unused: list[str] = []
         reader.archive(contents, progress)
         if digest is not None and (got := digest()) != expected:
             raise IntegrityError(f"{contents.path.name}: sha256 {got[:16]}… does not match the expected "
                                  f"{expected[:16]}… ({checked_by})",  # type: ignore[index]
                                  "the backup is damaged or was changed; fetch or copy it again — "
                                  "nothing was written")
-        actions = _actions(contents, reader.found, cache, keep_refs, done)
-        plans.append(ArchivePlan(contents, checked_by, tuple(actions)))
+        actions = _actions(contents, reader.found, cache, keep_refs, done, unused)
+        if unused:
+            progress(f"note: {contents.path.name}: {len(unused)} blobs that no snapshot file uses are not "
+                     f"kept (e.g. {unused[0]})")
+        plans.append(ArchivePlan(contents, checked_by, tuple(actions), tuple(unused)))
     return RestorePlan(cache, tuple(plans), staged=reader.found.staged)
 
 
 def _nearest_existing(path: Path) -> Path:
     return next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+
+
+def _declared_bytes(entry: ArchiveEntry, cache: Path) -> int:
+    """Bytes of the blobs a manifest entry declares that the cache does not hold at their size."""
+    folder = cache / repo_folder_name(entry.repo_id, entry.repo_type) / "blobs"
+    return sum(0 if (folder / blob).is_file() and (folder / blob).stat().st_size == size else size
+               for blob, size in entry.blob_sizes().items())
 
 
 def _unseen_bytes(contents: ArchiveContents, cache: Path) -> int:

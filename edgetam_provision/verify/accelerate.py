@@ -41,7 +41,7 @@ def reparameterize(model: Any) -> tuple[Callable[[], None], dict[str, Any]]:
     """Fold the RepViT backbone for inference; returns (undo, info). No-op if timm cannot."""
     wrapper = getattr(getattr(model, "vision_encoder", None), "backbone", None)
     original = getattr(wrapper, "timm_model", None)
-    if original is None:
+    if wrapper is None or original is None:
         return lambda: None, {"mode": "plain", "why": "no timm backbone"}
     try:
         from timm.utils.model import reparameterize_model

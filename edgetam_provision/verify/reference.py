@@ -26,7 +26,9 @@ MEANING = ("other weights or another revision than the reference run's, or a tra
 
 def load_reference() -> dict[str, Any]:
     """The reference run: image, prompts, scores, timings."""
-    return json.loads((resources.files("edgetam_provision.verify") / "assets" / "reference.json").read_text())
+    reference: dict[str, Any] = json.loads(
+        (resources.files("edgetam_provision.verify") / "assets" / "reference.json").read_text())
+    return reference
 
 
 def compare_scores(cases: list[dict[str, Any]], reference: dict[str, Any],

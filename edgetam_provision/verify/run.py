@@ -2,7 +2,7 @@
 
 This side stays light (no torch): it plans the cases, starts the fresh `worker` process
 with ``HF_HUB_OFFLINE=1`` in force before huggingface_hub is imported there (the segmentation
-itself is `segment`), and judges the report that comes back.
+itself is `segment`), and judges what it measured (`report`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from ..console import ProgressFn, no_progress
-from ..errors import EnvironmentProblem, ModelMissingError, ProvisionError, UsageError, VerificationFailed
+from ..errors import EnvironmentProblem, Interrupted, ModelMissingError, UsageError, error_from_dict
 from ..hub.cache import EDGETAM_REPO, resolve_commit
 from ..hub.layout import repo_folder_name
+from .report import FailedVerdict, VerifyReport, failed_verdict, judge
 
 WORKER = "edgetam_provision.verify.worker"
 BUILTIN_SCENE = "scene"  # --image scene: the generated picture with ground-truth masks
@@ -129,13 +130,13 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             im.load()  # decodes it all: a truncated file fails here, not after the model loaded
-            size = im.size
+            width, height = im.size
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise UsageError(f"{path} is not a readable picture ({type(exc).__name__}: {str(exc)[:120]})",
                          "pass a JPEG or PNG file to --image") from None
-    if min(size) < 16:
-        raise UsageError(f"{path} is only {size[0]}x{size[1]} pixels", "use a picture of at least 16x16")
-    return size
+    if min(width, height) < 16:
+        raise UsageError(f"{path} is only {width}x{height} pixels", "use a picture of at least 16x16")
+    return int(width), int(height)
 
 
 def check_prompts(case: Case, size: tuple[int, int]) -> None:
@@ -158,65 +159,6 @@ def check_prompts(case: Case, size: tuple[int, int]) -> None:
                              f"keep it within 0,0,{w},{h}")
 
 
-def judge(report: dict[str, Any]) -> None:
-    """Apply the quality gate: the reference run's scores (the truck photo) or ground truth (the
-    scene), for the real checkpoint only. Adds quality checks and says why when it does not apply."""
-    from .reference import TOLERANCE, compare_scores, load_reference, plausibility
-
-    gate = report["quality_gate"]
-    why_not = ("random weights cannot segment (self-test)" if report["synthetic"] else
-               "disabled (--no-quality-gate)" if not gate["enabled"] else
-               "no reference or ground truth for this image and these prompts"
-               if report["yardstick"] == "none" else None)
-    gate.update(applied=why_not is None, why_not=why_not, yardstick=report["yardstick"])
-    if report["yardstick"] == "reference":
-        ref = load_reference()
-        report["reference"] = {"source": ref["source"], "load_ms": ref["load_ms"],
-                               "cases": {c["name"]: {"iou_scores": c["iou_scores"], "ms": c["ms"]}
-                                         for c in ref["cases"]}}
-    if why_not:
-        return
-    if report["yardstick"] == "reference":
-        gate["tolerance"] = TOLERANCE
-        failures = compare_scores(report["cases"], ref) + plausibility(report["cases"])
-    else:
-        failures = [f"{c['name']}: object {i}: the best of the three masks overlaps ground truth "
-                    f"{o['gt_iou_best']:.3f} < {gate['min_iou']}"
-                    for c in report["cases"] for i, o in enumerate(c["objects"])
-                    if "gt_iou_best" in o and o["gt_iou_best"] < gate["min_iou"]]
-    report["checks"] += [{"kind": "quality", "case": f.split(":")[0], "ok": False, "detail": f}
-                         for f in failures] or [{"kind": "quality", "case": "all", "ok": True,
-                                                 "detail": f"matches the {report['yardstick']}"}]
-
-
-def finalize(report: dict[str, Any]) -> dict[str, Any]:
-    """Judge the report, drop in-memory masks; the verdict goes into ``passed``."""
-    for r in report["cases"]:
-        r.pop("_masks", None)
-    judge(report)
-    failures = [c for c in report["checks"] if c["ok"] is False]
-    report["passed"] = not failures
-    report["failures"] = [c["detail"] for c in failures]
-    return report
-
-
-def failure_error(report: dict[str, Any]) -> VerificationFailed:
-    """The one-line error for a failed verdict."""
-    from .reference import MEANING
-
-    first = report["failures"][0] if report["failures"] else "unknown failure"
-    kinds = {c["kind"] for c in report["checks"] if c["ok"] is False}
-    if kinds == {"quality"} and report.get("yardstick") == "reference":
-        hint = f"this install does not behave like the reference run: usually {MEANING}"
-    elif kinds == {"quality"}:
-        hint = ("the weights do not segment this image: is this the real checkpoint? "
-                "(--no-quality-gate skips the comparison)")
-    else:
-        hint = ("the model ran but produced invalid output: check torch/transformers versions "
-                "(`provision doctor`)")
-    return VerificationFailed(f"verification failed: {first}", hint)
-
-
 def ensure_env_offline() -> None:
     """Make this process offline for huggingface_hub/transformers; must run before they import."""
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -228,28 +170,26 @@ def ensure_env_offline() -> None:
 
 
 def run_in_fresh_process(req: VerifyRequest) -> dict[str, Any]:
-    """Run the verification in a fresh, offline Python process; return its report."""
-    from .. import errors
-
+    """Run the segmentation in a fresh, offline Python process; return what it measured (JSON)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    interrupted = Interrupted("interrupted", "nothing was written but the overlays of finished cases; "
+                                             "run it again")
     try:
         proc = subprocess.run([sys.executable, "-m", WORKER], input=req.to_json(), stdout=subprocess.PIPE,
                               text=True, env=env)
     except KeyboardInterrupt:
-        raise errors.Interrupted("interrupted", "nothing was written but the overlays of finished "
-                                 "cases; run it again") from None
+        raise interrupted from None
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode == -signal.SIGINT:
-        raise errors.Interrupted("interrupted", "nothing was written but the overlays of finished "
-                                 "cases; run it again")
+        raise interrupted
     if proc.returncode != 0 or not lines:
         raise EnvironmentProblem(f"the verification process died (exit {proc.returncode})",
                                  "run `provision --debug verify` and see the messages above")
     msg = json.loads(lines[-1])
     if not msg["ok"]:
-        cls = getattr(errors, msg.get("class", ""), ProvisionError)
-        raise cls(msg["message"], msg.get("hint", ""))
-    return msg["report"]
+        raise error_from_dict(msg)
+    measured: dict[str, Any] = msg["report"]
+    return measured
 
 
 EDGETAM_TYPES = ("edgetam",)  # the model_type of EdgeTAM checkpoints in transformers
@@ -268,11 +208,11 @@ def check_is_edgetam(cache: Path, repo_id: str, commit: str) -> None:
                          "EdgeTAM checkpoint")
 
 
-def verify_install(req: VerifyRequest, or_synthetic: bool = False,
-                   progress: ProgressFn = no_progress) -> dict[str, Any]:
+def verify_model(req: VerifyRequest, or_synthetic: bool = False,
+                 progress: ProgressFn = no_progress) -> VerifyReport:
     """Verify the cached model (or, with `or_synthetic`, the self-test when it is not cached).
 
-    Returns ``{"report", "note", "ok"}``; a failed verdict adds the error keys and exit code.
+    Returns the passing report; a failed verdict raises `FailedVerdict`, which carries it.
     """
     note = ""
     if or_synthetic and not req.synthetic:
@@ -291,10 +231,23 @@ def verify_install(req: VerifyRequest, or_synthetic: bool = False,
         except ModelMissingError as err:
             raise ModelMissingError(err.message, "get the weights with `provision fetch --host HOST "
                                     "--restore` (or `provision restore BACKUPS`); `provision verify "
-                                    "--synthetic` checks this machine without them") from None
+                                    "--synthetic` checks this machine without them",
+                                    path=err.path, repo=err.repo, revision=err.revision) from None
         check_is_edgetam(Path(req.cache), req.repo_id, commit)
-    report = run_in_fresh_process(req)
-    data: dict[str, Any] = {"report": report, "note": note, "ok": report["passed"]}
-    if not report["passed"]:
-        data.update(failure_error(report).to_dict())
-    return data
+    report = judge(run_in_fresh_process(req), note)
+    if not report.passed:
+        raise failed_verdict(report)
+    return report
+
+
+def verify_install(req: VerifyRequest, or_synthetic: bool = False,
+                   progress: ProgressFn = no_progress) -> dict[str, Any]:
+    """`verify_model` as a result dict, for `fetch --restore` (fetch/run.py) until it takes the
+    report and the error: ``{"report", "note", "ok"}``; a failed verdict adds the error's keys.
+
+    TODO(issue 27): remove once fetch/run.py calls `verify_model`.
+    """
+    try:
+        return verify_model(req, or_synthetic, progress).to_dict()
+    except FailedVerdict as err:
+        return {**err.to_dict(), "ok": False}

@@ -3,7 +3,7 @@
 Loads `EdgeTamModel` + `Sam2Processor` pinned to the cached commit, encodes the image once, runs
 every prompt case on the shared embedding (folded backbone and, on CUDA, CUDA graphs when they
 give the plain model's result), times it all, describes the masks and writes one overlay PNG per
-case. The verdict on the numbers is `verify.finalize`'s.
+case. The verdict on the numbers is `verify.report.judge`'s, in the parent process.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..console import ProgressFn
 from ..errors import EnvironmentProblem, ModelMissingError
 from ..hub.cache import BACKBONE_REPO, resolve_commit
 from ..hub.layout import repo_folder_name
-from .run import Case, VerifyRequest, finalize, plan_cases
+from .run import Case, VerifyRequest, plan_cases
 from .runtime import (
     UPGRADE,
     choose_device,
@@ -50,7 +50,7 @@ def check_environment(versions: dict[str, str], cache: Path) -> None:
 
 
 def run(req: VerifyRequest, progress: ProgressFn) -> dict[str, Any]:
-    """Load, segment, time and check; returns the full report (``passed`` says the verdict).
+    """Load, segment, time and check the outputs; returns what it measured, as JSON.
 
     Long on purpose: one timed sequence (imports, load, first inference, accelerated steps, warm
     runs), read top to bottom; each timer's start and stop stay in sight of each other.
@@ -76,8 +76,10 @@ def run(req: VerifyRequest, progress: ProgressFn) -> dict[str, Any]:
     progress(f"loading {req.repo_id}@{commit[:12]} offline on {device}…")
     t0 = time.perf_counter()
     try:
+        # ignore: transformers wraps PreTrainedModel.to with functools.wraps(torch.nn.Module.to), and
+        # typeshed's _Wrapped has no __get__, so mypy reads the bound method as unbound
         model = EdgeTamModel.from_pretrained(req.repo_id, revision=commit, cache_dir=cache,
-                                             local_files_only=True).to(device).eval()
+                                             local_files_only=True).to(device).eval()  # type: ignore[arg-type]
         processor = Sam2Processor.from_pretrained(req.repo_id, revision=commit, cache_dir=cache,
                                                   local_files_only=True)
     except OSError as exc:
@@ -91,6 +93,7 @@ def run(req: VerifyRequest, progress: ProgressFn) -> dict[str, Any]:
     image = Image.open(image_path).convert("RGB")
     checks: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
+    masks: list[list[Any]] = []  # per case, each object's chosen mask (H, W booleans), for the overlays
     with torch.inference_mode():
         t0 = time.perf_counter()
         inputs = processor(images=image, return_tensors="pt")
@@ -112,13 +115,15 @@ def run(req: VerifyRequest, progress: ProgressFn) -> dict[str, Any]:
             latency, out = _latencies(step, runs, torch, device)
             every_mask = (lambda o: processor.post_process_masks(o.pred_masks.cpu(), sizes)[0]) \
                 if truth_dir is not None else None
-            results.append(_describe(case, out, truth_dir, checks, np, every_mask))
+            described, chosen = _describe(case, out, truth_dir, checks, np, every_mask)
+            results.append(described)
+            masks.append(chosen)
             results[-1].update(latency_ms=statistics.median(latency), latency_min_ms=min(latency),
                                latency_max_ms=max(latency))
-    overlays = _write_overlays(image, cases, results, Path(req.out)) if req.out else []
+    overlays = _write_overlays(image, cases, masks, Path(req.out)) if req.out else []
     for r, path in zip(results, overlays, strict=False):
         r["overlay"] = str(path)
-    return finalize({
+    return {
         "device": device, "versions": versions, "repo_id": req.repo_id, "commit": commit,
         "synthetic": req.synthetic, "parameters": params, "image": str(image_path),
         "yardstick": plan.yardstick, "prompts": plan.prompts,
@@ -128,7 +133,7 @@ def run(req: VerifyRequest, progress: ProgressFn) -> dict[str, Any]:
         "quality_gate": {"enabled": req.quality_gate, "min_iou": req.min_iou},
         "checks": checks,
         "total_s": round(time.perf_counter() - t_start, 3),
-    })
+    }
 
 
 def _missing_file_error(exc: OSError, repo_id: str) -> ModelMissingError:
@@ -181,7 +186,8 @@ def _fast_steps(model: Any, processor: Any, pixel_values: Any, embeddings: Any, 
     """
     from .accelerate import TOLERANCE, relative_diff, reparameterize
 
-    undo, folded = reparameterize(model) if accelerate else (lambda: None, {"mode": "plain"})
+    plain: dict[str, Any] = {"mode": "plain"}  # how the backbone runs: plain, or folded (how close)
+    undo, folded = reparameterize(model) if accelerate else (lambda: None, plain)
     encode, decoders, accel = _build_steps(model, processor, pixel_values, embeddings, sizes, cases,
                                            device, accelerate and device == "cuda")
     times, out = _latencies(lambda: encode(pixel_values), runs, torch, device)
@@ -241,9 +247,10 @@ def _latencies(fn: Callable[[], Any], runs: int, torch: Any, device: str) -> tup
 
 
 def _describe(case: Case, decoded: Any, truth_dir: Path | None, checks: list[dict[str, Any]],
-              np: Any, every_mask: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+              np: Any, every_mask: Callable[[Any], Any] | None = None) -> tuple[dict[str, Any], list[Any]]:
     """Per-object scores, chosen mask, area, whether the prompts lie in it, and (with ground truth)
-    the IoU of the chosen mask and of the best of the three; appends the checks it makes."""
+    the IoU of the chosen mask and of the best of the three; appends the checks it makes. Returns
+    that (JSON) and each object's chosen mask."""
     out, masks = decoded
     from PIL import Image
 
@@ -274,9 +281,9 @@ def _describe(case: Case, decoded: Any, truth_dir: Path | None, checks: list[dic
             obj["gt_iou"] = round(iou(mask, truth), 4)
             obj["gt_iou_best"] = round(max(iou(m, truth) for m in three), 4)
         objects.append(obj)
-    return {"name": case.name, "objects": objects,
-            "prompts": {"points": case.points, "labels": case.labels, "box": case.box},
-            "_masks": [masks[i].numpy().astype(bool) for i in range(len(objects))]}
+    return ({"name": case.name, "objects": objects,
+             "prompts": {"points": case.points, "labels": case.labels, "box": case.box}},
+            [masks[i].numpy().astype(bool) for i in range(len(objects))])
 
 
 def _placement(case: Case, i: int, mask: Any) -> dict[str, Any]:
@@ -296,7 +303,7 @@ def _placement(case: Case, i: int, mask: Any) -> dict[str, Any]:
     return out
 
 
-def _write_overlays(image: Any, cases: list[Case], results: list[dict[str, Any]], out: Path) -> list[Path]:
+def _write_overlays(image: Any, cases: list[Case], masks: list[list[Any]], out: Path) -> list[Path]:
     """One PNG per case: masks tinted over the image, prompts drawn. Written atomically."""
     import numpy as np
     from PIL import Image, ImageDraw
@@ -307,9 +314,9 @@ def _write_overlays(image: Any, cases: list[Case], results: list[dict[str, Any]]
     colours = [(30, 144, 255), (255, 140, 0), (50, 205, 50)]
     base = np.asarray(image).astype(np.float32)
     paths = []
-    for case, res in zip(cases, results, strict=True):
+    for case, chosen in zip(cases, masks, strict=True):
         pic = base.copy()
-        for i, mask in enumerate(res["_masks"]):
+        for i, mask in enumerate(chosen):
             c = np.array(colours[i % len(colours)], dtype=np.float32)
             pic[mask] = pic[mask] * 0.45 + c * 0.55
         im = Image.fromarray(pic.clip(0, 255).astype(np.uint8))

@@ -21,6 +21,7 @@ EXPECTED_PARAMETERS = 9_120_641
 def build_model_files(seed: int = 0) -> dict[str, bytes]:
     """save_pretrained output (config, weights, processor config) of a random EdgeTAM."""
     import torch
+    import transformers
     from transformers import (
         EdgeTamConfig,
         EdgeTamModel,
@@ -29,10 +30,10 @@ def build_model_files(seed: int = 0) -> dict[str, bytes]:
         TimmWrapperConfig,
     )
 
-    try:
-        from transformers import Sam2ImageProcessor as ImageProcessor
-    except ImportError:  # transformers 4.57 has only the fast one
-        from transformers import Sam2ImageProcessorFast as ImageProcessor
+    # transformers 4.57 has only the fast image processor; later releases have the plain one too
+    image_processor = next(p for p in (getattr(transformers, "Sam2ImageProcessor", None),
+                                       getattr(transformers, "Sam2ImageProcessorFast", None))
+                           if p is not None)
 
     config = EdgeTamConfig(vision_config=EdgeTamVisionConfig(backbone_config=TimmWrapperConfig(
         architecture="repvit_m1.dist_in1k",
@@ -41,7 +42,7 @@ def build_model_files(seed: int = 0) -> dict[str, bytes]:
     model = EdgeTamModel(config).eval()
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
-        Sam2Processor(image_processor=ImageProcessor()).save_pretrained(tmp)
+        Sam2Processor(image_processor=image_processor()).save_pretrained(tmp)
         return {p.name: p.read_bytes() for p in Path(tmp).iterdir() if p.is_file()}
 
 

@@ -1,7 +1,7 @@
 """Fresh-process entry point of `provision verify`: offline first, then the run.
 
-Reads a `VerifyRequest` as JSON on stdin, writes one JSON line on stdout: the report, or the
-error. Progress goes to stderr.
+Reads a `VerifyRequest` as JSON on stdin, writes one JSON line on stdout: what it measured (the
+parent judges it), or the error as `ProvisionError.to_dict` gives it. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
+from typing import Any
 
 # Ctrl-C reaches this process too: end quietly, the parent says "interrupted" in one line.
 signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -32,7 +33,7 @@ def _progress(msg: str) -> None:
     sys.stderr.flush()
 
 
-def verify_synthetic(req: VerifyRequest) -> dict:
+def verify_synthetic(req: VerifyRequest) -> dict[str, Any]:
     """Build the random-weight EdgeTAM into a temporary cache and verify it there."""
     from .synthetic import SYNTHETIC_REPO, build_model_files, install_into_cache
 
@@ -55,15 +56,14 @@ def main() -> int:
             from .runtime import choose_device
 
             choose_device(req.device, torch)
-        report = verify_synthetic(req) if req.synthetic else run(req, _progress)
-        print(json.dumps({"ok": True, "report": report}))
+        measured = verify_synthetic(req) if req.synthetic else run(req, _progress)
+        print(json.dumps({"ok": True, "report": measured}))
     except ProvisionError as err:
-        print(json.dumps({"ok": False, "class": type(err).__name__, **err.to_dict()}))
+        print(json.dumps({"ok": False, **err.to_dict()}))
     except Exception as exc:  # torch/transformers failing in ways we cannot foresee
         if req.debug or os.environ.get("PROVISION_DEBUG"):
             traceback.print_exc()
-        err = _unforeseen(exc)
-        print(json.dumps({"ok": False, "class": type(err).__name__, **err.to_dict()}))
+        print(json.dumps({"ok": False, **_unforeseen(exc).to_dict()}))
     return 0
 
 

@@ -6,7 +6,9 @@ $HOSTILE_SCENARIO, in order:
   {"line": OBJ}         OBJ as one JSON line        {"text": STR}   STR and a newline, as is
   {"raw": STR}          STR's latin-1 bytes, as is  {"sleep": S}    wait S seconds
   {"command": true}     read one command line from the client
-  {"forever": STEP, "every": S}  STEP again and again (until the client goes)
+  {"steps": [STEP...]}  those steps, in order
+  {"forever": STEP, "every": S, "grow": N}  STEP again and again (until the client goes), every S
+                        seconds; with grow, its line's "bytes" N more each time
 """
 
 import json
@@ -31,11 +33,16 @@ def play(step: dict) -> None:
         time.sleep(step["sleep"])
     elif "command" in step:
         inp.readline()
+    elif "steps" in step:
+        for each in step["steps"]:
+            play(each)
     elif "forever" in step:
         while True:
             play(step["forever"])
             out.flush()
             time.sleep(step.get("every", 0.1))
+            if "grow" in step:
+                step["forever"]["line"]["bytes"] += step["grow"]
     out.flush()
 
 
