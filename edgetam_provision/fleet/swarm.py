@@ -23,6 +23,9 @@ from typing import Any
 CONTROLLER_ID = "-EP0100-"
 HOST_ID = "-EH0100-"
 SHA_KEY = b"sha256"
+#: pieces of at least 4 blocks: with one 16 KiB block a piece, libtorrent 2.1.1 refuses an honest peer's
+#: answer to the hash request it sends after a bad peer's piece fails ("invalid hashes") and stalls
+MIN_PIECE = 64 << 10
 
 
 class SwarmError(Exception):
@@ -71,6 +74,8 @@ def make_torrent(archive: Path, sha256: str) -> bytes:
     """A v2-only torrent of `archive` (SHA-256 Merkle pieces) whose info also names its whole sha256."""
     lt = load_libtorrent()
     ct = lt.create_torrent(lt.list_files(str(archive)), 0, lt.create_torrent.v2_only)
+    if ct.piece_length() < MIN_PIECE:  # libtorrent's own choice for a small file: one block a piece
+        ct = lt.create_torrent(lt.list_files(str(archive)), MIN_PIECE, lt.create_torrent.v2_only)
     lt.set_piece_hashes(ct, str(archive.parent))
     ct.set_creator("edgetam-provision")
     body = ct.generate()
