@@ -20,7 +20,6 @@ from .swarm import Swarm, SwarmError, make_torrent
 
 DEFAULT_PORT = 6881
 PORT_TRIES = 10
-P2P_TASK = "Take the archives from peers (p2p; the copy brings what they do not)"
 
 
 @dataclass
@@ -67,25 +66,7 @@ def seeding(backups: Path, work: Path, port: int = DEFAULT_PORT, upload_limit: i
         for archive, torrent in torrents.items():
             swarm.add(torrent, archive.parent, seed=True)
         yield Seeding(swarm, sum(p.stat().st_size for p in torrents), {
-            "provision_p2p": True, "provision_p2p_meta": str(meta), "provision_p2p_port": swarm.port})
+            "provision_p2p": True, "provision_p2p_meta": str(meta), "provision_p2p_port": port,
+            "provision_p2p_controller": f"auto:{swarm.port}"})
     finally:
         swarm.close()
-
-
-def host_columns(out: dict[str, Any] | None) -> dict[str, Any]:
-    """The table's path and bytes for one host, from its p2p task's JSON (None: no p2p)."""
-    import json
-
-    try:
-        status = json.loads((out or {}).get("stdout") or "")
-    except ValueError:
-        return {"path": "copy" if out is None else "copy (p2p said nothing)",
-                "from_controller": None, "from_peers": None}
-    archives = status.get("archives") or []
-    ways = {a.get("path") for a in archives}
-    path = "p2p" if status.get("complete") else f"copy ({status.get('why') or 'the swarm did not deliver'})"
-    if status.get("complete") and ways == {"present"}:
-        path = "p2p (already present)"
-    return {"path": path,
-            "from_controller": sum(int(a.get("from_controller", 0)) for a in archives),
-            "from_peers": sum(int(a.get("from_peers", 0)) for a in archives)}

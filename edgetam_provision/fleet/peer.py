@@ -65,11 +65,11 @@ def address(text: str, default_port: int) -> tuple[str, int]:
 
 
 def controller_address(given: str, port: int) -> tuple[str, int]:
-    """The controller as the host sees it: given, or (``auto``) the client end of this SSH session."""
-    if given != "auto":
+    """The controller as the host sees it: given, or (``auto[:PORT]``) the client end of this SSH session."""
+    if given != "auto" and not given.startswith("auto:"):
         return address(given, port)
     ssh = (os.environ.get("SSH_CONNECTION") or os.environ.get("SSH_CLIENT") or "").split()
-    return (ssh[0] if ssh else "127.0.0.1"), port
+    return (ssh[0] if ssh else "127.0.0.1"), int(given[5:] or port)
 
 
 def checked_torrents(meta: Path, backups: Path) -> list[tuple[str, bytes]]:
@@ -131,9 +131,9 @@ def run(args: argparse.Namespace) -> Status:
             status.uploaded = swarm.uploaded()
     except SwarmError as exc:
         status.why = str(exc)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         status.why = f"{type(exc).__name__}: {exc}"
-    status.phase = "done"
+    status.phase, status.why = "done", status.why[:300]
     for res in status.archives:
         (incoming / res.name).unlink(missing_ok=True)
     status.save(meta)
@@ -211,7 +211,8 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name)
         s.add_argument("--meta", required=True, help="folder of the .torrent files (and our status)")
         s.add_argument("--backups", required=True, help="backups folder holding manifest.json, SHA256SUMS")
-        s.add_argument("--controller", default="auto", help="HOST:PORT, or auto (this SSH session's client)")
+        s.add_argument("--controller", default="auto",
+                       help="HOST:PORT, or auto[:PORT] (this SSH session's client)")
         s.add_argument("--peers", default="", help="more HOST:PORT to start from, comma-separated")
         s.add_argument("--port", type=int, default=6881)
         s.add_argument("--tries", type=int, default=10, help="ports tried from --port on")
