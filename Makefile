@@ -7,10 +7,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROVISION := $(VENV)/bin/provision
 BACKUPS ?= model_backups
+# extras installed with the package: CI adds p2p (libtorrent) for push --p2p's tests
+EXTRAS ?= dev
 UV ?= $(shell command -v uv 2>/dev/null)
 PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3.11 python3.10 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
 	>/dev/null 2>&1 && { command -v $$p; break; }; done)
+
+comma := ,
+space := $(subst ,, )
 
 .PHONY: setup install test test-fast matrix lint bench clean
 
@@ -21,13 +26,13 @@ install: $(VENV)/.installed
 # compile-bytecode, which compiles the whole environment again on each `uv run` (docs/performance.md).
 $(VENV)/.installed: pyproject.toml
 ifneq ($(strip $(UV)),)
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --extra dev --compile-bytecode
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync $(foreach e,$(EXTRAS),--extra $(e)) --compile-bytecode
 else
 	@test -n "$(PYTHON)" || { echo "error: Python 3.10 or newer is needed and none is on PATH (python3 is \
 	$$(python3 -c 'import platform; print(platform.python_version())' 2>/dev/null || echo missing)); hint: \
 	brew install python@3.12, or install uv and run make setup again (uv python install 3.12)" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[$(subst $(space),$(comma),$(strip $(EXTRAS)))]'
 endif
 	touch $@
 

@@ -24,8 +24,9 @@ MISSING_COMPONENT = "needs openssh-server"  # the skip reason of tests that need
 MISSING_WHEELS = "needs huggingface_hub 0.36's wheels"  # prepared by .ci/run
 MISSING_SERVE = "needs the serve extra (uvicorn)"
 MISSING_FLEET = "needs the fleet extra (ansible-core)"
+MISSING_P2P = "needs the p2p extra (libtorrent)"
 #: skips that mean part of the suite did not run: loud always, a failure under PROVISION_REQUIRE_ALL
-MISSING = (MISSING_COMPONENT, MISSING_WHEELS, MISSING_SERVE, MISSING_FLEET)
+MISSING = (MISSING_COMPONENT, MISSING_WHEELS, MISSING_SERVE, MISSING_FLEET, MISSING_P2P)
 #: a test using one of these needs the OpenSSH server: marked `ssh`
 SSH_FIXTURES = {"sshd", "hosts", "shim_hosts"}
 MODEL_FIXTURES = {"edgetam_files", "edgetam_cache", "verified"}  # these build the model: marked `slow`

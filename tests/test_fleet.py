@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import zipfile
@@ -474,3 +475,72 @@ def test_push_succeeds_on_two_shim_hosts_whose_python_is_debians_3_11_2(shim_hos
     assert res.exit_code == 0, res.stderr
     assert [r["passed"] for r in data["hosts"]] == [True, True]
 
+
+
+def python_wrapper(path: Path, site: str) -> Path:
+    """A host Python: this one with `site` after the folders the playbook puts on PYTHONPATH."""
+    path.write_text(f'#!/bin/sh\nPYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{site}"\nexport PYTHONPATH\n'
+                    f'exec {sys.executable} "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.slow
+def test_push_p2p_hosts_take_the_archives_from_each_other_and_one_without_libtorrent_gets_the_copy(
+        hosts, wheel, backups, tmp_path):
+    from conftest import MISSING_P2P
+
+    lt = pytest.importorskip("libtorrent", reason=MISSING_P2P)
+    with_lt = python_wrapper(tmp_path / "python-p2p", str(Path(lt.__file__).resolve().parents[1]))
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / "libtorrent.py").write_text("raise ImportError('not on this host')\n")
+    without = python_wrapper(tmp_path / "python-plain", str(blocked))
+    inv = inventory(tmp_path / "inv.ini", hosts)
+    lines = inv.read_text().splitlines()
+    for i, python in enumerate((with_lt, with_lt, without)):  # each host's own interpreter
+        lines[1 + i] += f" ansible_python_interpreter={python}"
+    inv.write_text("\n".join(lines) + "\n")
+    for server in hosts:  # hosts that have no archive yet
+        shutil.rmtree(server.home / ".cache" / "edgetam-provision" / "fleet" / "backups", ignore_errors=True)
+    base = free_ports()
+    res, data = push(inv, backups, wheel, "--p2p", "--p2p-port", str(base))
+    assert res.exit_code == 0, res.stdout + res.stderr
+    rows = {r["host"]: r for r in data["hosts"]}
+    size = sum(p.stat().st_size for p in backups.glob("*.tar*"))
+    for name in ("host0", "host1"):
+        assert rows[name]["path"] == "p2p" and rows[name]["copied"] and rows[name]["verify"] is True
+        assert rows[name]["from_controller"] + rows[name]["from_peers"] >= size
+    assert rows["host2"]["path"].startswith("copy (libtorrent is not installed") and rows["host2"]["copied"]
+    assert rows["host2"]["from_controller"] == 0 and rows["host2"]["passed"]
+    assert 0 < data["p2p"]["controller_uploaded"] <= 2 * size and data["p2p"]["archive_bytes"] == size
+    for server in hosts:
+        from test_restore_verdicts import hub_loads_offline
+
+        assert hub_loads_offline(host_cache(server), "org/tiny")
+    port = data["p2p"]["port"]
+    for p in range(base, base + 10):  # nothing listens after the push, here or on a host
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", p), timeout=5).close()
+    text = run_cli("push", "--inventory", inv, "--backups", backups, "--wheel", wheel, "--synthetic",
+                   "--device", "cpu", "--p2p", "--p2p-port", str(port))
+    assert text.exit_code == 0, text.stdout + text.stderr
+    assert "p2p (already there)" in text.stdout and "copy (libtorrent is not installed" in text.stdout
+
+
+def free_ports(n: int = 10) -> int:
+    """The first of `n` free ports in a row."""
+    for base in range(43000, 60000, 101):
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    pytest.skip("no run of free ports on this machine")

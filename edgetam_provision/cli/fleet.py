@@ -27,16 +27,23 @@ from .app import CONTEXT, DEFAULT_BACKUPS, Result, cli, command
 @click.option("--check", is_flag=True, help="Ansible check mode: say what would change, write nothing.")
 @click.option("--wheel", type=click.Path(dir_okay=False, path_type=Path),
               help="The edgetam-provision wheel to install there [default: built from this checkout].")
+@click.option("--p2p", is_flag=True, help="Hosts take the archives from each other over BitTorrent v2 "
+              "(SHA-256 pieces; needs libtorrent, the p2p extra); a host that cannot gets the copy.")
+@click.option("--p2p-port", type=click.IntRange(1, 65535), default=6881, show_default=True,
+              help="The first port tried for --p2p, here and on the hosts (the next 9 if taken).")
 @command(cache=False)
 def push(cache_dir: Path | None, progress: StderrProgress, debug: bool, hosts: tuple[str, ...],
          inventory: Path | None, limit: str | None, backups: Path, remote_python: str | None, synthetic: bool,
-         device: str, forks: int, check: bool, wheel: Path | None) -> Result:
+         device: str, forks: int, check: bool, wheel: Path | None, p2p: bool, p2p_port: int) -> Result:
     """Push verified backups to many hosts through Ansible; restore and verify on each.
 
     Runs the playbook shipped in the package (usable on its own with ansible-playbook) on HOSTs or
     an --inventory, in parallel: installs this tool beside each host's own libraries, copies the
     backups (checksums: a second run copies nothing), restores and verifies there, and prints one
-    table. Exit 0 only if every host passed; a failing host never stops the others.
+    table. Exit 0 only if every host passed; a failing host never stops the others. With --p2p
+    the hosts share the archives peer to peer (this machine seeds until the push ends; each
+    archive is checked against the manifest before restore); the table says which path each
+    host's archives took and how many bytes came from here and from its peers.
 
     Example: provision push --inventory lab.ini --synthetic
     """
@@ -45,7 +52,7 @@ def push(cache_dir: Path | None, progress: StderrProgress, debug: bool, hosts: t
 
     req = PushRequest(hosts=hosts, backups=backups, inventory=inventory, limit=limit,
                       remote_python=remote_python, synthetic=synthetic, forks=forks, check=check,
-                      wheel=wheel, device=device)
+                      wheel=wheel, device=device, p2p=p2p, p2p_port=p2p_port)
     result = do_push(req, progress)
     if debug:  # Ansible's own words behind each failed host's cause
         for row in result["hosts"]:

@@ -176,6 +176,13 @@ def push(d: dict[str, Any]) -> str:
     ok = sum(r["passed"] for r in d["hosts"])
     lines.append(f"{ok} of {len(d['hosts'])} hosts passed" + (" (check mode: nothing was written)"
                                                               if d["check"] else ""))
+    if d.get("p2p"):  # which path each host's archives took, and from whom the bytes came
+        lines += ["", f"{'host':<22}{'from here':>11}{'from peers':>12}  path"]
+        lines += [f"{r['host'][:21]:<22}{human_size(r['from_controller'] or 0):>11}"
+                  f"{human_size(r['from_peers'] or 0):>12}  {r['path']}" for r in d["hosts"]]
+        p = d["p2p"]
+        lines.append(f"this machine sent {human_size(p['controller_uploaded'])} peer to peer for "
+                     f"{human_size(p['archive_bytes'])} of archives")
     return "\n".join(lines)
 
 

@@ -8,11 +8,13 @@ here, checked first (`restore.check_backups`): hosts need nothing from the Hub. 
 the libraries, install our wheel beside the host's own packages (unpacked into a folder of its
 own: no pip needed, no dependencies; the wheel is built here by `fleet.wheel`, with the standard
 library), copy the backups (checksums: a second run copies nothing), ``provision restore --json`` and
-``provision verify --json`` there.
+``provision verify --json`` there. With `PushRequest.p2p` the archives travel peer to peer first
+(`fleet.p2p`: the controller seeds, hosts share with each other); the copy brings what did not come.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -46,6 +48,10 @@ class PushRequest:
     wheel: Path | None = None
     device: str = "auto"
     tags: tuple[str, ...] = ()  # Ansible tags: install, copy, restore, verify (default: all)
+    p2p: bool = False  # the archives travel peer to peer (fleet/p2p.py); the copy brings what they do not
+    p2p_port: int = 6881  # the first of the ports tried, here and on each host
+    p2p_upload_limit: int = 0  # bytes/s the controller sends at most (0: no limit)
+    p2p_stall: float = 30.0  # a host gives up on the swarm after this long without a byte
 
 
 def playbook() -> Path:
@@ -85,8 +91,16 @@ def push(req: PushRequest, progress: ProgressFn = no_progress) -> dict[str, Any]
     runner = ansible_playbook()
     progress(f"checking every byte of the backups in {req.backups} before they travel…")
     check_backups([req.backups])
-    with tempfile.TemporaryDirectory(prefix="provision-push-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="provision-push-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
+        seeding = None
+        if req.p2p and not req.check:  # seeds until the playbook ends: then nothing listens
+            from .p2p import seeding as start_seeding
+
+            seeding = stack.enter_context(start_seeding(req.backups, work, port=req.p2p_port,
+                                                        upload_limit=req.p2p_upload_limit))
+            progress(f"seeding {len(seeding.swarm.handles)} archives peer to peer on port "
+                     f"{seeding.swarm.port}…")
         wheel = req.wheel or build_wheel(work)
         names: dict[str, str] = {}
         inventory = req.inventory
@@ -94,6 +108,8 @@ def push(req: PushRequest, progress: ProgressFn = no_progress) -> dict[str, Any]
             inventory, names = write_inventory(destinations, req.remote_python, work)
         extra = {"provision_backups": str(req.backups.resolve()), "provision_wheel": str(wheel.resolve()),
                  "provision_synthetic": req.synthetic, "provision_device": req.device}
+        if seeding is not None:
+            extra.update(seeding.variables, provision_p2p_stall=req.p2p_stall)
         if req.remote_python:  # also Ansible's own interpreter: its discovery may pick a broken pyenv shim
             extra["provision_python"] = extra["ansible_python_interpreter"] = req.remote_python
         argv = [runner, "-i", str(inventory), str(playbook()), "-e", f"@{write_extra_vars(extra, work)}",
@@ -107,6 +123,7 @@ def push(req: PushRequest, progress: ProgressFn = no_progress) -> dict[str, Any]
                "ANSIBLE_NOCOLOR": "1", "ANSIBLE_DEPRECATION_WARNINGS": "0", "ANSIBLE_LOCALHOST_WARNING": "0"}
         progress(f"running the playbook on {', '.join(req.hosts) or inventory.name} ({req.forks} at a time)…")
         proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+        p2p = seeding.summary() if seeding is not None else None
     try:
         result = json.loads(proc.stdout[proc.stdout.index("{"):])
     except (ValueError, RecursionError):
@@ -114,8 +131,10 @@ def push(req: PushRequest, progress: ProgressFn = no_progress) -> dict[str, Any]
                          f"{(proc.stderr.strip().splitlines() or [''])[-1][:300]}",
                          "check the inventory and --limit (ansible-playbook --list-hosts shows "
                          "them)") from None
-    rows = [row.to_dict() for row in host_rows(result, req.check, names)]
+    rows = [row.to_dict() for row in host_rows(result, req.check, names, p2p=p2p is not None)]
     data = {"check": req.check, "hosts": rows, "passed": all(r["passed"] for r in rows) and bool(rows)}
+    if p2p is not None:  # what the controller sent in all, against one copy of the archives
+        data["p2p"] = p2p
     if not data["passed"]:
         failed = [r["host"] for r in rows if not r["passed"]] or ["(no host matched)"]
         err = FleetError(f"{len(failed)} of {len(rows)} hosts did not pass: {', '.join(failed)}",

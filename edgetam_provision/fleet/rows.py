@@ -16,7 +16,8 @@ from typing import Any
 TASKS = {"host": "Check the host's libraries and make the provision folders (not in check mode)",
          "copy": "Copy the backups "
          "(checksums decide what travels)", "restore": "Restore (every byte checked; damaged blobs repaired)",
-         "verify": "Verify (an offline EdgeTAM segmentation)"}
+         "verify": "Verify (an offline EdgeTAM segmentation)",
+         "p2p": "Take the archives from peers (p2p; the copy brings what they do not)"}
 MAX_TEXT = 500  # a host's string is shown in the table: bounded, printable
 
 
@@ -49,6 +50,9 @@ class HostRow:
     device: str | None = None
     error: str = ""
     ansible_said: str = ""
+    path: str = ""  # with p2p: how the archives came (p2p, copy, copy (why)); bytes from whom
+    from_controller: int | None = None
+    from_peers: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -142,6 +146,35 @@ def failure_message(stdout: Any) -> str:
 
 # ---------------------------------------------------------------------------- rows
 
+@dataclass(frozen=True)
+class HostPath:
+    """With p2p: how one host got its archives: ``p2p``, ``copy`` or ``copy (why the swarm did not)``."""
+
+    path: str
+    from_controller: int | None = None  # payload bytes, as the host counted them
+    from_peers: int | None = None
+
+
+def host_path(out: dict[str, Any] | None) -> HostPath:
+    """The path a host took, from its p2p task's answer (None: p2p was not asked for). The answer
+    comes from the wire: read by the checked reader, anything else says so in the path."""
+    if not out or out.get("skipped") or "stdout" not in out:
+        return HostPath("copy")
+    try:
+        status = _parse(out["stdout"])
+        complete, why = _field(status, "complete", bool), _field(status, "why", str)
+        counts = [(_field(a, "path", str), _field(a, "from_controller", int), _field(a, "from_peers", int))
+                  for a in _field(status, "archives", list)]
+    except BadAnswer as exc:
+        return HostPath(f"copy (the p2p step answered what provision never prints: {exc})")
+    if not complete:
+        return HostPath(f"copy ({why or 'the swarm did not deliver'})",
+                        sum(c for _, c, _ in counts), sum(p for _, _, p in counts))
+    moved = any(way == "p2p" for way, _, _ in counts)
+    return HostPath("p2p" if moved else "p2p (already there)",
+                    sum(c for _, c, _ in counts), sum(p for _, _, p in counts))
+
+
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -169,8 +202,10 @@ def _answer(out: dict[str, Any] | None, reader: Any) -> tuple[Any, str]:
         return None, "" if out.get("failed") else str(exc)
 
 
-def host_rows(result: dict[str, Any], check: bool, names: dict[str, str] | None = None) -> list[HostRow]:
-    """One row per host from Ansible's JSON output, each under the name the user gave it."""
+def host_rows(result: dict[str, Any], check: bool, names: dict[str, str] | None = None,
+              p2p: bool = False) -> list[HostRow]:
+    """One row per host from Ansible's JSON output, each under the name the user gave it (`p2p`: with
+    the path its archives took)."""
     tasks = {k: _task(result, name) for k, name in TASKS.items()}
     rows = []
     for host, stats in sorted(_dict(result.get("stats")).items()):
@@ -180,14 +215,16 @@ def host_rows(result: dict[str, Any], check: bool, names: dict[str, str] | None 
         if not error and (bad_restore or bad_verify):
             step, why = ("restore", bad_restore) if bad_restore else ("verify", bad_verify)
             error = f"{step} there answered what provision never prints ({why}); a different version there?"
+        way = host_path(tasks["p2p"].get(host)) if p2p else HostPath("")
         rows.append(HostRow(
             host=(names or {}).get(host, host),
             passed=not error and (check or bool(verified and verified.passed)),
-            copied=bool(tasks["copy"].get(host, {}).get("changed")),
+            copied=bool(tasks["copy"].get(host, {}).get("changed")) or way.path == "p2p",
             repos=restored.repos if restored else (), restore=restored.statuses if restored else (),
             verify=verified.passed if verified and not check else None,
             four_cases_ms=verified.four_cases_ms if verified else None,
-            device=verified.device if verified else None, error=error, ansible_said=said))
+            device=verified.device if verified else None, error=error, ansible_said=said,
+            path=way.path, from_controller=way.from_controller, from_peers=way.from_peers))
     return rows
 
 
