@@ -18,7 +18,7 @@ from sshd import SSHServer
 
 from edgetam_provision.backup import backup
 from edgetam_provision.fleet.push import PushRequest, build_wheel, push
-from edgetam_provision.hub.cache import RepoSpec
+from edgetam_provision.repos import RepoSpec
 from edgetam_provision.verify.synthetic import install_into_cache
 
 

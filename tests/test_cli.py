@@ -217,7 +217,7 @@ def test_quiet_is_on_every_command():
 
 
 def test_revision_applies_to_the_repos_that_name_none():
-    from edgetam_provision.hub.cache import RepoSpec
+    from edgetam_provision.repos import RepoSpec
 
     assert RepoSpec.parse("acme/big@main", "v1").revision == "main"
     assert RepoSpec.parse("acme/big", "v1").revision == "v1"

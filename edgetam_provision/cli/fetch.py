@@ -81,7 +81,7 @@ def fetch(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: s
     """
     from ..fetch.request import FetchRequest
     from ..fetch.run import fetch as do_fetch
-    from ..hub.cache import DEFAULT_REPOS, EDGETAM_REPO, RepoSpec
+    from ..repos import DEFAULT_REPOS, EDGETAM_REPO, RepoSpec
     from ..verify.run import VerifyRequest
 
     if host and local:

@@ -36,8 +36,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from ..errors import UsageError
-from ..hub.cache import RepoSpec, blob_matches, check_revision, list_refs, resolve_commit, scan_cache
+from ..hub.cache import blob_matches, check_revision, list_refs, resolve_commit, scan_cache
 from ..hub.layout import repo_folder_name
+from ..repos import RepoSpec
 
 MAX_URL = 4096
 CHUNK = 1024 * 1024

@@ -19,7 +19,7 @@ from typing import Any
 from ..console import ProgressFn, no_progress
 from ..errors import UsageError
 from ..fsutil import PRIVATE_DIR, write_atomic
-from ..hub.cache import RepoSpec
+from ..repos import RepoSpec
 from .app import MirrorApp, build_index, check_bind, require_server, stderr_log
 from .guard import HEADER_TIMEOUT_S, guarded_protocol
 

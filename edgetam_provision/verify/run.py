@@ -20,8 +20,9 @@ from typing import Any
 
 from ..console import ProgressFn, no_progress
 from ..errors import EnvironmentProblem, Interrupted, ModelMissingError, UsageError, error_from_dict
-from ..hub.cache import EDGETAM_REPO, resolve_commit
+from ..hub.cache import resolve_commit
 from ..hub.layout import repo_folder_name
+from ..repos import EDGETAM_REPO
 from .report import FailedVerdict, VerifyReport, failed_verdict, judge
 
 WORKER = "edgetam_provision.verify.worker"
