@@ -55,7 +55,7 @@ def main() -> str:
             def run(inv: Path) -> None:
                 res = push(PushRequest(hosts=(), backups=backups, inventory=inv, wheel=wheel,
                                        tags=("install", "copy", "restore")))
-                assert all(r["restore"] == ["restored"] for r in res["hosts"]), res
+                assert all(r.restore == ("restored",) for r in res.hosts), res
 
             times = interleave({"push to 1 host": lambda: run(one), "push to 2 hosts": lambda: run(two),
                                 "push to 3 hosts": lambda: run(three)}, 3, setup=empty)

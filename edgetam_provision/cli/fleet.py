@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..console import StderrProgress
+from ..errors import FleetError
 from . import render
 from .app import CONTEXT, DEFAULT_BACKUPS, Result, cli, command
+
+if TYPE_CHECKING:
+    from ..fleet.push import PushResult
 
 
 @cli.command(context_settings=CONTEXT)
@@ -27,7 +32,7 @@ from .app import CONTEXT, DEFAULT_BACKUPS, Result, cli, command
 @click.option("--check", is_flag=True, help="Ansible check mode: say what would change, write nothing.")
 @click.option("--wheel", type=click.Path(dir_okay=False, path_type=Path),
               help="The edgetam-provision wheel to install there [default: built from this checkout].")
-@command(cache=False)
+@command(cache=False, failed=render.push)
 def push(cache_dir: Path | None, progress: StderrProgress, debug: bool, hosts: tuple[str, ...],
          inventory: Path | None, limit: str | None, backups: Path, remote_python: str | None, synthetic: bool,
          device: str, forks: int, check: bool, wheel: Path | None) -> Result:
@@ -40,15 +45,25 @@ def push(cache_dir: Path | None, progress: StderrProgress, debug: bool, hosts: t
 
     Example: provision push --inventory lab.ini --synthetic
     """
-    from ..fleet.push import PushRequest
+    from ..fleet.push import PushRequest, PushResult
     from ..fleet.push import push as do_push
 
     req = PushRequest(hosts=hosts, backups=backups, inventory=inventory, limit=limit,
                       remote_python=remote_python, synthetic=synthetic, forks=forks, check=check,
                       wheel=wheel, device=device)
-    result = do_push(req, progress)
-    if debug:  # Ansible's own words behind each failed host's cause
-        for row in result["hosts"]:
-            if row.get("ansible_said"):
-                progress(f"{row['host']}: Ansible said: {row['ansible_said']}")
-    return result, render.push
+    try:
+        result = do_push(req, progress)
+    except FleetError as err:
+        if debug and isinstance(err.result, PushResult):
+            _ansible_said(err.result, progress)
+        raise
+    if debug:
+        _ansible_said(result, progress)
+    return result.to_dict(), render.push
+
+
+def _ansible_said(result: PushResult, progress: StderrProgress) -> None:
+    """Ansible's own words behind each failed host's cause (--debug)."""
+    for row in result.hosts:
+        if row.ansible_said:
+            progress(f"{row.host}: Ansible said: {row.ansible_said}")

@@ -27,7 +27,7 @@ from typing import Any
 from ..console import ProgressFn, no_progress
 from ..errors import FleetError, UsageError
 from .hosts import parse_destinations, write_extra_vars, write_inventory
-from .rows import host_rows
+from .rows import HostRow, host_rows
 from .wheel import build_wheel
 
 FLEET_HINT = "pip install 'edgetam-provision[fleet]' (Ansible), or uv sync --extra fleet"
@@ -46,6 +46,22 @@ class PushRequest:
     wheel: Path | None = None
     device: str = "auto"
     tags: tuple[str, ...] = ()  # Ansible tags: install, copy, restore, verify (default: all)
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """One row per host (`HostRow`); passed when there is at least one and every one passed."""
+
+    check: bool  # Ansible's check mode: nothing was written
+    hosts: tuple[HostRow, ...]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.hosts) and all(r.passed for r in self.hosts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The object of ``push --json``."""
+        return {"check": self.check, "hosts": [r.to_dict() for r in self.hosts], "passed": self.passed}
 
 
 def playbook() -> Path:
@@ -72,8 +88,9 @@ def find_uv() -> str | None:
     return named if named and Path(named).is_file() else shutil.which("uv")
 
 
-def push(req: PushRequest, progress: ProgressFn = no_progress) -> dict[str, Any]:
-    """Run the playbook; one row per host. Raises `FleetError` (with the rows) unless all passed."""
+def push(req: PushRequest, progress: ProgressFn = no_progress) -> PushResult:
+    """Run the playbook; one row per host. Raises `FleetError` carrying the `PushResult` (every
+    row, for the table) unless every host passed."""
     from ..restore.run import check_backups
 
     if not req.hosts and req.inventory is None:
@@ -108,18 +125,16 @@ def push(req: PushRequest, progress: ProgressFn = no_progress) -> dict[str, Any]
         progress(f"running the playbook on {', '.join(req.hosts) or inventory.name} ({req.forks} at a time)…")
         proc = subprocess.run(argv, capture_output=True, text=True, env=env)
     try:
-        result = json.loads(proc.stdout[proc.stdout.index("{"):])
+        result_doc = json.loads(proc.stdout[proc.stdout.index("{"):])
     except (ValueError, RecursionError):
         raise FleetError(f"ansible-playbook failed before it ran (exit {proc.returncode}): "
                          f"{(proc.stderr.strip().splitlines() or [''])[-1][:300]}",
                          "check the inventory and --limit (ansible-playbook --list-hosts shows "
                          "them)") from None
-    rows = [row.to_dict() for row in host_rows(result, req.check, names)]
-    data = {"check": req.check, "hosts": rows, "passed": all(r["passed"] for r in rows) and bool(rows)}
-    if not data["passed"]:
-        failed = [r["host"] for r in rows if not r["passed"]] or ["(no host matched)"]
-        err = FleetError(f"{len(failed)} of {len(rows)} hosts did not pass: {', '.join(failed)}",
+    result = PushResult(req.check, tuple(host_rows(result_doc, req.check, names)))
+    if not result.passed:
+        failed = [r.host for r in result.hosts if not r.passed] or ["(no host matched)"]
+        raise FleetError(f"{len(failed)} of {len(result.hosts)} hosts did not pass: {', '.join(failed)}",
                          "the table says why for each; fix those hosts and run push again (the others "
-                         "copy nothing the second time)")
-        data.update(err.to_dict())
-    return data
+                         "copy nothing the second time)", result=result)
+    return result
