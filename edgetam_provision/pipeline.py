@@ -126,7 +126,8 @@ def hash_blobs(result: FetchResult, cache: Path | None, progress: ProgressFn) ->
         others = len(result.pulled) - 1
         kept = (f"; the {counted(others, 'other archive')} stay in {result.out}, recorded (a restore "
                 "hashes every byte of them)") if others else ""
-        raise type(err)(f"{bad.archive.name} was refused: {err.message}",
+        what = err.message.removeprefix(f"{bad.archive.name}: ")
+        raise type(err)(f"{bad.archive.name} was refused: {what}",
                         f"it was removed from {result.out} and its manifest, and nothing was written into "
                         f"the cache{kept}; fetch again, from a host you trust if it fails again",
                         path=bad.archive, repo=bad.entry.repo_id, revision=bad.entry.commit) from None
