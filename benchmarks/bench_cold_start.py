@@ -12,7 +12,7 @@ from pathlib import Path
 
 from common import ROOT, interleave, machine, sh, table
 
-from edgetam_provision.hub.cache import EDGETAM_REPO
+from edgetam_provision.repos import EDGETAM_REPO
 from edgetam_provision.verify.synthetic import build_model_files, install_into_cache
 
 PY = sys.executable

@@ -24,7 +24,7 @@ from sshd import SSHServer
 
 from edgetam_provision.backup import backup
 from edgetam_provision.fleet.push import PushRequest, build_wheel, push
-from edgetam_provision.hub.cache import RepoSpec
+from edgetam_provision.repos import RepoSpec
 from edgetam_provision.verify.synthetic import install_into_cache
 
 HOSTS, SIZE, CAP = 8, 64_000_000, 16_000_000  # bytes/s the controller sends at most with --p2p

@@ -18,7 +18,7 @@ from sshd import SSHServer
 
 from edgetam_provision.backup import backup
 from edgetam_provision.fleet.push import PushRequest, build_wheel, push
-from edgetam_provision.hub.cache import RepoSpec
+from edgetam_provision.repos import RepoSpec
 from edgetam_provision.verify.synthetic import install_into_cache
 
 
@@ -55,7 +55,7 @@ def main() -> str:
             def run(inv: Path) -> None:
                 res = push(PushRequest(hosts=(), backups=backups, inventory=inv, wheel=wheel,
                                        tags=("install", "copy", "restore")))
-                assert all(r["restore"] == ["restored"] for r in res["hosts"]), res
+                assert all(r.restore == ("restored",) for r in res.hosts), res
 
             times = interleave({"push to 1 host": lambda: run(one), "push to 2 hosts": lambda: run(two),
                                 "push to 3 hosts": lambda: run(three)}, 3, setup=empty)

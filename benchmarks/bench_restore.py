@@ -15,7 +15,7 @@ from pathlib import Path
 from common import interleave, machine, sh, table
 
 from edgetam_provision.backup import backup
-from edgetam_provision.hub.cache import RepoSpec
+from edgetam_provision.repos import RepoSpec
 from edgetam_provision.verify.synthetic import install_into_cache
 
 PY = sys.executable

@@ -22,7 +22,7 @@ ensure_env_offline()
 
 from common import machine  # noqa: E402
 
-from edgetam_provision.hub.cache import EDGETAM_REPO  # noqa: E402
+from edgetam_provision.repos import EDGETAM_REPO  # noqa: E402
 from edgetam_provision.verify.run import VerifyRequest, plan_cases  # noqa: E402
 from edgetam_provision.verify.runtime import synchronize  # noqa: E402
 from edgetam_provision.verify.segment import run  # noqa: E402

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgetam_provision.hub.cache import BACKBONE_REPO, EDGETAM_REPO
+from edgetam_provision.repos import BACKBONE_REPO, EDGETAM_REPO
 from edgetam_provision.verify.synthetic import build_model_files, install_into_cache
 
 # What transformers < 5.24 reads of the backbone repo offline (the fields timm's own config has).

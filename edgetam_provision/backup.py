@@ -23,10 +23,11 @@ from . import __version__
 from .archive.compression import SUFFIX, compressor
 from .errors import IntegrityError
 from .fsutil import disk_error, settle_mode, tmp_sibling
-from .hub.cache import DEFAULT_REPOS, RepoSpec, RevisionState, check_revision, resolve_commit
+from .hub.cache import RevisionState, check_revision, resolve_commit
 from .hub.layout import FileRecord, archive_name, blob_hasher, repo_folder_name
 from .hub.manifest import ArchiveEntry, read_manifest, record
 from .remote.pack import pack_repo
+from .repos import DEFAULT_REPOS, RepoSpec
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from .archive.compression import ARCHIVE_SUFFIXES
-from .hub.cache import BACKBONE_REPO, EDGETAM_REPO, scan_cache
+from .hub.cache import scan_cache
 from .hub.manifest import ArchiveEntry, read_manifest
+from .repos import BACKBONE_REPO, EDGETAM_REPO
 
 
 def backups_status(folder: Path) -> list[dict[str, Any]]:

@@ -22,8 +22,9 @@ import zstandard
 from hypothesis import strategies as st
 
 from edgetam_provision.backup import backup
-from edgetam_provision.hub.cache import RepoSpec, read_ref
+from edgetam_provision.hub.cache import read_ref
 from edgetam_provision.hub.layout import snapshot_link
+from edgetam_provision.repos import RepoSpec
 
 R = "models--org--tiny"
 PLANTED = "models--yonigozlan--EdgeTAM-hf"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -217,7 +218,7 @@ def test_quiet_is_on_every_command():
 
 
 def test_revision_applies_to_the_repos_that_name_none():
-    from edgetam_provision.hub.cache import RepoSpec
+    from edgetam_provision.repos import RepoSpec
 
     assert RepoSpec.parse("acme/big@main", "v1").revision == "main"
     assert RepoSpec.parse("acme/big", "v1").revision == "v1"
@@ -294,15 +295,36 @@ def test_verify_says_its_reference_times_are_single_calls_the_first_cold():
             "cold; warm: a median of warm runs here") in lines
 
 
-def test_verify_install_keeps_the_result_dict_fetch_restore_reads(tmp_path, monkeypatch):
-    """The adapter `fetch --restore` calls until it takes `verify_model`'s report and error."""
+def test_a_failed_verify_after_fetch_restore_is_one_error_carrying_the_whole_fetch(tmp_path, monkeypatch):
+    """One failure channel: the fetch's result (archives, restore, the verify report) is printed,
+    then the one-line error, exit 9; under --json it is one object with the error's keys."""
+    from edgetam_provision import pipeline
+    from edgetam_provision.fetch.client import Pulled
+    from edgetam_provision.hub.manifest import ArchiveEntry
+    from edgetam_provision.repos import EDGETAM_REPO
+    from edgetam_provision.restore import run as restore_run
+    from edgetam_provision.restore.plan import RestorePlan
     from edgetam_provision.verify import run as verify_run
+    from edgetam_provision.verify.report import failed_verdict, judge
 
-    monkeypatch.setattr(verify_run, "run_in_fresh_process", lambda req: NOT_FINITE)
-    req = verify_run.VerifyRequest(cache=str(tmp_path), synthetic=True, out=None)
-    result = verify_run.verify_install(req)
-    assert set(result) == {"report", "note", "ok", "error", "message", "hint", "exit_code"}
-    assert result["ok"] is False and result["exit_code"] == 9 and result["report"]["passed"] is False
-    passing = {**NOT_FINITE, "checks": [{**NOT_FINITE["checks"][0], "ok": True}]}
-    monkeypatch.setattr(verify_run, "run_in_fresh_process", lambda req: passing)
-    assert verify_run.verify_install(req).keys() == {"report", "note", "ok"}
+    archive = tmp_path / "b" / "edgetam.tar"
+    entry = ArchiveEntry(archive.name, EDGETAM_REPO, "c" * 40, ("main",), (), "d" * 64, 10, "none", "0", "-")
+    pulled = [Pulled(archive, entry, 0, 1.0)]
+    monkeypatch.setattr(pipeline, "fetch_archives", lambda req, progress, bar: pulled)
+    monkeypatch.setattr(restore_run, "restore", lambda paths, cache, progress: RestorePlan(cache, ()))
+
+    def fails(req, or_synthetic=False, progress=None):
+        assert req.revision == "c" * 40  # the commit that was fetched, not whatever main is now
+        raise failed_verdict(judge(NOT_FINITE))
+
+    monkeypatch.setattr(verify_run, "verify_model", fails)
+    args = ("fetch", "--local", "--out", tmp_path / "b", "--restore", "--cache-dir", tmp_path / "cache")
+    res = run_cli(*args)
+    assert res.exit_code == 9
+    assert "edgetam.tar" in res.stdout and "EdgeTAM verify: FAILED" in res.stdout
+    assert res.stderr.count("error: verification failed") == 1 and "hint: " in res.stderr
+    res = run_cli(*args, "--json")
+    data = json.loads(res.stdout)
+    assert res.exit_code == 9 and data["ok"] is False and data["exit_code"] == 9
+    assert data["error"] == "verification" and data["verify"]["passed"] is False
+    assert [a["archive"] for a in data["archives"]] == [str(archive)] and data["restore"]["writes"] == 0

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from edgetam_provision.doctor import checks as doctor
 from edgetam_provision.errors import EXIT_CODES
-from edgetam_provision.hub.cache import BACKBONE_REPO, EDGETAM_REPO
+from edgetam_provision.repos import BACKBONE_REPO, EDGETAM_REPO
 from edgetam_provision.verify.synthetic import install_into_cache
 
 TOKEN = "hf_StaleDoctorTokenXYZ987654321wxyz"

@@ -19,7 +19,7 @@ from hub_standin import HubRepo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgetam_provision.hub.cache import EDGETAM_REPO
+from edgetam_provision.repos import EDGETAM_REPO
 
 STALE = "hf_StaleTokenThatTheHubRejects0001"
 VALID = "hf_ValidTokenThatTheHubAccepts0002"

@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgetam_provision.backup import backup
-from edgetam_provision.hub.cache import RepoSpec
+from edgetam_provision.repos import RepoSpec
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ its own HF_ENDPOINT, as a host behind a poisoned mirror would have it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli, tiny_files
-from hub_standin import HubRepo, HubStandIn
+from hub_standin import HubRepo, HubStandIn, git_blob_sha1
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sshd import BOGUS_TOKEN
@@ -53,6 +54,21 @@ def poisoned(honest):
     commit = honest.repos["org/tiny"].commit
     server = HubStandIn([HubRepo("org/tiny", {**tiny_files(1), "config.json": EVIL_CONFIG},
                                  commit=commit)]).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def lying(honest):
+    """A mirror whose config.json is another, served under the honest one's blob id (git sha1) and
+    sha256: the host's cache names it as the Hub does, so its archive, listing and commit agree with
+    the Hub's; only hashing the blob's bytes tells it apart."""
+    repo = honest.repos["org/tiny"]
+    files = {**tiny_files(1), "config.json": EVIL_CONFIG}
+    lie = HubRepo("org/tiny", files, commit=repo.commit)
+    good = repo.files["config.json"]
+    lie._known["config.json"] = (files["config.json"], git_blob_sha1(good), hashlib.sha256(good).hexdigest())
+    server = HubStandIn([lie]).start()
     yield server
     server.stop()
 
@@ -133,6 +149,24 @@ def test_a_host_behind_a_poisoned_mirror_is_refused_naming_config_json_and_nothi
     assert "nothing of it was kept" in res.stderr
     assert list((tmp_path / "b").glob("*.tar*")) == []
     assert read_manifest(tmp_path / "b") == {}
+
+
+@pytest.mark.parametrize("restore", [False, True], ids=["fetch", "fetch-restore"])
+def test_a_blob_whose_bytes_are_not_its_name_fails_the_fetch_and_nothing_is_kept(
+        honest, lying, restore, tmp_path, monkeypatch):
+    """The archive is self-consistent and its listing is the Hub's, to the blob ids; config.json's
+    bytes are not the blob it is named for. fetch hashes every blob before it says OK (the restore's
+    own read, with --restore): exit 1, the archive removed from --out and its manifest, no cache."""
+    monkeypatch.setenv("HF_ENDPOINT", honest.endpoint)
+    cache = tmp_path / "cache"
+    res = fetch_here(tmp_path, lying.endpoint, *(["--restore", "--cache-dir", cache] if restore else []))
+    assert res.exit_code == 1, res.stdout + res.stderr
+    good = honest.repos["org/tiny"].oid("config.json")
+    line = next(x for x in res.stderr.splitlines() if x.startswith("error: "))
+    assert "was refused" in line and good in line and "does not match its hash" in line, line
+    assert res.stderr.count("error: ") == 1 and "removed from" in res.stderr
+    assert list((tmp_path / "b").glob("*.tar*")) == [] and read_manifest(tmp_path / "b") == {}
+    assert not cache.exists() or not any(cache.glob("models--*"))
 
 
 def test_an_unreachable_endpoint_is_skipped_and_said_never_an_error(honest, tmp_path, monkeypatch):

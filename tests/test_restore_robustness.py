@@ -17,7 +17,8 @@ from conftest import run_cli_process, tree_state
 from huggingface_hub import scan_cache_dir
 
 from edgetam_provision.backup import backup
-from edgetam_provision.hub.cache import RepoSpec, check_revision, scan_cache
+from edgetam_provision.hub.cache import check_revision, scan_cache
+from edgetam_provision.repos import RepoSpec
 from edgetam_provision.verify.synthetic import install_into_cache
 
 

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgetam_provision.hub.cache import RepoSpec
 from edgetam_provision.hub.layout import path_problem, repo_folder_name
+from edgetam_provision.repos import RepoSpec
 from edgetam_provision.serve import index as index_module
 from edgetam_provision.serve.app import MirrorApp, tree
 from edgetam_provision.serve.index import ServedFile, build_index

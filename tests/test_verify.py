@@ -17,8 +17,8 @@ from conftest import REPO_ROOT, run_cli
 from PIL import Image
 
 from edgetam_provision.errors import EnvironmentProblem, ModelMissingError
-from edgetam_provision.hub.cache import EDGETAM_REPO
 from edgetam_provision.hub.layout import repo_folder_name
+from edgetam_provision.repos import EDGETAM_REPO
 from edgetam_provision.verify.runtime import choose_device
 from edgetam_provision.verify.segment import check_environment
 from edgetam_provision.verify.synthetic import EXPECTED_PARAMETERS, build_model_files, install_into_cache

@@ -73,11 +73,7 @@ def command(fn: Command | None = None, *, cache: bool = True, failed: Renderer |
             result, renderer = run(cache_dir=cache_dir, progress=StderrProgress(quiet=as_json or quiet),
                                   debug=debug, **kwargs)
             emit(result, as_json, renderer)
-            code = result.get("exit_code", 0)
-            # TODO(issue 27): remove once push and fetch --restore raise their failed verdicts (with
-            # result=) instead of returning a result dict that carries exit_code and message.
-            if code and result.get("message"):  # a failed verdict: the full result, then the error
-                fail(ProvisionError(result["message"], result.get("hint", "")), as_json=False)
+            code = 0
         except ProvisionError as err:
             if err.result is not None and failed is not None:  # a failed verdict: its report, then why
                 if not as_json:  # (with --json the error's object carries the report)

@@ -30,7 +30,7 @@ def backup(cache_dir: Path | None, progress: StderrProgress, debug: bool, repos:
     Example: provision backup yonigozlan/EdgeTAM-hf --out model_backups/
     """
     from ..backup import backup as do_backup
-    from ..hub.cache import RepoSpec
+    from ..repos import RepoSpec
 
     specs = [RepoSpec.parse(r) for r in repos] or None
     progress("checking and packing cached revisions…")

@@ -39,7 +39,7 @@ def doctor(cache_dir: Path | None, progress: StderrProgress, debug: bool, online
 
     Example: provision doctor --online
     """
-    from ..hub.cache import EDGETAM_REPO, RepoSpec
+    from ..repos import EDGETAM_REPO, RepoSpec
 
     probe_repo = RepoSpec.parse(repo).repo_id if repo else EDGETAM_REPO
     if undo or backups:

@@ -61,7 +61,7 @@ from .app import CONTEXT, DEFAULT_BACKUPS, Result, cache_folder, cli, command
               help="In the verify that --restore runs, judge only that the outputs are valid.")
 @click.option("--verify-out", type=click.Path(file_okay=False, path_type=Path), default=Path("verify_output"),
               show_default=True, help="Folder for the overlays of the verify that --restore runs.")
-@command
+@command(failed=render.fetch)
 def fetch(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: str | None, local: bool,
           repos: tuple[str, ...], revision: str | None, repo_type: str, include: tuple[str, ...],
           exclude: tuple[str, ...], out: Path, endpoint: str | None, token_env: str | None,
@@ -80,8 +80,8 @@ def fetch(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: s
     Example: provision fetch --host gpu-box --restore
     """
     from ..fetch.request import FetchRequest
-    from ..fetch.run import fetch as do_fetch
-    from ..hub.cache import DEFAULT_REPOS, EDGETAM_REPO, RepoSpec
+    from ..pipeline import fetch as do_fetch
+    from ..repos import DEFAULT_REPOS, EDGETAM_REPO, RepoSpec
     from ..verify.run import VerifyRequest
 
     if host and local:
@@ -108,4 +108,4 @@ def fetch(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: s
         verify=VerifyRequest(cache=str(cache), repo_id=EDGETAM_REPO, out=str(verify_out),
                              quality_gate=not no_gate, debug=debug), debug=debug)
     bar = sys.stderr.isatty() and not progress.quiet
-    return do_fetch(req, progress, bar), render.fetch
+    return do_fetch(req, progress, bar).to_dict(), render.fetch

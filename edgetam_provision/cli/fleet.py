@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..console import StderrProgress
+from ..errors import FleetError
 from . import render
 from .app import CONTEXT, DEFAULT_BACKUPS, Result, cli, command
+
+if TYPE_CHECKING:
+    from ..fleet.push import PushResult
 
 
 @cli.command(context_settings=CONTEXT)
@@ -31,7 +36,7 @@ from .app import CONTEXT, DEFAULT_BACKUPS, Result, cli, command
               "(SHA-256 pieces; needs libtorrent, the p2p extra); a host that cannot gets the copy.")
 @click.option("--p2p-port", type=click.IntRange(1, 65535), default=6881, show_default=True,
               help="The first port tried for --p2p, here and on the hosts (the next 9 if taken).")
-@command(cache=False)
+@command(cache=False, failed=render.push)
 def push(cache_dir: Path | None, progress: StderrProgress, debug: bool, hosts: tuple[str, ...],
          inventory: Path | None, limit: str | None, backups: Path, remote_python: str | None, synthetic: bool,
          device: str, forks: int, check: bool, wheel: Path | None, p2p: bool, p2p_port: int) -> Result:
@@ -47,15 +52,25 @@ def push(cache_dir: Path | None, progress: StderrProgress, debug: bool, hosts: t
 
     Example: provision push --inventory lab.ini --synthetic
     """
-    from ..fleet.push import PushRequest
+    from ..fleet.push import PushRequest, PushResult
     from ..fleet.push import push as do_push
 
     req = PushRequest(hosts=hosts, backups=backups, inventory=inventory, limit=limit,
                       remote_python=remote_python, synthetic=synthetic, forks=forks, check=check,
                       wheel=wheel, device=device, p2p=p2p, p2p_port=p2p_port)
-    result = do_push(req, progress)
-    if debug:  # Ansible's own words behind each failed host's cause
-        for row in result["hosts"]:
-            if row.get("ansible_said"):
-                progress(f"{row['host']}: Ansible said: {row['ansible_said']}")
-    return result, render.push
+    try:
+        result = do_push(req, progress)
+    except FleetError as err:
+        if debug and isinstance(err.result, PushResult):
+            _ansible_said(err.result, progress)
+        raise
+    if debug:
+        _ansible_said(result, progress)
+    return result.to_dict(), render.push
+
+
+def _ansible_said(result: PushResult, progress: StderrProgress) -> None:
+    """Ansible's own words behind each failed host's cause (--debug)."""
+    for row in result.hosts:
+        if row.ansible_said:
+            progress(f"{row.host}: Ansible said: {row.ansible_said}")

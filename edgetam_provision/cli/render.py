@@ -95,7 +95,7 @@ def fetch(d: dict[str, Any]) -> str:
         lines.append(restore_plan(d["restore"]))
     if "verify" in d:
         lines.append(verify({"report": d["verify"]}))
-    from ..hub.cache import EDGETAM_REPO
+    from ..repos import EDGETAM_REPO
 
     out = shlex.quote(d["out"])
     if "restore" in d:  # restored (and EdgeTAM verified) already: the archives serve other machines

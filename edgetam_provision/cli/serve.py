@@ -39,7 +39,7 @@ def serve(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: s
 
     Example: provision serve --host 0.0.0.0 --port 8090
     """
-    from ..hub.cache import DEFAULT_REPOS, RepoSpec
+    from ..repos import DEFAULT_REPOS, RepoSpec
     from ..serve.run import serve as do_serve
 
     if all_public and repos:

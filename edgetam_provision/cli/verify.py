@@ -63,7 +63,7 @@ def verify(cache_dir: Path | None, progress: StderrProgress, debug: bool, device
 
     Example: provision verify --device cpu --json
     """
-    from ..hub.cache import EDGETAM_REPO, RepoSpec
+    from ..repos import EDGETAM_REPO, RepoSpec
     from ..verify.run import VerifyRequest, verify_model
 
     spec = RepoSpec.parse(repo or EDGETAM_REPO)

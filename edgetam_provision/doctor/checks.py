@@ -25,8 +25,9 @@ from ..errors import (
     ModelMissingError,
     ProvisionError,
 )
-from ..hub.cache import BACKBONE_REPO, EDGETAM_REPO, check_revision, resolve_commit
+from ..hub.cache import check_revision, resolve_commit
 from ..parallel import in_background
+from ..repos import BACKBONE_REPO, EDGETAM_REPO
 from ..verify.runtime import (
     REQUIRED,
     available_devices,

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import UsageError
-from ..hub.cache import RepoSpec
+from ..repos import RepoSpec
 from .limits import STALL_S, TIMEOUT_S
 from .shipped import BOOT
 

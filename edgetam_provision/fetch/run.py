@@ -1,4 +1,4 @@
-"""`provision fetch`: download on a clean host (over SSH, or --local), pack, pull back, verify.
+"""`provision fetch`'s fetching: download on a clean host (over SSH, or --local), pack, pull back, check.
 
 Plan, then execute. The plan checks every input that needs no connection (endpoint URL, key files,
 HF_HUB_OFFLINE, repo specs, the remote Python's name). Then `agent.py` runs there through one
@@ -8,7 +8,8 @@ every second (life, for the deadline) and packs each revision. Each archive is p
 renamed into place, held to the acceptance rule restore and check apply (docs/accepted.md, the
 host's announcement its declaration) and recorded in manifest.json + SHA256SUMS; one it refuses is
 removed. An archive already here with the right sha256 is not pulled again. Then each is compared
-with the Hub's own listing, asked from here without credentials (`anchor_pulled`).
+with the Hub's own listing, asked from here without credentials (`anchor_pulled`). What comes
+next (every blob hashed, the restore, the verify) is `pipeline`'s.
 """
 
 from __future__ import annotations
@@ -197,29 +198,9 @@ def _pipe_reader(pipe: Any, timeout: float) -> Any:
     return recv
 
 
-def fetch(req: FetchRequest, progress: ProgressFn, bar: bool = False) -> dict[str, Any]:
-    """Fetch (remotely or locally), then optionally restore and verify: the whole chain."""
+def fetch_archives(req: FetchRequest, progress: ProgressFn, bar: bool = False) -> list[Pulled]:
+    """Fetch (remotely or locally): each archive received, admitted and anchored at the Hub. Its
+    blobs are hashed next, by the chain that called this (`pipeline`)."""
     check_request(req)
-    t0 = time.monotonic()
     pulled = fetch_local(req, progress, bar) if req.host is None else fetch_remote(req, progress, bar)
-    pulled = anchor_pulled(pulled, req, progress)
-    wall = time.monotonic() - t0
-    fetched = sum(p.entry.size for p in pulled if not p.already_here)
-    data: dict[str, Any] = {"out": str(req.out),
-                            "archives": [{**p.to_dict(),
-                                          "hub": p.entry.hub.to_dict() if p.entry.hub else None}
-                                         for p in pulled],
-                            "seconds": round(wall, 3), "bytes": fetched,
-                            "mb_per_s": round(fetched / 1e6 / wall, 1) if wall > 0 else None}
-    if req.then_restore is not None:
-        from ..restore.run import restore
-
-        data["restore"] = restore([p.archive for p in pulled], req.then_restore, progress).to_dict()
-        edgetam = next((p.entry for p in pulled if p.entry.repo_id == req.verify.repo_id), None)
-        if edgetam is not None:
-            from ..verify.run import verify_install
-
-            result = verify_install(replace(req.verify, revision=edgetam.commit), progress=progress)
-            data["verify"] = result.pop("report")
-            data.update({k: v for k, v in result.items() if k != "note"})
-    return data
+    return anchor_pulled(pulled, req, progress)

@@ -29,7 +29,7 @@ from typing import Any
 from ..console import ProgressFn, no_progress
 from ..errors import FleetError, UsageError
 from .hosts import parse_destinations, write_extra_vars, write_inventory
-from .rows import host_rows
+from .rows import HostRow, host_rows
 from .wheel import build_wheel
 
 FLEET_HINT = "pip install 'edgetam-provision[fleet]' (Ansible), or uv sync --extra fleet"
@@ -52,6 +52,27 @@ class PushRequest:
     p2p_port: int = 6881  # the first of the ports tried, here and on each host
     p2p_upload_limit: int = 0  # bytes/s the controller sends at most (0: no limit)
     p2p_stall: float = 30.0  # a host gives up on the swarm after this long without a byte
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """One row per host (`HostRow`); passed when there is at least one and every one passed."""
+
+    check: bool  # Ansible's check mode: nothing was written
+    hosts: tuple[HostRow, ...]
+    p2p: dict[str, int] | None = None  # push --p2p: what the controller sent in all, against the archives
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.hosts) and all(r.passed for r in self.hosts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The object of ``push --json``."""
+        data: dict[str, Any] = {"check": self.check, "hosts": [r.to_dict() for r in self.hosts],
+                                "passed": self.passed}
+        if self.p2p is not None:
+            data["p2p"] = self.p2p
+        return data
 
 
 def playbook() -> Path:
@@ -78,8 +99,9 @@ def find_uv() -> str | None:
     return named if named and Path(named).is_file() else shutil.which("uv")
 
 
-def push(req: PushRequest, progress: ProgressFn = no_progress) -> dict[str, Any]:
-    """Run the playbook; one row per host. Raises `FleetError` (with the rows) unless all passed."""
+def push(req: PushRequest, progress: ProgressFn = no_progress) -> PushResult:
+    """Run the playbook; one row per host. Raises `FleetError` carrying the `PushResult` (every
+    row, for the table) unless every host passed."""
     from ..restore.run import check_backups
 
     if not req.hosts and req.inventory is None:
@@ -125,20 +147,16 @@ def push(req: PushRequest, progress: ProgressFn = no_progress) -> dict[str, Any]
         proc = subprocess.run(argv, capture_output=True, text=True, env=env)
         p2p = seeding.summary() if seeding is not None else None
     try:
-        result = json.loads(proc.stdout[proc.stdout.index("{"):])
+        result_doc = json.loads(proc.stdout[proc.stdout.index("{"):])
     except (ValueError, RecursionError):
         raise FleetError(f"ansible-playbook failed before it ran (exit {proc.returncode}): "
                          f"{(proc.stderr.strip().splitlines() or [''])[-1][:300]}",
                          "check the inventory and --limit (ansible-playbook --list-hosts shows "
                          "them)") from None
-    rows = [row.to_dict() for row in host_rows(result, req.check, names, p2p=p2p is not None)]
-    data = {"check": req.check, "hosts": rows, "passed": all(r["passed"] for r in rows) and bool(rows)}
-    if p2p is not None:  # what the controller sent in all, against one copy of the archives
-        data["p2p"] = p2p
-    if not data["passed"]:
-        failed = [r["host"] for r in rows if not r["passed"]] or ["(no host matched)"]
-        err = FleetError(f"{len(failed)} of {len(rows)} hosts did not pass: {', '.join(failed)}",
+    result = PushResult(req.check, tuple(host_rows(result_doc, req.check, names, p2p=p2p is not None)), p2p)
+    if not result.passed:
+        failed = [r.host for r in result.hosts if not r.passed] or ["(no host matched)"]
+        raise FleetError(f"{len(failed)} of {len(result.hosts)} hosts did not pass: {', '.join(failed)}",
                          "the table says why for each; fix those hosts and run push again (the others "
-                         "copy nothing the second time)")
-        data.update(err.to_dict())
-    return data
+                         "copy nothing the second time)", result=result)
+    return result

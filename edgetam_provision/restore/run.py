@@ -237,12 +237,16 @@ def _read_and_plan(scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str
     for contents, _entry, expected, checked_by in scanned:
         digest = in_background(functools.partial(sha256_file, contents.path)) if expected else None
         unused: list[str] = []
-        reader.archive(contents, progress)
+        try:
+            reader.archive(contents, progress)
+        except IntegrityError as err:  # which archive it was, for a caller that keeps the others (fetch)
+            err.path = err.path or str(contents.path)
+            raise
         if digest is not None and (got := digest()) != expected:
             raise IntegrityError(f"{contents.path.name}: sha256 {got[:16]}… does not match the expected "
                                  f"{expected[:16]}… ({checked_by})",  # type: ignore[index]
                                  "the backup is damaged or was changed; fetch or copy it again — "
-                                 "nothing was written")
+                                 "nothing was written", path=contents.path)
         actions = _actions(contents, reader.found, cache, keep_refs, done, unused)
         if unused:
             progress(f"note: {contents.path.name}: {len(unused)} blobs that no snapshot file uses are not "

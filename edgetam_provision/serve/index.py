@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..hub.cache import RepoSpec, blob_matches, check_revision, list_refs, resolve_commit, scan_cache
+from ..hub.cache import blob_matches, check_revision, list_refs, resolve_commit, scan_cache
 from ..hub.layout import blob_name, path_problem, repo_folder_name
+from ..repos import RepoSpec
 
 Identity = tuple[int, ...]
 

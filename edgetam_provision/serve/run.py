@@ -20,7 +20,7 @@ from typing import Any
 from ..console import ProgressFn, no_progress
 from ..errors import Interrupted, UsageError
 from ..fsutil import PRIVATE_DIR, open_regular, write_atomic
-from ..hub.cache import RepoSpec
+from ..repos import RepoSpec
 from .app import MirrorApp, check_bind, is_loopback, require_server, stderr_log
 from .guard import HEADER_TIMEOUT_S, guarded_protocol
 from .index import build_index

@@ -20,9 +20,10 @@ from typing import Any
 
 from ..console import ProgressFn, no_progress
 from ..errors import EnvironmentProblem, Interrupted, ModelMissingError, UsageError, error_from_dict
-from ..hub.cache import EDGETAM_REPO, resolve_commit
+from ..hub.cache import resolve_commit
 from ..hub.layout import repo_folder_name
-from .report import FailedVerdict, VerifyReport, failed_verdict, judge
+from ..repos import EDGETAM_REPO
+from .report import VerifyReport, failed_verdict, judge
 
 WORKER = "edgetam_provision.verify.worker"
 BUILTIN_SCENE = "scene"  # --image scene: the generated picture with ground-truth masks
@@ -239,15 +240,3 @@ def verify_model(req: VerifyRequest, or_synthetic: bool = False,
         raise failed_verdict(report)
     return report
 
-
-def verify_install(req: VerifyRequest, or_synthetic: bool = False,
-                   progress: ProgressFn = no_progress) -> dict[str, Any]:
-    """`verify_model` as a result dict, for `fetch --restore` (fetch/run.py) until it takes the
-    report and the error: ``{"report", "note", "ok"}``; a failed verdict adds the error's keys.
-
-    TODO(issue 27): remove once fetch/run.py calls `verify_model`.
-    """
-    try:
-        return verify_model(req, or_synthetic, progress).to_dict()
-    except FailedVerdict as err:
-        return {**err.to_dict(), "ok": False}

@@ -16,8 +16,9 @@ from typing import Any
 
 from ..console import ProgressFn
 from ..errors import EnvironmentProblem, ModelMissingError
-from ..hub.cache import BACKBONE_REPO, resolve_commit
+from ..hub.cache import resolve_commit
 from ..hub.layout import repo_folder_name
+from ..repos import BACKBONE_REPO
 from .run import Case, VerifyRequest, plan_cases
 from .runtime import (
     UPGRADE,

@@ -1,0 +1,133 @@
+"""`provision fetch`'s chain, in one place: fetch, hash every blob, then (asked) restore and verify.
+
+`fetch.run` only fetches: it pulls each archive, holds it to the acceptance rule and to the Hub's
+listing. This module decides the order of the rest and what a failure keeps. `provision push` runs
+the same chain per host (fleet/push.yml: the backups checked here by `check_backups` before they
+travel, then `provision restore` and `provision verify` on each host).
+
+Each archive is read at most this often, and each pass guards one thing:
+
+1. received (`fetch.pull`, `fetch.openssh`): the sha256 of the whole archive, hashed while its bytes
+   arrive, against the host's word (its ``packed`` event): a cut or altered transfer. Resumable.
+2. admitted (`integrity.accept.admit`, in `fetch.run.check_pulled`): member headers (a compressed
+   archive is decompressed once) against the host's announcement: exactly what was asked, nothing
+   planted, every size within what was declared. No blob bytes are hashed.
+3. anchored (`integrity.hub_check`): no archive bytes; the announced listing against the Hub's own
+   listing of the revision, asked from here without credentials: a self-consistent other model.
+4. blobs hashed against their names (`restore.read`): bytes that are not the blob they are named
+   for, which passes 1 to 3 cannot see (the host hashed what it sent, and the names are the Hub's).
+   With a restore, the restore's own read is this pass (what it hashes is what it stages: nothing
+   is read twice for it); without, `restore.run.check_backups` reads each archive once. Both, as
+   every restore, also admit the archive again (headers) and hash the whole file against the
+   manifest in a thread beside the blob pass (the same bytes, from the page cache): for a fetch that
+   repeats 2 and 1 on the file as it lies on disk now.
+
+An archive any pass refuses is removed from the out folder and from its manifest, and the fetch
+fails (exit 1 for bytes that do not match their hash: the restore's own error); nothing is written
+into the cache. So when the fetch says OK, every archive it lists is complete, is what was asked,
+and every blob in it is the blob its name says.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .console import ProgressFn, counted
+from .errors import CorruptArchiveError, IntegrityError, UnsafeArchiveError, VerificationFailed
+from .fetch.client import Pulled
+from .fetch.request import FetchRequest
+from .fetch.run import fetch_archives
+from .hub.manifest import record
+from .restore.plan import RestorePlan
+from .verify.report import FailedVerdict, VerifyReport
+
+#: a restore's refusals that are about an archive's bytes (not the cache, the lock or the disk)
+ARCHIVE_FAULTS = (IntegrityError, UnsafeArchiveError, CorruptArchiveError)
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """What a fetch kept: the archives (each with its Hub check), how long the fetch took, and what
+    the restore and the verify that ``--restore`` runs did."""
+
+    out: Path
+    pulled: tuple[Pulled, ...]
+    seconds: float  # from the start of the fetch to the end of the Hub checks
+    restored: RestorePlan | None = None
+    verified: VerifyReport | None = None
+
+    @property
+    def fetched_bytes(self) -> int:
+        return sum(p.entry.size for p in self.pulled if not p.already_here)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The object of ``fetch --json``."""
+        wall, fetched = self.seconds, self.fetched_bytes
+        data: dict[str, Any] = {
+            "out": str(self.out),
+            "archives": [{**p.to_dict(), "hub": p.entry.hub.to_dict() if p.entry.hub else None}
+                         for p in self.pulled],
+            "seconds": round(wall, 3), "bytes": fetched,
+            "mb_per_s": round(fetched / 1e6 / wall, 1) if wall > 0 else None}
+        if self.restored is not None:
+            data["restore"] = self.restored.to_dict()
+        if self.verified is not None:
+            data["verify"] = self.verified.to_json()
+        return data
+
+
+def fetch(req: FetchRequest, progress: ProgressFn, bar: bool = False) -> FetchResult:
+    """Fetch, hash every blob, then (``req.then_restore``) restore and verify EdgeTAM if it came.
+
+    Raises the first failure; a failed verify raises `VerificationFailed` carrying the whole
+    `FetchResult` (its report included), rendered before the error."""
+    t0 = time.monotonic()
+    pulled = fetch_archives(req, progress, bar)
+    result = FetchResult(req.out, tuple(pulled), time.monotonic() - t0)
+    plan = hash_blobs(result, req.then_restore, progress)
+    if plan is None:
+        return result
+    result = replace(result, restored=plan)
+    edgetam = next((p.entry for p in pulled if p.entry.repo_id == req.verify.repo_id), None)
+    if edgetam is None:
+        return result
+    from .verify.run import verify_model
+
+    try:
+        report = verify_model(replace(req.verify, revision=edgetam.commit), progress=progress)
+    except FailedVerdict as err:
+        raise VerificationFailed(err.message, err.hint, repo=edgetam.repo_id, revision=edgetam.commit,
+                                 result=replace(result, verified=err.report)) from None
+    return replace(result, verified=report)
+
+
+def hash_blobs(result: FetchResult, cache: Path | None, progress: ProgressFn) -> RestorePlan | None:
+    """Pass 4: every blob of every archive hashed against its name, by the restore into `cache`
+    (its plan returned) or, without one, by `check_backups`. An archive it refuses is removed from
+    the out folder and its manifest, and the refusal is raised, saying so."""
+    from .restore.run import check_backups, restore
+
+    archives = [p.archive for p in result.pulled]
+    try:
+        if cache is not None:
+            return restore(archives, cache, progress)
+        progress(f"hashing every blob of {counted(len(archives), 'archive')} against its name…")
+        check_backups(archives, progress)
+        return None
+    except ARCHIVE_FAULTS as err:
+        bad = next((p for p in result.pulled if err.path and Path(err.path) == p.archive.resolve()), None)
+        if bad is None:
+            raise
+        bad.archive.unlink(missing_ok=True)
+        record(result.out, [])  # drops the removed archive's entry
+        others = len(result.pulled) - 1
+        kept = (f"; the {counted(others, 'other archive')} stay in {result.out}, recorded (a restore "
+                "hashes every byte of them)") if others else ""
+        what = err.message.removeprefix(f"{bad.archive.name}: ")
+        raise type(err)(f"{bad.archive.name} was refused: {what}",
+                        f"it was removed from {result.out} and its manifest, and nothing was written into "
+                        f"the cache{kept}; fetch again, from a host you trust if it fails again",
+                        path=bad.archive, repo=bad.entry.repo_id, revision=bad.entry.commit) from None
