@@ -73,7 +73,11 @@ def command(fn: Command | None = None, *, cache: bool = True, failed: Renderer |
             result, renderer = run(cache_dir=cache_dir, progress=StderrProgress(quiet=as_json or quiet),
                                   debug=debug, **kwargs)
             emit(result, as_json, renderer)
-            code = 0
+            # A report whose verdict is a code of the table (doctor's diagnosis, status's integrity,
+            # serve stopped by Ctrl-C) exits with it and says no more: it ran, and it says what it found.
+            # A command that could not do its work raises instead (with result=, what it reached).
+            verdict = result.get("exit_code", 0)
+            code = verdict if isinstance(verdict, int) and not isinstance(verdict, bool) else 0
         except ProvisionError as err:
             if err.result is not None and failed is not None:  # a failed verdict: its report, then why
                 if not as_json:  # (with --json the error's object carries the report)
