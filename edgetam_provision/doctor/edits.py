@@ -219,10 +219,9 @@ def undo_one(backup: Path) -> Undone:
         os.replace(backup, path)
         return Undone(str(path), str(backup), "put back")
     if fixed is None:  # a backup without the record of what was done: it wins, the newer is saved
-        saved = _save_current(path, now)
+        saved = str(_save_current(path, now))
         os.replace(backup, path)
-        return Undone(str(path), str(backup), "put back", f"the file as it was is saved in {saved}",
-                      str(saved))
+        return Undone(str(path), str(backup), "put back", f"the file as it was is saved in {saved}", saved)
     merged, saved = merge(_text(old), fixed, _text(now)), ""
     note = merged.words()
     if merged.back:
