@@ -202,7 +202,7 @@ def serve(d: dict[str, Any]) -> str:
 
 def fixed(d: dict[str, Any]) -> str:
     if d.get("message_ok"):
-        return d["message_ok"] + (f" (kept: {', '.join(d['kept'])})" if d.get("kept") else "")
+        return str(d["message_ok"]) + (f" (kept: {', '.join(d['kept'])})" if d.get("kept") else "")
     if d.get("declined"):
         return "nothing was changed"
     lines = [f"changed: {c['what']} (backup {c['backup']})" for c in d["changes"]]

@@ -156,4 +156,4 @@ def running_mirror(cache: Path) -> dict[str, Any] | None:
         os.kill(int(state["pid"]), 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return state
+    return state if isinstance(state, dict) else None
