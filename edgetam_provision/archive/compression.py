@@ -50,7 +50,8 @@ def zstandard_module() -> ModuleType:
         import zstandard
     except ImportError:
         raise UsageError("zstd needs the 'zstandard' package",
-                         "pip install 'edgetam-provision[zstd]', or use --compress gzip/none") from None
+                         "pip install 'edgetam-provision[zstd]' (or, for a new backup, compress with gzip "
+                         "or none)") from None
     return zstandard
 
 

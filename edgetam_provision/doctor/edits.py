@@ -197,7 +197,7 @@ def undo_one(backup: Path) -> Undone:
     """Give back what one --fix change took (see the module's rules)."""
     m = BACKUP_RE.fullmatch(backup.name)
     if m is None:
-        raise UsageError(f"{backup} is not a backup that doctor --fix made",
+        raise UsageError(f"{backup} is not a backup that doctor's fix made",
                          f"pass the files named in its output (…{BACKUP_TAG}…)")
     path, what = backup.with_name(m["original"]), m["what"] or ""
     if not os.path.lexists(backup):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-HEADER_TIMEOUT_S = 10.0  # a connection must send a whole request head within this (`serve --idle-timeout`)
+HEADER_TIMEOUT_S = 10.0  # a connection must send a whole request head within this (serve's default)
 PER_CLIENT = 32  # connections one address may hold at once (a huggingface_hub client uses up to 8)
 
 

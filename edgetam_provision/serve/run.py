@@ -91,14 +91,14 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind(addr)
         sock.listen(2048)
     except socket.gaierror as exc:
-        raise UsageError(f"cannot listen on {host!r}: {exc.strerror}", "pass an address of this "
-                         "machine to --host (127.0.0.1, or 0.0.0.0 for every interface)") from None
+        raise UsageError(f"cannot listen on {host!r}: {exc.strerror}", "choose an address of this "
+                         "machine to listen on (127.0.0.1, or 0.0.0.0 for every interface)") from None
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise UsageError(f"port {port} on {host} is in use", f"pass another --port (e.g. {port + 1}), "
+            raise UsageError(f"port {port} on {host} is in use", f"choose another port (e.g. {port + 1}), "
                              "or stop what listens there") from None
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                         "pass another --host or --port") from None
+                         "choose another address or port") from None
     sock.set_inheritable(True)
     return sock
 
