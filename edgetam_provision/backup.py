@@ -2,8 +2,8 @@
 
 One read of each blob serves both checks: pack reads it into the archive (whose sha256 it takes)
 while a second thread hashes the same bytes against the blob's name. Archives are written to temp
-files and put in place only when every revision packed clean, so a damaged blob leaves `--out` as
-it was.
+files and put in place only when every revision packed clean, so a damaged blob leaves the output
+folder as it was.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def backup(cache: Path, specs: list[RepoSpec] | None, out: Path,
         packed.clear()
         record(out, [r.entry for r in results])
     except OSError as exc:
-        raise disk_error(exc, out) from None
+        raise disk_error(exc, out, "output folder") from None
     finally:
         for tmp, _path in packed:
             with contextlib.suppress(FileNotFoundError):

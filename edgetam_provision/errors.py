@@ -156,8 +156,9 @@ class HostMisbehaved(ProvisionError):
     kind = "host-misbehaved"
 
     def __init__(self, message: str, hint: str = "", **fields: Any) -> None:
-        super().__init__(message, hint or "nothing it sent was kept; use a host you trust, or run with "
-                                          "--debug and report it if the host is yours", **fields)
+        super().__init__(message, hint or "nothing it sent was kept; use a host you trust, or run it "
+                                          "again with tracebacks shown and report it if the host is yours",
+                         **fields)
 
 
 class DownloadBlocked(ProvisionError):

@@ -31,17 +31,19 @@ def tmp_sibling(path: Path) -> Path:
     return path.with_name(f"{TMP_PREFIX}{os.getpid()}-{os.urandom(8).hex()}")
 
 
-def disk_error(exc: OSError, what: Path) -> CacheError:
-    """Translate an OSError during a write into a CacheError with a useful hint."""
+def disk_error(exc: OSError, what: Path, folder: str = "cache folder") -> CacheError:
+    """Translate an OSError during a write into a CacheError with a useful hint; `folder` names
+    what the user may choose instead ("cache folder", "output folder")."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return CacheError(f"no space left while writing {what}",
-                          "free some disk space (or choose another --cache-dir) and run it again; "
+                          f"free some disk space (or choose another {folder}) and run it again; "
                           "nothing was published", path=what, errno=exc.errno)
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return CacheError(f"cannot write {what}: {exc.strerror}",
-                          "check the folder's permissions or pass --cache-dir", path=what, errno=exc.errno)
-    return CacheError(f"cannot write {what}: {exc.strerror or exc}", "see --debug for details",
-                      path=what, errno=exc.errno)
+                          f"check the folder's permissions or choose another {folder}", path=what,
+                          errno=exc.errno)
+    return CacheError(f"cannot write {what}: {exc.strerror or exc}",
+                      "run it again with tracebacks shown for the details", path=what, errno=exc.errno)
 
 
 def settle_mode(tmp: Path, path: Path, mode: int | None = None) -> None:

@@ -42,7 +42,7 @@ def filtered_only(revision: dict[str, Any], manifest: dict[str, ArchiveEntry]) -
                                                       revision["repo_type"])]
     if not mine or any(not FILTERED_RE.search(n) for n, _e in mine):
         return False
-    return revision["files"] <= len({f.path for _n, e in mine for f in e.files})
+    return bool(revision["files"] <= len({f.path for _n, e in mine for f in e.files}))
 
 
 def cache_status(cache: Path, hash_blobs: bool = True, backups: Path | None = None) -> dict[str, Any]:

@@ -248,7 +248,7 @@ def test_restore_check_and_status_name_the_absolute_folder_they_looked_in(tmp_pa
 
 
 def test_counts_in_messages_are_singular_for_exactly_one():
-    from edgetam_provision.doctor.checks import render as doctor_summary
+    from edgetam_provision.cli.render import doctor as doctor_summary
 
     def summary(ok: int, warn: int, fail: int) -> str:
         return doctor_summary({"checks": [], "summary": {"ok": ok, "warn": warn, "fail": fail}})

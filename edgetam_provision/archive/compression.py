@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import zlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from types import ModuleType
+from typing import BinaryIO, Protocol, cast
 
 from ..errors import UsageError
 
@@ -28,15 +31,27 @@ class DamagedStream(ValueError):
 #: the exceptions a damaged compressed stream raises while it is read
 STREAM_ERRORS: tuple[type[BaseException], ...] = (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError,
                                                   OSError, DamagedStream)
+#: what a compressor wraps: the archive's raw output (a file, or pack's hashing writer)
+RawOut = BinaryIO | io.RawIOBase
+Compress = Callable[[RawOut], BinaryIO]
 
 
-def zstandard_module():
+class ReadStream(Protocol):
+    """What `open_decompressed` gives: the archive's tar bytes, read forward, then closed."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+def zstandard_module() -> ModuleType:
     """The optional `zstandard` package, or a usage error that says how to get it."""
     try:
         import zstandard
     except ImportError:
         raise UsageError("zstd needs the 'zstandard' package",
-                         "pip install 'edgetam-provision[zstd]', or use --compress gzip/none") from None
+                         "pip install 'edgetam-provision[zstd]' (or, for a new backup, compress with gzip "
+                         "or none)") from None
     return zstandard
 
 
@@ -51,26 +66,26 @@ def compression_of_head(head: bytes) -> str:
     return next((name for magic, name in MAGIC if head.startswith(magic)), "none")
 
 
-def compressor(kind: str):
+def compressor(kind: str) -> Compress | None:
     """A function wrapping a raw output stream in `kind`'s compressor (None for "none")."""
     if kind not in SUFFIX:
         raise UsageError(f"unknown compression {kind!r}", "use none, gzip or zstd")
-    if kind == "gzip":
-        return lambda raw: gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0)
+    if kind == "gzip":  # a GzipFile is a binary stream; typeshed does not derive it from IO[bytes]
+        return lambda raw: cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0))
     if kind == "zstd":
         zstd = zstandard_module()
-        return lambda raw: zstd.ZstdCompressor(level=3).stream_writer(raw, closefd=False)
+        return lambda raw: cast(BinaryIO, zstd.ZstdCompressor(level=3).stream_writer(raw, closefd=False))
     return None
 
 
-def open_decompressed(path: Path, kind: str) -> BinaryIO:
+def open_decompressed(path: Path, kind: str) -> ReadStream:
     """A read stream of the archive's tar bytes. For zstd the file handle closes with the stream."""
     if kind == "gzip":
-        return gzip.open(path, "rb")  # type: ignore[return-value]
+        return gzip.open(path, "rb")
     if kind == "bz2":
-        return bz2.open(path, "rb")  # type: ignore[return-value]
+        return bz2.open(path, "rb")
     if kind == "xz":
-        return lzma.open(path, "rb")  # type: ignore[return-value]
+        return lzma.open(path, "rb")
     if kind == "zstd":
         zstd = zstandard_module()
         raw = open(path, "rb")  # noqa: SIM115 - closed by the reader (closefd=True)
@@ -78,14 +93,14 @@ def open_decompressed(path: Path, kind: str) -> BinaryIO:
             reader = zstd.ZstdDecompressor().stream_reader(raw, closefd=True, read_across_frames=True)
         except TypeError:  # zstandard before 0.19: no such argument
             reader = zstd.ZstdDecompressor().stream_reader(raw, closefd=True)
-        return _ZstdReader(reader, zstd.ZstdError)  # type: ignore[return-value]
+        return _ZstdReader(reader, zstd.ZstdError)
     return open(path, "rb")
 
 
 class _ZstdReader:
     """zstandard's stream reader, its `ZstdError` (corrupt data, a bad checksum) a `DamagedStream`."""
 
-    def __init__(self, reader: BinaryIO, error: type[Exception]) -> None:
+    def __init__(self, reader: ReadStream, error: type[Exception]) -> None:
         self.reader, self.error = reader, error
 
     def read(self, n: int = -1) -> bytes:

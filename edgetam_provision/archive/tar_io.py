@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import io
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import CorruptArchiveError, UnsafeArchiveError
-from .compression import open_decompressed
+from .compression import ReadStream, open_decompressed
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 TAIL_KEEP = 256 * 1024  # > tarfile's read-ahead: enough to look back at the end-of-archive marker
 END_MARKER = tarfile.BLOCKSIZE  # at least one zero block must follow the last member
@@ -48,13 +52,14 @@ class BoundedTarInfo(tarfile.TarInfo):
     """tarfile's TarInfo, refusing a GNU long-name/long-link or pax header over `MAX_HEADER`
     bytes before tarfile reads it into memory (the same two hooks on Python 3.8 to 3.13)."""
 
-    def _proc_gnulong(self, tarfile: Any) -> Any:  # type: ignore[override]
+    # typeshed leaves out tarfile's private hooks, hence the two ignores below
+    def _proc_gnulong(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
         self._bounded("long-name")
-        return super()._proc_gnulong(tarfile)  # type: ignore[misc]
+        return super()._proc_gnulong(tar)  # type: ignore[misc,no-any-return]
 
-    def _proc_pax(self, tarfile: Any) -> Any:  # type: ignore[override]
+    def _proc_pax(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
         self._bounded("pax")
-        return super()._proc_pax(tarfile)  # type: ignore[misc]
+        return super()._proc_pax(tar)  # type: ignore[misc,no-any-return]
 
     def _bounded(self, kind: str) -> None:
         if not 0 <= self.size <= MAX_HEADER:
@@ -67,7 +72,7 @@ class TailReader:
     so the end-of-archive marker can be checked after tarfile's read-ahead. It stops at the
     bounds' total, and at reads past its end (a member claiming more than is left)."""
 
-    def __init__(self, raw: BinaryIO, bounds: Bounds | None = None, name: str = "") -> None:
+    def __init__(self, raw: ReadStream, bounds: Bounds | None = None, name: str = "") -> None:
         self.raw, self.pos, self.tail = raw, 0, bytearray()
         self.bounds, self.name, self.empty = bounds, name, 0
 
@@ -97,27 +102,30 @@ class TailReader:
         self.close()
 
 
-def open_tar(path: Path, kind: str, bounds: Bounds | None = None) -> tuple[tarfile.TarFile, Any]:
+def open_tar(path: Path, kind: str, bounds: Bounds | None = None,
+             ) -> tuple[tarfile.TarFile, BinaryIO | TailReader]:
     """tarfile over the archive: random access when uncompressed, a stream otherwise; every
     extended header bounded, and a stream within `bounds`."""
-    if kind == "none":
-        fh: Any = open(path, "rb")  # noqa: SIM115 - closed by the caller
-        mode = "r:"
-    else:
-        fh, mode = TailReader(open_decompressed(path, kind), bounds, path.name), "r|"
+    fh: BinaryIO | TailReader = (open(path, "rb") if kind == "none"  # noqa: SIM115 - closed by the caller
+                                 else TailReader(open_decompressed(path, kind), bounds, path.name))
     try:
-        return tarfile.open(fileobj=fh, mode=mode, tarinfo=BoundedTarInfo), fh
+        if isinstance(fh, TailReader):
+            # typeshed asks every fileobj for write/tell/seek; a "r|" stream is only read and closed
+            return tarfile.open(fileobj=fh, mode="r|", tarinfo=BoundedTarInfo), fh  # type: ignore[call-overload]
+        return tarfile.open(fileobj=fh, mode="r:", tarinfo=BoundedTarInfo), fh
     except BaseException:
         fh.close()
         raise
 
 
-def check_end(tar: tarfile.TarFile, fobj: Any, path: Path) -> None:
+def check_end(tar: tarfile.TarFile, fobj: BinaryIO | TailReader, path: Path) -> None:
     """After the last member only zero blocks may follow, and at least one must.
 
     tarfile stops quietly at a damaged header or at a clean cut between members; this catches
     both. Reading to the very end also makes gzip/xz/bz2 check their trailers.
     """
+    trailing: bytes | bytearray
+    more: Callable[[int], bytes]
     if isinstance(fobj, TailReader):
         start = fobj.pos - len(fobj.tail)
         trailing = fobj.tail[tar.offset - start:]
@@ -142,15 +150,16 @@ def check_end(tar: tarfile.TarFile, fobj: Any, path: Path) -> None:
 class Slice(io.RawIOBase):
     """`size` bytes of `fh` from its current position: a member inside an uncompressed tar."""
 
-    def __init__(self, fh: BinaryIO, size: int, name: str) -> None:
+    def __init__(self, fh: io.RawIOBase, size: int, name: str) -> None:
         self.fh, self.left, self.name = fh, size, name
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:  # type: ignore[override]
-        view = memoryview(buffer)[: min(len(buffer), self.left)]
-        got = self.fh.readinto(view) if len(view) else 0
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        whole = memoryview(buffer)
+        view = whole[: min(len(whole), self.left)]
+        got = (self.fh.readinto(view) or 0) if len(view) else 0
         if len(view) and not got:
             raise CorruptArchiveError(f"archive ends inside {self.name}", "the archive is damaged")
         self.left -= got

@@ -17,6 +17,7 @@ Hand-made backups are welcome: any leading folders up to and including ``hub/`` 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import posixpath
 import re
@@ -25,7 +26,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from ..errors import CorruptArchiveError, UnsafeArchiveError
 from ..hub.layout import BLOB_RE, COMMIT_RE, FOLDER_RE, REF_NAME_RE, TREE_NAME_RE, is_repo_folder_name
@@ -45,6 +46,8 @@ TYPE_NAMES = {tarfile.LNKTYPE: "a hard link", tarfile.CHRTYPE: "a character devi
 #: early 3.10), the checks of this module, which refuse everything it refuses, stand alone.
 DATA_FILTER = getattr(tarfile, "data_filter", None)
 FILTER_ERROR: type[Exception] = getattr(tarfile, "FilterError", Exception)
+#: what reading a damaged archive raises (ValueError: malformed pax numbers)
+READ_ERRORS: tuple[type[BaseException], ...] = (tarfile.TarError, ValueError, *STREAM_ERRORS)
 
 
 @dataclass
@@ -260,7 +263,7 @@ def scan_archive(path: Path, bounds: Bounds | None = None) -> ArchiveContents:
             for m in tar:
                 scan.member(tar, m)
             check_end(tar, fobj, path)
-    except (tarfile.TarError, ValueError, *STREAM_ERRORS) as exc:  # ValueError: malformed pax numbers
+    except READ_ERRORS as exc:
         if isinstance(exc, OSError) and not isinstance(exc, tarfile.TarError) and exc.errno:
             raise _damaged(path, f"cannot read ({exc.strerror or exc})") from None
         raise _damaged(path, f"not a readable tar archive ({type(exc).__name__}: {exc})") from None
@@ -296,7 +299,7 @@ def _valid_dir(rest: list[str]) -> bool:
     return rest[0] == "refs" and bool(REF_NAME_RE.match("/".join(rest[1:])))
 
 
-def _classify(scan: _Scan, tar: tarfile.TarInfo, m: tarfile.TarInfo, repo: RepoPayload,
+def _classify(scan: _Scan, tar: tarfile.TarFile, m: tarfile.TarInfo, repo: RepoPayload,
               rest: list[str]) -> None:
     """Place one member of a repo folder into its payload, skip it, or reject it."""
     rel = "/".join(rest)
@@ -367,14 +370,14 @@ def _snapshot_entry(scan: _Scan, m: tarfile.TarInfo, repo: RepoPayload, rest: li
 
 
 @contextlib.contextmanager
-def open_member(contents: ArchiveContents, d: DataMember) -> Iterator[BinaryIO]:
+def open_member(contents: ArchiveContents, d: DataMember) -> Iterator[io.RawIOBase]:
     """The bytes of one data member of an uncompressed archive, on a file handle of its own."""
     with open(contents.path, "rb", buffering=0) as fh:
         fh.seek(d.offset)
-        yield Slice(fh, d.size, d.name)  # type: ignore[misc]
+        yield Slice(fh, d.size, d.name)
 
 
-def iter_data(contents: ArchiveContents) -> Iterator[tuple[DataMember, BinaryIO]]:
+def iter_data(contents: ArchiveContents) -> Iterator[tuple[DataMember, IO[bytes]]]:
     """Yield each data member (blobs, plain snapshot files) with a stream of its bytes, in archive
     order, through tarfile: what a compressed archive (one stream) needs. An uncompressed one's
     members can be opened where they lie instead, each on its own, with `open_member`."""
@@ -387,8 +390,8 @@ def iter_data(contents: ArchiveContents) -> Iterator[tuple[DataMember, BinaryIO]
                 d = by_name.get(m.name)
                 stream = tar.extractfile(m) if d else None
                 if d and stream:
-                    yield d, stream  # type: ignore[misc]
-    except (tarfile.TarError, ValueError, *STREAM_ERRORS) as exc:
+                    yield d, stream
+    except READ_ERRORS as exc:
         raise CorruptArchiveError(f"{contents.path.name}: damaged archive ({exc})",
                                   "fetch or copy the backup again; nothing was published") from None
 

@@ -20,6 +20,7 @@ import click
 from .. import __version__
 from ..console import StderrProgress, emit, fail
 from ..errors import EXIT_CODES, InternalError, Interrupted, ProvisionError, UsageError
+from .hints import with_options
 
 DEFAULT_BACKUPS = Path("model_backups")
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -84,6 +85,7 @@ def command(fn: Command | None = None, *, cache: bool = True, failed: Renderer |
                     emit(err.result.to_dict(), False, failed)
             elif debug:
                 traceback.print_exc()
+            err.hint = with_options(err.hint)  # the library's words for a setting become its option
             fail(err, as_json)
             code = err.exit_code
         except KeyboardInterrupt:

@@ -11,6 +11,7 @@ from ..console import StderrProgress
 from ..errors import UsageError
 from . import render
 from .app import CONTEXT, Result, cli, command
+from .hints import with_options
 
 
 @cli.command(context_settings=CONTEXT)
@@ -64,8 +65,10 @@ def doctor(cache_dir: Path | None, progress: StderrProgress, debug: bool, online
     if fix_shell or yes:
         raise UsageError("--fix-shell and --yes go with --fix", "provision doctor --online --fix")
     from ..doctor.checks import diagnose
-    from ..doctor.checks import render as render_doctor
     from ..hub.cache import resolve_cache_dir
 
     loc = resolve_cache_dir(cache_dir)
-    return diagnose(loc.path, loc.source, online, repo=probe_repo, progress=progress), render_doctor
+    report = diagnose(loc.path, loc.source, online, repo=probe_repo, progress=progress)
+    for check in report["checks"]:  # --json says the fixes as the text does
+        check["fix"] = with_options(check["fix"])
+    return report, render.doctor

@@ -207,9 +207,24 @@ def serve(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def doctor(report: dict[str, Any]) -> str:
+    lines = []
+    for c in report["checks"]:
+        lines.append(f"{c['status']:>4}  {c['name']}: {c['detail']}")
+        if c["fix"] and c["status"] != "ok":
+            lines.append(f"      fix: {c['fix']}")
+    s = report["summary"]
+    lines.append(f"{s['ok']} ok, {counted(s['warn'], 'warning')}, {counted(s['fail'], 'failure')}")
+    sent = any(c["name"].startswith("credentials") and c["status"] != "ok" for c in report["checks"])
+    if sent and not any(c["name"].startswith("online") for c in report["checks"]):
+        lines.append("credentials are sent that were not tested: `provision doctor --online` says whether "
+                     "the Hub rejects them (and `--fix` puts aside the rejected ones kept in files)")
+    return "\n".join(lines)
+
+
 def fixed(d: dict[str, Any]) -> str:
     if d.get("message_ok"):
-        return d["message_ok"] + (f" (kept: {', '.join(d['kept'])})" if d.get("kept") else "")
+        return str(d["message_ok"]) + (f" (kept: {', '.join(d['kept'])})" if d.get("kept") else "")
     if d.get("declined"):
         return "nothing was changed"
     lines = [f"changed: {c['what']} (backup {c['backup']})" for c in d["changes"]]

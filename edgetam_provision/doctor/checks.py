@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..console import counted
 from ..errors import (
     CacheError,
     DownloadBlocked,
@@ -88,8 +87,8 @@ def credential_checks() -> list[Check]:
         checks.append(Check("credentials", "warn",
                             f"{mask(token)} from {source} is sent with every request; if it is stale, "
                             "even public models fail with 401",
-                            "run `provision doctor --online` to test it; unset it, or run with "
-                            "HF_HUB_DISABLE_IMPLICIT_TOKEN=1, or use `provision fetch --local`"))
+                            "test it with the online check of doctor; unset it, or run with "
+                            "HF_HUB_DISABLE_IMPLICIT_TOKEN=1, or fetch the models here"))
     else:
         checks.append(Check("credentials", "ok", "no token is sent (anonymous downloads)"))
     shadowed = sources[1:] if token else sources
@@ -183,8 +182,8 @@ def cache_checks(cache: Path, source: str) -> list[Check]:
         writable = False
     checks.append(Check("cache", "ok", f"{cache} (chosen by {source})") if writable else
                   failed("cache", CacheError, f"{cache} (chosen by {source}) is not writable",
-                         "fix the folder's permissions, or pass --cache-dir / set HF_HUB_CACHE to a "
-                         "writable folder"))
+                         "fix the folder's permissions, or choose another cache folder (or set "
+                         "HF_HUB_CACHE) that is writable"))
     if writable:
         free = shutil.disk_usage(probe_dir).free
         detail = f"{free / 1e9:.1f} GB free; EdgeTAM needs about {NEEDED_BYTES / 1e6:.0f} MB"
@@ -202,7 +201,7 @@ def model_checks(cache: Path, transformers_version: str) -> list[Check]:
             needed = repo == EDGETAM_REPO or needs_backbone_config(transformers_version)
             checks.append(Check(repo, "fail" if needed else "warn", "not in the cache" + (
                 "" if needed else f" (transformers {transformers_version} does not need it offline)"),
-                "provision fetch --host HOST (or --local), or provision restore model_backups/",
+                "fetch them on a host you can ssh to, or restore them from backups",
                 ModelMissingError.exit_code if needed else 0))
             continue
         state = check_revision(cache, repo, commit)
@@ -227,7 +226,7 @@ def device_checks() -> list[Check]:
         return [failed("devices", EnvironmentProblem, "torch is not importable", "make setup")]
     have = available_devices(torch)
     names = [f"cuda ({torch.cuda.get_device_name(0)})" if d == "cuda" else d for d in have]
-    return [Check("devices", "ok", ", ".join(names) + f"; verify --device auto uses {have[0]}")]
+    return [Check("devices", "ok", ", ".join(names) + f"; verify picks {have[0]} unless told otherwise")]
 
 
 def online_checks(repo: str = EDGETAM_REPO) -> list[Check]:
@@ -239,16 +238,15 @@ def online_checks(repo: str = EDGETAM_REPO) -> list[Check]:
         checks = [Check("online: anonymous", "ok", f"GET {url} -> 200")]
     elif anon == 0:
         checks = [failed("online: anonymous", DownloadBlocked, f"GET {url} -> no answer",
-                         "the endpoint is not reachable from here: `provision fetch --host HOST` through "
-                         "a machine that reaches it")]
+                         "the endpoint is not reachable from here: fetch through a host you can ssh to "
+                         "that reaches it")]
     elif anon == 404:
         checks = [failed("online: anonymous", DownloadBlocked, f"GET {url} -> 404: {repo} is not on "
-                         f"{endpoint()}", "probe a repo the endpoint has: provision doctor --online --repo "
-                         "ORG/NAME")]
+                         f"{endpoint()}", "probe a repo the endpoint has")]
     else:
         checks = [Check("online: anonymous", "warn", f"GET {url} -> {anon}: {repo} is not public there "
                         "(private or gated), so a rejected credential cannot be told from a missing one",
-                        "probe a public repo: --repo ORG/NAME")]
+                        "choose a public repo to probe")]
     sent = find_token()[1]
     hub_netrc = hub_reads_netrc(library_versions().get("huggingface_hub", "0"))
     for s in sources():
@@ -265,9 +263,9 @@ def online_checks(repo: str = EDGETAM_REPO) -> list[Check]:
                      else f"your {s.label} gets {status}")
             fix = (f"run `unset {s.where}` in your shell and remove its export from your shell's start-up "
                    "files (no program can unset a variable of your shell)" if s.kind == "env" else
-                   "provision doctor --fix puts it aside (with a backup), or remove it by hand")
+                   "doctor's fix puts it aside (with a backup), or remove it by hand")
             checks.append(Check(name, "fail" if active else "warn", cause, fix + "; meanwhile "
-                                "HF_HUB_DISABLE_IMPLICIT_TOKEN=1 or `provision fetch --local`",
+                                "HF_HUB_DISABLE_IMPLICIT_TOKEN=1 or fetch the models here",
                                 DownloadBlocked.exit_code if active else 0))
         else:
             checks.append(Check(name, "warn", f"{s.label} gets {status or 'no answer'}", ""))
@@ -295,17 +293,3 @@ def diagnose(cache: Path, cache_source: str, online: bool, versions: dict[str, s
     return {"checks": [asdict(c) for c in checks], "summary": counts,
             "exit_code": exit_code(checks)}
 
-
-def render(report: dict[str, Any]) -> str:
-    lines = []
-    for c in report["checks"]:
-        lines.append(f"{c['status']:>4}  {c['name']}: {c['detail']}")
-        if c["fix"] and c["status"] != "ok":
-            lines.append(f"      fix: {c['fix']}")
-    s = report["summary"]
-    lines.append(f"{s['ok']} ok, {counted(s['warn'], 'warning')}, {counted(s['fail'], 'failure')}")
-    sent = any(c["name"].startswith("credentials") and c["status"] != "ok" for c in report["checks"])
-    if sent and not any(c["name"].startswith("online") for c in report["checks"]):
-        lines.append("credentials are sent that were not tested: `provision doctor --online` says whether "
-                     "the Hub rejects them (and `--fix` puts aside the rejected ones kept in files)")
-    return "\n".join(lines)

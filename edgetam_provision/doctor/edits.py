@@ -197,7 +197,7 @@ def undo_one(backup: Path) -> Undone:
     """Give back what one --fix change took (see the module's rules)."""
     m = BACKUP_RE.fullmatch(backup.name)
     if m is None:
-        raise UsageError(f"{backup} is not a backup that doctor --fix made",
+        raise UsageError(f"{backup} is not a backup that doctor's fix made",
                          f"pass the files named in its output (…{BACKUP_TAG}…)")
     path, what = backup.with_name(m["original"]), m["what"] or ""
     if not os.path.lexists(backup):
@@ -219,10 +219,9 @@ def undo_one(backup: Path) -> Undone:
         os.replace(backup, path)
         return Undone(str(path), str(backup), "put back")
     if fixed is None:  # a backup without the record of what was done: it wins, the newer is saved
-        saved = _save_current(path, now)
+        saved = str(_save_current(path, now))
         os.replace(backup, path)
-        return Undone(str(path), str(backup), "put back", f"the file as it was is saved in {saved}",
-                      str(saved))
+        return Undone(str(path), str(backup), "put back", f"the file as it was is saved in {saved}", saved)
     merged, saved = merge(_text(old), fixed, _text(now)), ""
     note = merged.words()
     if merged.back:

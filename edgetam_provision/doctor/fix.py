@@ -49,8 +49,8 @@ def fix(repo: str, confirm: Callable[[list[str]], bool], fix_shell: bool = False
     anon = probe(url, None)
     if anon != 200:
         raise UsageError(f"cannot judge the credentials: anonymous GET {url} answers {anon or 'nothing'}",
-                         "--fix acts only where anonymous access works (online, a public repo: "
-                         "pass one with --repo); nothing was changed")
+                         "the fix acts only where anonymous access works (online, a public repo to "
+                         "probe); nothing was changed")
     found = sources()
     rejected = [s for s in found if probe(url, s.auth) in REJECTED]
     kept = [s.label for s in found if s not in rejected]
@@ -85,7 +85,7 @@ def fix(repo: str, confirm: Callable[[list[str]], bool], fix_shell: bool = False
         undo_changes([Path(c.backup) for c in changes])
         data["reverted"] = True
         raise UsageError(f"after the changes a plain download still gets {after or 'no answer'}: every "
-                         "change was reverted", "run `provision doctor --online` to see what is still sent")
+                         "change was reverted", "the online check of doctor shows what is still sent")
     data["changes"] = [c.to_dict() for c in changes]
     data["backups"] = [c.backup for c in changes]
     data["now"] = _probe_as_plain_download(url, []) if in_env else after

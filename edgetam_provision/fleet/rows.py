@@ -139,7 +139,7 @@ def missing_libraries(stdout: Any) -> tuple[str, ...]:
 def failure_message(stdout: Any) -> str:
     """The ``message`` of a failed command's JSON answer, or "" when it has none we can show."""
     try:
-        return _field(_parse(stdout), "message", str)
+        return str(_field(_parse(stdout), "message", str))
     except BadAnswer:
         return ""
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -29,15 +30,16 @@ SKIPPED_SUFFIXES = (".pyc", ".pyo", "~")
 
 def project_metadata(package: Path = PACKAGE) -> dict[str, Any]:
     """[project] of the pyproject.toml beside the package, when there is one Python can read."""
-    try:
-        import tomllib  # Python 3.11+
-    except ImportError:
+    if sys.version_info < (3, 11):  # tomllib is Python 3.11+
         return {}
-    try:
-        project = tomllib.loads((package.parent / "pyproject.toml").read_text()).get("project", {})
-    except (OSError, ValueError):
-        return {}
-    return project if project.get("name") == NAME else {}
+    else:
+        import tomllib
+
+        try:
+            project = tomllib.loads((package.parent / "pyproject.toml").read_text()).get("project", {})
+        except (OSError, ValueError):
+            return {}
+        return project if isinstance(project, dict) and project.get("name") == NAME else {}
 
 
 def package_files(package: Path = PACKAGE) -> list[Path]:

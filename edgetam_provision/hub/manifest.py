@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import IntegrityError
 from ..fsutil import write_atomic
@@ -63,7 +64,7 @@ class HubCheck:
         return {"checked": self.checked, **asdict(self)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> HubCheck:
+    def from_dict(cls, d: dict[str, Any]) -> HubCheck:
         files = d.get("files")
         if not (isinstance(d["endpoint"], str) and isinstance(d["at"], str)
                 and isinstance(d.get("skipped", ""), str)
@@ -102,7 +103,7 @@ class ArchiveEntry:
         return d
 
     @classmethod
-    def from_dict(cls, name: str, d: dict) -> ArchiveEntry:
+    def from_dict(cls, name: str, d: dict[str, Any]) -> ArchiveEntry:
         """An entry as read from a manifest: every field of the type and grammar it must have."""
         repo_id = _text(d["repo_id"], "repo_id")
         if not valid_repo_id(repo_id):

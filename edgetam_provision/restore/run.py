@@ -68,9 +68,8 @@ def find_archives(paths: list[Path]) -> tuple[list[Path], list[str]]:
     if not unique:
         held = f" (it holds only {', '.join(Path(i).name for i in ignored)})" if ignored else ""
         raise UsageError(f"no backups in {', '.join(map(str, paths))}{held}",
-                         "download them on a host you can ssh to: `provision fetch --host HOST --restore`; "
-                         "or copy backup archives there. `provision verify --synthetic` checks this "
-                         "machine meanwhile")
+                         "download them: fetch them with a restore, on a host you can ssh to; or copy "
+                         "backup archives there; a synthetic verify checks this machine meanwhile")
     return unique, ignored
 
 
@@ -212,7 +211,7 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
         plan = _read_and_plan(scanned, cache, None, keep_refs, progress)
         if for_cache and plan.writes and not os.access(_nearest_existing(cache), os.W_OK):
             raise CacheError(f"cannot write into {_nearest_existing(cache)}",
-                             "check the folder's permissions or pass --cache-dir")
+                             "check the folder's permissions or choose another cache folder")
         return replace(plan, ignored=tuple(ignored))
     with cache_lock(cache, waiting=progress):
         clean_stale(cache, STAGING_PREFIX, [f for c, *_ in scanned for f in c.repos])
@@ -282,4 +281,4 @@ def _check_space(cache: Path, needed: int) -> None:
     free = shutil.disk_usage(_nearest_existing(cache)).free
     if needed > free:
         raise CacheError(f"the restore needs {needed} bytes but {cache} has {free} free",
-                         "free some disk space or choose another --cache-dir; nothing was written")
+                         "free some disk space or choose another cache folder; nothing was written")

@@ -9,21 +9,29 @@ cannot take every connection the server allows.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING
 
-HEADER_TIMEOUT_S = 10.0  # a connection must send a whole request head within this (`serve --idle-timeout`)
+if TYPE_CHECKING:
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+HEADER_TIMEOUT_S = 10.0  # a connection must send a whole request head within this (serve's default)
 PER_CLIENT = 32  # connections one address may hold at once (a huggingface_hub client uses up to 8)
 
 
-def guarded_protocol(header_timeout: float, per_client: int = PER_CLIENT) -> Any:
+def guarded_protocol(header_timeout: float, per_client: int = PER_CLIENT) -> type[H11Protocol]:
     """uvicorn's H11Protocol with a header deadline and a per-address connection cap."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     held: Counter[str] = Counter()
 
-    class GuardedH11Protocol(H11Protocol):  # type: ignore[misc, valid-type]
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    class GuardedH11Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+        _peer = "?"
+
+        # uvicorn narrows asyncio's BaseTransport to Transport (and ignores [override] itself)
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             peer = transport.get_extra_info("peername")
             self._peer = peer[0] if isinstance(peer, tuple) and peer else "?"
@@ -49,9 +57,8 @@ def guarded_protocol(header_timeout: float, per_client: int = PER_CLIENT) -> Any
             self._deadline = self.loop.call_later(header_timeout, self._head_too_slow)
 
         def _disarm(self) -> None:
-            deadline = getattr(self, "_deadline", None)
-            if deadline is not None:
-                deadline.cancel()
+            if self._deadline is not None:
+                self._deadline.cancel()
                 self._deadline = None
 
         def _head_too_slow(self) -> None:

@@ -15,7 +15,8 @@ import signal
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..console import ProgressFn, no_progress
 from ..errors import Interrupted, UsageError
@@ -24,6 +25,9 @@ from ..repos import RepoSpec
 from .app import MirrorApp, check_bind, is_loopback, require_server, stderr_log
 from .guard import HEADER_TIMEOUT_S, guarded_protocol
 from .index import build_index
+
+if TYPE_CHECKING:
+    import uvicorn
 
 STATE = f"{PRIVATE_DIR}/provision-serve.json"  # where huggingface_hub's cache scan does not look
 KEEP_ALIVE_S = 5  # idle connections are closed after this
@@ -37,7 +41,8 @@ def serve(cache: Path, specs: list[RepoSpec], host: str, port: int, all_public: 
     """Check and index what is served, then serve it until Ctrl-C or SIGTERM (the state file is
     removed and what was served is returned; stopped by Ctrl-C, its exit code is Interrupted's).
     `ready` gets, once the port listens: url, urls, host, port, loopback_only, repos."""
-    uvicorn = require_server()
+    require_server()
+    import uvicorn
     sock = _bind(host, port)
     index = build_index(cache, specs, all_public, progress, log)
     warning = check_bind(host)
@@ -47,7 +52,7 @@ def serve(cache: Path, specs: list[RepoSpec], host: str, port: int, all_public: 
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_keep_alive=KEEP_ALIVE_S,
                             limit_concurrency=MAX_CONNECTIONS, h11_max_incomplete_event_size=16 * 1024,
                             http=guarded_protocol(header_timeout), server_header=False, lifespan="on")
-    server = _stoppable(uvicorn)(config)
+    server = _stoppable(config)
     port = sock.getsockname()[1]
     urls = [f"http://{a if ':' not in a else f'[{a}]'}:{port}" for a in reachable_addresses(host)]
 
@@ -86,14 +91,14 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind(addr)
         sock.listen(2048)
     except socket.gaierror as exc:
-        raise UsageError(f"cannot listen on {host!r}: {exc.strerror}", "pass an address of this "
-                         "machine to --host (127.0.0.1, or 0.0.0.0 for every interface)") from None
+        raise UsageError(f"cannot listen on {host!r}: {exc.strerror}", "choose an address of this "
+                         "machine to listen on (127.0.0.1, or 0.0.0.0 for every interface)") from None
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
-            raise UsageError(f"port {port} on {host} is in use", f"pass another --port (e.g. {port + 1}), "
+            raise UsageError(f"port {port} on {host} is in use", f"choose another port (e.g. {port + 1}), "
                              "or stop what listens there") from None
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                         "pass another --host or --port") from None
+                         "choose another address or port") from None
     sock.set_inheritable(True)
     return sock
 
@@ -108,19 +113,26 @@ def reachable_addresses(host: str) -> list[str]:
     with contextlib.suppress(OSError):
         for *_, addr in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM):
             ip = addr[0]
-            if ip not in found and not ip.startswith("127.") and ip != "::1":
+            if isinstance(ip, str) and ip not in found and not ip.startswith("127.") and ip != "::1":
                 found.append(ip)
     return found
 
 
-def _stoppable(uvicorn: Any) -> Any:
+class _Stoppable(Protocol):
+    stopped_by: int | None  # the first signal that stopped it
+
+    def run(self, sockets: list[socket.socket] | None = None) -> None: ...
+
+
+def _stoppable(config: uvicorn.Config) -> _Stoppable:
     """uvicorn's Server, where Ctrl-C and SIGTERM stop it gracefully and are not raised again after
     (uvicorn re-raises them, which ended the process before the state file was removed)."""
+    import uvicorn
 
-    class Server(uvicorn.Server):  # type: ignore[misc, valid-type, name-defined]
-        stopped_by: int | None = None  # the first signal that stopped it
+    class Server(uvicorn.Server):
+        stopped_by: int | None = None
 
-        def handle_exit(self, sig: int, frame: Any) -> None:
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             self.stopped_by = self.stopped_by or sig
             super().handle_exit(sig, frame)
 
@@ -133,7 +145,7 @@ def _stoppable(uvicorn: Any) -> Any:
                 for s, handler in previous.items():
                     signal.signal(s, handler)
 
-    return Server
+    return Server(config)
 
 
 def running_mirror(cache: Path) -> dict[str, Any] | None:
@@ -144,4 +156,4 @@ def running_mirror(cache: Path) -> dict[str, Any] | None:
         os.kill(int(state["pid"]), 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return state
+    return state if isinstance(state, dict) else None
