@@ -34,6 +34,7 @@ PENDING: dict[str, set[str]] = {
     "fetch/request.py": {"--endpoint", "--host", "--identity", "--local", "--remote-python"},
     "fetch/run.py": {"--remote-python"},
     "fetch/ssh.py": {"--accept-new-host-key", "--identity", "--ssh-config", "--timeout", "--user"},
+    "fleet/peer.py": {"--backups", "--port", "--stall"},  # its own command line, on each host (argparse)
     "fleet/push.py": {"--check", "--forks", "--inventory", "--limit"},  # but --inventory: ansible-playbook's
     "fleet/rows.py": {"--remote-python"},  # push's rows: cli/fleet.py to apply `with_options`
     "hub/cache.py": {"--cache-dir"},

@@ -26,7 +26,7 @@ from .hints import with_options
 @click.option("-y", "--yes", is_flag=True, help="With --fix: do not ask (for scripts).")
 @click.option("--undo", is_flag=True, help="Put back the files a --fix changed: give the backups it named.")
 @click.argument("backups", nargs=-1, type=click.Path(dir_okay=False, path_type=Path), metavar="[BACKUP]...")
-@command
+@command(failed=render.fixed)  # the one failure that carries a result: a fix the shell undoes
 def doctor(cache_dir: Path | None, progress: StderrProgress, debug: bool, online: bool, repo: str | None,
            fix: bool, fix_shell: bool, yes: bool, undo: bool, backups: tuple[Path, ...]) -> Result:
     """Say exactly why model downloads fail on this machine, and what to do.

@@ -28,6 +28,7 @@ import subprocess
 import sys
 from base64 import b64encode
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -90,13 +91,22 @@ def fix(repo: str, confirm: Callable[[list[str]], bool], fix_shell: bool = False
     data["backups"] = [c.backup for c in changes]
     data["now"] = _probe_as_plain_download(url, []) if in_env else after
     if data["now"] != 200:  # what is true in the user's shell: it still sends the variable
-        err = DownloadBlocked(
+        raise DownloadBlocked(
             f"in this shell a plain download still gets {data['now'] or 'no answer'}: it sends "
             f"${' and $'.join(in_env)}, which the endpoint rejects, and no program can unset a variable "
             "of the shell that started it", f"run `{'; '.join(data['unset'])}` in your shell: downloads "
-            f"from it then get {after} (checked here without the variable)")
-        data.update(err.to_dict())
+            f"from it then get {after} (checked here without the variable)", result=FixReport(data))
     return data
+
+
+@dataclass(frozen=True)
+class FixReport:
+    """What a fix changed, carried by the error when the user's shell still sends a rejected token."""
+
+    data: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.data)
 
 
 def undo(backups: list[Path]) -> list[dict[str, str]]:

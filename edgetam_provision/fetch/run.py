@@ -159,20 +159,21 @@ def fetch_local(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pull
         raise RemoteDownloadError(f"cannot run {python!r} here: {exc.strerror or exc}",
                                   "point --remote-python at a Python 3 (default: this one)") from None
     assert proc.stdin and proc.stdout and proc.stderr
+    stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
 
     def send(data: bytes) -> None:
-        proc.stdin.write(data)
-        proc.stdin.flush()
+        stdin.write(data)
+        stdin.flush()
 
     def ended() -> tuple[int | None, str]:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
         if proc.returncode is None:
             return None, ""
-        return proc.returncode, proc.stderr.read().decode(errors="replace")
+        return proc.returncode, stderr.read().decode(errors="replace")
 
     try:
-        link = AgentLink(Stream(_pipe_reader(proc.stdout, req.timeout), send, LOCAL_WHERE), ended, python)
+        link = AgentLink(Stream(_pipe_reader(stdout, req.timeout), send, LOCAL_WHERE), ended, python)
         pulled = run_agent(link, req.params(), req.out, progress, bar, req.stall)
     finally:
         with contextlib.suppress(OSError):
