@@ -7,6 +7,8 @@ every host takes the whole archive from here) and the wall time. The controller'
 (CAP) with --p2p to stand for an uplink that is small against the hosts' aggregate; the copy cannot
 be capped from here (Ansible has no rate limit), so its wall time is a lower bound.
 Goal (issue 29): the controller sends <= 2x the archive with p2p, against 8x with the copy.
+Two p2p rounds: the controller sending to 8 hosts at once (libtorrent's default unchoke slots, as
+before) and to one host per archive (push's default since): the same swarm otherwise.
 """
 
 from __future__ import annotations
@@ -56,13 +58,13 @@ def main() -> str:
             wheel, inv = build_wheel(root), inventory(root / "fleet.ini", servers)
             inv.write_text(inv.read_text().replace(sys.executable, str(host_python(root))))
             rows = []
-            for p2p in (False, True):
+            for p2p, slots in ((False, None), (True, 8), (True, None)):
                 for s in servers:
                     shutil.rmtree(s.home / ".cache", ignore_errors=True)
                 start = time.perf_counter()
                 res = push(PushRequest(hosts=(), backups=backups, inventory=inv, wheel=wheel, forks=HOSTS,
                                        tags=("install", "copy"), p2p=p2p, p2p_upload_limit=CAP,
-                                       p2p_port=47000))
+                                       p2p_upload_slots=slots, p2p_port=47000))
                 wall = time.perf_counter() - start
                 assert not any(r["error"] for r in res["hosts"]), res  # no verify: passed stays False
                 if p2p:
@@ -71,7 +73,8 @@ def main() -> str:
                     peers = sum(r["from_peers"] for r in res["hosts"])
                 else:
                     sent, peers = archive * sum(r["copied"] for r in res["hosts"]), 0
-                rows.append((("push --p2p" + f" (controller capped at {CAP / 1e6:.0f} MB/s)") if p2p
+                to = f"{slots} hosts at once (libtorrent's default)" if slots else "1 host per archive"
+                rows.append((f"push --p2p (controller capped at {CAP / 1e6:.0f} MB/s, sends to {to})" if p2p
                              else "push (Ansible copy, uncapped)", wall, sent, peers))
         finally:
             for s in servers:

@@ -194,6 +194,16 @@ def test_a_host_without_libtorrent_reports_the_fallback(archive, monkeypatch, tm
     assert not status.complete and "libtorrent is not installed" in status.why
 
 
+@pytest.mark.parametrize("archives", [1, 3])
+def test_the_controller_sends_to_one_host_per_archive_at_once(archives, tmp_path):
+    """Each piece then leaves the controller about once; the hosts spread it (benchmarks/bench_p2p.py)."""
+    for i in range(archives):
+        backups_with(tmp_path / "controller", os.urandom(64 << 10), name=f"models--org--m{i}--0.tar")
+    with p2p.seeding(tmp_path / "controller", tmp_path / "work", port=0, interface="127.0.0.1") as seeding:
+        assert len(seeding.swarm.handles) == archives
+        assert seeding.swarm.ses.get_settings()["unchoke_slots_limit"] == archives
+
+
 def test_fetch_returns_once_the_archive_is_in_the_backups_folder_seeds_until_stopped_then_nothing_listens(
         archive, tmp_path):
     host = tmp_path / "host"

@@ -51,6 +51,7 @@ class PushRequest:
     p2p: bool = False  # the archives travel peer to peer (fleet/p2p.py); the copy brings what they do not
     p2p_port: int = 6881  # the first of the ports tried, here and on each host
     p2p_upload_limit: int = 0  # bytes/s the controller sends at most (0: no limit)
+    p2p_upload_slots: int | None = None  # hosts the controller sends to at once (None: one per archive)
     p2p_stall: float = 30.0  # a host gives up on the swarm after this long without a byte
 
 
@@ -120,7 +121,8 @@ def push(req: PushRequest, progress: ProgressFn = no_progress) -> PushResult:
             from .p2p import seeding as start_seeding
 
             seeding = stack.enter_context(start_seeding(req.backups, work, port=req.p2p_port,
-                                                        upload_limit=req.p2p_upload_limit))
+                                                        upload_limit=req.p2p_upload_limit,
+                                                        upload_slots=req.p2p_upload_slots))
             progress(f"seeding {len(seeding.swarm.handles)} archives peer to peer on port "
                      f"{seeding.swarm.port}…")
         wheel = req.wheel or build_wheel(work)

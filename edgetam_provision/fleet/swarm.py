@@ -168,6 +168,10 @@ class Swarm:
         self.received[meta.name] = Received()
         return meta.name
 
+    def set_upload_slots(self, slots: int) -> None:
+        """Send to at most `slots` peers at once (libtorrent's unchoke slots; its default is 8)."""
+        self.ses.apply_settings({"unchoke_slots_limit": max(slots, 1)})
+
     def connect(self, peers: Iterable[tuple[str, int]]) -> None:
         for h in self.handles.values():
             for peer in peers:
