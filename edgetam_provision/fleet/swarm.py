@@ -80,7 +80,8 @@ def make_torrent(archive: Path, sha256: str) -> bytes:
     ct.set_creator("edgetam-provision")
     body = ct.generate()
     body[b"info"][SHA_KEY] = sha256.encode("ascii")
-    return lt.bencode(body)
+    encoded: bytes = lt.bencode(body)  # libtorrent ships no types: what it returns is said here
+    return encoded
 
 
 @dataclass
@@ -148,7 +149,7 @@ class Swarm:
 
     def _alerts(self, wait: float) -> list[Any]:
         self.ses.wait_for_alert(int(wait * 1000))
-        alerts = self.ses.pop_alerts()
+        alerts: list[Any] = self.ses.pop_alerts()  # libtorrent's alert objects (untyped)
         for a in alerts:
             if isinstance(a, self.lt.hash_failed_alert) and a.torrent_name in self.received:
                 self.received[a.torrent_name].hash_failures += 1
