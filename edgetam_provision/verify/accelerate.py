@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+T = TypeVar("T")
+Info = dict[str, Any]  # how a step runs (mode, why, how close): JSON in the verify report
 
 TOLERANCE = 1e-3
 
 
-def _tensors(out: Any) -> list[Any]:
+def _tensors(out: object) -> list[Tensor]:
     """The tensors in a model output (tensor, list/tuple of tensors, or ModelOutput)."""
     import torch
 
@@ -31,14 +37,15 @@ def _tensors(out: Any) -> list[Any]:
     return []
 
 
-def relative_diff(a: Any, b: Any) -> float:
+def relative_diff(a: object, b: object) -> float:
     """max |a - b| over all output tensors, relative to max |b| (inf when shapes differ)."""
     scale = max((float(t.float().abs().max()) for t in _tensors(b)), default=0.0)
     return max_abs_diff(a, b) / scale if scale else max_abs_diff(a, b)
 
 
-def reparameterize(model: Any) -> tuple[Callable[[], None], dict[str, Any]]:
-    """Fold the RepViT backbone for inference; returns (undo, info). No-op if timm cannot."""
+def reparameterize(model: object) -> tuple[Callable[[], None], Info]:
+    """Fold the RepViT backbone (`model.vision_encoder.backbone.timm_model`) for inference; returns
+    (undo, info). No-op if there is none or timm cannot."""
     wrapper = getattr(getattr(model, "vision_encoder", None), "backbone", None)
     original = getattr(wrapper, "timm_model", None)
     if wrapper is None or original is None:
@@ -56,7 +63,7 @@ def reparameterize(model: Any) -> tuple[Callable[[], None], dict[str, Any]]:
     return undo, {"mode": "reparameterized"}
 
 
-def max_abs_diff(a: Any, b: Any) -> float:
+def max_abs_diff(a: object, b: object) -> float:
     ta, tb = _tensors(a), _tensors(b)
     if len(ta) != len(tb) or any(x.shape != y.shape for x, y in zip(ta, tb, strict=True)):
         return float("inf")
@@ -64,7 +71,7 @@ def max_abs_diff(a: Any, b: Any) -> float:
                default=0.0)
 
 
-def cuda_graph(fn: Callable[..., Any], *example: Any) -> tuple[Callable[..., Any], dict[str, Any]]:
+def cuda_graph(fn: Callable[..., T], *example: Tensor) -> tuple[Callable[..., T], Info]:
     """Capture `fn(*example)` as a CUDA graph; returns (callable, info). Falls back to `fn`.
 
     The callable copies its tensor arguments into the captured inputs, replays, and returns the
@@ -85,7 +92,7 @@ def cuda_graph(fn: Callable[..., Any], *example: Any) -> tuple[Callable[..., Any
         with torch.cuda.graph(graph):
             captured = fn(*static)
 
-        def replay(*args: Any) -> Any:
+        def replay(*args: Tensor) -> T:
             for dst, src in zip(static, args, strict=True):
                 dst.copy_(src, non_blocking=True)
             graph.replay()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass
-from typing import Any
+from types import ModuleType
 
 from packaging.version import InvalidVersion, Version
 
@@ -76,14 +76,15 @@ def hub_reads_netrc(hub_version: str) -> bool:
     return parse_version(hub_version) < REQUESTS_HUB_BEFORE
 
 
-def available_devices(torch: Any) -> list[str]:
-    """The devices this torch can use, in the order `--device auto` prefers them."""
+def available_devices(torch: ModuleType) -> list[str]:
+    """The devices this torch can use, in the order `--device auto` prefers them. (`torch` is the
+    module, passed in so that tests can give a fake one.)"""
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     cuda = bool(torch.cuda.is_available())
     return [d for d, ok in (("mps", mps), ("cuda", cuda), ("cpu", True)) if ok]
 
 
-def choose_device(requested: str, torch: Any) -> str:
+def choose_device(requested: str, torch: ModuleType) -> str:
     """auto prefers MPS, then CUDA, then CPU; an explicit device must be available."""
     from ..errors import EnvironmentProblem, UsageError
 
@@ -98,7 +99,7 @@ def choose_device(requested: str, torch: Any) -> str:
     return requested
 
 
-def synchronize(torch: Any, device: str) -> None:
+def synchronize(torch: ModuleType, device: str) -> None:
     """Wait for queued GPU work, so timers measure it."""
     if device == "cuda":
         torch.cuda.synchronize()

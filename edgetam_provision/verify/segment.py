@@ -12,7 +12,8 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..console import ProgressFn
 from ..errors import EnvironmentProblem, ModelMissingError
@@ -28,6 +29,30 @@ from .runtime import (
     needs_backbone_config,
     synchronize,
 )
+
+if TYPE_CHECKING:  # verify's start-up imports none of these; `run` imports them when it loads
+    import numpy as np
+    from numpy.typing import NDArray
+    from PIL.Image import Image as Picture
+    from torch import Tensor
+    from transformers import EdgeTamModel, Sam2Processor
+
+    from .accelerate import Info
+
+    Mask = NDArray[np.bool_]  # one object's mask at image size: (H, W) booleans
+    Decoded = tuple["MaskOutput", Tensor]  # model output, each object's best mask (objects, H, W)
+    Steps = tuple[Callable[[Tensor], list[Tensor]], dict[str, Callable[[], Decoded]], Info]
+
+T = TypeVar("T")
+
+
+class MaskOutput(Protocol):
+    """What verify reads of `EdgeTamImageSegmentationOutput` (whose forward always sets both)."""
+
+    @property
+    def iou_scores(self) -> Tensor: ...  # (1, objects, 3)
+    @property
+    def pred_masks(self) -> Tensor: ...  # (1, objects, 3, h, w) low-resolution logits
 
 
 def check_environment(versions: dict[str, str], cache: Path) -> None:
@@ -79,8 +104,9 @@ def run(req: VerifyRequest, progress: ProgressFn) -> dict[str, Any]:
     try:
         # ignore: transformers wraps PreTrainedModel.to with functools.wraps(torch.nn.Module.to), and
         # typeshed's _Wrapped has no __get__, so mypy reads the bound method as unbound
-        model = EdgeTamModel.from_pretrained(req.repo_id, revision=commit, cache_dir=cache,
-                                             local_files_only=True).to(device).eval()  # type: ignore[arg-type]
+        model: EdgeTamModel = EdgeTamModel.from_pretrained(
+            req.repo_id, revision=commit, cache_dir=cache,
+            local_files_only=True).to(device).eval()  # type: ignore[arg-type]
         processor = Sam2Processor.from_pretrained(req.repo_id, revision=commit, cache_dir=cache,
                                                   local_files_only=True)
     except OSError as exc:
@@ -94,14 +120,14 @@ def run(req: VerifyRequest, progress: ProgressFn) -> dict[str, Any]:
     image = Image.open(image_path).convert("RGB")
     checks: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
-    masks: list[list[Any]] = []  # per case, each object's chosen mask (H, W booleans), for the overlays
+    masks: list[list[Mask]] = []  # per case, each object's chosen mask (H, W booleans), for the overlays
     with torch.inference_mode():
         t0 = time.perf_counter()
         inputs = processor(images=image, return_tensors="pt")
-        pixel_values = inputs["pixel_values"].to(device)
+        pixel_values: Tensor = inputs["pixel_values"].to(device)
         if device == "cpu":
             pixel_values = pixel_values.contiguous(memory_format=torch.channels_last)
-        sizes = inputs["original_sizes"]
+        sizes: Tensor = inputs["original_sizes"]
         embeddings = model.get_image_embeddings(pixel_values)
         first = _decode(model, processor, embeddings, sizes, cases[0], device)
         synchronize(torch, device)
@@ -116,7 +142,7 @@ def run(req: VerifyRequest, progress: ProgressFn) -> dict[str, Any]:
             latency, out = _latencies(step, runs, torch, device)
             every_mask = (lambda o: processor.post_process_masks(o.pred_masks.cpu(), sizes)[0]) \
                 if truth_dir is not None else None
-            described, chosen = _describe(case, out, truth_dir, checks, np, every_mask)
+            described, chosen = _describe(case, out, truth_dir, checks, every_mask)
             results.append(described)
             masks.append(chosen)
             results[-1].update(latency_ms=statistics.median(latency), latency_min_ms=min(latency),
@@ -147,39 +173,36 @@ def _missing_file_error(exc: OSError, repo_id: str) -> ModelMissingError:
                              "the cached snapshot is incomplete: restore or fetch it again")
 
 
-def _prompts(processor: Any, sizes: Any, case: Case, device: str) -> dict[str, Any]:
+def _prompts(processor: Sam2Processor, sizes: Tensor, case: Case, device: str) -> dict[str, Tensor]:
     """The case's prompts as model tensors (points and labels, or a box) on `device`."""
-    kwargs: dict[str, Any] = {}
-    if case.points:
-        kwargs = {"input_points": [case.points], "input_labels": [case.labels]}
-    if case.box:
-        kwargs["input_boxes"] = [[case.box]]
-    prompts = processor(original_sizes=sizes, return_tensors="pt", **kwargs)
+    prompts = processor(original_sizes=sizes, return_tensors="pt",
+                        input_points=[case.points] if case.points else None,
+                        input_labels=[case.labels] if case.points and case.labels is not None else None,
+                        input_boxes=[[case.box]] if case.box else None)
     return {k: v.to(device) for k, v in sorted(prompts.items())
             if k in ("input_points", "input_labels", "input_boxes")}
 
 
-def best_masks(processor: Any, out: Any, sizes: Any) -> Any:
+def best_masks(processor: Sam2Processor, out: MaskOutput, sizes: Tensor) -> Tensor:
     """Upscale only each object's best-scoring mask to the image size: (objects, H, W) booleans."""
     best = out.iou_scores.argmax(dim=-1)  # (1, objects)
     idx = best[..., None, None, None].expand(-1, -1, 1, *out.pred_masks.shape[-2:])
     low = out.pred_masks.gather(2, idx)  # (1, objects, 1, h, w)
-    return processor.post_process_masks(low, sizes)[0][:, 0]
+    upscaled: Tensor = processor.post_process_masks(low, sizes)[0]
+    return upscaled[:, 0]
 
 
-def _decode(model: Any, processor: Any, embeddings: Any, sizes: Any, case: Case, device: str) -> Any:
+def _decode(model: EdgeTamModel, processor: Sam2Processor, embeddings: list[Tensor], sizes: Tensor,
+            case: Case, device: str) -> Decoded:
     """Eager: prompts -> masks on the image embedding; returns (model output, best full-size masks)."""
-    out = model(image_embeddings=embeddings, multimask_output=True,
-                **_prompts(processor, sizes, case, device))
+    out: MaskOutput = model(image_embeddings=embeddings, multimask_output=True,
+                            **_prompts(processor, sizes, case, device))
     return out, best_masks(processor, out, sizes)
 
 
-Steps = tuple[Callable[..., Any], dict[str, Callable[[], Any]], dict[str, Any]]
-
-
-def _fast_steps(model: Any, processor: Any, pixel_values: Any, embeddings: Any, sizes: Any,
-                cases: list[Case], device: str, accelerate: bool, runs: int,
-                torch: Any) -> tuple[dict[str, Callable[[], Any]], dict[str, Any], list[float]]:
+def _fast_steps(model: EdgeTamModel, processor: Sam2Processor, pixel_values: Tensor, embeddings: list[Tensor],
+                sizes: Tensor, cases: list[Case], device: str, accelerate: bool, runs: int,
+                torch: ModuleType) -> tuple[dict[str, Callable[[], Decoded]], Info, list[float]]:
     """Encoder + decode steps, folded (and graphed on CUDA) when that gives the same embedding.
 
     The timed encoder runs double as the check: their output is compared with the plain
@@ -187,7 +210,7 @@ def _fast_steps(model: Any, processor: Any, pixel_values: Any, embeddings: Any, 
     """
     from .accelerate import TOLERANCE, relative_diff, reparameterize
 
-    plain: dict[str, Any] = {"mode": "plain"}  # how the backbone runs: plain, or folded (how close)
+    plain: Info = {"mode": "plain"}  # how the backbone runs: plain, or folded (how close)
     undo, folded = reparameterize(model) if accelerate else (lambda: None, plain)
     encode, decoders, accel = _build_steps(model, processor, pixel_values, embeddings, sizes, cases,
                                            device, accelerate and device == "cuda")
@@ -204,31 +227,33 @@ def _fast_steps(model: Any, processor: Any, pixel_values: Any, embeddings: Any, 
     return decoders, accel, times
 
 
-def _build_steps(model: Any, processor: Any, pixel_values: Any, embeddings: Any, sizes: Any,
-                 cases: list[Case], device: str, graphs: bool) -> Steps:
+def _build_steps(model: EdgeTamModel, processor: Sam2Processor, pixel_values: Tensor,
+                 embeddings: list[Tensor], sizes: Tensor, cases: list[Case], device: str,
+                 graphs: bool) -> Steps:
     """The encoder and one decode step per case; CUDA graphs where asked and proven equal."""
     from .accelerate import cuda_graph
 
-    def encode(x: Any) -> Any:
+    def encode(x: Tensor) -> list[Tensor]:
         return model.get_image_embeddings(x)
 
-    accel: dict[str, Any] = {"cuda_graphs": graphs}
+    accel: Info = {"cuda_graphs": graphs}
     if graphs:  # the decoders then read the graph's own (static) embedding tensors
         encode, accel["encoder"] = cuda_graph(encode, pixel_values)
         embeddings = encode(pixel_values)
-    steps: dict[str, Callable[[], Any]] = {}
+    steps: dict[str, Callable[[], Decoded]] = {}
     for case in cases:
         keys = list(_prompts(processor, sizes, case, device))
 
-        def decode(*tensors: Any, keys: list[str] = keys) -> Any:
-            return model(image_embeddings=embeddings, multimask_output=True,
-                         **dict(zip(keys, tensors, strict=True)))
+        def decode(*tensors: Tensor, keys: list[str] = keys) -> MaskOutput:
+            out: MaskOutput = model(image_embeddings=embeddings, multimask_output=True,
+                                    **dict(zip(keys, tensors, strict=True)))
+            return out
 
         if graphs:
             example = _prompts(processor, sizes, case, device)
             decode, accel[case.name] = cuda_graph(decode, *example.values())
 
-        def step(case: Case = case, decode: Callable[..., Any] = decode) -> Any:
+        def step(case: Case = case, decode: Callable[..., MaskOutput] = decode) -> Decoded:
             out = decode(*_prompts(processor, sizes, case, device).values())
             return out, best_masks(processor, out, sizes)
 
@@ -236,10 +261,10 @@ def _build_steps(model: Any, processor: Any, pixel_values: Any, embeddings: Any,
     return encode, steps, accel
 
 
-def _latencies(fn: Callable[[], Any], runs: int, torch: Any, device: str) -> tuple[list[float], Any]:
+def _latencies(fn: Callable[[], T], runs: int, torch: ModuleType, device: str) -> tuple[list[float], T]:
     """Wall times in ms of `runs` synchronized calls, and the last call's result."""
-    times, result = [], None
-    for _ in range(max(1, runs)):
+    times: list[float] = []
+    for _ in range(max(1, runs)):  # at least once: `result` is always bound
         t0 = time.perf_counter()
         result = fn()
         synchronize(torch, device)
@@ -247,12 +272,13 @@ def _latencies(fn: Callable[[], Any], runs: int, torch: Any, device: str) -> tup
     return times, result
 
 
-def _describe(case: Case, decoded: Any, truth_dir: Path | None, checks: list[dict[str, Any]],
-              np: Any, every_mask: Callable[[Any], Any] | None = None) -> tuple[dict[str, Any], list[Any]]:
+def _describe(case: Case, decoded: Decoded, truth_dir: Path | None, checks: list[dict[str, Any]],
+              every_mask: Callable[[MaskOutput], Tensor] | None = None) -> tuple[dict[str, Any], list[Mask]]:
     """Per-object scores, chosen mask, area, whether the prompts lie in it, and (with ground truth)
     the IoU of the chosen mask and of the best of the three; appends the checks it makes. Returns
     that (JSON) and each object's chosen mask."""
     out, masks = decoded
+    import numpy as np
     from PIL import Image
 
     masks = masks.cpu()
@@ -287,7 +313,7 @@ def _describe(case: Case, decoded: Any, truth_dir: Path | None, checks: list[dic
             [masks[i].numpy().astype(bool) for i in range(len(objects))])
 
 
-def _placement(case: Case, i: int, mask: Any) -> dict[str, Any]:
+def _placement(case: Case, i: int, mask: Mask) -> dict[str, Any]:
     """Where the chosen mask lies relative to its prompts: points inside it; share inside the box
     and share of the box it fills."""
     h, w = mask.shape
@@ -304,7 +330,7 @@ def _placement(case: Case, i: int, mask: Any) -> dict[str, Any]:
     return out
 
 
-def _write_overlays(image: Any, cases: list[Case], masks: list[list[Any]], out: Path) -> list[Path]:
+def _write_overlays(image: Picture, cases: list[Case], masks: list[list[Mask]], out: Path) -> list[Path]:
     """One PNG per case: masks tinted over the image, prompts drawn. Written atomically."""
     import numpy as np
     from PIL import Image, ImageDraw
@@ -335,7 +361,7 @@ def _write_overlays(image: Any, cases: list[Case], masks: list[list[Any]], out: 
     return paths
 
 
-def iou(a: Any, b: Any) -> float:
+def iou(a: Mask, b: Mask) -> float:
     inter = (a & b).sum()
     union = (a | b).sum()
     return float(inter / union) if union else 0.0
