@@ -17,7 +17,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # libtorrent (2.1+ ships its stubs) is imported only when a session starts
+    from libtorrent import alert, peer_info, torrent_handle, torrent_info
 
 #: the controller's peer-id prefix: a host counts the bytes that came from it apart from its peers'
 CONTROLLER_ID = "-EP0100-"
@@ -32,7 +36,7 @@ class SwarmError(Exception):
     """The swarm could not start or a torrent is not what the manifest names (the caller decides)."""
 
 
-def load_libtorrent() -> Any:
+def load_libtorrent() -> ModuleType:
     try:
         import libtorrent
     except ImportError as exc:
@@ -96,12 +100,13 @@ class Received:
     _controller_closed: int = 0
     _open: dict[tuple[str, int], int] = field(default_factory=dict)
 
-    def sample(self, total: int, peers: Iterable[Any]) -> None:
+    def sample(self, total: int, peers: Iterable[peer_info]) -> None:
         self.total = total
         for p in peers:
             if bytes.fromhex(str(p.pid))[:8] != CONTROLLER_ID.encode():
                 continue
-            key = tuple(p.ip)
+            host, port = p.ip
+            key = (host, port)
             if p.total_download < self._open.get(key, 0):  # the same endpoint again: a new connection
                 self._controller_closed += self._open[key]
             self._open[key] = p.total_download
@@ -130,8 +135,8 @@ class Swarm:
             "close_redundant_connections": False})  # a seed keeps its connection to the controller:
         # its counts settle after the download (and a host that connects late still finds peers)
         self.port = self._listening(timeout)
-        self.handles: dict[str, Any] = {}
-        self.infos: dict[str, Any] = {}
+        self.handles: dict[str, torrent_handle] = {}
+        self.infos: dict[str, torrent_info] = {}
         self.received: dict[str, Received] = {}
 
     def _listening(self, timeout: float) -> int:
@@ -147,9 +152,9 @@ class Swarm:
         self.close()
         raise SwarmError(f"no free port in {self.ports[0]}–{self.ports[1]}: every one is taken")
 
-    def _alerts(self, wait: float) -> list[Any]:
+    def _alerts(self, wait: float) -> list[alert]:
         self.ses.wait_for_alert(int(wait * 1000))
-        alerts: list[Any] = self.ses.pop_alerts()  # libtorrent's alert objects (untyped)
+        alerts: list[alert] = self.ses.pop_alerts()
         for a in alerts:
             if isinstance(a, self.lt.hash_failed_alert) and a.torrent_name in self.received:
                 self.received[a.torrent_name].hash_failures += 1
