@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .archive.compression import ARCHIVE_SUFFIXES
-from .hub.cache import scan_cache
+from .hub.cache import RevisionState, scan_cache
 from .hub.manifest import ArchiveEntry, read_manifest
 from .repos import BACKBONE_REPO, EDGETAM_REPO
 
@@ -33,24 +33,22 @@ def backups_status(folder: Path) -> list[dict[str, Any]]:
 FILTERED_RE = re.compile(r"\.only-[0-9a-f]{8}\.")  # layout.archive_name of a filtered download
 
 
-def filtered_only(revision: dict[str, Any], manifest: dict[str, ArchiveEntry]) -> bool:
+def filtered_only(revision: RevisionState, manifest: dict[str, ArchiveEntry]) -> bool:
     """Whether what the cache holds of a revision came from filtered fetches (--include/--exclude)
     alone: the backups hold no whole archive of it, and the cached files are among the filtered
     ones. Such a revision is part of what the Hub lists; a model in it may not load."""
     mine = [(n, e) for n, e in manifest.items()
-            if (e.repo_id, e.commit, e.repo_type) == (revision["repo_id"], revision["commit"],
-                                                      revision["repo_type"])]
+            if (e.repo_id, e.commit, e.repo_type) == (revision.repo_id, revision.commit, revision.repo_type)]
     if not mine or any(not FILTERED_RE.search(n) for n, _e in mine):
         return False
-    return bool(revision["files"] <= len({f.path for _n, e in mine for f in e.files}))
+    return len(revision.files) <= len({f.path for _n, e in mine for f in e.files})
 
 
 def cache_status(cache: Path, hash_blobs: bool = True, backups: Path | None = None) -> dict[str, Any]:
     """Every cached revision, integrity-checked, plus whether EdgeTAM is ready to verify."""
-    revisions = [r.to_dict() for r in scan_cache(cache, hash_blobs)]
+    states = scan_cache(cache, hash_blobs)
     manifest = read_manifest(backups) if backups is not None and backups.is_dir() else {}
-    for r in revisions:
-        r["partial"] = filtered_only(r, manifest)
+    revisions = [{**r.to_dict(), "partial": filtered_only(r, manifest)} for r in states]
     have = {r["repo_id"] for r in revisions if r["integrity"] != "bad" and not r["partial"]}
     return {"cache": str(cache), "revisions": revisions,
             "edgetam_ready": EDGETAM_REPO in have, "backbone_config_present": BACKBONE_REPO in have}
