@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import zipfile
 from pathlib import Path
 
@@ -88,8 +89,24 @@ def _boot(python: str, tmp_path: Path, params: dict) -> subprocess.CompletedProc
     (no huggingface_hub) and with its temporary folders under `tmp_path`."""
     env = {"PATH": os.environ["PATH"], "TMPDIR": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     stdin = shipment() + json.dumps(params).encode() + b"\n"
-    return subprocess.run([python, "-s", "-u", "-c", BOOT], input=stdin, capture_output=True, cwd=tmp_path,
-                          env=env, timeout=60)
+    argv = [python, "-s", "-u", "-c", BOOT]
+    # stdin stays open until the agent is done, as the client keeps it: a closed stdin means the
+    # client is gone, and the agent stops at once, whatever it was about to say
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=tmp_path, env=env)
+    assert proc.stdin and proc.stdout and proc.stderr
+    deadline = threading.Timer(60, proc.kill)
+    deadline.start()
+    try:
+        proc.stdin.write(stdin)
+        proc.stdin.flush()
+        out = proc.stdout.read()  # to its end: the agent has said all and exited
+        err = proc.stderr.read()
+        proc.stdin.close()
+        code = proc.wait()
+    finally:
+        deadline.cancel()
+    return subprocess.CompletedProcess(argv, code, out, err)
 
 
 def test_the_shipped_agent_runs_on_the_oldest_python_and_leaves_no_temporary_folder(tmp_path):

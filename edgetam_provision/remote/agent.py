@@ -231,6 +231,11 @@ def main(private: str | None = None) -> None:
     finally:
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        out.flush()
+    # Not the interpreter's shutdown: the stdin watcher thread is blocked in a read and holds stdin's
+    # lock, and Python 3.8 then aborts ("could not acquire lock ... at interpreter shutdown").
+    os._exit(0)
 
 
 def _tail(tmp: Path) -> str:
