@@ -2,7 +2,7 @@
 
 Order of work, so that a crash or Ctrl-C at any point leaves a consistent cache:
 1. scan (no lock, no writes): free space for what the manifests declare, then every archive
-   read within the bounds its declaration sets and held to it (`integrity.accept`, the rule
+   read within the bounds its declaration sets and held to it (`trust.accept`, the rule
    `check` and fetch apply too); a cache that contradicts an archive is refused before even the
    lock file exists.
 2. read (under the cache lock): hash every byte of every archive: the whole file against
@@ -39,7 +39,7 @@ from ..fsutil import (
 from ..hub.cache import read_ref
 from ..hub.layout import repo_folder_name
 from ..hub.manifest import ArchiveEntry, read_manifest, read_sums
-from ..integrity.accept import admit, unused_blobs
+from ..trust.accept import admit, unused_blobs
 from ..parallel import in_background
 from .plan import Action, ArchivePlan, RestorePlan
 from .publish import prove, publish
