@@ -24,8 +24,9 @@ from .archive.compression import SUFFIX, compressor
 from .errors import IntegrityError
 from .fsutil import disk_error, settle_mode, tmp_sibling
 from .hub.cache import RevisionState, check_revision, resolve_commit
-from .hub.layout import FileRecord, archive_name, blob_hasher, repo_folder_name
+from .hub.layout import FileRecord, archive_name, repo_folder_name
 from .hub.manifest import ArchiveEntry, read_manifest, record
+from .integrity.hashing import blob_hasher
 from .remote.pack import pack_repo
 from .repos import DEFAULT_REPOS, RepoSpec
 

@@ -114,7 +114,8 @@ def symlinks_supported(folder: Path) -> bool:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
+    """Hex sha256 of a file's bytes. Kept for `fleet/peer.py` alone (its room is another branch's):
+    everything else hashes through `integrity.hashing`, where this goes once peer imports it there."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(CHUNK):

@@ -9,10 +9,10 @@ Each archive is read at most this often, and each pass guards one thing:
 
 1. received (`fetch.pull`, `fetch.openssh`): the sha256 of the whole archive, hashed while its bytes
    arrive, against the host's word (its ``packed`` event): a cut or altered transfer. Resumable.
-2. admitted (`integrity.accept.admit`, in `fetch.run.check_pulled`): member headers (a compressed
+2. admitted (`trust.accept.admit`, in `fetch.run.check_pulled`): member headers (a compressed
    archive is decompressed once) against the host's announcement: exactly what was asked, nothing
    planted, every size within what was declared. No blob bytes are hashed.
-3. anchored (`integrity.hub_check`): no archive bytes; the announced listing against the Hub's own
+3. anchored (`trust.hub_check`): no archive bytes; the announced listing against the Hub's own
    listing of the revision, asked from here without credentials: a self-consistent other model.
 4. blobs hashed against their names (`restore.read`): bytes that are not the blob they are named
    for, which passes 1 to 3 cannot see (the host hashed what it sent, and the names are the Hub's).

@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgetam_provision.archive.tar_io import MAX_HEADER
-from edgetam_provision.integrity.accept import HANDMADE_FLOOR
+from edgetam_provision.trust.accept import HANDMADE_FLOOR
 
 FINISHES_S = 60  # the unbounded reader ran for minutes or for ever on these
 MB = 1024 * 1024

@@ -26,9 +26,9 @@ from sshd import BOGUS_TOKEN
 from edgetam_provision.errors import IntegrityError
 from edgetam_provision.hub.layout import FileRecord
 from edgetam_provision.hub.manifest import FORMAT, ArchiveEntry, HubCheck, read_manifest, record
-from edgetam_provision.integrity import hub_listing
-from edgetam_provision.integrity.hub_check import check_entry, disagreements
-from edgetam_provision.integrity.hub_listing import (
+from edgetam_provision.trust import hub_listing
+from edgetam_provision.trust.hub_check import check_entry, disagreements
+from edgetam_provision.trust.hub_listing import (
     HubListing,
     ListedFile,
     Unavailable,

@@ -38,7 +38,7 @@ EOF_READS = 16
 
 @dataclass(frozen=True)
 class Bounds:
-    """What one archive may hold, fixed before its first byte is read (`integrity.accept` derives
+    """What one archive may hold, fixed before its first byte is read (`trust.accept` derives
     it from the archive's declaration): the tar stream's total bytes, one member's size, and, from
     a manifest, each blob's exact size."""
 

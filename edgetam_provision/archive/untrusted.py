@@ -4,7 +4,7 @@
 before tarfile skips past it), checks each member against the hub cache layout (path escapes,
 links, devices, modes, duplicates, refs, sizes against a manifest), runs tarfile's ``data`` filter
 over it as a second layer, and insists on the end-of-archive marker, so a tar cut at a member
-boundary is refused. What of it may be kept is `integrity.accept`'s to say. tarfile is never
+boundary is refused. What of it may be kept is `trust.accept`'s to say. tarfile is never
 allowed to write: `iter_data` / `open_member` give member bytes to the caller, which hashes them
 against their names before anything reaches the cache.
 
@@ -254,7 +254,7 @@ def within(path: Path, m: tarfile.TarInfo, bounds: Bounds | None, physical: int 
 
 def scan_archive(path: Path, bounds: Bounds | None = None) -> ArchiveContents:
     """Validate every member of the archive at `path` without writing anything, reading within
-    `bounds` (from `integrity.accept`; None: only what the file itself bounds)."""
+    `bounds` (from `trust.accept`; None: only what the file itself bounds)."""
     try:
         kind = compression_of(path)
         scan = _Scan(path, bounds, path.stat().st_size if kind == "none" else None)

@@ -102,8 +102,8 @@ def check(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths: 
     plan = check_backups(where, progress)
     data = {**plan.to_dict(written=False), "dry_run": True, "check_only": True}
     if at_hub:
-        from ..integrity.hub_check import check_backups_at_hub
-        from ..integrity.hub_listing import endpoint_of
+        from ..trust.hub_check import check_backups_at_hub
+        from ..trust.hub_listing import endpoint_of
 
         url = endpoint_of(endpoint)
         progress(f"asking {url} for the listings…")

@@ -8,7 +8,6 @@ anonymously and with each credential found, and names the cause of a 401 from th
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ from ..errors import (
     ProvisionError,
 )
 from ..hub.cache import check_revision, resolve_commit
+from ..integrity.space import free_bytes
 from ..parallel import in_background
 from ..repos import BACKBONE_REPO, EDGETAM_REPO
 from ..verify.runtime import (
@@ -185,7 +185,7 @@ def cache_checks(cache: Path, source: str) -> list[Check]:
                          "fix the folder's permissions, or choose another cache folder (or set "
                          "HF_HUB_CACHE) that is writable"))
     if writable:
-        free = shutil.disk_usage(probe_dir).free
+        free = free_bytes(probe_dir)
         detail = f"{free / 1e9:.1f} GB free; EdgeTAM needs about {NEEDED_BYTES / 1e6:.0f} MB"
         checks.append(Check("disk space", "ok", detail) if free > NEEDED_BYTES else
                       failed("disk space", CacheError, detail, "free some disk space"))

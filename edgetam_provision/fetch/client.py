@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,10 +22,12 @@ from typing import Any
 
 from .. import __version__
 from ..console import ProgressFn, clean, human_size
-from ..errors import CacheError, HostMisbehaved, RemoteConnectError, RemoteDownloadError
-from ..fsutil import sha256_file
+from ..errors import HostMisbehaved, RemoteConnectError, RemoteDownloadError
 from ..hub.layout import COMMIT_RE, archive_name, repo_folder_name
 from ..hub.manifest import ArchiveEntry
+from ..integrity import space
+from ..integrity.hashing import sha256_file
+from ..integrity.receive import PART, Part, part_files
 from . import events as ev
 from .pace import Declared, Pace
 from .protocol import Stream
@@ -139,18 +140,9 @@ class Asked:
             raise HostMisbehaved(f"{self.where} said it was ready without sending {missing}")
 
 
-def _free(out: Path) -> int:
-    st = os.statvfs(out)
-    return st.f_bavail * st.f_frsize
-
-
 def ensure_space(out: Path, needed: int, name: str, kept: str = "what arrived so far is kept") -> None:
-    """Refuse before writing when `needed` more bytes would not fit (leaving a reserve)."""
-    free = _free(out)
-    if needed + SPACE_RESERVE > free:
-        raise CacheError(f"{name} needs {needed / 1e6:.1f} MB more in {out}, which has "
-                         f"{free / 1e6:.1f} MB free", f"free some space (or pass another --out), "
-                         f"then run again: {kept}")
+    """Refuse before writing when `needed` more bytes would not fit in `out` (leaving a reserve)."""
+    space.ensure_space(out, needed, name, folder_words="output folder", kept=kept, reserve=SPACE_RESERVE)
 
 
 def entry_of(event: ev.Packed) -> ArchiveEntry:
@@ -205,7 +197,7 @@ def run_agent(link: AgentLink, params: dict[str, Any], out: Path, progress: Prog
     runs under the fetch's `Pace`; a violation removes what this run received (`Received`)."""
     stream = link.stream
     stream.pace = Pace(stream.where, stall)
-    have = sorted({p.name.removesuffix(".part") for p in out.iterdir()}) if out.is_dir() else []
+    have = sorted({p.name.removesuffix(PART) for p in out.iterdir()}) if out.is_dir() else []
     try:  # a host whose Python never started closes the channel while we are still sending
         stream.send(shipment())
         stream.send_json({**params, "stream": link.live, "have": have})
@@ -239,7 +231,7 @@ class Received:
         """Remove it all; the hint that says so."""
         gone = 0
         for name in self.names:
-            for path in (self.out / name, self.out / f"{name}.part", self.out / f"{name}.part.ranges"):
+            for path in part_files(self.out, name):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
                     gone += path.suffix != ".ranges"
@@ -265,8 +257,8 @@ def _pull_all(link: AgentLink, packed: list[tuple[ev.Packed, float | None]], out
             progress(f"{event.archive} is already here with the right sha256: not pulled again")
             pulled.append(Pulled(final, entry_of(event), event.size, 0.0, already_here=True))
             continue
-        part = out / f"{event.archive}.part"
-        ensure_space(out, event.size - (part.stat().st_size if part.is_file() else 0), event.archive)
+        part = Part(out, event.archive, event.size, event.sha256)
+        ensure_space(out, event.size - part.held(), event.archive)
         received.add(event.archive)
         assert link.stream.pace is not None
         link.stream.pace.restart()  # the time of our own hashing above is not the host's

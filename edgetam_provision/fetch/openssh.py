@@ -17,7 +17,6 @@ the fetch's deadlines: ``timeout`` seconds of silence, and its `Pace` (bytes eve
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import select
@@ -26,10 +25,9 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from ..errors import IntegrityError, RemoteConnectError, UsageError
-from ..fsutil import disk_error, sha256_file, write_atomic
+from ..integrity.receive import Part, Range
 from .pace import Pace
 from .pull import Announced, ProgressBar, PullResult
 from .ssh import SSHTarget
@@ -74,7 +72,7 @@ def worth_openssh(size: int, rtt: float) -> bool:
 def channel_part(out: Path, name: str) -> bool:
     """Whether `out` keeps a cut pull of `name` from the agent's channel (a part without a ledger):
     auto resumes it there, where the agent confirms the prefix, rather than drop it for ranges."""
-    return (out / f"{name}.part").is_file() and not (out / f"{name}.part.ranges").exists()
+    return Part(out, name, 0, "").in_order()
 
 
 def ssh_argv(target: SSHTarget, timeout: float) -> list[str]:
@@ -176,26 +174,20 @@ def _read_range(proc: subprocess.Popen[bytes], fd: int, start: int, end: int, lo
 def _pull_ranges(argv: list[str], path: str, event: Announced, out: Path, bar: bool, n: int,
                  where: str, deadlines: Deadlines | None = None) -> PullResult:
     """N ssh streams, one range each, written in place; the whole part hashed at the end."""
-    name, size, want = event.archive, event.size, event.sha256
-    final, part, ledger = out / name, out / f"{name}.part", out / f"{name}.part.ranges"
+    size = event.size
+    part = Part(out, event.archive, size, event.sha256)
     step = max(1, -(-size // n))
-    ranges = [[s, min(size, s + step)] for s in range(0, size, step)]  # lists: as JSON reads them back
-    key = {"sha256": want, "size": size, "ranges": ranges}
-    done = _ledger(ledger, key, part)
+    ranges: list[Range] = [[s, min(size, s + step)] for s in range(0, size, step)]
+    done = part.ranges_done(ranges)
     todo = [r for r in ranges if r not in done]
     resumed = sum(e - s for s, e in ranges) - sum(e - s for s, e in todo)
     t0 = time.monotonic()
-    progress = ProgressBar(name, size, resumed, bar)
+    progress = ProgressBar(event.archive, size, resumed, bar)
     lock = threading.Lock()
     failures: list[BaseException] = []
     deadlines = deadlines or Deadlines(where, float("inf"), None)
+    fd = part.open_in_place()
     try:
-        fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o666)  # less the umask, as every new file
-    except OSError as exc:
-        raise disk_error(exc, part) from None
-    try:
-        os.ftruncate(fd, size)
-
         def fetch_range(start: int, end: int) -> None:
             try:
                 proc = subprocess.Popen([*argv, _remote_range(path, start, end - start)],
@@ -216,7 +208,7 @@ def _pull_ranges(argv: list[str], path: str, event: Announced, out: Path, bar: b
                                              "run the same command again: the pull resumes")
                 with lock:
                     done.append([start, end])
-                    write_atomic(ledger, json.dumps({**key, "done": done}))
+                    part.record_ranges(ranges, done)
             except BaseException as exc:  # handed to the caller
                 failures.append(exc)
                 deadlines.stop.set()
@@ -230,23 +222,8 @@ def _pull_ranges(argv: list[str], path: str, event: Announced, out: Path, bar: b
         os.close(fd)
     if failures:
         raise failures[0]
-    if sha256_file(part) != want:
-        part.unlink()
-        ledger.unlink(missing_ok=True)
-        raise IntegrityError(f"{name}: received bytes do not match the host's sha256 {want[:16]}…",
+    if not part.settle():
+        raise IntegrityError(f"{event.archive}: received bytes do not match the host's sha256 "
+                             f"{event.sha256[:16]}…",
                              "nothing was kept; run again (or use --transfer stream)")
-    ledger.unlink(missing_ok=True)
-    os.replace(part, final)
     return PullResult(resumed, time.monotonic() - t0)
-
-
-def _ledger(ledger: Path, key: dict[str, Any], part: Path) -> list[list[int]]:
-    """The ranges a cut multi-stream pull finished, if they belong to this very archive."""
-    try:
-        data = json.loads(ledger.read_text())
-    except (OSError, ValueError):
-        data = {}
-    if not part.is_file() or any(data.get(k) != v for k, v in key.items()):
-        part.unlink(missing_ok=True)
-        return []
-    return [r for r in data.get("done", []) if isinstance(r, list)]

@@ -41,7 +41,7 @@ def check_pulled(pulled: list[Pulled], out: Path) -> None:
     """Hold each archive to the acceptance rule with the host's announcement as its declaration,
     as restore and check do with the manifest, and record those it admits. One it refuses is
     removed: nothing unrecorded stays for a later restore to take as a hand-made backup."""
-    from ..integrity.accept import admit
+    from ..trust.accept import admit
 
     admitted, refused = [], []
     for p in pulled:
@@ -60,10 +60,10 @@ def check_pulled(pulled: list[Pulled], out: Path) -> None:
 
 def anchor_pulled(pulled: list[Pulled], req: FetchRequest, progress: ProgressFn) -> list[Pulled]:
     """Each archive against the Hub's listing of the revision asked, from this machine without
-    credentials (`integrity.hub_check`), recorded in the manifest either way; one that disagrees is
+    credentials (`trust.hub_check`), recorded in the manifest either way; one that disagrees is
     removed from the out folder and its manifest, and the fetch fails naming it."""
-    from ..integrity.hub_check import check_entry
-    from ..integrity.hub_listing import endpoint_of
+    from ..trust.hub_check import check_entry
+    from ..trust.hub_listing import endpoint_of
 
     endpoint = endpoint_of(req.endpoint)
     revisions = {(s.repo_id, s.repo_type): s.revision or "main" for s in req.specs}

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelMissingError, UsageError
-from ..fsutil import CHUNK, open_regular
+from ..fsutil import open_regular
+from ..integrity.hashing import blob_matches as blob_matches  # restore/read.py imports it from here
+from ..integrity.hashing import blob_names
 from .layout import (
     BLOB_RE,
     COMMIT_RE,
     SHORT_COMMIT_RE,
-    BlobHasher,
     FileRecord,
-    blob_hasher,
     is_repo_folder_name,
     repo_folder_name,
     repo_id_from_folder,
@@ -54,21 +54,6 @@ def resolve_cache_dir(override: str | os.PathLike[str] | None = None) -> CacheLo
     else:
         source = "default"
     return CacheLocation(Path(constants.HF_HUB_CACHE).expanduser().absolute(), source)
-
-
-def _hash_file(path: Path, *hashers: BlobHasher) -> None:
-    """Feed the file's bytes, read once, to every hasher (a regular file only: OSError else)."""
-    with open_regular(path) as fh:
-        while chunk := fh.read(CHUNK):
-            for h in hashers:
-                h.update(chunk)
-
-
-def blob_matches(path: Path, name: str) -> bool:
-    """True when the file's bytes hash to its blob name."""
-    h = blob_hasher(name, path.stat().st_size)
-    _hash_file(path, h)
-    return h.hexdigest() == name
 
 
 def read_ref(repo_dir: Path, name: str = "main") -> str | None:
@@ -200,13 +185,11 @@ def check_revision(cache: Path, repo_id: str, commit: str, hash_blobs: bool = Tr
 
 def _copied_blob(path: Path, blobs_dir: Path) -> str | None:
     """The blob a copied snapshot file stands for: its sha256 or git sha1, if such a blob exists."""
-    size = path.stat().st_size
-    hashers = (blob_hasher("0" * 64, size), blob_hasher("0" * 40, size))
     try:
-        _hash_file(path, *hashers)
+        names = blob_names(path)
     except OSError:  # gone, or no longer a regular file, since it was listed
         return None
-    return next((h.hexdigest() for h in hashers if (blobs_dir / h.hexdigest()).is_file()), None)
+    return next((name for name in names if (blobs_dir / name).is_file()), None)
 
 
 def _missing_from_tree(repo_dir: Path, commit: str, present: set[str]) -> list[str]:

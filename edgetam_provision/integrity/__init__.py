@@ -1,8 +1,10 @@
-"""The integrity room: what may be kept of what arrives, and the checks that decide it.
+"""The integrity room: bytes held to their names, below everything that keeps bytes.
 
-- `accept`: the one acceptance rule (docs/accepted.md): what is kept is exactly what was asked,
-  bounded in size, count and time by what was declared before the first byte.
-- `hub_listing`: the Hub's own listing of a revision, asked from this machine without credentials,
-  that an archive must equal where the endpoint answers.
-- `hub_check`: an archive's manifest entry against that listing, for fetch and `check --hub`.
+- `hashing`: a file's sha256, a blob against its name (sha256 or git sha1), git tree ids; one read
+  loop, regular files only.
+- `space`: whether a write fits the disk, said before the first byte.
+- `receive`: the resumable hashed ``NAME.part``: what a part proves when resumed, and when it
+  becomes the archive (its sha256 equals the host's, then one rename).
+
+What may be kept of what arrives (the acceptance rule) is `trust/`, beside it.
 """

@@ -151,13 +151,19 @@ def _git_sha1() -> BlobHasher:
         return hashlib.sha1()
 
 
+def git_object_hasher(kind: str, size: int) -> BlobHasher:
+    """A hash object that, fed a git object's `size` bytes, yields its id: sha1 of
+    ``KIND SIZE\\0`` and the bytes (a ``blob``'s name, a ``tree``'s id)."""
+    h = _git_sha1()
+    h.update(kind.encode() + b" %d\0" % size)
+    return h
+
+
 def blob_hasher(name: str, size: int) -> BlobHasher:
     """A hash object that, fed a blob's bytes, yields `name` when the bytes are right."""
     if len(name) == 64:
         return hashlib.sha256()
-    h = _git_sha1()
-    h.update(b"blob %d\0" % size)
-    return h
+    return git_object_hasher("blob", size)
 
 
 def blob_name(data: bytes, lfs: bool) -> str:

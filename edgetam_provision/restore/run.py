@@ -2,7 +2,7 @@
 
 Order of work, so that a crash or Ctrl-C at any point leaves a consistent cache:
 1. scan (no lock, no writes): free space for what the manifests declare, then every archive
-   read within the bounds its declaration sets and held to it (`integrity.accept`, the rule
+   read within the bounds its declaration sets and held to it (`trust.accept`, the rule
    `check` and fetch apply too); a cache that contradicts an archive is refused before even the
    lock file exists.
 2. read (under the cache lock): hash every byte of every archive: the whole file against
@@ -34,13 +34,14 @@ from ..fsutil import (
     cache_lock,
     clean_stale,
     disk_error,
-    sha256_file,
 )
 from ..hub.cache import read_ref
 from ..hub.layout import repo_folder_name
 from ..hub.manifest import ArchiveEntry, read_manifest, read_sums
-from ..integrity.accept import admit, unused_blobs
+from ..integrity.hashing import sha256_file
+from ..integrity.space import ensure_space, nearest_existing
 from ..parallel import in_background
+from ..trust.accept import admit, unused_blobs
 from .plan import Action, ArchivePlan, RestorePlan
 from .publish import prove, publish
 from .read import ArchiveReader, ReadResult
@@ -209,8 +210,8 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
         _check_space(cache, sum(_unseen_bytes(c, cache) for c, *_ in scanned))
     if dry_run:
         plan = _read_and_plan(scanned, cache, None, keep_refs, progress)
-        if for_cache and plan.writes and not os.access(_nearest_existing(cache), os.W_OK):
-            raise CacheError(f"cannot write into {_nearest_existing(cache)}",
+        if for_cache and plan.writes and not os.access(nearest_existing(cache), os.W_OK):
+            raise CacheError(f"cannot write into {nearest_existing(cache)}",
                              "check the folder's permissions or choose another cache folder")
         return replace(plan, ignored=tuple(ignored))
     with cache_lock(cache, waiting=progress):
@@ -254,10 +255,6 @@ def _read_and_plan(scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str
     return RestorePlan(cache, tuple(plans), staged=reader.found.staged)
 
 
-def _nearest_existing(path: Path) -> Path:
-    return next((p for p in (path, *path.parents) if p.exists()), Path("/"))
-
-
 def _declared_bytes(entry: ArchiveEntry, cache: Path) -> int:
     """Bytes of the blobs a manifest entry declares that the cache does not hold at their size."""
     folder = cache / repo_folder_name(entry.repo_id, entry.repo_type) / "blobs"
@@ -278,7 +275,4 @@ def _unseen_bytes(contents: ArchiveContents, cache: Path) -> int:
 
 
 def _check_space(cache: Path, needed: int) -> None:
-    free = shutil.disk_usage(_nearest_existing(cache)).free
-    if needed > free:
-        raise CacheError(f"the restore needs {needed} bytes but {cache} has {free} free",
-                         "free some disk space or choose another cache folder; nothing was written")
+    ensure_space(cache, needed, "the restore", folder_words="cache folder")

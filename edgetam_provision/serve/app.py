@@ -24,7 +24,6 @@ Authorization headers are ignored and never logged; GET and HEAD are the only me
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..fsutil import open_regular
+from ..integrity import hashing
 from .index import MirrorIndex, ServedFile, ServedRepo, ServedRevision
 from .request import byte_range, flag, query, segments
 
@@ -273,7 +273,7 @@ def git_tree_id(files: dict[str, ServedFile], folder: str) -> str:
                 entries[name + "/"] = (b"40000", git_tree_id(files, f"{folder}/{name}"))
     body = b"".join(mode + b" " + name.rstrip("/").encode() + b"\0" + bytes.fromhex(oid)
                     for name, (mode, oid) in sorted(entries.items(), key=lambda e: e[0].encode()))
-    return hashlib.sha1(b"tree %d\0" % len(body) + body, usedforsecurity=False).hexdigest()
+    return hashing.git_tree_id(body)
 
 
 def is_loopback(host: str) -> bool:

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..hub.cache import blob_matches, check_revision, list_refs, resolve_commit, scan_cache
+from ..hub.cache import check_revision, list_refs, resolve_commit, scan_cache
 from ..hub.layout import blob_name, path_problem, repo_folder_name
+from ..integrity.hashing import blob_matches
 from ..repos import RepoSpec
 
 Identity = tuple[int, ...]
