@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import shutil
 import stat
@@ -111,16 +110,6 @@ def symlinks_supported(folder: Path) -> bool:
         return False
     probe.unlink()
     return True
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes. Kept for `fleet/peer.py` alone (its room is another branch's):
-    everything else hashes through `integrity.hashing`, where this goes once peer imports it there."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @contextlib.contextmanager

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import MISSING_P2P, REPO_ROOT
 
-from edgetam_provision.fsutil import sha256_file
 from edgetam_provision.hub.manifest import ArchiveEntry, record
+from edgetam_provision.integrity.hashing import sha256_file
 
 lt = pytest.importorskip("libtorrent", reason=MISSING_P2P)
 

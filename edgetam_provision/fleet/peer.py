@@ -27,7 +27,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..fsutil import sha256_file, write_atomic
+from ..fsutil import write_atomic
+from ..integrity.hashing import sha256_file
 from .swarm import Swarm, SwarmError, read_torrent
 
 STATUS, STOP, LOG = "status.json", "stop", "peer.log"
