@@ -25,7 +25,7 @@ from edgetam_provision.fetch.openssh import pull_openssh
 from edgetam_provision.fetch.protocol import Stream
 from edgetam_provision.fetch.pull import pull
 from edgetam_provision.fetch.ssh import connect, resolve_target
-from edgetam_provision.fsutil import sha256_file
+from edgetam_provision.integrity.hashing import sha256_file
 
 SENDER = ("import sys,json,threading;from pathlib import Path;"
           "from edgetam_provision.remote.channel import send;"
