@@ -13,7 +13,7 @@ from ..archive.untrusted import ArchiveContents
 from ..hub.layout import repo_id_from_folder, repo_type_from_folder
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Action:
     """One entry a restore writes or finds in place.
 
@@ -76,7 +76,7 @@ class RestorePlan:
     cache: Path
     archives: tuple[ArchivePlan, ...]
     ignored: tuple[str, ...] = field(default=())  # paths given that are not archives
-    staged: dict[tuple[str, str], Path] = field(default_factory=dict, repr=False, compare=False)
+    staged: dict[tuple[str, str], str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def writes(self) -> tuple[Action, ...]:

@@ -3,6 +3,8 @@
 A blob is hashed against its name while it is read out of the archive. A blob the cache lacks,
 or holds damaged, is staged (when staging). A blob it holds is hashed against its name too (on a
 thread of its own), or, in a compressed stream that cannot be read twice, compared byte for byte.
+Small blobs (up to `SMALL` bytes: configs, tokenizers, a dataset's many files) are read whole, many
+at once, hashed and written in one go: a thread per file costs more than its bytes.
 Plain snapshot files of `tar -h` backups are hashed both ways (sha256, git sha1) and become the
 blob they match.
 """
@@ -23,12 +25,14 @@ from typing import Any
 
 from ..archive.untrusted import ArchiveContents, DataMember, iter_data, open_member
 from ..console import ProgressFn
-from ..errors import IntegrityError
+from ..errors import CorruptArchiveError, IntegrityError
 from ..hub.cache import blob_matches
 from ..hub.layout import blob_hasher
 from ..parallel import in_background, run_all, workers
 
 Reopen = Callable[[], AbstractContextManager[Any]]
+SMALL = 256 * 1024  # a blob up to this size is read whole, hashed, compared and written in one go
+SPAN = 4 * 1024 * 1024  # bytes of an uncompressed archive read at once for a batch of small blobs
 
 
 def damaged(contents: ArchiveContents, what: str) -> IntegrityError:
@@ -44,7 +48,7 @@ class ReadResult:
     blobs: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, blob) -> new|present|repair
     sizes: dict[tuple[str, str], int] = field(default_factory=dict)
     copies: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, snapshot path) -> blob
-    staged: dict[tuple[str, str], Path] = field(default_factory=dict)
+    staged: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, blob) -> staged file
 
 
 class WriteBehind:
@@ -113,9 +117,10 @@ class WriteBehind:
 class ArchiveReader:
     """Hash every data member; compare with the cache; stage what must be written (if staging).
 
-    Members of an uncompressed archive sit at known offsets: each is read by a thread of its own
-    (`parallel.workers()` at once, the biggest first), and a blob the cache holds is checked by
-    hashing the cached copy on another thread. A compressed archive is one stream, read in order.
+    Members of an uncompressed archive sit at known offsets: each big one is read by a thread of its
+    own (`parallel.workers()` at once, the biggest first), and a blob the cache holds is checked by
+    hashing the cached copy on another thread; small ones go in batches of neighbours read in one
+    piece. A compressed archive is one stream, read in order.
     """
 
     PIECE = 1024 * 1024  # read size: 3 pieces in flight per member stay in the CPU's caches
@@ -124,16 +129,30 @@ class ArchiveReader:
         self.cache, self.staging = cache, staging
         self.found = ReadResult()
         self.spare: queue.SimpleQueue[bytearray] = queue.SimpleQueue()  # read buffers, reused
+        self.held: dict[str, set[str]] = {}  # repo folder -> names in the cache's blobs/ (one listing)
 
     def archive(self, contents: ArchiveContents, progress: ProgressFn) -> None:
         progress(f"checking every byte of {contents.path.name}")
+        for folder in contents.repos:
+            try:
+                self.held[folder] = set(os.listdir(self.cache / folder / "blobs"))
+            except OSError:  # no such folder yet (or not one): the cache holds none of its blobs
+                self.held[folder] = set()
+            if self.staging is not None:
+                (self.staging / folder).mkdir(parents=True, exist_ok=True)
         if contents.compression == "none":
-            jobs = [functools.partial(self._member_at, contents, d)
-                    for d in sorted(contents.data, key=lambda d: -d.size)]
+            small = sorted((d for d in contents.data if d.size <= SMALL and d.path.startswith("blobs/")),
+                           key=lambda d: d.offset)
+            big = sorted(set(contents.data) - set(small), key=lambda d: -d.size)
+            jobs = [functools.partial(self._member_at, contents, d) for d in big]
+            jobs += [functools.partial(self._small_batch, contents, batch) for batch in _batches(small)]
             run_all(jobs, workers())
         else:
             for member, stream in iter_data(contents):
-                self._member(contents, member, stream, None)
+                if member.size <= SMALL and member.path.startswith("blobs/"):
+                    self._small_blob(contents, member, _read_exactly(stream, member.size))
+                else:
+                    self._member(contents, member, stream, None)
         for folder, repo in contents.repos.items():  # hard links of `tar -h`: the bytes of their source
             for rel, source in repo.same_as.items():
                 source_blob = (source.split("/", 1)[1] if source.startswith("blobs/")
@@ -142,6 +161,42 @@ class ArchiveReader:
                     self.found.copies[(folder, rel)] = source_blob
                 elif rel.split("/", 1)[1] != source_blob:
                     raise damaged(contents, f"{folder}/{rel} does not match its hash")
+
+    def _small_batch(self, contents: ArchiveContents, batch: list[DataMember]) -> None:
+        """Blobs lying near each other in an uncompressed archive: their span read in one piece."""
+        start, end = batch[0].offset, batch[-1].offset + batch[-1].size
+        with open(contents.path, "rb", buffering=0) as fh:
+            span = memoryview(os.pread(fh.fileno(), end - start, start))
+        for m in batch:
+            data = span[m.offset - start:m.offset - start + m.size]
+            if len(data) != m.size:
+                raise CorruptArchiveError(f"archive ends inside {m.name}", "the archive is damaged")
+            self._small_blob(contents, m, data)
+
+    def _small_blob(self, contents: ArchiveContents, m: DataMember, data: memoryview | bytes) -> None:
+        """One small blob, its bytes in hand: hashed against its name, compared with the cache's
+        copy (which then hashes right too), and staged unless the cache holds it intact."""
+        blob = m.path[len("blobs/"):]
+        h = blob_hasher(blob, m.size)
+        h.update(data)
+        if len(data) != m.size or h.hexdigest() != blob:
+            raise damaged(contents, f"{m.name} does not match its hash")
+        key = (m.folder, blob)
+        if key in self.found.blobs:
+            return  # seen in an earlier archive: hashed again, nothing more to write
+        state = "new"
+        if blob in self.held[m.folder]:
+            try:
+                with open(self.cache / m.folder / "blobs" / blob, "rb") as fh:
+                    state = "present" if fh.read(m.size + 1) == data else "repair"
+            except OSError:  # not a readable file (a folder, a dangling link): replaced
+                state = "repair"
+        if state != "present" and self.staging is not None:
+            path = os.path.join(self.staging, m.folder, blob)
+            with open(path, "wb") as out:
+                out.write(data)
+            self.found.staged[key] = path
+        self.found.blobs[key], self.found.sizes[key] = state, m.size
 
     def _member_at(self, contents: ArchiveContents, m: DataMember) -> None:
         with open_member(contents, m) as stream:
@@ -165,6 +220,8 @@ class ArchiveReader:
         state, compare, cached_intact = "new", None, None
         if key in self.found.blobs:
             state = ""  # seen in an earlier archive: hash it again, write nothing
+        elif blob not in self.held[m.folder]:
+            pass
         elif cached.is_file() and cached.stat().st_size == m.size:
             state = "present"
             if reopen is None:
@@ -191,7 +248,7 @@ class ArchiveReader:
         if state:
             self.found.blobs[key], self.found.sizes[key] = state, m.size
             if state != "present" and self.staging is not None:
-                self.found.staged[key] = self.staging / m.folder / blob
+                self.found.staged[key] = os.path.join(self.staging, m.folder, blob)
 
     def _read(self, contents: ArchiveContents, m: DataMember, blob: str, stream: Any, out: Any,
               compare: Any) -> bool:
@@ -236,10 +293,8 @@ class ArchiveReader:
         return same
 
     def _stage_file(self, folder: str, blob: str) -> Any:
-        assert self.staging is not None
-        dest = self.staging / folder / blob
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        return open(dest, "wb")
+        assert self.staging is not None  # its folder for `folder` was made by `archive`
+        return open(os.path.join(self.staging, folder, blob), "wb")
 
     def _copy(self, contents: ArchiveContents, m: DataMember, stream: Any) -> None:
         """A plain snapshot file (tar -h): its blob is whichever name its bytes hash to."""
@@ -278,7 +333,25 @@ class ArchiveReader:
             if same:
                 Path(tmp.name).unlink()
             else:
-                self.found.staged[key] = Path(tmp.name)
+                self.found.staged[key] = tmp.name
 
 
-# ---------------------------------------------------------------------------- planning
+def _batches(small: list[DataMember]) -> list[list[DataMember]]:
+    """Members in archive order, cut into runs whose bytes (with the headers between) span at most
+    `SPAN`: each run is one read."""
+    batches: list[list[DataMember]] = []
+    for d in small:
+        if batches and d.offset + d.size - batches[-1][0].offset <= SPAN:
+            batches[-1].append(d)
+        else:
+            batches.append([d])
+    return batches
+
+
+def _read_exactly(stream: Any, size: int) -> bytes:
+    """`size` bytes of a member's stream (fewer only where it ends early: the hash check says so)."""
+    parts, got = [], 0
+    while got < size and (piece := stream.read(size - got)):
+        parts.append(piece)
+        got += len(piece)
+    return b"".join(parts)

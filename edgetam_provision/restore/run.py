@@ -99,10 +99,18 @@ def _expected_hash(path: Path, entry: ArchiveEntry | None, sums: dict[str, str])
     return None, "blob names"
 
 
+def _absent_commits(repo_dir: Path, commits: set[str]) -> set[str]:
+    """The commits the cache has no snapshot folder of: nothing below them needs a look."""
+    return {c for c in commits if not os.path.lexists(repo_dir / "snapshots" / c)}
+
+
 def _link_conflicts(contents: ArchiveContents, cache: Path) -> None:
     """Refuse a cache whose snapshot entries contradict the archive (same commit, other blob)."""
     for folder, repo in contents.repos.items():
+        absent = _absent_commits(cache / folder, repo.commits)
         for rel, blob in repo.links.items():
+            if rel.split("/", 2)[1] in absent:
+                continue
             dest = cache / folder / rel
             if dest.is_symlink():
                 have = posixpath.normpath(posixpath.join(posixpath.dirname(rel), os.readlink(dest)))
@@ -130,12 +138,14 @@ def _actions(contents: ArchiveContents, found: ReadResult, cache: Path, keep_ref
     for folder, repo in contents.repos.items():
         repo_dir = cache / folder
         links = {**repo.links, **{p: found.copies[(folder, p)] for p in repo.copies}}
+        absent = _absent_commits(repo_dir, repo.commits)
         unused.extend(f"{folder}/blobs/{b}" for b in unused_blobs(repo, links))
         for blob in sorted(set(links.values())):
             key = (folder, blob)
             add(Action("blob", folder, f"blobs/{blob}", found.blobs[key], found.sizes[key]))
         for rel, blob in sorted(links.items()):
-            state = _link_state(repo_dir, rel, blob, found.staged.get((folder, blob)))
+            state = ("new" if rel.split("/", 2)[1] in absent
+                     else _link_state(repo_dir, rel, blob, found.staged.get((folder, blob))))
             add(Action("link", folder, rel, state, blob=blob))
         for rel, data in sorted(repo.trees.items()):
             dest = repo_dir / rel
@@ -147,12 +157,12 @@ def _actions(contents: ArchiveContents, found: ReadResult, cache: Path, keep_ref
     return actions
 
 
-def _link_state(repo_dir: Path, rel: str, blob: str, staged: Path | None) -> str:
+def _link_state(repo_dir: Path, rel: str, blob: str, staged: str | None) -> str:
     dest = repo_dir / rel
     if dest.is_symlink():  # its target was checked against the archive by `_link_conflicts`
         return "present" if dest.exists() else "repair"
     if dest.is_file():  # a cache without symlinks holds copies: compare with the blob's bytes
-        source = staged or repo_dir / "blobs" / blob
+        source = Path(staged) if staged else repo_dir / "blobs" / blob
         return "present" if source.is_file() and filecmp.cmp(dest, source, shallow=False) else "repair"
     return "new"
 
@@ -255,23 +265,28 @@ def _nearest_existing(path: Path) -> Path:
     return next((p for p in (path, *path.parents) if p.exists()), Path("/"))
 
 
+def _missing_bytes(blobs: Path, sizes: dict[str, int]) -> int:
+    """Bytes of the blobs in `sizes` (name -> size) that the cache's `blobs` folder does not hold at
+    their size (one listing of the folder; only the names it holds are looked at)."""
+    try:
+        held = set(os.listdir(blobs))
+    except OSError:
+        held = set()
+    return sum(0 if blob in held and (blobs / blob).is_file() and (blobs / blob).stat().st_size == size
+               else size for blob, size in sizes.items())
+
+
 def _declared_bytes(entry: ArchiveEntry, cache: Path) -> int:
     """Bytes of the blobs a manifest entry declares that the cache does not hold at their size."""
-    folder = cache / repo_folder_name(entry.repo_id, entry.repo_type) / "blobs"
-    return sum(0 if (folder / blob).is_file() and (folder / blob).stat().st_size == size else size
-               for blob, size in entry.blob_sizes().items())
+    return _missing_bytes(cache / repo_folder_name(entry.repo_id, entry.repo_type) / "blobs",
+                          entry.blob_sizes())
 
 
 def _unseen_bytes(contents: ArchiveContents, cache: Path) -> int:
     """Bytes of the blobs the cache does not hold at their size: what a restore will write at most
     (damaged blobs of the right size, found while hashing, come on top)."""
-    total = 0
-    for folder, repo in contents.repos.items():
-        for blob, size in repo.blobs.items():
-            dest = cache / folder / "blobs" / blob
-            total += 0 if dest.is_file() and dest.stat().st_size == size else size
-        total += sum(repo.copies.values())
-    return total
+    return sum(_missing_bytes(cache / folder / "blobs", repo.blobs) + sum(repo.copies.values())
+               for folder, repo in contents.repos.items())
 
 
 def _check_space(cache: Path, needed: int) -> None:
