@@ -111,11 +111,12 @@ def symlinks_supported(folder: Path) -> bool:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
+    """Hex sha256 of a file's bytes (read into one buffer, again and again)."""
+    h, buf = hashlib.sha256(), bytearray(CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            h.update(view[:n])
     return h.hexdigest()
 
 

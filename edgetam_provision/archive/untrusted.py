@@ -136,13 +136,15 @@ class _Scan:
         self.links: set[str] = set()
         self.files: set[str] = set()  # members that are not folders (files, links)
         self.parents: set[str] = set()  # every folder some member lies in
-        self.regular: dict[str, tuple[str, str, int]] = {}  # member key -> (folder, path, size)
+        self.regular: dict[str, DataMember] = {}  # member key -> a data member (what a hard link may repeat)
         self.prefix: tuple[str, ...] | None = None
 
     def member(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         within(self.path, m, self.bounds, self.physical)
         parts = split_name(m.name)
         key = "/".join(parts)
+        if key == m.name:
+            key = m.name  # one string for the member's name and its key in the sets below
         if key in self.seen:
             raise _unsafe(m.name, "duplicate member name")
         self.seen.add(key)
@@ -184,11 +186,11 @@ class _Scan:
         if repeat is not None:
             self._repeat(m, repo, rest, repeat)
             return
-        _classify(self, tar, m, repo, rest)
-        if m.isreg() and rest and rest[0] in ("blobs", "snapshots"):
-            self.regular[key] = (folder, "/".join(rest), m.size)
+        data = _classify(self, tar, m, repo, rest)
+        if data is not None:
+            self.regular[key] = data
 
-    def _hard_link_target(self, m: tarfile.TarInfo) -> tuple[str, str, int]:
+    def _hard_link_target(self, m: tarfile.TarInfo) -> DataMember:
         """`tar -h` stores a file reached twice (snapshot link and blob) as a hard link to the
         first: allowed only to an earlier regular blob or snapshot member of the same repo."""
         try:
@@ -199,9 +201,8 @@ class _Scan:
             raise _unsafe(m.name, "a hard link is not allowed (except to an earlier file of the same repo)")
         return target
 
-    def _repeat(self, m: tarfile.TarInfo, repo: RepoPayload, rest: list[str],
-                target: tuple[str, str, int]) -> None:
-        folder, source, size = target
+    def _repeat(self, m: tarfile.TarInfo, repo: RepoPayload, rest: list[str], target: DataMember) -> None:
+        folder, source, size = target.folder, target.path, target.size
         rel = "/".join(rest)
         if folder != repo.folder:
             raise _unsafe(m.name, "hard link to another repo's file")
@@ -316,18 +317,19 @@ def _valid_dir(rest: list[str]) -> bool:
 
 
 def _classify(scan: _Scan, tar: tarfile.TarInfo, m: tarfile.TarInfo, repo: RepoPayload,
-              rest: list[str]) -> None:
-    """Place one member of a repo folder into its payload, skip it, or reject it."""
+              rest: list[str]) -> DataMember | None:
+    """Place one member of a repo folder into its payload, skip it, or reject it; a member whose
+    bytes the restore reads is returned."""
     rel = "/".join(rest)
     area = rest[0] if rest else ""
     if area == ".no_exist" or (area == "blobs" and len(rest) == 2 and rest[1].endswith(".incomplete")
                                and m.isreg()):
         scan.skipped.append(m.name)  # markers of known-missing files; unfinished downloads
-        return
+        return None
     if m.isdir():
         if not _valid_dir(rest):
             raise _unsafe(m.name, "folder outside the HF cache layout")
-        return
+        return None
     if area == "blobs":
         if len(rest) != 2 or not BLOB_RE.match(rest[1]):
             raise _unsafe(m.name, "blob name is not a 40/64-hex hash")
@@ -336,8 +338,9 @@ def _classify(scan: _Scan, tar: tarfile.TarInfo, m: tarfile.TarInfo, repo: RepoP
         _check_size(scan, m, rest[1], m.size)
         repo.blobs[rest[1]] = m.size
         scan.data.append(DataMember(m.name, repo.folder, rel, m.size, m.offset_data))
+        return scan.data[-1]
     elif area == "snapshots":
-        _snapshot_entry(scan, m, repo, rest, rel)
+        return _snapshot_entry(scan, m, repo, rest, rel)
     elif area == "refs":
         name = "/".join(rest[1:])
         if not m.isreg() or not REF_NAME_RE.match(name):
@@ -357,6 +360,7 @@ def _classify(scan: _Scan, tar: tarfile.TarInfo, m: tarfile.TarInfo, repo: RepoP
         repo.trees[rel] = data
     else:
         raise _unsafe(m.name, "file outside the HF cache layout")
+    return None
 
 
 def _check_size(scan: _Scan, m: tarfile.TarInfo, blob: str, size: int) -> None:
@@ -369,13 +373,14 @@ def _check_size(scan: _Scan, m: tarfile.TarInfo, blob: str, size: int) -> None:
         raise _unsafe(m.name, f"{size} bytes, the manifest says {want}")
 
 
-def _snapshot_entry(scan: _Scan, m: tarfile.TarInfo, repo: RepoPayload, rest: list[str], rel: str) -> None:
+def _snapshot_entry(scan: _Scan, m: tarfile.TarInfo, repo: RepoPayload, rest: list[str],
+                    rel: str) -> DataMember | None:
     if len(rest) < 3 or not COMMIT_RE.match(rest[1]):
         raise _unsafe(m.name, "snapshot entry outside snapshots/<40-hex commit>/")
     if m.isreg():  # a dereferenced backup (tar -h): the bytes are hashed into a blob when read
         repo.copies[rel] = m.size
         scan.data.append(DataMember(m.name, repo.folder, rel, m.size, m.offset_data))
-        return
+        return scan.data[-1]
     if m.linkname.startswith("/"):
         raise _unsafe(m.name, f"absolute symlink target {m.linkname!r}")
     target = posixpath.normpath(posixpath.join(posixpath.dirname(rel), m.linkname))
@@ -383,6 +388,7 @@ def _snapshot_entry(scan: _Scan, m: tarfile.TarInfo, repo: RepoPayload, rest: li
     if len(tparts) != 2 or tparts[0] != "blobs" or not BLOB_RE.match(tparts[1]):
         raise _unsafe(m.name, f"symlink target {m.linkname!r} is not a blob of this repo")
     repo.links[rel] = tparts[1]
+    return None
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ Built by `run` after every byte was read (`read`), executed by `publish`; `--dry
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,12 +72,18 @@ class ArchivePlan:
                 "actions": [a.to_dict() for a in writes]}
 
 
+def nothing_staged(_folder: str, _blob: str) -> None:
+    """`RestorePlan.staged_file` of a plan that stages nothing (a dry run; one already published)."""
+    return None
+
+
 @dataclass(frozen=True)
 class RestorePlan:
     cache: Path
     archives: tuple[ArchivePlan, ...]
     ignored: tuple[str, ...] = field(default=())  # paths given that are not archives
-    staged: dict[tuple[str, str], str] = field(default_factory=dict, repr=False, compare=False)
+    #: (folder, blob) -> the file its bytes wait in to be published (None: not staged)
+    staged_file: Callable[[str, str], str | None] = field(default=nothing_staged, repr=False, compare=False)
 
     @property
     def writes(self) -> tuple[Action, ...]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import posixpath
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,6 @@ def publish(plan: RestorePlan, progress: ProgressFn) -> list[Action]:
     made once; a link new to the cache is created in place (a symlink appears whole), one that
     replaces another goes through a temporary name.
     """
-    staged = plan.staged
     writes = plan.writes
     cache = plan.cache
     use_links = symlinks_supported(cache) if writes else True
@@ -45,10 +43,10 @@ def publish(plan: RestorePlan, progress: ProgressFn) -> list[Action]:
                 dest = cache / a.folder / a.path
                 if kind == "blob":
                     folder_of(str(dest))
-                    os.replace(staged[(a.folder, a.path.split("/", 1)[1])], dest)
+                    os.replace(str(plan.staged_file(a.folder, a.path.split("/", 1)[1])), dest)
                 elif kind == "link" and use_links:
                     folder_of(str(dest))
-                    _link(posixpath.relpath(f"blobs/{a.blob}", posixpath.dirname(a.path)), dest, a.state)
+                    _link("../" * a.path.count("/") + f"blobs/{a.blob}", dest, a.state)  # from its folder
                 elif kind == "link":
                     copy_atomic(cache / a.folder / "blobs" / str(a.blob), dest)
                 elif kind == "tree":
@@ -97,18 +95,18 @@ def prove(plan: RestorePlan) -> None:
     from ..hub.cache import check_revision
 
     actions = [a for ap in plan.archives for a in ap.actions]
-    sizes = {(a.folder, a.path.split("/", 1)[1]): a.size for a in actions if a.kind == "blob"}
-    blobs: dict[tuple[str, str], os.stat_result | None] = {}
+    sizes: dict[str, dict[str, int]] = {}  # folder -> blob path -> size
+    for a in actions:
+        if a.kind == "blob":
+            sizes.setdefault(a.folder, {})[a.path] = a.size
     for a in actions:
         if a.kind == "link":
-            key = (a.folder, str(a.blob))
-            if key not in blobs:
-                blobs[key] = _stat(plan.cache / a.folder / "blobs" / key[1], os.stat)
-            path, blob = plan.cache / a.folder / a.path, blobs[key]
+            folder = plan.cache / a.folder
+            path, blob = folder / a.path, _stat(folder / "blobs" / str(a.blob), os.stat)
             entry = _stat(path, os.lstat)  # a link must reach the blob's own file; a copy is one
             have = _stat(path, os.stat) if entry is not None and stat.S_ISLNK(entry.st_mode) else entry
             ok = (have is not None and blob is not None and stat.S_ISREG(have.st_mode)
-                  and stat.S_ISREG(blob.st_mode) and have.st_size == sizes[key]
+                  and stat.S_ISREG(blob.st_mode) and have.st_size == sizes[a.folder][f"blobs/{a.blob}"]
                   and (have is entry or (have.st_dev, have.st_ino) == (blob.st_dev, blob.st_ino)))
             if not ok:
                 raise IntegrityError(f"after the restore {a.folder}/{a.path} does not resolve to its blob",

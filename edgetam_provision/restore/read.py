@@ -32,7 +32,7 @@ from ..parallel import in_background, run_all, workers
 
 Reopen = Callable[[], AbstractContextManager[Any]]
 SMALL = 256 * 1024  # a blob up to this size is read whole, hashed, compared and written in one go
-SPAN = 4 * 1024 * 1024  # bytes of an uncompressed archive read at once for a batch of small blobs
+SPAN = 1024 * 1024  # bytes of an uncompressed archive read at once for a batch of small blobs (one PIECE)
 
 
 def damaged(contents: ArchiveContents, what: str) -> IntegrityError:
@@ -43,12 +43,25 @@ def damaged(contents: ArchiveContents, what: str) -> IntegrityError:
 
 @dataclass
 class ReadResult:
-    """What hashing one archive found: the state of each blob, and the blobs of plain files."""
+    """What hashing one archive found: the state of each blob, and the blobs of plain files.
 
+    A blob that is not present is staged (when staging) at ``<staging>/<folder>/<blob>``, or, from
+    a plain file of a ``tar -h`` backup, where `staged` says."""
+
+    staging: Path | None = None
     blobs: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, blob) -> new|present|repair
     sizes: dict[tuple[str, str], int] = field(default_factory=dict)
     copies: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, snapshot path) -> blob
-    staged: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, blob) -> staged file
+    staged: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, blob) -> file elsewhere
+
+    def staged_file(self, folder: str, blob: str) -> str | None:
+        """Where blob `blob` of `folder` waits to be published (None: it is not staged)."""
+        key = (folder, blob)
+        if key in self.staged:
+            return self.staged[key]
+        if self.staging is None or self.blobs.get(key, "present") == "present":
+            return None
+        return os.path.join(self.staging, folder, blob)
 
 
 class WriteBehind:
@@ -127,7 +140,7 @@ class ArchiveReader:
 
     def __init__(self, cache: Path, staging: Path | None) -> None:
         self.cache, self.staging = cache, staging
-        self.found = ReadResult()
+        self.found = ReadResult(staging)
         self.spare: queue.SimpleQueue[bytearray] = queue.SimpleQueue()  # read buffers, reused
         self.held: dict[str, set[str]] = {}  # repo folder -> names in the cache's blobs/ (one listing)
 
@@ -141,15 +154,14 @@ class ArchiveReader:
             if self.staging is not None:
                 (self.staging / folder).mkdir(parents=True, exist_ok=True)
         if contents.compression == "none":
-            small = sorted((d for d in contents.data if d.size <= SMALL and d.path.startswith("blobs/")),
-                           key=lambda d: d.offset)
-            big = sorted(set(contents.data) - set(small), key=lambda d: -d.size)
+            small = sorted((d for d in contents.data if _small(d)), key=lambda d: d.offset)
+            big = sorted((d for d in contents.data if not _small(d)), key=lambda d: -d.size)
             jobs = [functools.partial(self._member_at, contents, d) for d in big]
             jobs += [functools.partial(self._small_batch, contents, batch) for batch in _batches(small)]
             run_all(jobs, workers())
         else:
             for member, stream in iter_data(contents):
-                if member.size <= SMALL and member.path.startswith("blobs/"):
+                if _small(member):
                     self._small_blob(contents, member, _read_exactly(stream, member.size))
                 else:
                     self._member(contents, member, stream, None)
@@ -165,13 +177,22 @@ class ArchiveReader:
     def _small_batch(self, contents: ArchiveContents, batch: list[DataMember]) -> None:
         """Blobs lying near each other in an uncompressed archive: their span read in one piece."""
         start, end = batch[0].offset, batch[-1].offset + batch[-1].size
-        with open(contents.path, "rb", buffering=0) as fh:
-            span = memoryview(os.pread(fh.fileno(), end - start, start))
-        for m in batch:
-            data = span[m.offset - start:m.offset - start + m.size]
-            if len(data) != m.size:
-                raise CorruptArchiveError(f"archive ends inside {m.name}", "the archive is damaged")
-            self._small_blob(contents, m, data)
+        try:
+            buf = self.spare.get_nowait()
+        except queue.Empty:
+            buf = bytearray(self.PIECE)
+        try:
+            span, got = memoryview(buf)[:end - start], 0
+            with open(contents.path, "rb", buffering=0) as fh:
+                fh.seek(start)
+                while got < len(span) and (n := fh.readinto(span[got:])):
+                    got += n
+            for m in batch:
+                if m.offset + m.size - start > got:
+                    raise CorruptArchiveError(f"archive ends inside {m.name}", "the archive is damaged")
+                self._small_blob(contents, m, span[m.offset - start:m.offset - start + m.size])
+        finally:
+            self.spare.put(buf)
 
     def _small_blob(self, contents: ArchiveContents, m: DataMember, data: memoryview | bytes) -> None:
         """One small blob, its bytes in hand: hashed against its name, compared with the cache's
@@ -192,10 +213,7 @@ class ArchiveReader:
             except OSError:  # not a readable file (a folder, a dangling link): replaced
                 state = "repair"
         if state != "present" and self.staging is not None:
-            path = os.path.join(self.staging, m.folder, blob)
-            with open(path, "wb") as out:
-                out.write(data)
-            self.found.staged[key] = path
+            _write_new(os.path.join(self.staging, m.folder, blob), data)
         self.found.blobs[key], self.found.sizes[key] = state, m.size
 
     def _member_at(self, contents: ArchiveContents, m: DataMember) -> None:
@@ -247,8 +265,6 @@ class ArchiveReader:
             state = "repair"
         if state:
             self.found.blobs[key], self.found.sizes[key] = state, m.size
-            if state != "present" and self.staging is not None:
-                self.found.staged[key] = os.path.join(self.staging, m.folder, blob)
 
     def _read(self, contents: ArchiveContents, m: DataMember, blob: str, stream: Any, out: Any,
               compare: Any) -> bool:
@@ -334,6 +350,22 @@ class ArchiveReader:
                 Path(tmp.name).unlink()
             else:
                 self.found.staged[key] = tmp.name
+
+
+def _write_new(path: str, data: memoryview | bytes) -> None:
+    """`data` into a new file at `path` (created as `open(path, "wb")` would, without its buffer,
+    terminal check and seeks: three system calls)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def _small(d: DataMember) -> bool:
+    return d.size <= SMALL and d.path.startswith("blobs/")
 
 
 def _batches(small: list[DataMember]) -> list[list[DataMember]]:

@@ -41,7 +41,7 @@ from ..hub.layout import repo_folder_name
 from ..hub.manifest import ArchiveEntry, read_manifest, read_sums
 from ..integrity.accept import admit, unused_blobs
 from ..parallel import in_background
-from .plan import Action, ArchivePlan, RestorePlan
+from .plan import Action, ArchivePlan, RestorePlan, nothing_staged
 from .publish import prove, publish
 from .read import ArchiveReader, ReadResult
 
@@ -125,14 +125,16 @@ def _link_conflicts(contents: ArchiveContents, cache: Path) -> None:
 
 
 def _actions(contents: ArchiveContents, found: ReadResult, cache: Path, keep_refs: bool,
-             done: set[tuple[str, str, str]], unused: list[str]) -> list[Action]:
-    """What restoring `contents` writes, given what the read pass found. `done` dedupes; blobs no
+             done: dict[str, set[str]], unused: list[str]) -> list[Action]:
+    """What restoring `contents` writes, given what the read pass found. `done` (folder -> paths
+    in it, which name their kind: blobs/, snapshots/, trees/, refs/) dedupes; blobs no
     snapshot file uses are not kept, but named in `unused`."""
     actions: list[Action] = []
 
     def add(a: Action) -> None:
-        if (a.kind, a.folder, a.path) not in done:
-            done.add((a.kind, a.folder, a.path))
+        paths = done.setdefault(a.folder, set())
+        if a.path not in paths:
+            paths.add(a.path)
             actions.append(a)
 
     for folder, repo in contents.repos.items():
@@ -145,7 +147,7 @@ def _actions(contents: ArchiveContents, found: ReadResult, cache: Path, keep_ref
             add(Action("blob", folder, f"blobs/{blob}", found.blobs[key], found.sizes[key]))
         for rel, blob in sorted(links.items()):
             state = ("new" if rel.split("/", 2)[1] in absent
-                     else _link_state(repo_dir, rel, blob, found.staged.get((folder, blob))))
+                     else _link_state(repo_dir, rel, blob, found.staged_file(folder, blob)))
             add(Action("link", folder, rel, state, blob=blob))
         for rel, data in sorted(repo.trees.items()):
             dest = repo_dir / rel
@@ -202,20 +204,7 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
     archives, ignored = find_archives(paths)
     for p in ignored:
         progress(f"note: {p} is not a backup archive; skipped")
-    scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str | None, str]] = []
-    manifests = {folder: read_manifest(folder) for folder in dict.fromkeys(p.parent for p in archives)}
-    entries = {path: manifests[path.parent].get(path.name) for path in archives}
-    if for_cache:  # what the manifests declare must fit before a byte is read
-        _check_space(cache, sum(_declared_bytes(e, cache) for e in entries.values() if e))
-    for path, entry in entries.items():
-        expected, checked_by = _expected_hash(path, entry, read_sums(path.parent))
-        contents = admit(path, entry)
-        _link_conflicts(contents, cache)
-        if contents.skipped:
-            skipped = counted(len(contents.skipped), "member")
-            progress(f"note: {contents.path.name}: skipped {skipped} not part of a revision "
-                     f"(e.g. {contents.skipped[0]})")
-        scanned.append((contents, entry, expected, checked_by))
+    scanned = _scan(archives, cache, progress, for_cache)
     if for_cache:  # `check_backups` has no cache: its space and permissions do not matter
         _check_space(cache, sum(_unseen_bytes(c, cache) for c, *_ in scanned))
     if dry_run:
@@ -223,7 +212,7 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
         if for_cache and plan.writes and not os.access(_nearest_existing(cache), os.W_OK):
             raise CacheError(f"cannot write into {_nearest_existing(cache)}",
                              "check the folder's permissions or pass --cache-dir")
-        return replace(plan, ignored=tuple(ignored))
+        return replace(plan, ignored=tuple(ignored), staged_file=nothing_staged)
     with cache_lock(cache, waiting=progress):
         clean_stale(cache, STAGING_PREFIX, [f for c, *_ in scanned for f in c.repos])
         staging = cache / PRIVATE_DIR / f"{STAGING_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
@@ -235,19 +224,44 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
             raise disk_error(exc, staging) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return replace(plan, ignored=tuple(ignored))
+    return replace(plan, ignored=tuple(ignored), staged_file=nothing_staged)  # what was read: let go
 
 
-def _read_and_plan(scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str | None, str]],
-                   cache: Path, staging: Path | None, keep_refs: bool, progress: ProgressFn) -> RestorePlan:
+Scanned = tuple[ArchiveContents, str | None, str]  # an archive's contents, expected sha256, checked by
+
+
+def _scan(archives: list[Path], cache: Path, progress: ProgressFn, for_cache: bool) -> list[Scanned]:
+    """Every archive read within its declaration and held to it (`admit`), against the cache's
+    snapshots; with `for_cache`, what the manifests declare must fit before a byte is read. The
+    manifests are let go on return: the contents stand for them from here on."""
+    manifests = {folder: read_manifest(folder) for folder in dict.fromkeys(p.parent for p in archives)}
+    entries = {path: manifests[path.parent].get(path.name) for path in archives}
+    if for_cache:
+        _check_space(cache, sum(_declared_bytes(e, cache) for e in entries.values() if e))
+    scanned: list[Scanned] = []
+    for path, entry in entries.items():
+        expected, checked_by = _expected_hash(path, entry, read_sums(path.parent))
+        contents = admit(path, entry)
+        _link_conflicts(contents, cache)
+        if contents.skipped:
+            skipped = counted(len(contents.skipped), "member")
+            progress(f"note: {contents.path.name}: skipped {skipped} not part of a revision "
+                     f"(e.g. {contents.skipped[0]})")
+        scanned.append((contents, expected, checked_by))
+    return scanned
+
+
+def _read_and_plan(scanned: list[Scanned], cache: Path, staging: Path | None, keep_refs: bool,
+                   progress: ProgressFn) -> RestorePlan:
     """Hash every byte (the archives' sha256 in a thread beside the blobs), then plan the writes."""
     reader = ArchiveReader(cache, staging)
     plans: list[ArchivePlan] = []
-    done: set[tuple[str, str, str]] = set()
-    for contents, _entry, expected, checked_by in scanned:
+    done: dict[str, set[str]] = {}
+    for contents, expected, checked_by in scanned:
         digest = in_background(functools.partial(sha256_file, contents.path)) if expected else None
         unused: list[str] = []
         reader.archive(contents, progress)
+        contents.data.clear()  # every member read: the plan keeps what it reports, not each member
         if digest is not None and (got := digest()) != expected:
             raise IntegrityError(f"{contents.path.name}: sha256 {got[:16]}… does not match the expected "
                                  f"{expected[:16]}… ({checked_by})",  # type: ignore[index]
@@ -258,7 +272,7 @@ def _read_and_plan(scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str
             progress(f"note: {contents.path.name}: {len(unused)} blobs that no snapshot file uses are not "
                      f"kept (e.g. {unused[0]})")
         plans.append(ArchivePlan(contents, checked_by, tuple(actions), tuple(unused)))
-    return RestorePlan(cache, tuple(plans), staged=reader.found.staged)
+    return RestorePlan(cache, tuple(plans), staged_file=reader.found.staged_file)
 
 
 def _nearest_existing(path: Path) -> Path:
