@@ -21,6 +21,7 @@ import json
 import posixpath
 import re
 import stat
+import sys
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -122,6 +123,9 @@ def split_name(raw: str) -> list[str]:
     return parts
 
 
+DIR, FILE, LINK = "dir", "file", "link"
+
+
 class _Scan:
     """State of one scan: the repos found, the prefix they share, what was skipped."""
 
@@ -132,9 +136,7 @@ class _Scan:
         self.data: list[DataMember] = []
         self.skipped: list[str] = []
         self.outside: list[tuple[str, list[str], bool]] = []  # (name, parts, is_dir) outside repos
-        self.seen: set[str] = set()
-        self.links: set[str] = set()
-        self.files: set[str] = set()  # members that are not folders (files, links)
+        self.seen: dict[str, str] = {}  # member key -> DIR, FILE or LINK (symbolic or hard)
         self.parents: set[str] = set()  # every folder some member lies in
         self.regular: dict[str, DataMember] = {}  # member key -> a data member (what a hard link may repeat)
         self.prefix: tuple[str, ...] | None = None
@@ -147,19 +149,16 @@ class _Scan:
             key = m.name  # one string for the member's name and its key in the sets below
         if key in self.seen:
             raise _unsafe(m.name, "duplicate member name")
-        self.seen.add(key)
+        self.seen[key] = DIR if m.isdir() else LINK if m.issym() or m.islnk() else FILE
         above = ["/".join(parts[:i]) for i in range(1, len(parts))]
-        if not self.links.isdisjoint(above):
+        kinds = [self.seen.get(p, DIR) for p in above]
+        if LINK in kinds:
             raise _unsafe(m.name, "member below a symbolic link")
-        if not self.files.isdisjoint(above):
+        if FILE in kinds:
             raise _unsafe(m.name, "member below a file (a cache cannot hold both)")
         if not m.isdir() and key in self.parents:  # the reverse order: the folder's members came first
             raise _unsafe(m.name, "a file or link where other members need a folder")
         self.parents.update(above)
-        if not m.isdir():
-            self.files.add(key)
-        if m.issym() or m.islnk():
-            self.links.add(key)
         repeat = self._hard_link_target(m) if m.islnk() else None
         if repeat is None:
             _check_type_and_mode(m)
@@ -336,7 +335,7 @@ def _classify(scan: _Scan, tar: tarfile.TarInfo, m: tarfile.TarInfo, repo: RepoP
         if not m.isreg():
             raise _unsafe(m.name, "a blob must be a regular file, not a link")
         _check_size(scan, m, rest[1], m.size)
-        repo.blobs[rest[1]] = m.size
+        repo.blobs[sys.intern(rest[1])] = m.size  # one string for the name, however many links use it
         scan.data.append(DataMember(m.name, repo.folder, rel, m.size, m.offset_data))
         return scan.data[-1]
     elif area == "snapshots":
@@ -387,7 +386,7 @@ def _snapshot_entry(scan: _Scan, m: tarfile.TarInfo, repo: RepoPayload, rest: li
     tparts = target.split("/")
     if len(tparts) != 2 or tparts[0] != "blobs" or not BLOB_RE.match(tparts[1]):
         raise _unsafe(m.name, f"symlink target {m.linkname!r} is not a blob of this repo")
-    repo.links[rel] = tparts[1]
+    repo.links[rel] = sys.intern(tparts[1])
     return None
 
 

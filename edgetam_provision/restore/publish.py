@@ -24,8 +24,10 @@ def publish(plan: RestorePlan, progress: ProgressFn) -> list[Action]:
     writes = plan.writes
     cache = plan.cache
     use_links = symlinks_supported(cache) if writes else True
-    data = {(a.folder, rel): d for p in plan.archives for a in p.actions if a.kind == "tree"
-            for rel, d in p.contents.repos[a.folder].trees.items() if rel == a.path}
+    data: dict[tuple[str, str], bytes] = {}  # a listing as the first archive holding it has it (its action's)
+    for p in plan.archives:
+        for key, d in p.trees.items():
+            data.setdefault(key, d)
     published: list[Action] = []
     made: set[str] = set()  # folders known to exist
 

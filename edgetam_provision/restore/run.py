@@ -253,11 +253,14 @@ def _scan(archives: list[Path], cache: Path, progress: ProgressFn, for_cache: bo
 
 def _read_and_plan(scanned: list[Scanned], cache: Path, staging: Path | None, keep_refs: bool,
                    progress: ProgressFn) -> RestorePlan:
-    """Hash every byte (the archives' sha256 in a thread beside the blobs), then plan the writes."""
+    """Hash every byte (the archives' sha256 in a thread beside the blobs), then plan the writes.
+    Consumes `scanned`: each archive's contents are let go once its plan holds what it reports."""
     reader = ArchiveReader(cache, staging)
     plans: list[ArchivePlan] = []
     done: dict[str, set[str]] = {}
-    for contents, expected, checked_by in scanned:
+    scanned.reverse()
+    while scanned:
+        contents, expected, checked_by = scanned.pop()
         digest = in_background(functools.partial(sha256_file, contents.path)) if expected else None
         unused: list[str] = []
         reader.archive(contents, progress)
@@ -271,7 +274,7 @@ def _read_and_plan(scanned: list[Scanned], cache: Path, staging: Path | None, ke
         if unused:
             progress(f"note: {contents.path.name}: {len(unused)} blobs that no snapshot file uses are not "
                      f"kept (e.g. {unused[0]})")
-        plans.append(ArchivePlan(contents, checked_by, tuple(actions), tuple(unused)))
+        plans.append(ArchivePlan.of(contents, checked_by, tuple(actions), tuple(unused)))
     return RestorePlan(cache, tuple(plans), staged_file=reader.found.staged_file)
 
 
