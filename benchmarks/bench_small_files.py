@@ -33,8 +33,9 @@ PY = sys.executable
 REPO = "bench/small"
 
 
-def measured(cmd: list[str] | str, code: Path | None = None) -> tuple[float, float]:
-    """Run `cmd` (a shell line when a str) with `code` first on PYTHONPATH; (seconds, peak RSS in MB)."""
+def measured(cmd: list[str] | str, code: Path | None = None) -> tuple[float, float, float]:
+    """Run `cmd` (a shell line when a str) with `code` first on PYTHONPATH: (wall seconds, peak RSS in
+    MB, CPU seconds: user + system, steadier than wall time on a shared machine)."""
     env = {**os.environ, "PYTHONPATH": str(code or ROOT)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, shell=isinstance(cmd, str), env=env, stdout=subprocess.DEVNULL,
@@ -45,7 +46,7 @@ def measured(cmd: list[str] | str, code: Path | None = None) -> tuple[float, flo
     err = proc.stderr.read().decode() if proc.stderr else ""
     if proc.returncode != 0:
         raise SystemExit(f"{cmd} failed ({proc.returncode}): {err[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def make_backup(root: Path, files: int) -> tuple[Path, Path, Path]:
@@ -62,11 +63,14 @@ def make_backup(root: Path, files: int) -> tuple[Path, Path, Path]:
     return out, bare, archive
 
 
-def contenders(root: Path, files: int, before: Path | None) -> dict[str, Callable[[], tuple[float, float]]]:
+Run = Callable[[], tuple[float, float, float]]
+
+
+def contenders(root: Path, files: int, before: Path | None) -> dict[str, Run]:
     out, bare, archive = make_backup(root, files)
     target = root / "target"
     provision = [PY, "-m", "edgetam_provision"]
-    runs: dict[str, Callable[[], tuple[float, float]]] = {
+    runs: dict[str, Run] = {
         "tar xf + sha256sum of every file": lambda: measured(
             f"tar xf {archive} -C {target} && cd {target} && find . -type f -print0 | "
             "xargs -0 sha256sum > /dev/null"),
@@ -91,23 +95,26 @@ def main() -> str:
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         root = Path(tmp)
         runs = contenders(root, args.files, args.before)
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+        results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in runs}
         for _ in range(args.repeats):
             for name, run in runs.items():
                 shutil.rmtree(root / "target", ignore_errors=True)
                 (root / "target").mkdir()
                 os.sync()
                 results[name].append(run())
-                print(f"{name}: {results[name][-1][0]:.2f} s, {results[name][-1][1]:.0f} MB", file=sys.stderr)
-    anchor = statistics.median(t for t, _ in results["tar xf + sha256sum of every file"])
+                wall, rss, cpu = results[name][-1]
+                print(f"{name}: {wall:.2f} s, CPU {cpu:.2f} s, {rss:.0f} MB", file=sys.stderr)
+    anchor = statistics.median(t for t, _, _ in results["tar xf + sha256sum of every file"])
+    anchor_cpu = statistics.median(c for _, _, c in results["tar xf + sha256sum of every file"])
     lines = [f"### Restore of {args.files:,} tiny files (100 folders, 10–200 bytes each), every byte hashed",
              "", f"Machine: {machine()}; {args.repeats} interleaved runs each.", "",
-             "| contender | median (s) | min–max (s) | peak RSS (MB) | vs tar xf + sha256sum |",
-             "|---|---:|---:|---:|---:|"]
+             "| contender | wall, median (s) | min–max (s) | vs tar (wall) | CPU (s) | vs tar (CPU) "
+             "| peak RSS (MB) |", "|---|---:|---:|---:|---:|---:|---:|"]
     for name, rs in results.items():
-        ts = [t for t, _ in rs]
+        ts, cpu = [t for t, _, _ in rs], statistics.median(c for _, _, c in rs)
         lines.append(f"| {name} | {statistics.median(ts):.2f} | {min(ts):.2f}–{max(ts):.2f} | "
-                     f"{max(m for _, m in rs):.0f} | {statistics.median(ts) / anchor:.2f}× |")
+                     f"{statistics.median(ts) / anchor:.2f}× | {cpu:.2f} | {cpu / anchor_cpu:.2f}× | "
+                     f"{max(m for _, m, _ in rs):.0f} |")
     return "\n".join(lines) + "\n"
 
 
