@@ -38,3 +38,27 @@ def fetch_args(sshd, hub, out: Path, *extra: str) -> list[str]:
 def agent_dirs() -> set[str]:
     """The agents' private temporary folders on this machine."""
     return {p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("provision-agent-*")}
+
+
+def small_files_cache(cache: Path, repo_id: str, folders: int, per_folder: int) -> str:
+    """A cached revision of `folders` x `per_folder` tiny files (10 to 200 bytes, every one distinct),
+    laid out as huggingface_hub lays it: ``blobs/<git sha1>`` (``blobs/<sha256>`` for the ``.bin``
+    files, as LFS files are named), a relative link per file, ``refs/main``. Returns the commit."""
+    from edgetam_provision.hub.layout import blob_name, repo_folder_name, snapshot_link
+
+    rng = __import__("random").Random(folders * 1_000_003 + per_folder)
+    commit = hashlib.sha1(f"{repo_id} {folders}x{per_folder}".encode()).hexdigest()
+    repo = cache / repo_folder_name(repo_id)
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    for d in range(folders):
+        snap = repo / "snapshots" / commit / f"d{d:03d}"
+        snap.mkdir(parents=True, exist_ok=True)
+        for i in range(per_folder):
+            name = f"f{i:04d}.bin" if i % 10 == 0 else f"f{i:04d}.txt"
+            data = f"{d}/{i}\n".encode() + rng.randbytes(rng.randint(10, 200))
+            blob = blob_name(data, lfs=name.endswith(".bin"))
+            (repo / "blobs" / blob).write_bytes(data)
+            os.symlink(snapshot_link(f"d{d:03d}/{name}", blob), snap / name)
+    (repo / "refs" / "main").write_text(commit)
+    return commit

@@ -16,8 +16,11 @@ import pytest
 from builders import write_tar
 from conftest import run_cli, run_cli_process, tree_state
 from hostile_backups import genuine_backup
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgetam_provision.archive import untrusted
+from edgetam_provision.errors import CorruptArchiveError, UnsafeArchiveError
 
 R = "models--org--tiny"
 MISSING = "ab" * 32  # a well-formed blob name that no archive or cache holds
@@ -213,3 +216,33 @@ def test_a_name_that_is_not_utf8_is_shown_escaped_even_on_a_strict_ascii_termina
                           env={"PYTHONIOENCODING": "ascii:strict", "LC_ALL": "C"})
     assert res.returncode == 0, res.stderr
     assert "caf\\udce9.json" in res.stdout + res.stderr
+
+
+#: path components: mostly ones a cache holds, some that make a name or a link target unsafe
+SAFE = st.sampled_from(["a", "é", "x.json"])
+PART = st.one_of(SAFE, SAFE, SAFE, SAFE,
+                 st.sampled_from(["..", ".", "", "a\\b", "/", R, "blobs", "snapshots"]))
+
+
+@pytest.mark.skipif(untrusted.DATA_FILTER is None, reason="this Python's tarfile has no data filter")
+@settings(max_examples=200, deadline=None)
+@given(path=st.lists(PART, min_size=1, max_size=4), up=st.sampled_from([0, 0, 0, -2, -1, 1]),
+       via=st.lists(PART, max_size=2),
+       prefix=st.sampled_from(["", "./", "hub/", "", "/", "../"]))
+def test_what_the_scan_keeps_as_a_blob_or_snapshot_link_the_data_filter_accepts(tmp_path_factory, path, up,
+                                                                                   via, prefix):
+    """Blob files and snapshot links skip tarfile's data filter (it walks every path component with
+    lstat): for any such member the scan accepts, however its name and target are made, the filter
+    would have accepted it too, so skipping it refuses nothing less."""
+    blob, commit = hashlib.sha256(b"x").hexdigest(), "c" * 40
+    rel = "/".join(path)
+    target = "/".join([".."] * max(0, rel.count("/") + 2 + up) + via + ["blobs", blob])
+    members = [reg(f"{prefix}{R}/blobs/{blob}", b"x"), link(f"{prefix}{R}/snapshots/{commit}/{rel}", target)]
+    archive = write_tar(tmp_path_factory.mktemp("pinned") / "a.tar", members)
+    try:
+        untrusted.scan_archive(archive)
+    except (UnsafeArchiveError, CorruptArchiveError):
+        return
+    with tarfile.open(archive) as tar:
+        for m in tar:
+            untrusted.DATA_FILTER(m, untrusted.FILTER_ROOT)  # raises if it would refuse

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from ..errors import ModelMissingError, UsageError
 from ..fsutil import open_regular
-from ..integrity.hashing import blob_matches as blob_matches  # restore/read.py imports it from here
-from ..integrity.hashing import blob_names
+from ..integrity.hashing import blob_matches, blob_names
 from .layout import (
     BLOB_RE,
     COMMIT_RE,

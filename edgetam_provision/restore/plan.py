@@ -6,6 +6,8 @@ Built by `run` after every byte was read (`read`), executed by `publish`; `--dry
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from ..archive.untrusted import ArchiveContents
 from ..hub.layout import repo_id_from_folder, repo_type_from_folder
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Action:
     """One entry a restore writes or finds in place.
 
@@ -30,11 +32,12 @@ class Action:
     previous: str | None = None  # ref: the commit it pointed at before (update, kept)
 
     def to_dict(self) -> dict[str, object]:
-        d: dict[str, object] = {"kind": self.kind, "repo_id": repo_id_from_folder(self.folder),
-                                "repo_type": repo_type_from_folder(self.folder),
+        repo_id, repo_type = _repo_of(self.folder)
+        d: dict[str, object] = {"kind": self.kind, "repo_id": repo_id, "repo_type": repo_type,
                                 "path": self.path, "state": self.state, "size": self.size}
-        d.update({k: v for k, v in (("blob", self.blob), ("commit", self.commit),
-                                    ("previous", self.previous)) if v})
+        for k, v in (("blob", self.blob), ("commit", self.commit), ("previous", self.previous)):
+            if v:
+                d[k] = v
         return d
 
     @property
@@ -42,14 +45,31 @@ class Action:
         return self.state in ("new", "repair", "update")
 
 
+@functools.lru_cache(maxsize=64)
+def _repo_of(folder: str) -> tuple[str | None, str]:
+    """A repo folder's id and type, worked out once for all the entries of its repo."""
+    return repo_id_from_folder(folder), repo_type_from_folder(folder)
+
+
 @dataclass(frozen=True)
 class ArchivePlan:
-    """One archive, checked byte for byte, and what restoring it does."""
+    """One archive, checked byte for byte, and what restoring it does: what it reports and writes,
+    not every member it held (`of` takes that from its contents, which can then be let go)."""
 
-    contents: ArchiveContents
+    archive: Path
+    commits: dict[str, tuple[str, ...]]  # repo folder -> the commits it holds files of
     checked_by: str  # manifest | SHA256SUMS | blob names
     actions: tuple[Action, ...]
+    skipped: tuple[str, ...] = ()  # members not restored (.locks/, CACHEDIR.TAG, .no_exist/, *.incomplete)
     unused: tuple[str, ...] = ()  # blobs of a hand-made backup that no snapshot file uses: not kept
+    trees: dict[tuple[str, str], bytes] = field(default_factory=dict)  # (folder, trees/<c>.json) -> bytes
+
+    @classmethod
+    def of(cls, contents: ArchiveContents, checked_by: str, actions: tuple[Action, ...],
+           unused: tuple[str, ...]) -> ArchivePlan:
+        return cls(contents.path, {f: tuple(sorted(r.commits)) for f, r in contents.repos.items()},
+                   checked_by, actions, tuple(contents.skipped), unused,
+                   {(f, rel): data for f, r in contents.repos.items() for rel, data in r.trees.items()})
 
     def summary(self, written: bool = True) -> dict[str, object]:
         writes = [a for a in self.actions if a.writes]
@@ -58,17 +78,22 @@ class ArchivePlan:
             status = "repaired" if written else "would repair"
         else:
             status = ("restored" if written else "would restore") if writes else "already present"
-        return {"archive": str(self.contents.path), "checked_by": self.checked_by,
-                "repos": [{"repo_id": repo_id_from_folder(f), "commits": sorted(p.commits)}
-                          for f, p in self.contents.repos.items()],
+        return {"archive": str(self.archive), "checked_by": self.checked_by,
+                "repos": [{"repo_id": repo_id_from_folder(f), "commits": list(c)}
+                          for f, c in self.commits.items()],
                 "new_blobs": sum(a.state == "new" for a in blobs),
                 "repaired_blobs": sum(a.state == "repair" for a in blobs),
                 "new_bytes": sum(a.size for a in blobs),
                 "writes": len(writes),
                 "status": status,
                 "moved_refs": [a.to_dict() for a in self.actions if a.kind == "ref" and a.previous],
-                "skipped": [*self.contents.skipped, *self.unused],
+                "skipped": [*self.skipped, *self.unused],
                 "actions": [a.to_dict() for a in writes]}
+
+
+def nothing_staged(_folder: str, _blob: str) -> None:
+    """`RestorePlan.staged_file` of a plan that stages nothing (a dry run; one already published)."""
+    return None
 
 
 @dataclass(frozen=True)
@@ -76,7 +101,8 @@ class RestorePlan:
     cache: Path
     archives: tuple[ArchivePlan, ...]
     ignored: tuple[str, ...] = field(default=())  # paths given that are not archives
-    staged: dict[tuple[str, str], Path] = field(default_factory=dict, repr=False, compare=False)
+    #: (folder, blob) -> the file its bytes wait in to be published (None: not staged)
+    staged_file: Callable[[str, str], str | None] = field(default=nothing_staged, repr=False, compare=False)
 
     @property
     def writes(self) -> tuple[Action, ...]:

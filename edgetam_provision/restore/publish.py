@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-import posixpath
+import stat
+from collections.abc import Callable
+from pathlib import Path
 
 from ..console import ProgressFn, counted
 from ..errors import CacheError, IntegrityError
@@ -15,15 +17,26 @@ from .plan import Action, RestorePlan
 def publish(plan: RestorePlan, progress: ProgressFn) -> list[Action]:
     """Move staged blobs into place, then links, then listings, then refs; returns what was written.
 
-    A failure part-way raises a `CacheError` that names what was already published.
+    A failure part-way raises a `CacheError` that names what was already published. Each folder is
+    made once; a link new to the cache is created in place (a symlink appears whole), one that
+    replaces another goes through a temporary name.
     """
-    staged = plan.staged
     writes = plan.writes
     cache = plan.cache
     use_links = symlinks_supported(cache) if writes else True
-    data = {(a.folder, rel): d for p in plan.archives for a in p.actions if a.kind == "tree"
-            for rel, d in p.contents.repos[a.folder].trees.items() if rel == a.path}
+    data: dict[tuple[str, str], bytes] = {}  # a listing as the first archive holding it has it (its action's)
+    for p in plan.archives:
+        for key, d in p.trees.items():
+            data.setdefault(key, d)
     published: list[Action] = []
+    made: set[str] = set()  # folders known to exist
+
+    def folder_of(path: str) -> None:
+        parent = os.path.dirname(path)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+
     try:
         for kind in ("blob", "link", "tree", "ref"):
             for a in writes:
@@ -31,10 +44,11 @@ def publish(plan: RestorePlan, progress: ProgressFn) -> list[Action]:
                     continue
                 dest = cache / a.folder / a.path
                 if kind == "blob":
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(staged[(a.folder, a.path.split("/", 1)[1])], dest)
+                    folder_of(str(dest))
+                    os.replace(str(plan.staged_file(a.folder, a.path.split("/", 1)[1])), dest)
                 elif kind == "link" and use_links:
-                    symlink_atomic(posixpath.relpath(f"blobs/{a.blob}", posixpath.dirname(a.path)), dest)
+                    folder_of(str(dest))
+                    _link("../" * a.path.count("/") + f"blobs/{a.blob}", dest, a.state)  # from its folder
                 elif kind == "link":
                     copy_atomic(cache / a.folder / "blobs" / str(a.blob), dest)
                 elif kind == "tree":
@@ -48,6 +62,18 @@ def publish(plan: RestorePlan, progress: ProgressFn) -> list[Action]:
                          _partial_hint(published, len(writes))) from None
     progress(f"published {counted(len(published), 'entry', 'entries')} into {cache}")
     return published
+
+
+def _link(target: str, dest: Path, state: str) -> None:
+    """The snapshot link `dest` -> `target`: created in place when the cache had none there (and
+    has none still), else replacing what is there atomically."""
+    if state == "new":
+        try:
+            os.symlink(target, dest)
+            return
+        except FileExistsError:  # something came since the plan: replaced below
+            pass
+    symlink_atomic(target, dest)
 
 
 def _partial_hint(published: list[Action], total: int) -> str:
@@ -64,22 +90,26 @@ def prove(plan: RestorePlan) -> None:
     """The invariant behind exit 0: every ref the run wrote or kept points at a snapshot whose every
     file resolves to a blob whose bytes match its name, as huggingface_hub reads it offline.
 
-    The archive's blobs were hashed in this run, so their files are checked by size and link
-    target here; a snapshot a kept ref points at is hashed in full.
+    The archive's blobs were hashed in this run, so their files are checked by size, and each link
+    by the file it reaches (the blob's own: same device and inode, as resolving both paths would
+    find); a snapshot a kept ref points at is hashed in full.
     """
     from ..hub.cache import check_revision
 
     actions = [a for ap in plan.archives for a in ap.actions]
-    sizes = {(a.folder, a.path.split("/", 1)[1]): a.size for a in actions if a.kind == "blob"}
+    sizes: dict[str, dict[str, int]] = {}  # folder -> blob path -> size
+    for a in actions:
+        if a.kind == "blob":
+            sizes.setdefault(a.folder, {})[a.path] = a.size
     for a in actions:
         if a.kind == "link":
-            target, blob_file = plan.cache / a.folder / a.path, plan.cache / a.folder / "blobs" / str(a.blob)
-            try:
-                ok = (target.is_file() and blob_file.is_file()
-                      and target.stat().st_size == sizes[(a.folder, str(a.blob))]
-                      and (not target.is_symlink() or target.resolve() == blob_file.resolve()))
-            except OSError:
-                ok = False
+            folder = plan.cache / a.folder
+            path, blob = folder / a.path, _stat(folder / "blobs" / str(a.blob), os.stat)
+            entry = _stat(path, os.lstat)  # a link must reach the blob's own file; a copy is one
+            have = _stat(path, os.stat) if entry is not None and stat.S_ISLNK(entry.st_mode) else entry
+            ok = (have is not None and blob is not None and stat.S_ISREG(have.st_mode)
+                  and stat.S_ISREG(blob.st_mode) and have.st_size == sizes[a.folder][f"blobs/{a.blob}"]
+                  and (have is entry or (have.st_dev, have.st_ino) == (blob.st_dev, blob.st_ino)))
             if not ok:
                 raise IntegrityError(f"after the restore {a.folder}/{a.path} does not resolve to its blob",
                                      "something changed the cache during the restore; run it again")
@@ -97,3 +127,10 @@ def prove(plan: RestorePlan) -> None:
                 raise IntegrityError(f"after the restore {a.folder}/{a.path} does not point at a complete, "
                                      "intact snapshot", "run `provision status` to see what is damaged, "
                                      "then restore again without --keep-refs")
+
+
+def _stat(path: Path, how: Callable[[Path], os.stat_result]) -> os.stat_result | None:
+    try:
+        return how(path)
+    except OSError:
+        return None

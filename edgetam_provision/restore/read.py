@@ -3,6 +3,8 @@
 A blob is hashed against its name while it is read out of the archive. A blob the cache lacks,
 or holds damaged, is staged (when staging). A blob it holds is hashed against its name too (on a
 thread of its own), or, in a compressed stream that cannot be read twice, compared byte for byte.
+Small blobs (up to `SMALL` bytes: configs, tokenizers, a dataset's many files) are read whole, many
+at once, hashed and written in one go: a thread per file costs more than its bytes.
 Plain snapshot files of `tar -h` backups are hashed both ways (sha256, git sha1) and become the
 blob they match.
 """
@@ -23,12 +25,13 @@ from typing import Any
 
 from ..archive.untrusted import ArchiveContents, DataMember, iter_data, open_member
 from ..console import ProgressFn
-from ..errors import IntegrityError
-from ..hub.cache import blob_matches
-from ..hub.layout import blob_hasher
+from ..errors import CorruptArchiveError, IntegrityError
+from ..integrity.hashing import blob_hasher, blob_matches
 from ..parallel import in_background, run_all, workers
 
 Reopen = Callable[[], AbstractContextManager[Any]]
+SMALL = 256 * 1024  # a blob up to this size is read whole, hashed, compared and written in one go
+SPAN = 1024 * 1024  # bytes of an uncompressed archive read at once for a batch of small blobs (one PIECE)
 
 
 def damaged(contents: ArchiveContents, what: str) -> IntegrityError:
@@ -39,12 +42,25 @@ def damaged(contents: ArchiveContents, what: str) -> IntegrityError:
 
 @dataclass
 class ReadResult:
-    """What hashing one archive found: the state of each blob, and the blobs of plain files."""
+    """What hashing one archive found: the state of each blob, and the blobs of plain files.
 
+    A blob that is not present is staged (when staging) at ``<staging>/<folder>/<blob>``, or, from
+    a plain file of a ``tar -h`` backup, where `staged` says."""
+
+    staging: Path | None = None
     blobs: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, blob) -> new|present|repair
     sizes: dict[tuple[str, str], int] = field(default_factory=dict)
     copies: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, snapshot path) -> blob
-    staged: dict[tuple[str, str], Path] = field(default_factory=dict)
+    staged: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, blob) -> file elsewhere
+
+    def staged_file(self, folder: str, blob: str) -> str | None:
+        """Where blob `blob` of `folder` waits to be published (None: it is not staged)."""
+        key = (folder, blob)
+        if key in self.staged:
+            return self.staged[key]
+        if self.staging is None or self.blobs.get(key, "present") == "present":
+            return None
+        return os.path.join(self.staging, folder, blob)
 
 
 class WriteBehind:
@@ -113,27 +129,41 @@ class WriteBehind:
 class ArchiveReader:
     """Hash every data member; compare with the cache; stage what must be written (if staging).
 
-    Members of an uncompressed archive sit at known offsets: each is read by a thread of its own
-    (`parallel.workers()` at once, the biggest first), and a blob the cache holds is checked by
-    hashing the cached copy on another thread. A compressed archive is one stream, read in order.
+    Members of an uncompressed archive sit at known offsets: each big one is read by a thread of its
+    own (`parallel.workers()` at once, the biggest first), and a blob the cache holds is checked by
+    hashing the cached copy on another thread; small ones go in batches of neighbours read in one
+    piece. A compressed archive is one stream, read in order.
     """
 
     PIECE = 1024 * 1024  # read size: 3 pieces in flight per member stay in the CPU's caches
 
     def __init__(self, cache: Path, staging: Path | None) -> None:
         self.cache, self.staging = cache, staging
-        self.found = ReadResult()
+        self.found = ReadResult(staging)
         self.spare: queue.SimpleQueue[bytearray] = queue.SimpleQueue()  # read buffers, reused
+        self.held: dict[str, set[str]] = {}  # repo folder -> names in the cache's blobs/ (one listing)
 
     def archive(self, contents: ArchiveContents, progress: ProgressFn) -> None:
         progress(f"checking every byte of {contents.path.name}")
+        for folder in contents.repos:
+            try:
+                self.held[folder] = set(os.listdir(self.cache / folder / "blobs"))
+            except OSError:  # no such folder yet (or not one): the cache holds none of its blobs
+                self.held[folder] = set()
+            if self.staging is not None:
+                (self.staging / folder).mkdir(parents=True, exist_ok=True)
         if contents.compression == "none":
-            jobs = [functools.partial(self._member_at, contents, d)
-                    for d in sorted(contents.data, key=lambda d: -d.size)]
+            small = sorted((d for d in contents.data if _small(d)), key=lambda d: d.offset)
+            big = sorted((d for d in contents.data if not _small(d)), key=lambda d: -d.size)
+            jobs = [functools.partial(self._member_at, contents, d) for d in big]
+            jobs += [functools.partial(self._small_batch, contents, batch) for batch in _batches(small)]
             run_all(jobs, workers())
         else:
             for member, stream in iter_data(contents):
-                self._member(contents, member, stream, None)
+                if _small(member):
+                    self._small_blob(contents, member, _read_exactly(stream, member.size))
+                else:
+                    self._member(contents, member, stream, None)
         for folder, repo in contents.repos.items():  # hard links of `tar -h`: the bytes of their source
             for rel, source in repo.same_as.items():
                 source_blob = (source.split("/", 1)[1] if source.startswith("blobs/")
@@ -142,6 +172,48 @@ class ArchiveReader:
                     self.found.copies[(folder, rel)] = source_blob
                 elif rel.split("/", 1)[1] != source_blob:
                     raise damaged(contents, f"{folder}/{rel} does not match its hash")
+
+    def _small_batch(self, contents: ArchiveContents, batch: list[DataMember]) -> None:
+        """Blobs lying near each other in an uncompressed archive: their span read in one piece."""
+        start, end = batch[0].offset, batch[-1].offset + batch[-1].size
+        try:
+            buf = self.spare.get_nowait()
+        except queue.Empty:
+            buf = bytearray(self.PIECE)
+        try:
+            span, got = memoryview(buf)[:end - start], 0
+            with open(contents.path, "rb", buffering=0) as fh:
+                fh.seek(start)
+                while got < len(span) and (n := fh.readinto(span[got:])):
+                    got += n
+            for m in batch:
+                if m.offset + m.size - start > got:
+                    raise CorruptArchiveError(f"archive ends inside {m.name}", "the archive is damaged")
+                self._small_blob(contents, m, span[m.offset - start:m.offset - start + m.size])
+        finally:
+            self.spare.put(buf)
+
+    def _small_blob(self, contents: ArchiveContents, m: DataMember, data: memoryview | bytes) -> None:
+        """One small blob, its bytes in hand: hashed against its name, compared with the cache's
+        copy (which then hashes right too), and staged unless the cache holds it intact."""
+        blob = m.path[len("blobs/"):]
+        h = blob_hasher(blob, m.size)
+        h.update(data)
+        if len(data) != m.size or h.hexdigest() != blob:
+            raise damaged(contents, f"{m.name} does not match its hash")
+        key = (m.folder, blob)
+        if key in self.found.blobs:
+            return  # seen in an earlier archive: hashed again, nothing more to write
+        state = "new"
+        if blob in self.held[m.folder]:
+            try:
+                with open(self.cache / m.folder / "blobs" / blob, "rb") as fh:
+                    state = "present" if fh.read(m.size + 1) == data else "repair"
+            except OSError:  # not a readable file (a folder, a dangling link): replaced
+                state = "repair"
+        if state != "present" and self.staging is not None:
+            _write_new(os.path.join(self.staging, m.folder, blob), data)
+        self.found.blobs[key], self.found.sizes[key] = state, m.size
 
     def _member_at(self, contents: ArchiveContents, m: DataMember) -> None:
         with open_member(contents, m) as stream:
@@ -165,6 +237,8 @@ class ArchiveReader:
         state, compare, cached_intact = "new", None, None
         if key in self.found.blobs:
             state = ""  # seen in an earlier archive: hash it again, write nothing
+        elif blob not in self.held[m.folder]:
+            pass
         elif cached.is_file() and cached.stat().st_size == m.size:
             state = "present"
             if reopen is None:
@@ -190,8 +264,6 @@ class ArchiveReader:
             state = "repair"
         if state:
             self.found.blobs[key], self.found.sizes[key] = state, m.size
-            if state != "present" and self.staging is not None:
-                self.found.staged[key] = self.staging / m.folder / blob
 
     def _read(self, contents: ArchiveContents, m: DataMember, blob: str, stream: Any, out: Any,
               compare: Any) -> bool:
@@ -236,10 +308,8 @@ class ArchiveReader:
         return same
 
     def _stage_file(self, folder: str, blob: str) -> Any:
-        assert self.staging is not None
-        dest = self.staging / folder / blob
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        return open(dest, "wb")
+        assert self.staging is not None  # its folder for `folder` was made by `archive`
+        return open(os.path.join(self.staging, folder, blob), "wb")
 
     def _copy(self, contents: ArchiveContents, m: DataMember, stream: Any) -> None:
         """A plain snapshot file (tar -h): its blob is whichever name its bytes hash to."""
@@ -278,7 +348,41 @@ class ArchiveReader:
             if same:
                 Path(tmp.name).unlink()
             else:
-                self.found.staged[key] = Path(tmp.name)
+                self.found.staged[key] = tmp.name
 
 
-# ---------------------------------------------------------------------------- planning
+def _write_new(path: str, data: memoryview | bytes) -> None:
+    """`data` into a new file at `path` (created as `open(path, "wb")` would, without its buffer,
+    terminal check and seeks: three system calls)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def _small(d: DataMember) -> bool:
+    return d.size <= SMALL and d.path.startswith("blobs/")
+
+
+def _batches(small: list[DataMember]) -> list[list[DataMember]]:
+    """Members in archive order, cut into runs whose bytes (with the headers between) span at most
+    `SPAN`: each run is one read."""
+    batches: list[list[DataMember]] = []
+    for d in small:
+        if batches and d.offset + d.size - batches[-1][0].offset <= SPAN:
+            batches[-1].append(d)
+        else:
+            batches.append([d])
+    return batches
+
+
+def _read_exactly(stream: Any, size: int) -> bytes:
+    """`size` bytes of a member's stream (fewer only where it ends early: the hash check says so)."""
+    parts, got = [], 0
+    while got < size and (piece := stream.read(size - got)):
+        parts.append(piece)
+        got += len(piece)
+    return b"".join(parts)

@@ -42,7 +42,7 @@ from ..integrity.hashing import sha256_file
 from ..integrity.space import ensure_space, nearest_existing
 from ..parallel import in_background
 from ..trust.accept import admit, unused_blobs
-from .plan import Action, ArchivePlan, RestorePlan
+from .plan import Action, ArchivePlan, RestorePlan, nothing_staged
 from .publish import prove, publish
 from .read import ArchiveReader, ReadResult
 
@@ -99,10 +99,18 @@ def _expected_hash(path: Path, entry: ArchiveEntry | None, sums: dict[str, str])
     return None, "blob names"
 
 
+def _absent_commits(repo_dir: Path, commits: set[str]) -> set[str]:
+    """The commits the cache has no snapshot folder of: nothing below them needs a look."""
+    return {c for c in commits if not os.path.lexists(repo_dir / "snapshots" / c)}
+
+
 def _link_conflicts(contents: ArchiveContents, cache: Path) -> None:
     """Refuse a cache whose snapshot entries contradict the archive (same commit, other blob)."""
     for folder, repo in contents.repos.items():
+        absent = _absent_commits(cache / folder, repo.commits)
         for rel, blob in repo.links.items():
+            if rel.split("/", 2)[1] in absent:
+                continue
             dest = cache / folder / rel
             if dest.is_symlink():
                 have = posixpath.normpath(posixpath.join(posixpath.dirname(rel), os.readlink(dest)))
@@ -117,25 +125,29 @@ def _link_conflicts(contents: ArchiveContents, cache: Path) -> None:
 
 
 def _actions(contents: ArchiveContents, found: ReadResult, cache: Path, keep_refs: bool,
-             done: set[tuple[str, str, str]], unused: list[str]) -> list[Action]:
-    """What restoring `contents` writes, given what the read pass found. `done` dedupes; blobs no
+             done: dict[str, set[str]], unused: list[str]) -> list[Action]:
+    """What restoring `contents` writes, given what the read pass found. `done` (folder -> paths
+    in it, which name their kind: blobs/, snapshots/, trees/, refs/) dedupes; blobs no
     snapshot file uses are not kept, but named in `unused`."""
     actions: list[Action] = []
 
     def add(a: Action) -> None:
-        if (a.kind, a.folder, a.path) not in done:
-            done.add((a.kind, a.folder, a.path))
+        paths = done.setdefault(a.folder, set())
+        if a.path not in paths:
+            paths.add(a.path)
             actions.append(a)
 
     for folder, repo in contents.repos.items():
         repo_dir = cache / folder
         links = {**repo.links, **{p: found.copies[(folder, p)] for p in repo.copies}}
+        absent = _absent_commits(repo_dir, repo.commits)
         unused.extend(f"{folder}/blobs/{b}" for b in unused_blobs(repo, links))
         for blob in sorted(set(links.values())):
             key = (folder, blob)
             add(Action("blob", folder, f"blobs/{blob}", found.blobs[key], found.sizes[key]))
         for rel, blob in sorted(links.items()):
-            state = _link_state(repo_dir, rel, blob, found.staged.get((folder, blob)))
+            state = ("new" if rel.split("/", 2)[1] in absent
+                     else _link_state(repo_dir, rel, blob, found.staged_file(folder, blob)))
             add(Action("link", folder, rel, state, blob=blob))
         for rel, data in sorted(repo.trees.items()):
             dest = repo_dir / rel
@@ -147,12 +159,12 @@ def _actions(contents: ArchiveContents, found: ReadResult, cache: Path, keep_ref
     return actions
 
 
-def _link_state(repo_dir: Path, rel: str, blob: str, staged: Path | None) -> str:
+def _link_state(repo_dir: Path, rel: str, blob: str, staged: str | None) -> str:
     dest = repo_dir / rel
     if dest.is_symlink():  # its target was checked against the archive by `_link_conflicts`
         return "present" if dest.exists() else "repair"
     if dest.is_file():  # a cache without symlinks holds copies: compare with the blob's bytes
-        source = staged or repo_dir / "blobs" / blob
+        source = Path(staged) if staged else repo_dir / "blobs" / blob
         return "present" if source.is_file() and filecmp.cmp(dest, source, shallow=False) else "repair"
     return "new"
 
@@ -192,20 +204,7 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
     archives, ignored = find_archives(paths)
     for p in ignored:
         progress(f"note: {p} is not a backup archive; skipped")
-    scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str | None, str]] = []
-    manifests = {folder: read_manifest(folder) for folder in dict.fromkeys(p.parent for p in archives)}
-    entries = {path: manifests[path.parent].get(path.name) for path in archives}
-    if for_cache:  # what the manifests declare must fit before a byte is read
-        _check_space(cache, sum(_declared_bytes(e, cache) for e in entries.values() if e))
-    for path, entry in entries.items():
-        expected, checked_by = _expected_hash(path, entry, read_sums(path.parent))
-        contents = admit(path, entry)
-        _link_conflicts(contents, cache)
-        if contents.skipped:
-            skipped = counted(len(contents.skipped), "member")
-            progress(f"note: {contents.path.name}: skipped {skipped} not part of a revision "
-                     f"(e.g. {contents.skipped[0]})")
-        scanned.append((contents, entry, expected, checked_by))
+    scanned = _scan(archives, cache, progress, for_cache)
     if for_cache:  # `check_backups` has no cache: its space and permissions do not matter
         _check_space(cache, sum(_unseen_bytes(c, cache) for c, *_ in scanned))
     if dry_run:
@@ -213,7 +212,7 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
         if for_cache and plan.writes and not os.access(nearest_existing(cache), os.W_OK):
             raise CacheError(f"cannot write into {nearest_existing(cache)}",
                              "check the folder's permissions or choose another cache folder")
-        return replace(plan, ignored=tuple(ignored))
+        return replace(plan, ignored=tuple(ignored), staged_file=nothing_staged)
     with cache_lock(cache, waiting=progress):
         clean_stale(cache, STAGING_PREFIX, [f for c, *_ in scanned for f in c.repos])
         staging = cache / PRIVATE_DIR / f"{STAGING_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
@@ -225,16 +224,43 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
             raise disk_error(exc, staging) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return replace(plan, ignored=tuple(ignored))
+    return replace(plan, ignored=tuple(ignored), staged_file=nothing_staged)  # what was read: let go
 
 
-def _read_and_plan(scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str | None, str]],
-                   cache: Path, staging: Path | None, keep_refs: bool, progress: ProgressFn) -> RestorePlan:
-    """Hash every byte (the archives' sha256 in a thread beside the blobs), then plan the writes."""
+Scanned = tuple[ArchiveContents, str | None, str]  # an archive's contents, expected sha256, checked by
+
+
+def _scan(archives: list[Path], cache: Path, progress: ProgressFn, for_cache: bool) -> list[Scanned]:
+    """Every archive read within its declaration and held to it (`admit`), against the cache's
+    snapshots; with `for_cache`, what the manifests declare must fit before a byte is read. The
+    manifests are let go on return: the contents stand for them from here on."""
+    manifests = {folder: read_manifest(folder) for folder in dict.fromkeys(p.parent for p in archives)}
+    entries = {path: manifests[path.parent].get(path.name) for path in archives}
+    if for_cache:
+        _check_space(cache, sum(_declared_bytes(e, cache) for e in entries.values() if e))
+    scanned: list[Scanned] = []
+    for path, entry in entries.items():
+        expected, checked_by = _expected_hash(path, entry, read_sums(path.parent))
+        contents = admit(path, entry)
+        _link_conflicts(contents, cache)
+        if contents.skipped:
+            skipped = counted(len(contents.skipped), "member")
+            progress(f"note: {contents.path.name}: skipped {skipped} not part of a revision "
+                     f"(e.g. {contents.skipped[0]})")
+        scanned.append((contents, expected, checked_by))
+    return scanned
+
+
+def _read_and_plan(scanned: list[Scanned], cache: Path, staging: Path | None, keep_refs: bool,
+                   progress: ProgressFn) -> RestorePlan:
+    """Hash every byte (the archives' sha256 in a thread beside the blobs), then plan the writes.
+    Consumes `scanned`: each archive's contents are let go once its plan holds what it reports."""
     reader = ArchiveReader(cache, staging)
     plans: list[ArchivePlan] = []
-    done: set[tuple[str, str, str]] = set()
-    for contents, _entry, expected, checked_by in scanned:
+    done: dict[str, set[str]] = {}
+    scanned.reverse()
+    while scanned:
+        contents, expected, checked_by = scanned.pop()
         digest = in_background(functools.partial(sha256_file, contents.path)) if expected else None
         unused: list[str] = []
         try:
@@ -242,6 +268,7 @@ def _read_and_plan(scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str
         except IntegrityError as err:  # which archive it was, for a caller that keeps the others (fetch)
             err.path = err.path or str(contents.path)
             raise
+        contents.data.clear()  # every member read: the plan keeps what it reports, not each member
         if digest is not None and (got := digest()) != expected:
             raise IntegrityError(f"{contents.path.name}: sha256 {got[:16]}… does not match the expected "
                                  f"{expected[:16]}… ({checked_by})",  # type: ignore[index]
@@ -251,27 +278,32 @@ def _read_and_plan(scanned: list[tuple[ArchiveContents, ArchiveEntry | None, str
         if unused:
             progress(f"note: {contents.path.name}: {len(unused)} blobs that no snapshot file uses are not "
                      f"kept (e.g. {unused[0]})")
-        plans.append(ArchivePlan(contents, checked_by, tuple(actions), tuple(unused)))
-    return RestorePlan(cache, tuple(plans), staged=reader.found.staged)
+        plans.append(ArchivePlan.of(contents, checked_by, tuple(actions), tuple(unused)))
+    return RestorePlan(cache, tuple(plans), staged_file=reader.found.staged_file)
+
+
+def _missing_bytes(blobs: Path, sizes: dict[str, int]) -> int:
+    """Bytes of the blobs in `sizes` (name -> size) that the cache's `blobs` folder does not hold at
+    their size (one listing of the folder; only the names it holds are looked at)."""
+    try:
+        held = set(os.listdir(blobs))
+    except OSError:
+        held = set()
+    return sum(0 if blob in held and (blobs / blob).is_file() and (blobs / blob).stat().st_size == size
+               else size for blob, size in sizes.items())
 
 
 def _declared_bytes(entry: ArchiveEntry, cache: Path) -> int:
     """Bytes of the blobs a manifest entry declares that the cache does not hold at their size."""
-    folder = cache / repo_folder_name(entry.repo_id, entry.repo_type) / "blobs"
-    return sum(0 if (folder / blob).is_file() and (folder / blob).stat().st_size == size else size
-               for blob, size in entry.blob_sizes().items())
+    return _missing_bytes(cache / repo_folder_name(entry.repo_id, entry.repo_type) / "blobs",
+                          entry.blob_sizes())
 
 
 def _unseen_bytes(contents: ArchiveContents, cache: Path) -> int:
     """Bytes of the blobs the cache does not hold at their size: what a restore will write at most
     (damaged blobs of the right size, found while hashing, come on top)."""
-    total = 0
-    for folder, repo in contents.repos.items():
-        for blob, size in repo.blobs.items():
-            dest = cache / folder / "blobs" / blob
-            total += 0 if dest.is_file() and dest.stat().st_size == size else size
-        total += sum(repo.copies.values())
-    return total
+    return sum(_missing_bytes(cache / folder / "blobs", repo.blobs) + sum(repo.copies.values())
+               for folder, repo in contents.repos.items())
 
 
 def _check_space(cache: Path, needed: int) -> None:

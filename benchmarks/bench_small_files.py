@@ -1,0 +1,122 @@
+"""Many small files: restore and check of one revision of N tiny files, beside `tar xf` + sha256.
+
+A genuine backup (`provision backup` of a cache laid out as huggingface_hub lays it: 100 folders of
+N/100 files of 10 to 200 bytes, blobs named by git sha1, LFS-style sha256 for every tenth) is
+restored into a fresh cache, with its manifest and without one (the archive alone, a hand-made
+backup's case), and checked (`provision check`). Each run is a subprocess: wall time and its peak
+RSS (`os.wait4`'s rusage of that child). The anchor is the shell way: `tar xf` of the same archive
+and a sha256 pass over every file it wrote. With `--before DIR` (a checkout of older code) the
+same contenders run that code too, interleaved, so before/after come from one run.
+
+    python benchmarks/bench_small_files.py [--files 100000] [--repeats 3] [--before /tmp/old]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from common import ROOT, machine
+
+from edgetam_provision.backup import backup
+from edgetam_provision.hub.cache import RepoSpec
+
+PY = sys.executable
+REPO = "bench/small"
+
+
+def measured(cmd: list[str] | str, code: Path | None = None) -> tuple[float, float, float]:
+    """Run `cmd` (a shell line when a str) with `code` first on PYTHONPATH: (wall seconds, peak RSS in
+    MB, CPU seconds: user + system, steadier than wall time on a shared machine)."""
+    env = {**os.environ, "PYTHONPATH": str(code or ROOT)}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, shell=isinstance(cmd, str), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd} failed ({proc.returncode}): {err[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+
+
+def make_backup(root: Path, files: int) -> tuple[Path, Path, Path]:
+    """(folder with manifest, folder with the archive alone, the archive)."""
+    from builders import small_files_cache
+
+    cache, out, bare = root / "src", root / "backups", root / "bare"
+    small_files_cache(cache, REPO, 100, files // 100)
+    backup(cache, [RepoSpec(REPO)], out)
+    archive = next(out.glob("*.tar"))
+    bare.mkdir()
+    os.link(archive, bare / archive.name)
+    shutil.rmtree(cache)
+    return out, bare, archive
+
+
+Run = Callable[[], tuple[float, float, float]]
+
+
+def contenders(root: Path, files: int, before: Path | None) -> dict[str, Run]:
+    out, bare, archive = make_backup(root, files)
+    target = root / "target"
+    provision = [PY, "-m", "edgetam_provision"]
+    runs: dict[str, Run] = {
+        "tar xf + sha256sum of every file": lambda: measured(
+            f"tar xf {archive} -C {target} && cd {target} && find . -type f -print0 | "
+            "xargs -0 sha256sum > /dev/null"),
+    }
+    for label, code in (("", None), (" (before)", before)) if before else (("", None),):
+        runs.update({
+            f"restore, with manifest{label}": lambda c=code: measured(
+                [*provision, "restore", str(out), "--cache-dir", str(target)], c),
+            f"restore, archive alone{label}": lambda c=code: measured(
+                [*provision, "restore", str(bare), "--cache-dir", str(target)], c),
+            f"check, with manifest{label}": lambda c=code: measured([*provision, "check", str(out)], c),
+        })
+    return runs
+
+
+def main() -> str:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--before", type=Path, help="a checkout of the code to compare with")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        root = Path(tmp)
+        runs = contenders(root, args.files, args.before)
+        results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in runs}
+        for _ in range(args.repeats):
+            for name, run in runs.items():
+                shutil.rmtree(root / "target", ignore_errors=True)
+                (root / "target").mkdir()
+                os.sync()
+                results[name].append(run())
+                wall, rss, cpu = results[name][-1]
+                print(f"{name}: {wall:.2f} s, CPU {cpu:.2f} s, {rss:.0f} MB", file=sys.stderr)
+    anchor = statistics.median(t for t, _, _ in results["tar xf + sha256sum of every file"])
+    anchor_cpu = statistics.median(c for _, _, c in results["tar xf + sha256sum of every file"])
+    lines = [f"### Restore of {args.files:,} tiny files (100 folders, 10–200 bytes each), every byte hashed",
+             "", f"Machine: {machine()}; {args.repeats} interleaved runs each.", "",
+             "| contender | wall, median (s) | min–max (s) | vs tar (wall) | CPU (s) | vs tar (CPU) "
+             "| peak RSS (MB) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, rs in results.items():
+        ts, cpu = [t for t, _, _ in rs], statistics.median(c for _, _, c in rs)
+        lines.append(f"| {name} | {statistics.median(ts):.2f} | {min(ts):.2f}–{max(ts):.2f} | "
+                     f"{statistics.median(ts) / anchor:.2f}× | {cpu:.2f} | {cpu / anchor_cpu:.2f}× | "
+                     f"{max(m for _, m, _ in rs):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(main())
