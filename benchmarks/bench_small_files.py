@@ -27,7 +27,7 @@ from pathlib import Path
 from common import ROOT, machine
 
 from edgetam_provision.backup import backup
-from edgetam_provision.hub.cache import RepoSpec
+from edgetam_provision.repos import RepoSpec
 
 PY = sys.executable
 REPO = "bench/small"

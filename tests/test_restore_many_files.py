@@ -17,7 +17,8 @@ from builders import small_files_cache
 
 from edgetam_provision.archive import untrusted
 from edgetam_provision.backup import backup
-from edgetam_provision.hub.cache import RepoSpec, check_revision
+from edgetam_provision.hub.cache import check_revision
+from edgetam_provision.repos import RepoSpec
 from edgetam_provision.restore.run import restore
 
 REPO = "bench/small"
