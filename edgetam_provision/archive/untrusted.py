@@ -25,13 +25,13 @@ import stat
 import sys
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from ..errors import CorruptArchiveError, UnsafeArchiveError
 from ..hub.layout import BLOB_RE, COMMIT_RE, FOLDER_RE, REF_NAME_RE, TREE_NAME_RE, is_repo_folder_name
 from .compression import STREAM_ERRORS, compression_of
+from .contents import ArchiveContents, DataMember, RepoPayload
 from .tar_io import BOUND_HINT, CORRUPT_HINT, Bounds, Slice, check_end, members, open_tar
 
 MAX_SMALL = 64 * 1024 * 1024  # refs and trees listings are read into memory, so bounded
@@ -49,48 +49,6 @@ DATA_FILTER = getattr(tarfile, "data_filter", None)
 FILTER_ERROR: type[Exception] = getattr(tarfile, "FilterError", Exception)
 #: what reading a damaged archive raises (ValueError: malformed pax numbers)
 READ_ERRORS: tuple[type[BaseException], ...] = (tarfile.TarError, ValueError, *STREAM_ERRORS)
-
-
-@dataclass
-class RepoPayload:
-    """What an archive holds for one repo folder."""
-
-    folder: str
-    blobs: dict[str, int] = field(default_factory=dict)  # blob name -> size
-    links: dict[str, str] = field(default_factory=dict)  # "snapshots/<c>/<path>" -> blob name
-    copies: dict[str, int] = field(default_factory=dict)  # "snapshots/<c>/<path>" -> size (tar -h)
-    same_as: dict[str, str] = field(default_factory=dict)  # hard link (tar -h) -> the member it repeats
-    refs: dict[str, str] = field(default_factory=dict)  # ref name -> commit
-    trees: dict[str, bytes] = field(default_factory=dict)  # "trees/<c>.json" -> bytes
-
-    @property
-    def commits(self) -> set[str]:
-        """The commits this archive holds files of (bare folders do not count)."""
-        return {p.split("/")[1] for p in (*self.links, *self.copies)}
-
-
-@dataclass(frozen=True, slots=True)
-class DataMember:
-    """A member whose bytes the restore reads: a blob, or a plain snapshot file (tar -h)."""
-
-    name: str
-    folder: str
-    path: str  # "blobs/<name>" or "snapshots/<c>/<path>"
-    size: int
-    offset: int  # of its data, in the uncompressed tar stream
-
-
-@dataclass
-class ArchiveContents:
-    """The validated content of one archive."""
-
-    path: Path
-    prefix: str
-    compression: str
-    repos: dict[str, RepoPayload]
-    data: list[DataMember]
-    skipped: list[str]  # member names not restored (.locks/, CACHEDIR.TAG, .no_exist/, *.incomplete)
-    bounds: Bounds | None = None  # what it was read within (again when its data is read)
 
 
 def _unsafe(member: str, why: str) -> UnsafeArchiveError:

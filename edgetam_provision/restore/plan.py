@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..archive.untrusted import ArchiveContents
+from ..archive.contents import ArchiveContents
 from ..hub.layout import repo_id_from_folder, repo_type_from_folder
 
 

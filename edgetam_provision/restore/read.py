@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..archive.untrusted import ArchiveContents, DataMember, iter_data, open_member
+from ..archive.contents import ArchiveContents, DataMember
+from ..archive.untrusted import iter_data, open_member
 from ..console import ProgressFn
 from ..errors import CorruptArchiveError, IntegrityError
 from ..integrity.hashing import blob_hasher, blob_matches

@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..archive.compression import ARCHIVE_SUFFIXES, compression_of_head
-from ..archive.untrusted import ArchiveContents
+from ..archive.contents import ArchiveContents
 from ..console import ProgressFn, counted, no_progress
 from ..errors import CacheError, IntegrityError, UsageError
 from ..fsutil import (

@@ -19,8 +19,9 @@ import json
 from pathlib import Path
 
 from ..archive.compression import compression_of
+from ..archive.contents import ArchiveContents, RepoPayload
 from ..archive.tar_io import BOUND_HINT, CORRUPT_HINT, Bounds
-from ..archive.untrusted import UNSAFE_HINT, ArchiveContents, RepoPayload, scan_archive
+from ..archive.untrusted import UNSAFE_HINT, scan_archive
 from ..errors import CorruptArchiveError, IntegrityError, UnsafeArchiveError
 from ..hub.layout import path_problem, repo_folder_name
 from ..hub.manifest import ArchiveEntry
