@@ -126,7 +126,7 @@ def verify(d: dict[str, Any]) -> str:
              f"  image     {Path(r['image']).name}, prompts {r['prompts']}",
              f"  timing    load {r['load_s']:.2f} s{load_ref}, "
              f"first inference {r['first_inference_s']:.2f} s, "
-             f"image encode {r['encode_ms']:.1f} ms; {n} case{'s' if n != 1 else ''} warm "
+             f"image encode {r['encode_ms']:.1f} ms; {counted(n, 'case')} warm "
              f"{r['four_cases_warm_ms']:.1f} ms",
              f"  {'case':<14}{'warm':>10}{'ref. 1 call':>13}  {'IoU scores (chosen *)':<24}"
              f"{'reference scores':<22}{'area':>9}{'gt IoU':>14}"]

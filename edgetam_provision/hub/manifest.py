@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..console import counted
 from ..errors import IntegrityError
 from ..fsutil import write_atomic
 from .layout import BLOB_RE, COMMIT_RE, FOLDER_PREFIXES, REF_NAME_RE, FileRecord, valid_repo_id
@@ -57,8 +58,9 @@ class HubCheck:
         return self.files is not None
 
     def describe(self, word: str = "the host's word") -> str:
-        return (f"checked against the Hub's listing ({self.files} file{'s' if self.files != 1 else ''})"
-                if self.checked else f"not checked against the Hub: {self.skipped}; {word}")
+        if self.files is None:
+            return f"not checked against the Hub: {self.skipped}; {word}"
+        return f"checked against the Hub's listing ({counted(self.files, 'file')})"
 
     def to_dict(self) -> dict[str, object]:
         return {"checked": self.checked, **asdict(self)}

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..console import counted
 from ..errors import IntegrityError
 from ..hub.manifest import ArchiveEntry, HubCheck, read_manifest
 from .hub_listing import HubListing, RevisionUnknown, Unavailable, ask_listing
@@ -67,7 +68,7 @@ def check_entry(entry: ArchiveEntry, endpoint: str, revision: str, *, include: I
         if not found:
             return HubCheck(endpoint, at, files=len(entry.files))
     first = found[0]
-    more = f" (and {len(found) - 1} more difference{'s' if len(found) > 2 else ''})" if len(found) > 1 else ""
+    more = f" (and {counted(len(found) - 1, 'more difference')})" if len(found) > 1 else ""
     raise IntegrityError(f"{entry.archive}: {first.path} differs from the Hub's listing at {endpoint}: "
                          f"{who} says {first.archive}, the Hub says {first.hub}{more}",
                          hint or "the revision may have moved since: fetch it again; if it differs "
