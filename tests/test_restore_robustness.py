@@ -44,36 +44,43 @@ def consistent(cache, commit) -> None:
     assert leftovers == []
 
 
+def written(cache) -> int:
+    """Entries the restore has written so far: staged files, blobs, snapshot links, refs."""
+    return sum(len([f for f in files if not f.endswith(".lock")]) for _, _, files in os.walk(cache))
+
+
+def killed_after(out, cache, entries: int):
+    """Start a restore and kill -9 it once it has written `entries` entries; None if it finished
+    first. The kill waits on what the restore did, never on the clock."""
+    proc = subprocess.Popen([sys.executable, "-m", "edgetam_provision", "restore", str(out), "--cache-dir",
+                             str(cache)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None:
+        if written(cache) >= entries:
+            proc.send_signal(signal.SIGKILL)
+            return proc if proc.wait() == -signal.SIGKILL else None  # it may have ended just before
+        time.sleep(0.005)
+    return None
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_points_then_restore_again_is_consistent(big_backup, tmp_path):
     out, commit = big_backup
     rnd = random.Random(1234)
-    wrote = 0  # kills that landed after the restore had begun writing into the cache
     for i in range(8):
         cache = tmp_path / f"cache{i}"
-        for delay in (rnd.uniform(0.05, 0.4), rnd.uniform(0.0, 0.1), 0.0):  # a whole restore: ~0.35 s
-            proc = subprocess.Popen([sys.executable, "-m", "edgetam_provision", "restore", str(out),
-                                     "--cache-dir", str(cache)], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-            time.sleep(delay)
-            if proc.poll() is None:  # still running: the kill lands mid-restore
-                break
-            shutil.rmtree(cache, ignore_errors=True)  # it finished first: again, sooner
-        else:
-            pytest.fail("every restore finished before it could be killed")
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait() == -signal.SIGKILL  # killed, not finished
-        if cache.exists():  # what the killed run left is where huggingface_hub's scan does not look
-            assert not [w for w in scan_cache_dir(cache).warnings if "provision" in str(w)]
-        wrote += any(p for p in tree_state(cache) if "provision-staging-" in p or "/blobs/" in p) if \
-            cache.exists() else 0
+        entries = rnd.randint(1, 480)  # 160 staged files, 160 blobs, 160 links and a ref at most
+        while (proc := killed_after(out, cache, entries)) is None:  # it finished first: again, sooner
+            shutil.rmtree(cache, ignore_errors=True)
+            entries = max(1, entries // 2)
+        # what the killed run left is where huggingface_hub's scan does not look
+        assert not [w for w in scan_cache_dir(cache).warnings if "provision" in str(w)]
         # no partial blob is ever visible under its final name
         for blob in (cache / "models--org--big" / "blobs").glob("*"):
             assert blob.stat().st_size in (150_000, 3_000_000) or blob.stat().st_size < 100
         done = run_cli_process("restore", out, "--cache-dir", cache)
         assert done.returncode == 0, done.stderr
         consistent(cache, commit)
-    assert wrote >= 1, "no kill landed while the restore was writing"
 
 
 def _limit_file_size() -> None:

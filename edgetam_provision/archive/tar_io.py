@@ -12,6 +12,7 @@ tarfile skips past it.
 from __future__ import annotations
 
 import io
+import struct
 import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from .compression import ReadStream, open_decompressed
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
+    from typing_extensions import Self
 
 TAIL_KEEP = 256 * 1024  # > tarfile's read-ahead: enough to look back at the end-of-archive marker
 END_MARKER = tarfile.BLOCKSIZE  # at least one zero block must follow the last member
@@ -48,9 +50,65 @@ class Bounds:
     sizes: dict[str, int] | None = None  # blob -> size, from a manifest
 
 
+#: the fields of a ustar header block, in order (tarfile's `frombuf` slices the same offsets)
+HEADER = struct.Struct("100s8s8s8s12s12s8s1s100s8s32s32s8s8s155s12x")
+#: the member types of nearly every member of a cache's backup, whose header alone says all:
+#: a file, a symbolic link, a folder (anything else takes tarfile's own path)
+PLAIN_TYPES = frozenset((tarfile.REGTYPE, tarfile.SYMTYPE, tarfile.DIRTYPE))
+BASE256 = (0o200, 0o377)  # first bytes of a number field in GNU's base-256 form
+INVALID_HEADER: type[Exception] = tarfile.InvalidHeaderError  # type: ignore[attr-defined]  # not in typeshed
+
+
+OCTAL = b"01234567 "
+
+
+def _number(field: bytes) -> int:
+    """tarfile's `nti` for an octal field (not base-256): up to the first NUL, ASCII, stripped."""
+    end = field.find(b"\0")
+    digits = field if end == -1 else field[:end]
+    try:
+        if not digits.translate(None, OCTAL):  # digits and spaces: `int` reads them as it reads the str
+            return int(digits, 8) if digits.strip() else 0
+        return int(digits.decode("ascii").strip() or "0", 8)
+    except ValueError:
+        raise INVALID_HEADER("invalid header") from None
+
+
 class BoundedTarInfo(tarfile.TarInfo):
     """tarfile's TarInfo, refusing a GNU long-name/long-link or pax header over `MAX_HEADER`
-    bytes before tarfile reads it into memory (the same two hooks on Python 3.8 to 3.13)."""
+    bytes before tarfile reads it into memory (the same two hooks on Python 3.8 to 3.13).
+
+    Its `frombuf` reads a plain header (file, link, folder; octal numbers) in one `struct` unpack,
+    with exactly tarfile's result and errors (a property test holds them equal), in a third of
+    tarfile's time: the scan of a revision of many small files spent 40% of its time there. Any
+    other header is tarfile's own to read."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+        if len(buf) != tarfile.BLOCKSIZE or buf[156:157] not in PLAIN_TYPES:
+            return super().frombuf(buf, encoding, errors)
+        (name, mode, uid, gid, size, mtime, chksum, kind, linkname, _magic, uname, gname, major, minor,
+         prefix) = HEADER.unpack(buf)
+        if any(f[0] in BASE256 for f in (mode, uid, gid, size, mtime, chksum, major, minor)):
+            return super().frombuf(buf, encoding, errors)
+        checksum = _number(chksum)
+        unsigned = 256 + sum(buf) - sum(chksum)  # the field counts as 8 spaces
+        if checksum != unsigned and checksum not in tarfile.calc_chksums(buf):  # type: ignore[attr-defined]
+            raise INVALID_HEADER("bad checksum")
+        obj = cls()
+        obj.name = _text(name, encoding, errors)
+        obj.mode, obj.uid, obj.gid = _number(mode), _number(uid), _number(gid)
+        obj.size, obj.mtime, obj.chksum = _number(size), _number(mtime), checksum
+        obj.type = kind
+        obj.linkname = _text(linkname, encoding, errors)
+        obj.uname, obj.gname = _text(uname, encoding, errors), _text(gname, encoding, errors)
+        obj.devmajor, obj.devminor = _number(major), _number(minor)
+        if kind == tarfile.DIRTYPE:
+            obj.name = obj.name.rstrip("/")
+        head = _text(prefix, encoding, errors)
+        if head:
+            obj.name = head + "/" + obj.name
+        return obj
 
     # typeshed leaves out tarfile's private hooks, hence the two ignores below
     def _proc_gnulong(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
@@ -65,6 +123,12 @@ class BoundedTarInfo(tarfile.TarInfo):
         if not 0 <= self.size <= MAX_HEADER:
             raise UnsafeArchiveError(f"unsafe archive member at offset {self.offset}: a {kind} header of "
                                      f"{self.size} bytes (at most {MAX_HEADER})", BOUND_HINT)
+
+
+def _text(field: bytes, encoding: str, errors: str) -> str:
+    """tarfile's `nts`: a NUL-terminated string field."""
+    end = field.find(b"\0")
+    return (field if end == -1 else field[:end]).decode(encoding, errors)
 
 
 class TailReader:

@@ -64,22 +64,26 @@ MAX_NAME = 900  # bytes in a member's whole name: well inside macOS's PATH_MAX (
 BAD_CHAR = re.compile(r"[\x00-\x1f\\\x7f]")  # control characters and backslash
 
 
+DRIVE = re.compile(r"[A-Za-z]:")
+
+
 def split_name(raw: str) -> list[str]:
     """Lexically check a member name and split it; reject anything that could escape, or that no
     filesystem of the user's could hold."""
     if BAD_CHAR.search(raw):
         raise _unsafe(raw, "control character or backslash in the name")
-    if len(raw.encode("utf-8", "surrogateescape")) > MAX_NAME:
+    size = len(raw) if raw.isascii() else len(raw.encode("utf-8", "surrogateescape"))
+    if size > MAX_NAME:
         raise _unsafe(raw[:80] + "…", f"a name longer than {MAX_NAME} bytes")
-    if raw.startswith("/") or re.match(r"^[A-Za-z]:", raw):
+    if raw.startswith("/") or DRIVE.match(raw):
         raise _unsafe(raw, "absolute path")
     name = raw[2:] if raw.startswith("./") else raw
     parts = name.rstrip("/").split("/")
     if name in ("", ".") and raw.startswith("."):
         return []  # "./" itself: the archive's root folder
-    if any(p in ("", ".", "..") for p in parts):
+    if "" in parts or "." in parts or ".." in parts:
         raise _unsafe(raw, "path with '..', '.' or empty components")
-    if any(len(p.encode("utf-8", "surrogateescape")) > MAX_COMPONENT for p in parts):
+    if size > MAX_COMPONENT and any(len(p.encode("utf-8", "surrogateescape")) > MAX_COMPONENT for p in parts):
         raise _unsafe(raw[:80] + "…", f"a path component longer than {MAX_COMPONENT} bytes")
     return parts
 
@@ -99,6 +103,7 @@ class _Scan:
         self.outside: list[tuple[str, list[str], bool]] = []  # (name, parts, is_dir) outside repos
         self.seen: dict[str, str] = {}  # member key -> DIR, FILE or LINK (symbolic or hard)
         self.parents: set[str] = set()  # every folder some member lies in
+        self.folders: dict[str, int] = {}  # folder some member lies in -> index of its repo folder (-1)
         self.regular: dict[str, DataMember] = {}  # member key -> a data member (what a hard link may repeat)
         self.prefix: tuple[str, ...] | None = None
 
@@ -111,35 +116,26 @@ class _Scan:
         if key in self.seen:
             raise _unsafe(m.name, "duplicate member name")
         self.seen[key] = DIR if m.isdir() else LINK if m.issym() or m.islnk() else FILE
-        above = ["/".join(parts[:i]) for i in range(1, len(parts))]
-        kinds = [self.seen.get(p, DIR) for p in above]
-        if LINK in kinds:
-            raise _unsafe(m.name, "member below a symbolic link")
-        if FILE in kinds:
-            raise _unsafe(m.name, "member below a file (a cache cannot hold both)")
+        parent = key.rpartition("/")[0]
+        at = self.folders.get(parent)
+        if at is None:  # the first member in this folder: the folders above it, once
+            at = self.folders[parent] = self._folder(m, parts)
         if not m.isdir() and key in self.parents:  # the reverse order: the folder's members came first
             raise _unsafe(m.name, "a file or link where other members need a folder")
-        self.parents.update(above)
         repeat = self._hard_link_target(m) if m.islnk() else None
         if repeat is None:
             _check_type_and_mode(m)
-        idx = next((i for i, p in enumerate(parts) if is_repo_folder_name(p)), None)
-        if idx is None or ".locks" in parts[:idx]:
+        idx = at if at >= 0 or not parts or not is_repo_folder_name(parts[-1]) else len(parts) - 1
+        if idx < 0 or ".locks" in parts[:idx]:
             _second_layer(m)
             self.outside.append((m.name, parts, m.isdir()))
             return
-        prefix = tuple(parts[:idx])
-        if self.prefix is None:
-            if prefix and prefix[-1] != "hub":
-                raise _unsafe(m.name, "unexpected leading folders (only folders up to hub/ may "
-                                      "come before models--ORG--NAME)")
-            self.prefix = prefix
-        elif prefix != self.prefix:
-            raise _unsafe(m.name, "members disagree on their leading folders")
+        if at < 0:  # the repo's folder itself: its leading folders are checked as a folder's are
+            self._leading(m, parts, idx)
         folder = parts[idx]
-        if not FOLDER_RE.match(folder):
-            raise _unsafe(m.name, "not a valid models--[ORG--]NAME folder name")
-        repo = self.repos.setdefault(folder, RepoPayload(folder))
+        repo = self.repos.get(folder)
+        if repo is None:
+            repo = self.repos[folder] = RepoPayload(folder)
         rest = parts[idx + 1:]
         if not _pinned(m, rest):
             _second_layer(m)
@@ -149,6 +145,35 @@ class _Scan:
         data = _classify(self, tar, m, repo, rest)
         if data is not None:
             self.regular[key] = data
+
+    def _folder(self, m: tarfile.TarInfo, parts: list[str]) -> int:
+        """The checks that depend only on the folder a member lies in, made for its first member
+        (every later one shares them): no folder above it is a file or link, the repo folder's
+        place and name. Returns the index of the repo folder in `parts` (-1: none above it)."""
+        above = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        kinds = [self.seen.get(p, DIR) for p in above]
+        if LINK in kinds:
+            raise _unsafe(m.name, "member below a symbolic link")
+        if FILE in kinds:
+            raise _unsafe(m.name, "member below a file (a cache cannot hold both)")
+        self.parents.update(above)  # a later file or link at one of them is refused
+        idx = next((i for i, p in enumerate(parts[:-1]) if is_repo_folder_name(p)), -1)
+        if idx >= 0 and ".locks" not in parts[:idx]:
+            self._leading(m, parts, idx)
+        return idx
+
+    def _leading(self, m: tarfile.TarInfo, parts: list[str], idx: int) -> None:
+        """The folders before a repo folder (up to ``hub/``, the same for every member) and its name."""
+        prefix = tuple(parts[:idx])
+        if self.prefix is None:
+            if prefix and prefix[-1] != "hub":
+                raise _unsafe(m.name, "unexpected leading folders (only folders up to hub/ may "
+                                      "come before models--ORG--NAME)")
+            self.prefix = prefix
+        elif prefix != self.prefix:
+            raise _unsafe(m.name, "members disagree on their leading folders")
+        if not FOLDER_RE.match(parts[idx]):
+            raise _unsafe(m.name, "not a valid models--[ORG--]NAME folder name")
 
     def _hard_link_target(self, m: tarfile.TarInfo) -> DataMember:
         """`tar -h` stores a file reached twice (snapshot link and blob) as a hard link to the
@@ -215,7 +240,7 @@ def within(path: Path, m: tarfile.TarInfo, bounds: Bounds | None, physical: int 
     """A member's header within what the archive can hold (`physical`: an uncompressed archive's
     size) and what was declared (`bounds`): checked before tarfile skips past its data."""
     end = m.offset_data + m.size
-    if m.issparse() or any(k.startswith("GNU.sparse") for k in m.pax_headers):  # its size is another's
+    if m.issparse() or (m.pax_headers and any(k.startswith("GNU.sparse") for k in m.pax_headers)):  # its size is another's
         raise _unsafe(m.name, "a sparse file is not allowed")
     if m.size < 0:
         raise _unsafe(m.name, f"a negative size ({m.size})")
