@@ -5,22 +5,28 @@ listing. This module decides the order of the rest and what a failure keeps. `pr
 the same chain per host (fleet/push.yml: the backups checked here by `check_backups` before they
 travel, then `provision restore` and `provision verify` on each host).
 
-Each archive is read at most this often, and each pass guards one thing:
+Each archive is read three times, each pass guarding one thing, none repeated: its bytes as they
+arrive (1), its headers (2), its blobs (4); pass 3 reads none of it.
 
 1. received (`fetch.pull`, `fetch.openssh`): the sha256 of the whole archive, hashed while its bytes
-   arrive, against the host's word (its ``packed`` event): a cut or altered transfer. Resumable.
+   arrive, against the host's word (its ``packed`` event, which the manifest records): a cut or
+   altered transfer. Resumable. (An archive already in the out folder is hashed whole once instead.)
 2. admitted (`trust.accept.admit`, in `fetch.run.check_pulled`): member headers (a compressed
    archive is decompressed once) against the host's announcement: exactly what was asked, nothing
-   planted, every size within what was declared. No blob bytes are hashed.
+   planted, every size within what was declared. No blob bytes are hashed. What it read (the
+   archive's `ArchiveContents`) is handed on (`fetch.run.Fetched.admitted`).
 3. anchored (`trust.hub_check`): no archive bytes; the announced listing against the Hub's own
    listing of the revision, asked from here without credentials: a self-consistent other model.
 4. blobs hashed against their names (`restore.read`): bytes that are not the blob they are named
    for, which passes 1 to 3 cannot see (the host hashed what it sent, and the names are the Hub's).
    With a restore, the restore's own read is this pass (what it hashes is what it stages: nothing
-   is read twice for it); without, `restore.run.check_backups` reads each archive once. Both, as
-   every restore, also admit the archive again (headers) and hash the whole file against the
-   manifest in a thread beside the blob pass (the same bytes, from the page cache): for a fetch that
-   repeats 2 and 1 on the file as it lies on disk now.
+   is read twice for it); without, `restore.run.check_backups` reads each archive once. Either is
+   handed the contents of pass 2 (`restore.run.Admitted`, with the sha256 of pass 1), so it neither
+   reads the headers again nor hashes the whole file again: every blob is still read at the offset
+   pass 2 found and hashed against its name, so what reaches the cache is what was admitted, byte
+   for byte, even were the file changed on disk since. The restore still checks free space and
+   that the cache does not contradict the archive (same commit, another blob) before it writes.
+   `provision restore` and `check`, given files by the user, run passes 2 and 1 themselves.
 
 An archive any pass refuses is removed from the out folder and from its manifest, and the fetch
 fails (exit 1 for bytes that do not match their hash: the restore's own error); nothing is written
@@ -39,7 +45,7 @@ from .console import ProgressFn, counted
 from .errors import CorruptArchiveError, IntegrityError, UnsafeArchiveError, VerificationFailed
 from .fetch.client import Pulled
 from .fetch.request import FetchRequest
-from .fetch.run import fetch_archives
+from .fetch.run import Fetched, fetch_archives
 from .hub.manifest import record
 from .restore.plan import RestorePlan
 from .verify.report import FailedVerdict, VerifyReport
@@ -85,13 +91,13 @@ def fetch(req: FetchRequest, progress: ProgressFn, bar: bool = False) -> FetchRe
     Raises the first failure; a failed verify raises `VerificationFailed` carrying the whole
     `FetchResult` (its report included), rendered before the error."""
     t0 = time.monotonic()
-    pulled = fetch_archives(req, progress, bar)
-    result = FetchResult(req.out, tuple(pulled), time.monotonic() - t0)
-    plan = hash_blobs(result, req.then_restore, progress)
+    fetched = fetch_archives(req, progress, bar)
+    result = FetchResult(req.out, tuple(fetched.pulled), time.monotonic() - t0)
+    plan = hash_blobs(result, req.then_restore, progress, fetched)
     if plan is None:
         return result
     result = replace(result, restored=plan)
-    edgetam = next((p.entry for p in pulled if p.entry.repo_id == req.verify.repo_id), None)
+    edgetam = next((p.entry for p in result.pulled if p.entry.repo_id == req.verify.repo_id), None)
     if edgetam is None:
         return result
     from .verify.run import verify_model
@@ -104,21 +110,28 @@ def fetch(req: FetchRequest, progress: ProgressFn, bar: bool = False) -> FetchRe
     return replace(result, verified=report)
 
 
-def hash_blobs(result: FetchResult, cache: Path | None, progress: ProgressFn) -> RestorePlan | None:
+def hash_blobs(result: FetchResult, cache: Path | None, progress: ProgressFn,
+               fetched: Fetched) -> RestorePlan | None:
     """Pass 4: every blob of every archive hashed against its name, by the restore into `cache`
-    (its plan returned) or, without one, by `check_backups`. An archive it refuses is removed from
-    the out folder and its manifest, and the refusal is raised, saying so."""
-    from .restore.run import check_backups, restore
+    (its plan returned) or, without one, by `check_backups`, from what pass 2 read (`fetched`'s
+    contents, taken out of it: the read lets go of their members). An archive it refuses is removed
+    from the out folder and its manifest, and the refusal is raised, saying so."""
+    from .restore.run import Admitted, check_backups, restore
 
     archives = [p.archive for p in result.pulled]
+    received = {p.archive.resolve(): p.entry.sha256 for p in result.pulled}
+    admitted = {path: Admitted(contents, received[path]) for path, contents in fetched.admitted.items()
+                if path in received}
+    fetched.admitted.clear()  # handed over, once
     try:
         if cache is not None:
-            return restore(archives, cache, progress)
+            return restore(archives, cache, progress, admitted=admitted)
         progress(f"hashing every blob of {counted(len(archives), 'archive')} against its name…")
-        check_backups(archives, progress)
+        check_backups(archives, progress, admitted=admitted)
         return None
     except ARCHIVE_FAULTS as err:
-        bad = next((p for p in result.pulled if err.path and Path(err.path) == p.archive.resolve()), None)
+        bad = next((p for p in result.pulled
+                    if err.path and Path(err.path).resolve() == p.archive.resolve()), None)
         if bad is None:
             raise
         bad.archive.unlink(missing_ok=True)

@@ -300,6 +300,7 @@ def test_a_failed_verify_after_fetch_restore_is_one_error_carrying_the_whole_fet
     then the one-line error, exit 9; under --json it is one object with the error's keys."""
     from edgetam_provision import pipeline
     from edgetam_provision.fetch.client import Pulled
+    from edgetam_provision.fetch.run import Fetched
     from edgetam_provision.hub.manifest import ArchiveEntry
     from edgetam_provision.repos import EDGETAM_REPO
     from edgetam_provision.restore import run as restore_run
@@ -310,8 +311,8 @@ def test_a_failed_verify_after_fetch_restore_is_one_error_carrying_the_whole_fet
     archive = tmp_path / "b" / "edgetam.tar"
     entry = ArchiveEntry(archive.name, EDGETAM_REPO, "c" * 40, ("main",), (), "d" * 64, 10, "none", "0", "-")
     pulled = [Pulled(archive, entry, 0, 1.0)]
-    monkeypatch.setattr(pipeline, "fetch_archives", lambda req, progress, bar: pulled)
-    monkeypatch.setattr(restore_run, "restore", lambda paths, cache, progress: RestorePlan(cache, ()))
+    monkeypatch.setattr(pipeline, "fetch_archives", lambda req, progress, bar: Fetched(pulled))
+    monkeypatch.setattr(restore_run, "restore", lambda paths, cache, progress, **_: RestorePlan(cache, ()))
 
     def fails(req, or_synthetic=False, progress=None):
         assert req.revision == "c" * 40  # the commit that was fetched, not whatever main is now

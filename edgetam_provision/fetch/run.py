@@ -9,7 +9,8 @@ renamed into place, held to the acceptance rule restore and check apply (docs/ac
 host's announcement its declaration) and recorded in manifest.json + SHA256SUMS; one it refuses is
 removed. An archive already here with the right sha256 is not pulled again. Then each is compared
 with the Hub's own listing, asked from here without credentials (`anchor_pulled`). What comes
-next (every blob hashed, the restore, the verify) is `pipeline`'s.
+next (every blob hashed, the restore, the verify) is `pipeline`'s: it is handed what the rule read
+of each archive (`Fetched.admitted`), so that it does not read the headers again.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import select
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..console import ProgressFn
 from ..errors import HostMisbehaved, IntegrityError, ProvisionError, RemoteDownloadError
@@ -34,28 +35,44 @@ from .pull import PullResult, pull
 from .request import FetchRequest, check_python, check_request, remote_command
 from .shipped import BOOT
 
+if TYPE_CHECKING:
+    from ..archive.contents import ArchiveContents
+
 AGENT_EXIT_S = 5.0  # after we close its stdin, a local agent has this long to remove its folders
 
 
-def check_pulled(pulled: list[Pulled], out: Path) -> None:
+@dataclass
+class Fetched:
+    """What a fetch kept: each archive (received against the sha256 its manifest entry records, held
+    to the acceptance rule, anchored at the Hub) and, by its resolved path, what the rule read of it
+    (`trust.accept.admit`). The contents are the blob pass's to take, once (`pipeline.hash_blobs`):
+    its read lets go of their members."""
+
+    pulled: list[Pulled]
+    admitted: dict[Path, ArchiveContents] = field(default_factory=dict, repr=False)
+
+
+def check_pulled(pulled: list[Pulled], out: Path) -> dict[Path, ArchiveContents]:
     """Hold each archive to the acceptance rule with the host's announcement as its declaration,
-    as restore and check do with the manifest, and record those it admits. One it refuses is
-    removed: nothing unrecorded stays for a later restore to take as a hand-made backup."""
+    as restore and check do with the manifest, and record those it admits; returns what the rule
+    read of each, by resolved path. One it refuses is removed: nothing unrecorded stays for a
+    later restore to take as a hand-made backup."""
     from ..trust.accept import admit
 
-    admitted, refused = [], []
+    admitted: dict[Path, ArchiveContents] = {}
+    refused = []
     for p in pulled:
         try:
-            admit(p.archive, p.entry)
-            admitted.append(p.entry)
+            admitted[p.archive.resolve()] = admit(p.archive, p.entry)
         except ProvisionError as exc:
             p.archive.unlink(missing_ok=True)
             refused.append(f"{p.archive.name} is not what the host announced: {exc.message}")
     if admitted:
-        record(out, admitted)
+        record(out, [p.entry for p in pulled if p.archive.resolve() in admitted])
     if refused:
         kept = f"; the {len(admitted)} others were checked and recorded" if admitted else ""
         raise HostMisbehaved(refused[0], f"it was removed{kept}; use a host you trust")
+    return admitted
 
 
 def anchor_pulled(pulled: list[Pulled], req: FetchRequest, progress: ProgressFn) -> list[Pulled]:
@@ -90,7 +107,7 @@ def anchor_pulled(pulled: list[Pulled], req: FetchRequest, progress: ProgressFn)
     return kept
 
 
-def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pulled]:
+def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> Fetched:
     """Run the agent on an SSH host and pull its archives (OpenSSH's ranged pull, or the agent's channel)."""
     import paramiko
 
@@ -122,8 +139,7 @@ def fetch_remote(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pul
         finally:
             with contextlib.suppress(Exception):  # the connection may already be gone
                 chan.close()
-    check_pulled(pulled, req.out)
-    return pulled
+    return Fetched(pulled, check_pulled(pulled, req.out))
 
 
 def streams_live(transfer: str, rtt: float) -> bool:
@@ -148,7 +164,7 @@ def _channel_end(chan: Any) -> tuple[int | None, str]:
     return None, ""
 
 
-def fetch_local(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pulled]:
+def fetch_local(req: FetchRequest, progress: ProgressFn, bar: bool) -> Fetched:
     """The same clean-credential download, on this machine (the Hub is reachable, creds are not)."""
     python = req.python or sys.executable
     try:
@@ -183,8 +199,7 @@ def fetch_local(req: FetchRequest, progress: ProgressFn, bar: bool) -> list[Pull
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    check_pulled(pulled, req.out)
-    return pulled
+    return Fetched(pulled, check_pulled(pulled, req.out))
 
 
 def _pipe_reader(pipe: Any, timeout: float) -> Any:
@@ -199,9 +214,10 @@ def _pipe_reader(pipe: Any, timeout: float) -> Any:
     return recv
 
 
-def fetch_archives(req: FetchRequest, progress: ProgressFn, bar: bool = False) -> list[Pulled]:
+def fetch_archives(req: FetchRequest, progress: ProgressFn, bar: bool = False) -> Fetched:
     """Fetch (remotely or locally): each archive received, admitted and anchored at the Hub. Its
-    blobs are hashed next, by the chain that called this (`pipeline`)."""
+    blobs are hashed next, by the chain that called this (`pipeline`), from what was admitted."""
     check_request(req)
-    pulled = fetch_local(req, progress, bar) if req.host is None else fetch_remote(req, progress, bar)
-    return anchor_pulled(pulled, req, progress)
+    fetched = fetch_local(req, progress, bar) if req.host is None else fetch_remote(req, progress, bar)
+    kept = anchor_pulled(fetched.pulled, req, progress)
+    return Fetched(kept, {path: fetched.admitted[path] for path in (p.archive.resolve() for p in kept)})

@@ -4,10 +4,12 @@ Order of work, so that a crash or Ctrl-C at any point leaves a consistent cache:
 1. scan (no lock, no writes): free space for what the manifests declare, then every archive
    read within the bounds its declaration sets and held to it (`trust.accept`, the rule
    `check` and fetch apply too); a cache that contradicts an archive is refused before even the
-   lock file exists.
+   lock file exists. An archive the caller already admitted (`Admitted`: fetch, which also
+   hashed it whole as it arrived) is not read here: its contents are taken as they are.
 2. read (under the cache lock): hash every byte of every archive: the whole file against
-   manifest.json / SHA256SUMS (in a thread), every blob against its name (`read`: in parallel
-   where the archive allows). Blobs the cache lacks or holds damaged are staged in
+   manifest.json / SHA256SUMS (in a thread; not for an `Admitted` one, hashed already), every
+   blob against its name (`read`: in parallel where the archive allows). Blobs the cache lacks or
+   holds damaged are staged in
    ``<cache>/.locks/provision-staging-*``; a blob it holds is hashed too, or compared byte for byte
    in a compressed stream. `--dry-run` runs this same pass with nothing staged, then stops.
 3. publish: blobs, then snapshot links, then listings, then refs, each by `os.replace`.
@@ -22,7 +24,8 @@ import functools
 import os
 import posixpath
 import shutil
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..archive.compression import ARCHIVE_SUFFIXES, compression_of_head
@@ -47,6 +50,18 @@ from .publish import prove, publish
 from .read import ArchiveReader, ReadResult
 
 STAGING_PREFIX = "provision-staging-"  # in the cache's PRIVATE_DIR
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """An archive its caller already held to the acceptance rule against its manifest entry (what
+    `admit` returned) and hashed whole against that entry's `sha256` (fetch: as its bytes arrived).
+    While the manifest still names that sha256, the scan takes these contents instead of reading
+    the headers again, and no thread hashes the file again. The contents are the restore's: its
+    read lets go of their members, so a caller hands each over once."""
+
+    contents: ArchiveContents
+    sha256: str
 
 # ---------------------------------------------------------------------------- finding archives
 
@@ -183,28 +198,33 @@ def _ref_action(repo_dir: Path, folder: str, name: str, commit: str, keep_refs: 
 
 # ---------------------------------------------------------------------------- running
 
-def check_backups(paths: list[Path], progress: ProgressFn = no_progress) -> RestorePlan:
+def check_backups(paths: list[Path], progress: ProgressFn = no_progress, *,
+                  admitted: Mapping[Path, Admitted] | None = None) -> RestorePlan:
     """Check backup files on their own (a copy on a USB disk, say): every member validated, every
-    byte hashed, against manifest.json / SHA256SUMS where present. No cache is read or written."""
+    byte hashed, against manifest.json / SHA256SUMS where present (`admitted`: as `restore`). No
+    cache is read or written."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="provision-check-") as empty:
-        plan = restore(paths, Path(empty), progress, dry_run=True, for_cache=False)
+        plan = restore(paths, Path(empty), progress, dry_run=True, for_cache=False, admitted=admitted)
     return replace(plan, cache=Path("-"))
 
 
 def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, *,
-            dry_run: bool = False, keep_refs: bool = False, for_cache: bool = True) -> RestorePlan:
+            dry_run: bool = False, keep_refs: bool = False, for_cache: bool = True,
+            admitted: Mapping[Path, Admitted] | None = None) -> RestorePlan:
     """Restore the archives at `paths` into `cache` (or, with `dry_run`, check all and write nothing).
 
-    Returns the plan that was carried out. Raises a `ProvisionError` whose message says what was
-    and was not published. Kept whole: the order of its steps (scan without the lock, then read,
-    publish and prove under it) is the safety argument of the module docstring.
+    `admitted` (by resolved path): archives the caller already admitted and hashed whole; their
+    blobs are still hashed, the cache still checked against them. Returns the plan that was
+    carried out. Raises a `ProvisionError` whose message says what was and was not published.
+    Kept whole: the order of its steps (scan without the lock, then read, publish and prove under
+    it) is the safety argument of the module docstring.
     """
     archives, ignored = find_archives(paths)
     for p in ignored:
         progress(f"note: {p} is not a backup archive; skipped")
-    scanned = _scan(archives, cache, progress, for_cache)
+    scanned = _scan(archives, cache, progress, for_cache, admitted or {})
     if for_cache:  # `check_backups` has no cache: its space and permissions do not matter
         _check_space(cache, sum(_unseen_bytes(c, cache) for c, *_ in scanned))
     if dry_run:
@@ -227,13 +247,17 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
     return replace(plan, ignored=tuple(ignored), staged_file=nothing_staged)  # what was read: let go
 
 
-Scanned = tuple[ArchiveContents, str | None, str]  # an archive's contents, expected sha256, checked by
+#: an archive's contents, the sha256 its whole file is still to be hashed against (None: none
+#: declared, or hashed already), and what declares it (manifest | SHA256SUMS | blob names)
+Scanned = tuple[ArchiveContents, str | None, str]
 
 
-def _scan(archives: list[Path], cache: Path, progress: ProgressFn, for_cache: bool) -> list[Scanned]:
-    """Every archive read within its declaration and held to it (`admit`), against the cache's
-    snapshots; with `for_cache`, what the manifests declare must fit before a byte is read. The
-    manifests are let go on return: the contents stand for them from here on."""
+def _scan(archives: list[Path], cache: Path, progress: ProgressFn, for_cache: bool,
+          admitted: Mapping[Path, Admitted]) -> list[Scanned]:
+    """Every archive read within its declaration and held to it (`admit`, unless `admitted` holds
+    it against the sha256 its manifest entry names), against the cache's snapshots; with
+    `for_cache`, what the manifests declare must fit before a byte is read. The manifests are let
+    go on return: the contents stand for them from here on."""
     manifests = {folder: read_manifest(folder) for folder in dict.fromkeys(p.parent for p in archives)}
     entries = {path: manifests[path.parent].get(path.name) for path in archives}
     if for_cache:
@@ -241,7 +265,11 @@ def _scan(archives: list[Path], cache: Path, progress: ProgressFn, for_cache: bo
     scanned: list[Scanned] = []
     for path, entry in entries.items():
         expected, checked_by = _expected_hash(path, entry, read_sums(path.parent))
-        contents = admit(path, entry)
+        pre = admitted.get(path)
+        if pre is not None and entry is not None and pre.sha256 == entry.sha256:
+            contents, expected = replace(pre.contents, path=path), None  # its members: the same list
+        else:
+            contents = admit(path, entry)
         _link_conflicts(contents, cache)
         if contents.skipped:
             skipped = counted(len(contents.skipped), "member")
@@ -253,7 +281,8 @@ def _scan(archives: list[Path], cache: Path, progress: ProgressFn, for_cache: bo
 
 def _read_and_plan(scanned: list[Scanned], cache: Path, staging: Path | None, keep_refs: bool,
                    progress: ProgressFn) -> RestorePlan:
-    """Hash every byte (the archives' sha256 in a thread beside the blobs), then plan the writes.
+    """Hash every byte (an archive's sha256, where still to check, in a thread beside its blobs),
+    then plan the writes.
     Consumes `scanned`: each archive's contents are let go once its plan holds what it reports."""
     reader = ArchiveReader(cache, staging)
     plans: list[ArchivePlan] = []
