@@ -37,11 +37,26 @@ class BackupResult:
     entry: ArchiveEntry
     reused: bool
 
+    @property
+    def status(self) -> str:
+        return "already backed up" if self.reused else "written"
+
     def to_dict(self) -> dict[str, object]:
         return {"archive": str(self.archive), "repo_id": self.entry.repo_id,
                 "commit": self.entry.commit, "size": self.entry.size,
                 "sha256": self.entry.sha256, "files": len(self.entry.files),
-                "status": "already backed up" if self.reused else "written"}
+                "status": self.status}
+
+
+@dataclass(frozen=True)
+class BackupReport:
+    """`provision backup`: the folder written into, and each revision's archive in it."""
+
+    out: Path
+    backups: tuple[BackupResult, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"out": str(self.out), "backups": [r.to_dict() for r in self.backups]}
 
 
 class CheckedBlob(io.RawIOBase):

@@ -39,14 +39,14 @@ def _write(stream: Any, text: str) -> None:
     stream.write(clean(text).encode(encoding, "backslashreplace").decode(encoding, "replace"))
 
 
-def emit(result: dict[str, Any], as_json: bool, render: Callable[[dict[str, Any]], str]) -> None:
-    """Print a command's result on stdout: the JSON object, or its human rendering."""
+def emit(result: dict[str, Any], as_json: bool, words: Callable[[], str], ok: bool) -> None:
+    """Print a command's result on stdout: the JSON object (its ``ok`` first: the result's own, else
+    `ok`, its verdict), or its words."""
     if as_json:
-        ok = result.get("ok", result.get("exit_code", 0) == 0)
-        body = {"ok": ok, **{k: v for k, v in result.items() if k != "ok"}}
+        body = {"ok": result.get("ok", ok), **{k: v for k, v in result.items() if k != "ok"}}
         sys.stdout.write(json.dumps(body, indent=2, default=str) + "\n")
     else:
-        text = render(result)
+        text = words()
         if text:
             _write(sys.stdout, text.rstrip("\n") + "\n")
 

@@ -69,15 +69,17 @@ class FetchResult:
     def fetched_bytes(self) -> int:
         return sum(p.entry.size for p in self.pulled if not p.already_here)
 
+    @property
+    def mb_per_s(self) -> float | None:
+        return round(self.fetched_bytes / 1e6 / self.seconds, 1) if self.seconds > 0 else None
+
     def to_dict(self) -> dict[str, Any]:
         """The object of ``fetch --json``."""
-        wall, fetched = self.seconds, self.fetched_bytes
         data: dict[str, Any] = {
             "out": str(self.out),
             "archives": [{**p.to_dict(), "hub": p.entry.hub.to_dict() if p.entry.hub else None}
                          for p in self.pulled],
-            "seconds": round(wall, 3), "bytes": fetched,
-            "mb_per_s": round(fetched / 1e6 / wall, 1) if wall > 0 else None}
+            "seconds": round(self.seconds, 3), "bytes": self.fetched_bytes, "mb_per_s": self.mb_per_s}
         if self.restored is not None:
             data["restore"] = self.restored.to_dict()
         if self.verified is not None:

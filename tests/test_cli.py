@@ -249,9 +249,12 @@ def test_restore_check_and_status_name_the_absolute_folder_they_looked_in(tmp_pa
 
 def test_counts_in_messages_are_singular_for_exactly_one():
     from edgetam_provision.cli.render import doctor as doctor_summary
+    from edgetam_provision.doctor.checks import Check, DoctorReport
 
     def summary(ok: int, warn: int, fail: int) -> str:
-        return doctor_summary({"checks": [], "summary": {"ok": ok, "warn": warn, "fail": fail}})
+        checks = [Check("c", status, "") for status, n in (("ok", ok), ("warn", warn), ("fail", fail))
+                  for _ in range(n)]
+        return doctor_summary(DoctorReport(tuple(checks))).splitlines()[-1]
 
     assert summary(1, 1, 1) == "1 ok, 1 warning, 1 failure"
     assert summary(0, 0, 2) == "0 ok, 0 warnings, 2 failures"
@@ -277,17 +280,18 @@ def test_a_progress_bar_cut_by_an_error_ends_before_the_error_and_is_not_drawn_a
 def test_verify_says_its_reference_times_are_single_calls_the_first_cold():
     from edgetam_provision.cli.render import verify
     from edgetam_provision.verify.reference import load_reference
+    from edgetam_provision.verify.report import VerifyReport
 
     ref = load_reference()
     cases = [{"name": c["name"], "latency_ms": 40.0, "objects": [{"iou_scores": [0.9, 0.9, 0.9], "best": 0,
                                                                    "area": 1}]} for c in ref["cases"]]
     versions = dict.fromkeys(("torch", "transformers", "timm", "huggingface_hub"), "1")
-    report = {"passed": True, "device": "cpu", "synthetic": False, "repo_id": "r/x", "commit": "0" * 40,
+    measured = {"device": "cpu", "synthetic": False, "repo_id": "r/x", "commit": "0" * 40,
               "parameters": 1, "versions": versions, "image": "truck.jpg", "prompts": "built-in", "load_s": 1,
-              "first_inference_s": 1, "encode_ms": 1, "four_cases_warm_ms": 1, "cases": cases, "failures": [],
+              "first_inference_s": 1, "encode_ms": 1, "four_cases_warm_ms": 1, "cases": cases,
               "reference": {**ref, "cases": {c["name"]: c for c in ref["cases"]}},
               "quality_gate": {"applied": False, "why_not": "-"}}
-    lines = verify({"report": report}).splitlines()
+    lines = verify(VerifyReport(measured, ())).splitlines()
     header = next(x for x in lines if x.lstrip().startswith("case"))
     assert header.split()[:4] == ["case", "warm", "ref.", "1"]  # "ref. 1 call", not "reference"
     first = ref["cases"][0]["ms"]

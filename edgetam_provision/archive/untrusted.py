@@ -17,7 +17,6 @@ Hand-made backups are welcome: any leading folders up to and including ``hub/`` 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import posixpath
 import re
@@ -377,7 +376,7 @@ def _snapshot_entry(scan: _Scan, m: tarfile.TarInfo, repo: RepoPayload, rest: li
 
 
 @contextlib.contextmanager
-def open_member(contents: ArchiveContents, d: DataMember) -> Iterator[io.RawIOBase]:
+def open_member(contents: ArchiveContents, d: DataMember) -> Iterator[Slice]:
     """The bytes of one data member of an uncompressed archive, on a file handle of its own."""
     with open(contents.path, "rb", buffering=0) as fh:
         fh.seek(d.offset)

@@ -12,20 +12,45 @@ import json
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 import click
 
 from .. import __version__
 from ..console import StderrProgress, emit, fail
 from ..errors import EXIT_CODES, InternalError, Interrupted, ProvisionError, UsageError
+from ..errors import Result as Carried
 from .hints import with_options
 
 DEFAULT_BACKUPS = Path("model_backups")
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-Renderer = Callable[[dict[str, Any]], str]
-Result = tuple[dict[str, Any], Renderer]
+R = TypeVar("R", bound=Carried)
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a command hands back: the object --json prints (``data``), its words (made when shown),
+    and its verdict: a code of the exit-code table, 0 when what it did or found holds."""
+
+    data: dict[str, Any]
+    words: Callable[[], str]
+    exit_code: int = 0
+
+
+Result = Output  # a command's return type
+
+
+def shown(result: R, render: Callable[[R], str], data: dict[str, Any] | None = None,
+          exit_code: int = 0) -> Output:
+    """A typed result as a command's `Output`: its JSON (``result.to_dict()`` unless `data` says
+    more), `render` for its words, and the verdict the result's own type gives (`exit_code`)."""
+    return Output(result.to_dict() if data is None else data, functools.partial(render, result), exit_code)
+
+
+#: words for the result a failure carries (a failed verdict's report): '' when it is not its kind
+Failed = Callable[[Carried], str]
 
 
 def _exit_code_epilog() -> str:
@@ -43,19 +68,19 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-Command = Callable[..., Result]  # a command's function: its options in, (result, renderer) out
+Command = Callable[..., Output]  # a command's function: its options in, its output out
 
 
 @overload
-def command(fn: Command, *, cache: bool = ..., failed: Renderer | None = ...) -> Callable[..., None]: ...
+def command(fn: Command, *, cache: bool = ..., failed: Failed | None = ...) -> Callable[..., None]: ...
 
 
 @overload
 def command(fn: None = ..., *, cache: bool = ...,
-            failed: Renderer | None = ...) -> Callable[[Command], Callable[..., None]]: ...
+            failed: Failed | None = ...) -> Callable[[Command], Callable[..., None]]: ...
 
 
-def command(fn: Command | None = None, *, cache: bool = True, failed: Renderer | None = None,
+def command(fn: Command | None = None, *, cache: bool = True, failed: Failed | None = None,
             ) -> Callable[..., None] | Callable[[Command], Callable[..., None]]:
     """Wrap a command: --json and --cache-dir options, errors -> one line + hint + exit code.
     ``@command(cache=False)``: a command that uses no cache of this machine has no --cache-dir
@@ -71,18 +96,17 @@ def command(fn: Command | None = None, *, cache: bool = True, failed: Renderer |
              cache_dir: Path | None = None, **kwargs: Any) -> None:
         debug = debug_here or bool(ctx.obj and ctx.obj.get("debug"))
         try:
-            result, renderer = run(cache_dir=cache_dir, progress=StderrProgress(quiet=as_json or quiet),
-                                  debug=debug, **kwargs)
-            emit(result, as_json, renderer)
+            out = run(cache_dir=cache_dir, progress=StderrProgress(quiet=as_json or quiet), debug=debug,
+                      **kwargs)
+            emit(out.data, as_json, out.words, ok=out.exit_code == 0)
             # A report whose verdict is a code of the table (doctor's diagnosis, status's integrity,
             # serve stopped by Ctrl-C) exits with it and says no more: it ran, and it says what it found.
             # A command that could not do its work raises instead (with result=, what it reached).
-            verdict = result.get("exit_code", 0)
-            code = verdict if isinstance(verdict, int) and not isinstance(verdict, bool) else 0
+            code = out.exit_code
         except ProvisionError as err:
             if err.result is not None and failed is not None:  # a failed verdict: its report, then why
                 if not as_json:  # (with --json the error's object carries the report)
-                    emit(err.result.to_dict(), False, failed)
+                    emit({}, False, functools.partial(failed, err.result), ok=False)
             elif debug:
                 traceback.print_exc()
             err.hint = with_options(err.hint)  # the library's words for a setting become its option

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -9,8 +10,9 @@ import click
 
 from ..console import StderrProgress
 from ..errors import UsageError
+from ..hub.manifest import HubCheck
 from . import render
-from .app import CONTEXT, DEFAULT_BACKUPS, Result, cache_folder, cli, command
+from .app import CONTEXT, DEFAULT_BACKUPS, Output, Result, cache_folder, cli, command, shown
 
 
 @cli.command(context_settings=CONTEXT)
@@ -29,13 +31,14 @@ def backup(cache_dir: Path | None, progress: StderrProgress, debug: bool, repos:
 
     Example: provision backup yonigozlan/EdgeTAM-hf --out model_backups/
     """
+    from ..backup import BackupReport
     from ..backup import backup as do_backup
     from ..repos import RepoSpec
 
     specs = [RepoSpec.parse(r) for r in repos] or None
     progress("checking and packing cached revisions…")
     results = do_backup(cache_folder(cache_dir), specs, out, compress)
-    return {"out": str(out), "backups": [r.to_dict() for r in results]}, render.backup
+    return shown(BackupReport(out, tuple(results)), render.backup)
 
 
 # ---------------------------------------------------------------------------- restore
@@ -68,7 +71,8 @@ def restore(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths
 
     plan = do_restore(resolved(paths), cache_folder(cache_dir).resolve(), progress, dry_run=dry_run,
                       keep_refs=keep_refs)
-    return {**plan.to_dict(written=not dry_run), "dry_run": dry_run}, render.restore_plan
+    return Output({**plan.to_dict(written=not dry_run), "dry_run": dry_run},
+                  functools.partial(render.restore_plan, plan, dry_run))
 
 
 @cli.command(name="check", context_settings=CONTEXT)
@@ -101,15 +105,16 @@ def check(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths: 
     where = resolved(paths)
     plan = check_backups(where, progress)
     data = {**plan.to_dict(written=False), "dry_run": True, "check_only": True}
+    hub: list[tuple[Path, HubCheck]] = []
     if at_hub:
         from ..trust.hub_check import check_backups_at_hub
         from ..trust.hub_listing import endpoint_of
 
         url = endpoint_of(endpoint)
         progress(f"asking {url} for the listings…")
-        data["hub"] = [{"archive": str(a), **c.to_dict()}
-                       for a, c in check_backups_at_hub(find_archives(where)[0], url, token)]
-    return data, render.restore_plan
+        hub = check_backups_at_hub(find_archives(where)[0], url, token)
+        data["hub"] = [{"archive": str(a), **c.to_dict()} for a, c in hub]
+    return Output(data, functools.partial(render.restore_plan, plan, dry_run=True, check_only=True, hub=hub))
 
 
 # ---------------------------------------------------------------------------- status
@@ -130,5 +135,6 @@ def status(cache_dir: Path | None, progress: StderrProgress, debug: bool, backup
     if backups != DEFAULT_BACKUPS and not backups.is_dir():
         raise UsageError(f"no such backups folder: {backups.resolve()}", "pass the folder that holds the "
                          "archives")
-    return (do_status(cache_folder(cache_dir, must_exist=True).resolve(), backups.resolve(),
-                      hash_blobs=not quick), render.status)
+    report = do_status(cache_folder(cache_dir, must_exist=True).resolve(), backups.resolve(),
+                       hash_blobs=not quick)
+    return shown(report, render.status, exit_code=report.exit_code)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -10,7 +11,7 @@ import click
 from ..console import StderrProgress
 from ..errors import UsageError
 from . import render
-from .app import CONTEXT, Result, cli, command
+from .app import CONTEXT, Result, cli, command, shown
 from .hints import with_options
 
 
@@ -26,7 +27,7 @@ from .hints import with_options
 @click.option("-y", "--yes", is_flag=True, help="With --fix: do not ask (for scripts).")
 @click.option("--undo", is_flag=True, help="Put back the files a --fix changed: give the backups it named.")
 @click.argument("backups", nargs=-1, type=click.Path(dir_okay=False, path_type=Path), metavar="[BACKUP]...")
-@command(failed=render.fixed)  # the one failure that carries a result: a fix the shell undoes
+@command(failed=render.failed_fix)  # the one failure that carries a result: a fix the shell undoes
 def doctor(cache_dir: Path | None, progress: StderrProgress, debug: bool, online: bool, repo: str | None,
            fix: bool, fix_shell: bool, yes: bool, undo: bool, backups: tuple[Path, ...]) -> Result:
     """Say exactly why model downloads fail on this machine, and what to do.
@@ -48,7 +49,7 @@ def doctor(cache_dir: Path | None, progress: StderrProgress, debug: bool, online
             raise UsageError("backups go with --undo", "provision doctor --undo BACKUP... (as --fix printed)")
         from ..doctor.fix import undo as put_back
 
-        return {"restored": put_back(list(backups))}, render.undone
+        return shown(put_back(list(backups)), render.undone)
     if fix:
         from ..doctor.fix import fix as do_fix
 
@@ -61,7 +62,7 @@ def doctor(cache_dir: Path | None, progress: StderrProgress, debug: bool, online
                 raise UsageError("--fix changes files and no terminal can confirm it", "add --yes")
             return click.confirm("make these changes?", default=False, err=True)
 
-        return do_fix(probe_repo, confirm, fix_shell, progress), render.fixed
+        return shown(do_fix(probe_repo, confirm, fix_shell, progress), render.fixed)
     if fix_shell or yes:
         raise UsageError("--fix-shell and --yes go with --fix", "provision doctor --online --fix")
     from ..doctor.checks import diagnose
@@ -69,6 +70,5 @@ def doctor(cache_dir: Path | None, progress: StderrProgress, debug: bool, online
 
     loc = resolve_cache_dir(cache_dir)
     report = diagnose(loc.path, loc.source, online, repo=probe_repo, progress=progress)
-    for check in report["checks"]:  # --json says the fixes as the text does
-        check["fix"] = with_options(check["fix"])
-    return report, render.doctor
+    report = replace(report, checks=tuple(replace(c, fix=with_options(c.fix)) for c in report.checks))
+    return shown(report, render.doctor, exit_code=report.exit_code)  # --json says the fixes as the text does

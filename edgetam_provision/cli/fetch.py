@@ -12,7 +12,7 @@ from ..console import StderrProgress
 from ..errors import UsageError
 from ..fetch.limits import STALL_S, TIMEOUT_S
 from . import render
-from .app import CONTEXT, DEFAULT_BACKUPS, Result, cache_folder, cli, command
+from .app import CONTEXT, DEFAULT_BACKUPS, Result, cache_folder, cli, command, shown
 
 
 @cli.command(context_settings=CONTEXT)
@@ -61,7 +61,7 @@ from .app import CONTEXT, DEFAULT_BACKUPS, Result, cache_folder, cli, command
               help="In the verify that --restore runs, judge only that the outputs are valid.")
 @click.option("--verify-out", type=click.Path(file_okay=False, path_type=Path), default=Path("verify_output"),
               show_default=True, help="Folder for the overlays of the verify that --restore runs.")
-@command(failed=render.fetch)
+@command(failed=render.failed_fetch)
 def fetch(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: str | None, local: bool,
           repos: tuple[str, ...], revision: str | None, repo_type: str, include: tuple[str, ...],
           exclude: tuple[str, ...], out: Path, endpoint: str | None, token_env: str | None,
@@ -108,4 +108,4 @@ def fetch(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: s
         verify=VerifyRequest(cache=str(cache), repo_id=EDGETAM_REPO, out=str(verify_out),
                              quality_gate=not no_gate, debug=debug), debug=debug)
     bar = sys.stderr.isatty() and not progress.quiet
-    return do_fetch(req, progress, bar).to_dict(), render.fetch
+    return shown(do_fetch(req, progress, bar), render.fetch)

@@ -10,7 +10,7 @@ import click
 from ..console import StderrProgress
 from ..errors import FleetError
 from . import render
-from .app import CONTEXT, DEFAULT_BACKUPS, Result, cli, command
+from .app import CONTEXT, DEFAULT_BACKUPS, Result, cli, command, shown
 
 if TYPE_CHECKING:
     from ..fleet.push import PushResult
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
               "(SHA-256 pieces; needs libtorrent, the p2p extra); a host that cannot gets the copy.")
 @click.option("--p2p-port", type=click.IntRange(1, 65535), default=6881, show_default=True,
               help="The first port tried for --p2p, here and on the hosts (the next 9 if taken).")
-@command(cache=False, failed=render.push)
+@command(cache=False, failed=render.failed_push)
 def push(cache_dir: Path | None, progress: StderrProgress, debug: bool, hosts: tuple[str, ...],
          inventory: Path | None, limit: str | None, backups: Path, remote_python: str | None, synthetic: bool,
          device: str, forks: int, check: bool, wheel: Path | None, p2p: bool, p2p_port: int) -> Result:
@@ -66,7 +66,7 @@ def push(cache_dir: Path | None, progress: StderrProgress, debug: bool, hosts: t
         raise
     if debug:
         _ansible_said(result, progress)
-    return result.to_dict(), render.push
+    return shown(result, render.push)
 
 
 def _ansible_said(result: PushResult, progress: StderrProgress) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -13,7 +12,7 @@ from ..console import StderrProgress
 from ..errors import UsageError
 from ..serve.guard import HEADER_TIMEOUT_S
 from . import render
-from .app import CONTEXT, Result, cache_folder, cli, command
+from .app import CONTEXT, Result, cache_folder, cli, command, shown
 
 
 @cli.command(context_settings=CONTEXT)
@@ -40,6 +39,7 @@ def serve(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: s
     Example: provision serve --host 0.0.0.0 --port 8090
     """
     from ..repos import DEFAULT_REPOS, RepoSpec
+    from ..serve.run import Listening
     from ..serve.run import serve as do_serve
 
     if all_public and repos:
@@ -47,14 +47,14 @@ def serve(cache_dir: Path | None, progress: StderrProgress, debug: bool, host: s
     specs = [RepoSpec.parse(r, None, repo_type) for r in repos] or [RepoSpec(r) for r in DEFAULT_REPOS]
     as_json = bool(click.get_current_context().params.get("as_json"))
 
-    def ready(start: dict[str, Any]) -> None:
+    def ready(start: Listening) -> None:
         """One JSON line on stdout with --json (a script learns the URL), else the words on stderr."""
         if as_json:
-            sys.stdout.write(json.dumps({"serving": True, **start}) + "\n")
+            sys.stdout.write(json.dumps({"serving": True, **start.to_dict()}) + "\n")
             sys.stdout.flush()
         else:
             progress(render.serve_ready(start))
 
     result = do_serve(cache_folder(cache_dir, must_exist=True), specs, host, port, all_public, progress,
                       header_timeout=idle_timeout, ready=ready)
-    return result, render.serve
+    return shown(result, render.serve, exit_code=result.exit_code)

@@ -9,7 +9,7 @@ import click
 from ..console import StderrProgress
 from ..errors import UsageError
 from . import render
-from .app import CONTEXT, Result, cache_folder, cli, command
+from .app import CONTEXT, Result, cache_folder, cli, command, shown
 
 
 def _floats(text: str, n: int, what: str) -> list[float]:
@@ -48,7 +48,7 @@ def _floats(text: str, n: int, what: str) -> list[float]:
               help="Run the self-test instead when the model is not cached (used by make setup).")
 @click.option("--eager", is_flag=True, help="Plain model: no folded backbone, no CUDA graphs (both are "
               "used only when they match the plain result).")
-@command(failed=render.verify)
+@command(failed=render.failed_verify)
 def verify(cache_dir: Path | None, progress: StderrProgress, debug: bool, device: str, image: str | None,
            points: tuple[str, ...], box: str | None, out: Path, min_iou: float, no_gate: bool,
            runs: int | None,
@@ -72,4 +72,4 @@ def verify(cache_dir: Path | None, progress: StderrProgress, debug: bool, device
                         points=[_floats(p, 2, "--point") for p in points] or None,
                         box=_floats(box, 4, "--box") if box else None, out=str(out), min_iou=min_iou,
                         runs=runs, synthetic=synthetic, accelerate=not eager, debug=debug)
-    return verify_model(req, or_synthetic, progress).to_dict(), render.verify
+    return shown(verify_model(req, or_synthetic, progress), render.verify)

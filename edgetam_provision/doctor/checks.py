@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -71,9 +71,29 @@ def failed(name: str, kind: type[ProvisionError], detail: str, fix: str = "") ->
 EXIT_ORDER = (DownloadBlocked, CacheError, EnvironmentProblem, ModelMissingError, IntegrityError)
 
 
-def exit_code(checks: list[Check]) -> int:
+def exit_code(checks: Iterable[Check]) -> int:
     codes = {c.exit_code for c in checks if c.status == "fail"}
     return next((k.exit_code for k in EXIT_ORDER if k.exit_code in codes), min(codes, default=0))
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """Every check, in the order run; the verdict (`exit_code`) follows the exit-code table."""
+
+    checks: tuple[Check, ...]
+
+    @property
+    def summary(self) -> dict[str, int]:
+        return {s: sum(c.status == s for c in self.checks) for s in ("ok", "warn", "fail")}
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The object of ``doctor --json``: its ``exit_code`` is the verdict's."""
+        return {"checks": [asdict(c) for c in self.checks], "summary": self.summary,
+                "exit_code": self.exit_code}
 
 
 def credential_checks() -> list[Check]:
@@ -273,8 +293,8 @@ def online_checks(repo: str = EDGETAM_REPO) -> list[Check]:
 
 
 def diagnose(cache: Path, cache_source: str, online: bool, versions: dict[str, str] | None = None,
-             repo: str = EDGETAM_REPO, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Run every check; the report's ``exit_code`` follows the exit-code table (`exit_code`).
+             repo: str = EDGETAM_REPO, progress: Callable[[str], None] = lambda _: None) -> DoctorReport:
+    """Run every check; the report's verdict follows the exit-code table (`exit_code`).
 
     The device check imports torch (seconds on a cold start): it starts first, on its own thread,
     and the others run meanwhile; the waits (the online probes, torch) are named on `progress`."""
@@ -289,7 +309,5 @@ def diagnose(cache: Path, cache_source: str, online: bool, versions: dict[str, s
         probes = online_checks(repo)
     progress("asking torch which devices it sees…")
     checks += [*devices(), *probes]
-    counts = {s: sum(c.status == s for c in checks) for s in ("ok", "warn", "fail")}
-    return {"checks": [asdict(c) for c in checks], "summary": counts,
-            "exit_code": exit_code(checks)}
+    return DoctorReport(tuple(checks))
 

@@ -28,14 +28,13 @@ import subprocess
 import sys
 from base64 import b64encode
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import CacheError, DownloadBlocked, UsageError
 from .credentials import Source, endpoint, netrc_login, netrc_path, probe, read_text, sources
-from .edits import Change, comment_out, move_aside
+from .edits import Change, Undone, comment_out, move_aside
 from .edits import undo as undo_changes
 
 SHELL_FILES = (".zshrc", ".zprofile", ".zshenv", ".bashrc", ".bash_profile", ".profile",
@@ -44,7 +43,7 @@ REJECTED = (401, 403)
 
 
 def fix(repo: str, confirm: Callable[[list[str]], bool], fix_shell: bool = False,
-        progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+        progress: Callable[[str], None] = lambda _: None) -> FixReport:
     """Probe, plan, confirm, change (with backups), probe again; revert if it did not help."""
     url = f"{endpoint()}/api/models/{repo}/revision/main"
     anon = probe(url, None)
@@ -54,18 +53,15 @@ def fix(repo: str, confirm: Callable[[list[str]], bool], fix_shell: bool = False
                          "probe); nothing was changed")
     found = sources()
     rejected = [s for s in found if probe(url, s.auth) in REJECTED]
-    kept = [s.label for s in found if s not in rejected]
     shell = _shell_lines([s.where for s in rejected if s.kind == "env"])
     plan = [_describe(s, fix_shell, shell) for s in rejected]
-    data: dict[str, Any] = {"endpoint": endpoint(), "repo": repo, "rejected": [s.label for s in rejected],
-                            "kept": kept, "changes": [], "backups": [], "unset": [],
-                            "shell_lines": [f"{p}:{n}" for p, n in shell]}
+    report = FixReport(endpoint(), repo, tuple(s.label for s in rejected),
+                       tuple(s.label for s in found if s not in rejected),
+                       shell_lines=tuple(f"{p}:{n}" for p, n in shell))
     if not rejected:
-        data["message_ok"] = "no credential found here is rejected: nothing to fix"
-        return data
+        return replace(report, message_ok="no credential found here is rejected: nothing to fix")
     if not confirm(plan):
-        data["declined"] = True
-        return data
+        return replace(report, declined=True)
     changes: list[Change] = []
     try:
         for path, (kind, lines, whats) in _file_edits(rejected, fix_shell, shell).items():
@@ -79,39 +75,73 @@ def fix(repo: str, confirm: Callable[[list[str]], bool], fix_shell: bool = False
                          "nothing was changed (what was done is reverted); fix the permissions and "
                          "run again") from None
     in_env = [s.where for s in rejected if s.kind == "env"]
-    data["unset"] = [f"unset {var}" for var in in_env]
+    unset = tuple(f"unset {var}" for var in in_env)
     after = _probe_as_plain_download(url, in_env)
-    data["after"] = after
     if after != 200:
         undo_changes([Path(c.backup) for c in changes])
-        data["reverted"] = True
         raise UsageError(f"after the changes a plain download still gets {after or 'no answer'}: every "
                          "change was reverted", "the online check of doctor shows what is still sent")
-    data["changes"] = [c.to_dict() for c in changes]
-    data["backups"] = [c.backup for c in changes]
-    data["now"] = _probe_as_plain_download(url, []) if in_env else after
-    if data["now"] != 200:  # what is true in the user's shell: it still sends the variable
+    now = _probe_as_plain_download(url, []) if in_env else after
+    report = replace(report, changes=tuple(changes), unset=unset, after=after, now=now)
+    if now != 200:  # what is true in the user's shell: it still sends the variable
         raise DownloadBlocked(
-            f"in this shell a plain download still gets {data['now'] or 'no answer'}: it sends "
+            f"in this shell a plain download still gets {now or 'no answer'}: it sends "
             f"${' and $'.join(in_env)}, which the endpoint rejects, and no program can unset a variable "
-            "of the shell that started it", f"run `{'; '.join(data['unset'])}` in your shell: downloads "
-            f"from it then get {after} (checked here without the variable)", result=FixReport(data))
-    return data
+            "of the shell that started it", f"run `{'; '.join(unset)}` in your shell: downloads "
+            f"from it then get {after} (checked here without the variable)", result=report)
+    return report
 
 
 @dataclass(frozen=True)
 class FixReport:
-    """What a fix changed, carried by the error when the user's shell still sends a rejected token."""
+    """What a fix found and did: the credentials rejected and kept, the changes (each with its
+    backup), the ``unset`` lines the user's shell still needs, and the probes after the changes
+    as a plain download (``after``: without the rejected variables; ``now``: in this shell)."""
 
-    data: dict[str, Any]
+    endpoint: str
+    repo: str
+    rejected: tuple[str, ...]
+    kept: tuple[str, ...]
+    changes: tuple[Change, ...] = ()
+    unset: tuple[str, ...] = ()
+    shell_lines: tuple[str, ...] = ()  # file:line of the shell start-up files exporting a rejected token
+    message_ok: str = ""  # nothing to fix, and why
+    declined: bool = False  # the user said no: nothing was changed
+    after: int | None = None
+    now: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.data)
+    @property
+    def backups(self) -> list[str]:
+        return [c.backup for c in self.changes]
+
+    def to_dict(self) -> dict[str, object]:
+        """The object of ``doctor --fix --json``."""
+        data: dict[str, object] = {
+            "endpoint": self.endpoint, "repo": self.repo, "rejected": list(self.rejected),
+            "kept": list(self.kept), "changes": [c.to_dict() for c in self.changes], "backups": self.backups,
+            "unset": list(self.unset), "shell_lines": list(self.shell_lines)}
+        if self.message_ok:
+            data["message_ok"] = self.message_ok
+        if self.declined:
+            data["declined"] = True
+        if self.after is not None:
+            data.update(after=self.after, now=self.now)
+        return data
 
 
-def undo(backups: list[Path]) -> list[dict[str, str]]:
+@dataclass(frozen=True)
+class UndoReport:
+    """What ``--undo`` put back, file by file."""
+
+    restored: tuple[Undone, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"restored": [u.to_dict() for u in self.restored]}
+
+
+def undo(backups: list[Path]) -> UndoReport:
     """Give back what the fix took, keeping what changed since (see `doctor.edits`)."""
-    return [u.to_dict() for u in undo_changes(backups)]
+    return UndoReport(tuple(undo_changes(backups)))
 
 
 # ---------------------------------------------------------------------------- the changes

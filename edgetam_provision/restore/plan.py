@@ -71,13 +71,26 @@ class ArchivePlan:
                    checked_by, actions, tuple(contents.skipped), unused,
                    {(f, rel): data for f, r in contents.repos.items() for rel, data in r.trees.items()})
 
+    @property
+    def writes(self) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if a.writes)
+
+    @property
+    def blobs(self) -> tuple[Action, ...]:
+        """The blobs it writes (new or repaired)."""
+        return tuple(a for a in self.writes if a.kind == "blob")
+
+    @property
+    def moved_refs(self) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if a.kind == "ref" and a.previous)
+
+    def status(self, written: bool = True) -> str:
+        if any(a.state == "repair" for a in self.blobs):
+            return "repaired" if written else "would repair"
+        return ("restored" if written else "would restore") if self.writes else "already present"
+
     def summary(self, written: bool = True) -> dict[str, object]:
-        writes = [a for a in self.actions if a.writes]
-        blobs = [a for a in writes if a.kind == "blob"]
-        if any(a.state == "repair" for a in blobs):
-            status = "repaired" if written else "would repair"
-        else:
-            status = ("restored" if written else "would restore") if writes else "already present"
+        writes, blobs = self.writes, self.blobs
         return {"archive": str(self.archive), "checked_by": self.checked_by,
                 "repos": [{"repo_id": repo_id_from_folder(f), "commits": list(c)}
                           for f, c in self.commits.items()],
@@ -85,8 +98,8 @@ class ArchivePlan:
                 "repaired_blobs": sum(a.state == "repair" for a in blobs),
                 "new_bytes": sum(a.size for a in blobs),
                 "writes": len(writes),
-                "status": status,
-                "moved_refs": [a.to_dict() for a in self.actions if a.kind == "ref" and a.previous],
+                "status": self.status(written),
+                "moved_refs": [a.to_dict() for a in self.moved_refs],
                 "skipped": [*self.skipped, *self.unused],
                 "actions": [a.to_dict() for a in writes]}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import filecmp
 import functools
+import io
 import os
 import queue
 import threading
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Protocol, cast
 
 from ..archive.contents import ArchiveContents, DataMember
 from ..archive.untrusted import iter_data, open_member
@@ -30,7 +31,15 @@ from ..errors import CorruptArchiveError, IntegrityError
 from ..integrity.hashing import blob_hasher, blob_matches
 from ..parallel import in_background, run_all, workers
 
-Reopen = Callable[[], AbstractContextManager[Any]]
+
+class Member(Protocol):
+    """A member's bytes as read here: `open_member`'s slice of the archive file, or tarfile's
+    stream (a BufferedReader, which typeshed calls IO[bytes])."""
+
+    def readinto(self, buffer: bytearray, /) -> int: ...
+
+
+Reopen = Callable[[], AbstractContextManager[Member]]
 SMALL = 256 * 1024  # a blob up to this size is read whole, hashed, compared and written in one go
 SPAN = 1024 * 1024  # bytes of an uncompressed archive read at once for a batch of small blobs (one PIECE)
 
@@ -74,7 +83,7 @@ class WriteBehind:
     def __init__(self, size: int, spare: queue.SimpleQueue[bytearray]) -> None:
         self.size, self.spare = size, spare
         self.free: queue.Queue[bytearray] = queue.Queue()
-        self.todo: queue.Queue[tuple[Any, bytearray, int] | None] = queue.Queue()
+        self.todo: queue.Queue[tuple[io.BufferedWriter, bytearray, int] | None] = queue.Queue()
         self.made, self.error = 0, None  # type: int, OSError | None
         self.thread: threading.Thread | None = None
 
@@ -91,7 +100,7 @@ class WriteBehind:
         """Give back a buffer that is not to be written."""
         self.free.put(buf)
 
-    def write(self, fh: Any, buf: bytearray, n: int) -> None:
+    def write(self, fh: io.BufferedWriter, buf: bytearray, n: int) -> None:
         """Queue `buf[:n]` for `fh`; the buffer comes back through `buffer()` once written."""
         if self.thread is None:
             self.thread = threading.Thread(target=self._run, daemon=True)
@@ -164,7 +173,7 @@ class ArchiveReader:
                 if _small(member):
                     self._small_blob(contents, member, _read_exactly(stream, member.size))
                 else:
-                    self._member(contents, member, stream, None)
+                    self._member(contents, member, cast(Member, stream), None)
         for folder, repo in contents.repos.items():  # hard links of `tar -h`: the bytes of their source
             for rel, source in repo.same_as.items():
                 source_blob = (source.split("/", 1)[1] if source.startswith("blobs/")
@@ -220,13 +229,14 @@ class ArchiveReader:
         with open_member(contents, m) as stream:
             self._member(contents, m, stream, lambda: open_member(contents, m))
 
-    def _member(self, contents: ArchiveContents, m: DataMember, stream: Any, reopen: Reopen | None) -> None:
+    def _member(self, contents: ArchiveContents, m: DataMember, stream: Member,
+                reopen: Reopen | None) -> None:
         if m.path.startswith("blobs/"):
             self._blob(contents, m, stream, reopen)
         else:
             self._copy(contents, m, stream)
 
-    def _blob(self, contents: ArchiveContents, m: DataMember, stream: Any, reopen: Reopen | None) -> None:
+    def _blob(self, contents: ArchiveContents, m: DataMember, stream: Member, reopen: Reopen | None) -> None:
         """Hash one blob member against its name; stage it unless the cache holds it intact.
 
         A cached copy is hashed on its own thread when the member can be read again (then a damaged
@@ -266,8 +276,8 @@ class ArchiveReader:
         if state:
             self.found.blobs[key], self.found.sizes[key] = state, m.size
 
-    def _read(self, contents: ArchiveContents, m: DataMember, blob: str, stream: Any, out: Any,
-              compare: Any) -> bool:
+    def _read(self, contents: ArchiveContents, m: DataMember, blob: str, stream: Member,
+              out: io.BufferedWriter | None, compare: io.BufferedReader | None) -> bool:
         """Hash `stream` against `blob`, writing it to `out` behind the reads; with `compare`, say
         whether those bytes equal it (and the moment they differ, `out` becomes a repair copy
         starting with the part that agreed). Raises `damaged` when the bytes do not hash right."""
@@ -308,11 +318,11 @@ class ArchiveReader:
             raise damaged(contents, f"{m.name} does not match its hash")
         return same
 
-    def _stage_file(self, folder: str, blob: str) -> Any:
+    def _stage_file(self, folder: str, blob: str) -> io.BufferedWriter:
         assert self.staging is not None  # its folder for `folder` was made by `archive`
         return open(os.path.join(self.staging, folder, blob), "wb")
 
-    def _copy(self, contents: ArchiveContents, m: DataMember, stream: Any) -> None:
+    def _copy(self, contents: ArchiveContents, m: DataMember, stream: Member) -> None:
         """A plain snapshot file (tar -h): its blob is whichever name its bytes hash to."""
         sha256, sha1 = blob_hasher("0" * 64, m.size), blob_hasher("0" * 40, m.size)
         tmp = self._stage_file(m.folder, f"copy-{os.urandom(8).hex()}") if self.staging else None
@@ -380,7 +390,7 @@ def _batches(small: list[DataMember]) -> list[list[DataMember]]:
     return batches
 
 
-def _read_exactly(stream: Any, size: int) -> bytes:
+def _read_exactly(stream: IO[bytes], size: int) -> bytes:
     """`size` bytes of a member's stream (fewer only where it ends early: the hash check says so)."""
     parts, got = [], 0
     while got < size and (piece := stream.read(size - got)):

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -37,10 +38,10 @@ MAX_CONNECTIONS = 256  # beyond this, uvicorn answers 503 at once instead of que
 def serve(cache: Path, specs: list[RepoSpec], host: str, port: int, all_public: bool,
           progress: ProgressFn = no_progress, log: ProgressFn = stderr_log,
           header_timeout: float = HEADER_TIMEOUT_S,
-          ready: Callable[[dict[str, Any]], None] = lambda _start: None) -> dict[str, Any]:
+          ready: Callable[[Listening], None] = lambda _start: None) -> Served:
     """Check and index what is served, then serve it until Ctrl-C or SIGTERM (the state file is
-    removed and what was served is returned; stopped by Ctrl-C, its exit code is Interrupted's).
-    `ready` gets, once the port listens: url, urls, host, port, loopback_only, repos."""
+    removed and what was served is returned; stopped by Ctrl-C, its verdict is Interrupted's).
+    `ready` gets, once the port listens, where and what (`Listening`)."""
     require_server()
     import uvicorn
     sock = _bind(host, port)
@@ -64,8 +65,7 @@ def serve(cache: Path, specs: list[RepoSpec], host: str, port: int, all_public: 
 
     write_state()
     index.changed = write_state
-    ready({"url": urls[0], "urls": urls, "host": host, "port": port, "loopback_only": is_loopback(host),
-           "repos": index.summary()})
+    ready(Listening(urls[0], tuple(urls), host, port, is_loopback(host), index.summary()))
     try:
         server.run(sockets=[sock])
     finally:
@@ -74,11 +74,49 @@ def serve(cache: Path, specs: list[RepoSpec], host: str, port: int, all_public: 
             if json.loads((cache / STATE).read_text()).get("pid") == os.getpid():
                 (cache / STATE).unlink()
     stopped_by = signal.Signals(server.stopped_by).name if server.stopped_by else None
-    result = {"url": urls[0], "urls": urls, "repos": index.summary(), "stopped": True,
-              "stopped_by": stopped_by, "requests": app.requests, "bytes_sent": app.bytes_sent}
-    if server.stopped_by == signal.SIGINT:
-        result["exit_code"] = Interrupted.exit_code
-    return result
+    return Served(urls[0], tuple(urls), index.summary(), stopped_by, app.requests, app.bytes_sent)
+
+
+@dataclass(frozen=True)
+class Listening:
+    """Where the mirror listens (its first URL, then the others it is reachable on) and what it
+    serves (the index's summary, JSON as the state file holds it)."""
+
+    url: str
+    urls: tuple[str, ...]
+    host: str
+    port: int
+    loopback_only: bool
+    repos: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"url": self.url, "urls": list(self.urls), "host": self.host, "port": self.port,
+                "loopback_only": self.loopback_only, "repos": self.repos}
+
+
+@dataclass(frozen=True)
+class Served:
+    """What a mirror served until it stopped; its verdict: Interrupted's code when Ctrl-C stopped it."""
+
+    url: str
+    urls: tuple[str, ...]
+    repos: list[dict[str, Any]]  # the index's summary (JSON)
+    stopped_by: str | None  # the signal's name: SIGINT, SIGTERM
+    requests: int
+    bytes_sent: int
+
+    @property
+    def exit_code(self) -> int:
+        return Interrupted.exit_code if self.stopped_by == signal.SIGINT.name else 0
+
+    def to_dict(self) -> dict[str, object]:
+        """The object of ``serve --json`` at its end; its ``exit_code``, when not 0, is `exit_code`'s."""
+        data: dict[str, object] = {"url": self.url, "urls": list(self.urls), "repos": self.repos,
+                                   "stopped": True, "stopped_by": self.stopped_by, "requests": self.requests,
+                                   "bytes_sent": self.bytes_sent}
+        if self.exit_code:
+            data["exit_code"] = self.exit_code
+        return data
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -20,6 +21,8 @@ from ..errors import EnvironmentProblem, ModelMissingError
 from ..hub.cache import resolve_commit
 from ..hub.layout import repo_folder_name
 from ..repos import BACKBONE_REPO
+from .measures import CaseResult, ObjectResult, Placement
+from .report import Check
 from .run import Case, VerifyRequest, plan_cases
 from .runtime import (
     UPGRADE,
@@ -118,8 +121,8 @@ def run(req: VerifyRequest, progress: ProgressFn) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
 
     image = Image.open(image_path).convert("RGB")
-    checks: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
+    checks: list[Check] = []
+    results: list[CaseResult] = []
     masks: list[list[Mask]] = []  # per case, each object's chosen mask (H, W booleans), for the overlays
     with torch.inference_mode():
         t0 = time.perf_counter()
@@ -143,22 +146,19 @@ def run(req: VerifyRequest, progress: ProgressFn) -> dict[str, Any]:
             every_mask = (lambda o: processor.post_process_masks(o.pred_masks.cpu(), sizes)[0]) \
                 if truth_dir is not None else None
             described, chosen = _describe(case, out, truth_dir, checks, every_mask)
-            results.append(described)
+            results.append(replace(described, latencies=tuple(latency)))
             masks.append(chosen)
-            results[-1].update(latency_ms=statistics.median(latency), latency_min_ms=min(latency),
-                               latency_max_ms=max(latency))
     overlays = _write_overlays(image, cases, masks, Path(req.out)) if req.out else []
-    for r, path in zip(results, overlays, strict=False):
-        r["overlay"] = str(path)
+    results[:len(overlays)] = [replace(r, overlay=path) for r, path in zip(results, overlays, strict=False)]
     return {
         "device": device, "versions": versions, "repo_id": req.repo_id, "commit": commit,
         "synthetic": req.synthetic, "parameters": params, "image": str(image_path),
         "yardstick": plan.yardstick, "prompts": plan.prompts,
         "import_s": round(import_s, 3), "load_s": round(load_s, 3), "first_inference_s": round(first_s, 3),
-        "encode_ms": round(encode_ms, 2), "cases": results, "acceleration": accel,
-        "four_cases_warm_ms": round(encode_ms + sum(r["latency_ms"] for r in results), 2),
+        "encode_ms": round(encode_ms, 2), "cases": [r.to_dict() for r in results], "acceleration": accel,
+        "four_cases_warm_ms": round(encode_ms + sum(r.latency_ms for r in results), 2),
         "quality_gate": {"enabled": req.quality_gate, "min_iou": req.min_iou},
-        "checks": checks,
+        "checks": [asdict(c) for c in checks],
         "total_s": round(time.perf_counter() - t_start, 3),
     }
 
@@ -272,11 +272,11 @@ def _latencies(fn: Callable[[], T], runs: int, torch: ModuleType, device: str) -
     return times, result
 
 
-def _describe(case: Case, decoded: Decoded, truth_dir: Path | None, checks: list[dict[str, Any]],
-              every_mask: Callable[[MaskOutput], Tensor] | None = None) -> tuple[dict[str, Any], list[Mask]]:
+def _describe(case: Case, decoded: Decoded, truth_dir: Path | None, checks: list[Check],
+              every_mask: Callable[[MaskOutput], Tensor] | None = None) -> tuple[CaseResult, list[Mask]]:
     """Per-object scores, chosen mask, area, whether the prompts lie in it, and (with ground truth)
     the IoU of the chosen mask and of the best of the three; appends the checks it makes. Returns
-    that (JSON) and each object's chosen mask."""
+    that and each object's chosen mask."""
     out, masks = decoded
     import numpy as np
     from PIL import Image
@@ -287,46 +287,43 @@ def _describe(case: Case, decoded: Decoded, truth_dir: Path | None, checks: list
     pm = out.pred_masks
     shape_ok = tuple(pm.shape[:3]) == (1, case.objects, 3) and tuple(scores.shape) == (1, case.objects, 3)
     finite = bool(pm.isfinite().all()) and bool(scores.isfinite().all())
-    checks.append({"kind": "shape", "case": case.name, "ok": shape_ok,
-                   "detail": f"{case.name}: pred_masks {tuple(pm.shape)}, iou_scores {tuple(scores.shape)}"})
-    checks.append({"kind": "finite", "case": case.name, "ok": finite,
-                   "detail": f"{case.name}: outputs are {'finite' if finite else 'NOT finite'}"})
+    checks.append(Check("shape", case.name, shape_ok,
+                        f"{case.name}: pred_masks {tuple(pm.shape)}, iou_scores {tuple(scores.shape)}"))
+    checks.append(Check("finite", case.name, finite,
+                        f"{case.name}: outputs are {'finite' if finite else 'NOT finite'}"))
     objects = []
     for i in range(case.objects):
         s = scores[0, i].tolist()
         best = int(max(range(3), key=lambda k: s[k]))
         mask = masks[i].numpy().astype(bool)
         area = int(mask.sum())
-        obj: dict[str, Any] = {"iou_scores": [round(x, 4) for x in s], "best": best, "area": area,
-                               "area_fraction": round(area / mask.size, 4)}
-        checks.append({"kind": "non-empty", "case": case.name, "ok": area > 0,
-                       "detail": f"{case.name}: object {i} mask is {'non-empty' if area else 'EMPTY'}"})
-        obj.update(_placement(case, i, mask))
+        obj = ObjectResult([round(x, 4) for x in s], best, area, round(area / mask.size, 4),
+                           _placement(case, i, mask))
+        checks.append(Check("non-empty", case.name, area > 0,
+                            f"{case.name}: object {i} mask is {'non-empty' if area else 'EMPTY'}"))
         if truth_dir is not None and every_mask is not None and i < len(case.truth):
             truth = np.array(Image.open(truth_dir / case.truth[i]).convert("L")) > 127
             three = every_mask(out)[i].numpy().astype(bool)
-            obj["gt_iou"] = round(iou(mask, truth), 4)
-            obj["gt_iou_best"] = round(max(iou(m, truth) for m in three), 4)
+            obj = replace(obj, gt_iou=round(iou(mask, truth), 4),
+                          gt_iou_best=round(max(iou(m, truth) for m in three), 4))
         objects.append(obj)
-    return ({"name": case.name, "objects": objects,
-             "prompts": {"points": case.points, "labels": case.labels, "box": case.box}},
-            [masks[i].numpy().astype(bool) for i in range(len(objects))])
+    return (CaseResult(case, tuple(objects)), [masks[i].numpy().astype(bool) for i in range(len(objects))])
 
 
-def _placement(case: Case, i: int, mask: Mask) -> dict[str, Any]:
+def _placement(case: Case, i: int, mask: Mask) -> Placement:
     """Where the chosen mask lies relative to its prompts: points inside it; share inside the box
     and share of the box it fills."""
     h, w = mask.shape
-    out: dict[str, Any] = {}
+    out = Placement()
     if case.points:
-        out["points_inside"] = all(bool(mask[min(int(y), h - 1), min(int(x), w - 1)])
-                                   for x, y in case.points[i])
+        out = replace(out, points_inside=all(bool(mask[min(int(y), h - 1), min(int(x), w - 1)])
+                                             for x, y in case.points[i]))
     if case.box:
         x0, y0, x1, y1 = (round(v) for v in case.box)
         inside = int(mask[max(y0, 0):y1, max(x0, 0):x1].sum())
         area = int(mask.sum())
-        out["box_inside"] = round(inside / area, 4) if area else 0.0
-        out["box_fill"] = round(inside / max(1, (x1 - x0) * (y1 - y0)), 4)
+        out = replace(out, box_inside=round(inside / area, 4) if area else 0.0,
+                      box_fill=round(inside / max(1, (x1 - x0) * (y1 - y0)), 4))
     return out
 
 
