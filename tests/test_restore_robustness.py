@@ -70,7 +70,7 @@ def test_kill_9_at_random_points_then_restore_again_is_consistent(big_backup, tm
     for i in range(8):
         cache = tmp_path / f"cache{i}"
         entries = rnd.randint(1, 480)  # 160 staged files, 160 blobs, 160 links and a ref at most
-        while (proc := killed_after(out, cache, entries)) is None:  # it finished first: again, sooner
+        while killed_after(out, cache, entries) is None:  # it finished first: again, sooner
             shutil.rmtree(cache, ignore_errors=True)
             entries = max(1, entries // 2)
         # what the killed run left is where huggingface_hub's scan does not look

@@ -239,7 +239,8 @@ def within(path: Path, m: tarfile.TarInfo, bounds: Bounds | None, physical: int 
     """A member's header within what the archive can hold (`physical`: an uncompressed archive's
     size) and what was declared (`bounds`): checked before tarfile skips past its data."""
     end = m.offset_data + m.size
-    if m.issparse() or (m.pax_headers and any(k.startswith("GNU.sparse") for k in m.pax_headers)):  # its size is another's
+    sparse = m.issparse() or (m.pax_headers and any(k.startswith("GNU.sparse") for k in m.pax_headers))
+    if sparse:  # its size is another's
         raise _unsafe(m.name, "a sparse file is not allowed")
     if m.size < 0:
         raise _unsafe(m.name, f"a negative size ({m.size})")
