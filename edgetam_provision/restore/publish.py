@@ -37,24 +37,25 @@ def publish(plan: RestorePlan, progress: ProgressFn) -> list[Action]:
             os.makedirs(parent, exist_ok=True)
             made.add(parent)
 
+    root = str(cache)
     try:
         for kind in ("blob", "link", "tree", "ref"):
             for a in writes:
                 if a.kind != kind:
                     continue
-                dest = cache / a.folder / a.path
+                dest = os.path.join(root, a.folder, a.path)  # a str: a Path costs more than the write
                 if kind == "blob":
-                    folder_of(str(dest))
-                    os.replace(str(plan.staged_file(a.folder, a.path.split("/", 1)[1])), dest)
+                    folder_of(dest)
+                    os.replace(str(plan.staged_file(a.folder, a.path[len("blobs/"):])), dest)
                 elif kind == "link" and use_links:
-                    folder_of(str(dest))
+                    folder_of(dest)
                     _link("../" * a.path.count("/") + f"blobs/{a.blob}", dest, a.state)  # from its folder
                 elif kind == "link":
-                    copy_atomic(cache / a.folder / "blobs" / str(a.blob), dest)
+                    copy_atomic(cache / a.folder / "blobs" / str(a.blob), Path(dest))
                 elif kind == "tree":
-                    write_atomic(dest, data[(a.folder, a.path)])
+                    write_atomic(Path(dest), data[(a.folder, a.path)])
                 else:
-                    write_atomic(dest, str(a.commit))
+                    write_atomic(Path(dest), str(a.commit))
                 published.append(a)
     except OSError as exc:
         err = disk_error(exc, cache / a.folder / a.path)
@@ -64,7 +65,7 @@ def publish(plan: RestorePlan, progress: ProgressFn) -> list[Action]:
     return published
 
 
-def _link(target: str, dest: Path, state: str) -> None:
+def _link(target: str, dest: str, state: str) -> None:
     """The snapshot link `dest` -> `target`: created in place when the cache had none there (and
     has none still), else replacing what is there atomically."""
     if state == "new":
@@ -73,7 +74,7 @@ def _link(target: str, dest: Path, state: str) -> None:
             return
         except FileExistsError:  # something came since the plan: replaced below
             pass
-    symlink_atomic(target, dest)
+    symlink_atomic(target, Path(dest))
 
 
 def _partial_hint(published: list[Action], total: int) -> str:
@@ -101,16 +102,16 @@ def prove(plan: RestorePlan) -> None:
     for a in actions:
         if a.kind == "blob":
             sizes.setdefault(a.folder, {})[a.path] = a.size
+    root = str(plan.cache)
+    blobs: dict[str, os.stat_result | None] = {}  # blob file -> what it is (one stat each)
     for a in actions:
         if a.kind == "link":
-            folder = plan.cache / a.folder
-            path, blob = folder / a.path, _stat(folder / "blobs" / str(a.blob), os.stat)
-            entry = _stat(path, os.lstat)  # a link must reach the blob's own file; a copy is one
-            have = _stat(path, os.stat) if entry is not None and stat.S_ISLNK(entry.st_mode) else entry
-            ok = (have is not None and blob is not None and stat.S_ISREG(have.st_mode)
-                  and stat.S_ISREG(blob.st_mode) and have.st_size == sizes[a.folder][f"blobs/{a.blob}"]
-                  and (have is entry or (have.st_dev, have.st_ino) == (blob.st_dev, blob.st_ino)))
-            if not ok:
+            folder = os.path.join(root, a.folder)
+            blob_path = os.path.join(folder, "blobs", str(a.blob))
+            if blob_path not in blobs:
+                blobs[blob_path] = _stat(blob_path, os.stat)
+            size = sizes[a.folder][f"blobs/{a.blob}"]
+            if not _reaches(os.path.join(folder, a.path), blobs[blob_path], size):
                 raise IntegrityError(f"after the restore {a.folder}/{a.path} does not resolve to its blob",
                                      "something changed the cache during the restore; run it again")
     for a in actions:
@@ -129,7 +130,20 @@ def prove(plan: RestorePlan) -> None:
                                      "then restore again without --keep-refs")
 
 
-def _stat(path: Path, how: Callable[[Path], os.stat_result]) -> os.stat_result | None:
+def _reaches(path: str, blob: os.stat_result | None, size: int) -> bool:
+    """The snapshot entry at `path` resolves to the blob's own file (`blob`), or is a copy of it
+    (a regular file, not a link, of the blob's `size`: a cache without symlinks)."""
+    have = _stat(path, os.stat)  # through a link
+    if (have is None or blob is None or not (stat.S_ISREG(have.st_mode) and stat.S_ISREG(blob.st_mode))
+            or have.st_size != size):
+        return False
+    if (have.st_dev, have.st_ino) == (blob.st_dev, blob.st_ino):
+        return True
+    entry = _stat(path, os.lstat)
+    return entry is not None and not stat.S_ISLNK(entry.st_mode)
+
+
+def _stat(path: str, how: Callable[[str], os.stat_result]) -> os.stat_result | None:
     try:
         return how(path)
     except OSError:
