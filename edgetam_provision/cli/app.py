@@ -46,6 +46,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
 Command = Callable[..., Result]  # a command's function: its options in, (result, renderer) out
 
 
+class SaidProgress(StderrProgress):
+    """The library's progress lines as the CLI says them: its words for a setting become the option."""
+
+    def __call__(self, msg: str) -> None:
+        super().__call__(with_options(msg))
+
+
 @overload
 def command(fn: Command, *, cache: bool = ..., failed: Renderer | None = ...) -> Callable[..., None]: ...
 
@@ -71,7 +78,7 @@ def command(fn: Command | None = None, *, cache: bool = True, failed: Renderer |
              cache_dir: Path | None = None, **kwargs: Any) -> None:
         debug = debug_here or bool(ctx.obj and ctx.obj.get("debug"))
         try:
-            result, renderer = run(cache_dir=cache_dir, progress=StderrProgress(quiet=as_json or quiet),
+            result, renderer = run(cache_dir=cache_dir, progress=SaidProgress(quiet=as_json or quiet),
                                   debug=debug, **kwargs)
             emit(result, as_json, renderer)
             # A report whose verdict is a code of the table (doctor's diagnosis, status's integrity,
@@ -85,7 +92,8 @@ def command(fn: Command | None = None, *, cache: bool = True, failed: Renderer |
                     emit(err.result.to_dict(), False, failed)
             elif debug:
                 traceback.print_exc()
-            err.hint = with_options(err.hint)  # the library's words for a setting become its option
+            # the library's words for a setting become its option
+            err.message, err.hint = with_options(err.message), with_options(err.hint)
             fail(err, as_json)
             code = err.exit_code
         except KeyboardInterrupt:
