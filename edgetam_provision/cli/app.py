@@ -71,6 +71,13 @@ def cli(ctx: click.Context, debug: bool) -> None:
 Command = Callable[..., Output]  # a command's function: its options in, its output out
 
 
+class SaidProgress(StderrProgress):
+    """The library's progress lines as the CLI says them: its words for a setting become the option."""
+
+    def __call__(self, msg: str) -> None:
+        super().__call__(with_options(msg))
+
+
 @overload
 def command(fn: Command, *, cache: bool = ..., failed: Failed | None = ...) -> Callable[..., None]: ...
 
@@ -96,7 +103,7 @@ def command(fn: Command | None = None, *, cache: bool = True, failed: Failed | N
              cache_dir: Path | None = None, **kwargs: Any) -> None:
         debug = debug_here or bool(ctx.obj and ctx.obj.get("debug"))
         try:
-            out = run(cache_dir=cache_dir, progress=StderrProgress(quiet=as_json or quiet), debug=debug,
+            out = run(cache_dir=cache_dir, progress=SaidProgress(quiet=as_json or quiet), debug=debug,
                       **kwargs)
             emit(out.data, as_json, out.words, ok=out.exit_code == 0)
             # A report whose verdict is a code of the table (doctor's diagnosis, status's integrity,
@@ -109,7 +116,8 @@ def command(fn: Command | None = None, *, cache: bool = True, failed: Failed | N
                     emit({}, False, functools.partial(failed, err.result), ok=False)
             elif debug:
                 traceback.print_exc()
-            err.hint = with_options(err.hint)  # the library's words for a setting become its option
+            # the library's words for a setting become its option
+            err.message, err.hint = with_options(err.message), with_options(err.hint)
             fail(err, as_json)
             code = err.exit_code
         except KeyboardInterrupt:

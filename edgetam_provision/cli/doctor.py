@@ -66,9 +66,10 @@ def doctor(cache_dir: Path | None, progress: StderrProgress, debug: bool, online
     if fix_shell or yes:
         raise UsageError("--fix-shell and --yes go with --fix", "provision doctor --online --fix")
     from ..doctor.checks import diagnose
-    from ..hub.cache import resolve_cache_dir
+    from ..hub.cache import GIVEN, resolve_cache_dir
 
     loc = resolve_cache_dir(cache_dir)
-    report = diagnose(loc.path, loc.source, online, repo=probe_repo, progress=progress)
+    source = "--cache-dir" if loc.source == GIVEN else loc.source  # what chose it, as the user said it
+    report = diagnose(loc.path, source, online, repo=probe_repo, progress=progress)
     report = replace(report, checks=tuple(replace(c, fix=with_options(c.fix)) for c in report.checks))
     return shown(report, render.doctor, exit_code=report.exit_code)  # --json says the fixes as the text does

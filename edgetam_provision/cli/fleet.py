@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,7 @@ from ..console import StderrProgress
 from ..errors import FleetError
 from . import render
 from .app import CONTEXT, DEFAULT_BACKUPS, Result, cli, command, shown
+from .hints import with_options
 
 if TYPE_CHECKING:
     from ..fleet.push import PushResult
@@ -61,12 +63,19 @@ def push(cache_dir: Path | None, progress: StderrProgress, debug: bool, hosts: t
     try:
         result = do_push(req, progress)
     except FleetError as err:
-        if debug and isinstance(err.result, PushResult):
-            _ansible_said(err.result, progress)
+        if isinstance(err.result, PushResult):
+            if debug:
+                _ansible_said(err.result, progress)
+            err.result = _said(err.result)
         raise
     if debug:
         _ansible_said(result, progress)
-    return shown(result, render.push)
+    return shown(_said(result), render.push)
+
+
+def _said(result: PushResult) -> PushResult:
+    """The rows as the CLI says them: what to do for a host names the option that does it."""
+    return replace(result, hosts=tuple(replace(row, error=with_options(row.error)) for row in result.hosts))
 
 
 def _ansible_said(result: PushResult, progress: StderrProgress) -> None:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..console import StderrProgress
-from ..errors import UsageError
+from ..errors import ProvisionError, UsageError
 from . import render
 from .app import CONTEXT, Result, cache_folder, cli, command, shown
+from .hints import with_options
+
+if TYPE_CHECKING:
+    from ..verify.report import VerifyReport
 
 
 def _floats(text: str, n: int, what: str) -> list[float]:
@@ -64,6 +70,7 @@ def verify(cache_dir: Path | None, progress: StderrProgress, debug: bool, device
     Example: provision verify --device cpu --json
     """
     from ..repos import EDGETAM_REPO, RepoSpec
+    from ..verify.report import VerifyReport
     from ..verify.run import VerifyRequest, verify_model
 
     spec = RepoSpec.parse(repo or EDGETAM_REPO)
@@ -72,4 +79,15 @@ def verify(cache_dir: Path | None, progress: StderrProgress, debug: bool, device
                         points=[_floats(p, 2, "--point") for p in points] or None,
                         box=_floats(box, 4, "--box") if box else None, out=str(out), min_iou=min_iou,
                         runs=runs, synthetic=synthetic, accelerate=not eager, debug=debug)
-    return shown(verify_model(req, or_synthetic, progress), render.verify)
+    try:
+        report = verify_model(req, or_synthetic, progress)
+    except ProvisionError as err:  # a failed verdict carries its report, and the report its note
+        if isinstance(err.result, VerifyReport):
+            err.result = _said(err.result)
+        raise
+    return shown(_said(report), render.verify)
+
+
+def _said(report: VerifyReport) -> VerifyReport:
+    """The report as the CLI says it: its note (how to get the weights) names the commands."""
+    return replace(report, note=with_options(report.note))

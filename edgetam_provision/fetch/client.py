@@ -40,18 +40,19 @@ TAR_OVERHEAD = 2048  # bytes a tar spends per member beyond its data, at most (h
 LOCAL_WHERE = "this machine"  # a --local agent's name in messages
 
 HINTS = {
-    "missing-hub": "install it there (pip install huggingface_hub), point --remote-python at a "
-                   "Python that has it, or pass --bootstrap to install it into a temporary folder",
-    "repo-not-found": "check the repo id, --repo-type and --endpoint; private repos need --token-env VAR",
+    "missing-hub": "install it there (pip install huggingface_hub), choose another Python on the host "
+                   "that has it, or install it into a temporary folder for this run",
+    "repo-not-found": "check the repo id, the repo type and the endpoint URL; private repos need your token "
+                      "from an environment variable",
     "revision-not-found": "check the revision: a branch, tag or commit of that repo",
-    "gated": "accept the model's terms on the Hub, then pass --token-env VAR with your token",
-    "unauthorized": "the Hub rejected the request even without stale credentials: check "
-                    "--token-env, or the endpoint",
-    "no-match": "check the patterns: globs as hf download takes them, e.g. --include '*.json'",
+    "gated": "accept the model's terms on the Hub, then pass your token from an environment variable",
+    "unauthorized": "the Hub rejected the request even without stale credentials: check your token "
+                    "from an environment variable, or the endpoint",
+    "no-match": "check the patterns: globs as hf download takes them, e.g. include patterns '*.json'",
     "endpoint-unreachable": "this machine's HF_ENDPOINT is not passed to the host (it uses its own, or "
-                            "huggingface.co): pass --endpoint URL with an endpoint the host can resolve "
+                            "huggingface.co): pass an endpoint URL with an endpoint the host can resolve "
                             "and reach",
-    "endpoint-unreachable/here": "check the network, HF_ENDPOINT, or pass --endpoint URL with an endpoint "
+    "endpoint-unreachable/here": "check the network, HF_ENDPOINT, or pass an endpoint URL with an endpoint "
                                  "this machine can reach",
 }
 
@@ -155,7 +156,7 @@ def entry_of(event: ev.Packed) -> ArchiveEntry:
 
 def agent_error(event: ev.HostError, where: str) -> RemoteDownloadError:
     kind, msg, log = event.kind, clean(event.message), clean(event.log.strip())
-    fallback = f"the host's log ends with: {log[-300:]}" if log else "run again with --debug"
+    fallback = f"the host's log ends with: {log[-300:]}" if log else "run it again with tracebacks shown"
     here = HINTS.get(f"{kind}/here") if where == LOCAL_WHERE else None  # --local: this environment's
     return RemoteDownloadError(f"download on {where} failed: {msg}", here or HINTS.get(kind, fallback))
 
@@ -237,8 +238,8 @@ class Received:
                     gone += path.suffix != ".ranges"
         removed = f" ({gone} file{'s' * (gone != 1)} removed)" if gone else ""
         return (f"nothing it sent in this run was kept{removed}; whole archives that were in the folder "
-                "before the run are as they were; use a host you trust, or run with --debug and report it "
-                "if the host is yours")
+                "before the run are as they were; use a host you trust, or run it again with tracebacks "
+                "shown and report it if the host is yours")
 
 
 def _pull_all(link: AgentLink, packed: list[tuple[ev.Packed, float | None]], out: Path, progress: ProgressFn,
@@ -354,12 +355,13 @@ def diagnose_start(link: AgentLink) -> None:
     said = clean((stderr.strip().splitlines() or [""])[-1][:200])
     if status == 127 or "not found" in said or "No such file" in said:
         raise RemoteDownloadError(f"{link.stream.where} cannot run {link.python!r}: {said or 'not found'}",
-                                  "point --remote-python at a Python 3 on that host (e.g. /usr/bin/python3)")
+                                  "choose another Python on the host: a Python 3 there (e.g. "
+                                  "/usr/bin/python3)")
     if status is not None:
         raise RemoteDownloadError(f"{link.python} on {link.stream.where} exited with status {status} before "
                                   f"starting the agent{': ' + said if said else ''}",
-                                  "check --remote-python (a Python 3.8+ with huggingface_hub, or "
-                                  "--bootstrap)")
+                                  "choose another Python on the host (a Python 3.8+ with huggingface_hub), "
+                                  "or install it into a temporary folder for this run")
 
 
 def remote_path(stream: Stream, event: ev.Packed) -> str:

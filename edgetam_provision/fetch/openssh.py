@@ -50,8 +50,8 @@ def use_openssh(transfer: str, target: SSHTarget) -> bool:
     plain_paths = not any(any(c.isspace() for c in f) for f in target.known_hosts)
     have = shutil.which("ssh") is not None and plain_paths
     if transfer == "openssh" and not have:
-        raise UsageError("--transfer openssh needs OpenSSH's ssh client on PATH",
-                         "install openssh-client, or use --transfer stream")
+        raise UsageError("the openssh transfer needs OpenSSH's ssh client on PATH",
+                         "install openssh-client, or use the stream transfer")
     jump = bool(target.proxy_jump and target.proxy_jump.lower() != "none")
     return have and (transfer == "openssh" or (transfer == "auto" and not jump))
 
@@ -106,7 +106,7 @@ def pull_openssh(target: SSHTarget, path: str, event: Announced, out: Path, bar:
     """Pull one archive with the ssh binary: where it resumed, how long it took."""
     if not SAFE_PATH.match(path):
         raise UsageError(f"the host's archive path {path!r} has characters a shell could misread",
-                         "use --transfer stream")
+                         "use the stream transfer")
     size = event.size
     n = streams or (DEFAULT_STREAMS if size >= SLOW_LINK_FROM else 1)
     return _pull_ranges(ssh_argv(target, timeout), path, event, out, bar, n, target.alias,
@@ -146,7 +146,7 @@ class Deadlines:
             self.pace.check()
         if time.monotonic() - self.last > self.timeout:
             raise RemoteConnectError(f"{self.where} went silent past the deadline", "the host or network "
-                                     "stalled; run again (pulls resume), or raise --timeout")
+                                     "stalled; run again (pulls resume), or raise the deadline")
 
 
 def _read_range(proc: subprocess.Popen[bytes], fd: int, start: int, end: int, lock: threading.Lock,
@@ -225,5 +225,5 @@ def _pull_ranges(argv: list[str], path: str, event: Announced, out: Path, bar: b
     if not part.settle():
         raise IntegrityError(f"{event.archive}: received bytes do not match the host's sha256 "
                              f"{event.sha256[:16]}…",
-                             "nothing was kept; run again (or use --transfer stream)")
+                             "nothing was kept; run again (or use the stream transfer)")
     return PullResult(resumed, time.monotonic() - t0)

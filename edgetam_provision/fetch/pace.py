@@ -54,11 +54,11 @@ class Pace:
         moved = self.total - self.mark
         if not moved:
             raise RemoteConnectError(f"the fetch from {self.where} made no progress for {self.window:.0f} s",
-                                     "run again (the host keeps what it has), or raise --stall")
+                                     "run again (the host keeps what it has), or raise the stall window")
         raise RemoteConnectError(f"{self.where} moved only {human_size(moved)} in {self.window:.0f} s, less "
                                  f"than the {human_size(self.step)} every stretch that long must move",
                                  "run again (the host keeps what it has, pulls resume); on a link this slow, "
-                                 "raise --stall")
+                                 "raise the stall window")
 
 
 class Declared:

@@ -170,7 +170,7 @@ def parse_event(line: bytes, where: str) -> Event:
     except (ValueError, RecursionError):
         raise HostMisbehaved(f"{where} sent something that is not a protocol line: "
                              f"{clean(line[:120].decode(errors='replace'))!r}",
-                             "check --remote-python; the host's login shell may print text") from None
+                             "check the host's Python; the host's login shell may print text") from None
     return check_event(obj, where)
 
 
@@ -192,7 +192,7 @@ class Stream:
         if isinstance(exc, TimeoutError):
             return RemoteConnectError(f"{self.where} went silent past the deadline",
                                       "the host or network stalled; run again (pulls resume), "
-                                      "or raise --timeout")
+                                      "or raise the deadline")
         return RemoteConnectError(f"lost the connection to {self.where} ({exc})",
                                   "run the same command again: the pull resumes")
 

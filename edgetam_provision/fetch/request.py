@@ -21,7 +21,7 @@ TRANSFERS = ("auto", "openssh", "stream")
 def check_python(python: str) -> str:
     """`--remote-python` goes into a command line: plain path characters only."""
     if not PYTHON_RE.match(python):
-        raise UsageError(f"not a usable --remote-python: {python!r}", "pass a path like /usr/bin/python3")
+        raise UsageError(f"not a usable path to a Python: {python!r}", "pass a path like /usr/bin/python3")
     return python
 
 
@@ -67,15 +67,15 @@ def check_request(req: FetchRequest) -> None:
     if req.endpoint is not None:
         url = urlsplit(req.endpoint)
         if url.scheme not in ("http", "https") or not url.hostname:
-            raise UsageError(f"--endpoint {req.endpoint!r} is not an http(s) URL",
-                             "e.g. --endpoint https://hf-mirror.example.org")
+            raise UsageError(f"the endpoint {req.endpoint!r} is not an http(s) URL",
+                             "give one such as https://hf-mirror.example.org")
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
     if req.host is None and offline:
-        raise UsageError("HF_HUB_OFFLINE is set, and fetch --local downloads from the Hub",
-                         "unset HF_HUB_OFFLINE for this command (or fetch on another host with --host)")
+        raise UsageError("HF_HUB_OFFLINE is set, and a fetch on this machine downloads from the Hub",
+                         "unset HF_HUB_OFFLINE for this command, or download on a host you can ssh to")
     identity = req.ssh.get("identity")
     if identity and not Path(identity).expanduser().is_file():
-        raise UsageError(f"no such key file: {identity}", "pass the private key's path to --identity/-i")
+        raise UsageError(f"no such key file: {identity}", "name a key file: the private key's path")
     if req.transfer not in TRANSFERS:
         raise UsageError(f"unknown transfer {req.transfer!r}", f"use one of {', '.join(TRANSFERS)}")
     check_python(req.python or "python3")

@@ -173,7 +173,8 @@ def fetch_local(req: FetchRequest, progress: ProgressFn, bar: bool) -> Fetched:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     except OSError as exc:
         raise RemoteDownloadError(f"cannot run {python!r} here: {exc.strerror or exc}",
-                                  "point --remote-python at a Python 3 (default: this one)") from None
+                                  "choose another Python on the host: a Python 3 (by default, this "
+                                  "one)") from None
     assert proc.stdin and proc.stdout and proc.stderr
     stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
 

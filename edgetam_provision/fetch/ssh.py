@@ -83,7 +83,7 @@ def resolve_target(host: str, *, port: int | None = None, user: str | None = Non
     user, port = user or user_at, port or port_at
     cfg_path = Path(ssh_config or "~/.ssh/config").expanduser()
     if ssh_config and not cfg_path.is_file():
-        raise UsageError(f"no such ssh config file: {ssh_config}", "check --ssh-config")
+        raise UsageError(f"no such ssh config file: {ssh_config}", "check the path of the ssh config file")
     overrides = "".join(f"  {k} {v}\n" for k, v in (("Port", port), ("User", user)) if v)
     text = (f"Host {bare}\n{overrides}" if overrides else "") + (
         cfg_path.read_text(errors="replace") if cfg_path.is_file() else "")
@@ -112,7 +112,7 @@ class _HostKeyPolicy(paramiko.MissingHostKeyPolicy):
         refuse_revoked(self.target, key)
         if not self.accept_new:
             raise HostKeyError(f"unknown host key for {self.target.known_hosts_key} ({key.get_name()} {fp})",
-                               "check the fingerprint, then run again with --accept-new-host-key "
+                               "check the fingerprint, then run again accepting the new host key "
                                "(or add it with ssh-keyscan to ~/.ssh/known_hosts)")
         path = Path(self.target.known_hosts[0])
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -283,22 +283,23 @@ def connect_raw(target: SSHTarget, timeout: float = TIMEOUT_S, accept_new: bool 
     except paramiko.AuthenticationException as exc:
         client.close()
         raise RemoteAuthError(f"{target.describe()} rejected our keys ({exc})",
-                              "pass --identity KEY, load the key into ssh-agent, or check --user") from None
+                              "name a key file, load the key into ssh-agent, or check the login "
+                              "user") from None
     except paramiko.SSHException as exc:
         client.close()
         if "No authentication methods available" in str(exc):  # it answered: we had no key to offer
             raise RemoteAuthError(f"no SSH key to offer {target.describe()} (none in ~/.ssh, none in "
-                                  "ssh-agent, no --identity)", "pass --identity KEY, load a key into "
+                                  "ssh-agent, none named)", "name a key file, load a key into "
                                   "ssh-agent, or make one (ssh-keygen) and add it to the host's "
                                   "authorized_keys") from None
         raise RemoteConnectError(f"SSH to {target.describe()} failed: {exc or type(exc).__name__}",
-                                 "the host did not answer in time or is not an SSH server "
-                                 "(--timeout raises the deadline)") from None
+                                 "the host did not answer in time (raise the deadline) or is not an "
+                                 "SSH server") from None
     except (OSError, EOFError) as exc:
         client.close()
         raise RemoteConnectError(f"SSH to {target.describe()} failed: {exc or type(exc).__name__}",
-                                 "the host did not answer in time or is not an SSH server "
-                                 "(--timeout raises the deadline)") from None
+                                 "the host did not answer in time (raise the deadline) or is not an "
+                                 "SSH server") from None
     conn = Connection(client, target, timeout, jump)
     try:
         refuse_revoked(target, conn.transport().get_remote_server_key())

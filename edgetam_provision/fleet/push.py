@@ -106,7 +106,7 @@ def push(req: PushRequest, progress: ProgressFn = no_progress) -> PushResult:
     from ..restore.run import check_backups
 
     if not req.hosts and req.inventory is None:
-        raise UsageError("name the hosts: provision push HOST... or --inventory FILE",
+        raise UsageError("name the hosts: provision push HOST... or an Ansible inventory file",
                          "e.g. provision push lab-mac-1")
     destinations = parse_destinations(req.hosts)  # before anything runs: names are data, never templates
     if req.inventory is not None and not req.inventory.is_file():
@@ -136,9 +136,10 @@ def push(req: PushRequest, progress: ProgressFn = no_progress) -> PushResult:
             extra.update(seeding.variables, provision_p2p_stall=req.p2p_stall)
         if req.remote_python:  # also Ansible's own interpreter: its discovery may pick a broken pyenv shim
             extra["provision_python"] = extra["ansible_python_interpreter"] = req.remote_python
+        # ansible-playbook's own options, in their short forms: -f forks, -C check mode, -l limit
         argv = [runner, "-i", str(inventory), str(playbook()), "-e", f"@{write_extra_vars(extra, work)}",
-                "--forks", str(req.forks)] + (["--check"] if req.check else []) \
-            + (["--limit", req.limit] if req.limit else []) \
+                "-f", str(req.forks)] + (["-C"] if req.check else []) \
+            + (["-l", req.limit] if req.limit else []) \
             + (["--tags", ",".join(req.tags)] if req.tags else [])
         env = {"ANSIBLE_PIPELINING": "1",  # one SSH run per task instead of several (no become here)
                **os.environ, "ANSIBLE_STDOUT_CALLBACK": "provision_json",
@@ -153,7 +154,7 @@ def push(req: PushRequest, progress: ProgressFn = no_progress) -> PushResult:
     except (ValueError, RecursionError):
         raise FleetError(f"ansible-playbook failed before it ran (exit {proc.returncode}): "
                          f"{(proc.stderr.strip().splitlines() or [''])[-1][:300]}",
-                         "check the inventory and --limit (ansible-playbook --list-hosts shows "
+                         "check the inventory and the host pattern (ansible-playbook --list-hosts shows "
                          "them)") from None
     result = PushResult(req.check, tuple(host_rows(result_doc, req.check, names, p2p=p2p is not None)), p2p)
     if not result.passed:

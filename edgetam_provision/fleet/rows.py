@@ -233,9 +233,11 @@ CAUSES = (
     (("Permission denied", "Authentication failed"), "auth: the host rejected our SSH keys",
      "check ansible_user / the key (ssh HOST must log in without a password)"),
     (("pyenv: ", "No start of json char found", "Module result deserialization failed"),
-     "its Python does not run (a pyenv shim?)", "pass --remote-python /path/to/python3 (a real interpreter)"),
+     "its Python does not run (a pyenv shim?)",
+     "choose another Python on the host: /path/to/python3 (a real interpreter)"),
     (("/bin/sh: ", "not found", "No such file or directory", "interpreter discovery"),
-     "no Python found at the interpreter Ansible tried", "pass --remote-python /path/to/python3"),
+     "no Python found at the interpreter Ansible tried",
+     "choose another Python on the host: /path/to/python3"),
     (("Could not resolve", "Connection refused", "Connection timed out", "No route to host",
       "Failed to connect"), "unreachable", "check the host name, port and network"),
 )

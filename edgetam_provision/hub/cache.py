@@ -26,13 +26,15 @@ from .layout import (
     repo_type_from_folder,
 )
 
+GIVEN = "the caller"  # a CacheLocation's source when the folder was given (the CLI's --cache-dir)
+
 
 @dataclass(frozen=True)
 class CacheLocation:
     """The resolved cache folder and what chose it."""
 
     path: Path
-    source: str
+    source: str  # the environment variable that chose it, "default", or GIVEN (the caller's folder)
     note: str = ""  # said on stderr: how the given folder was read
 
 
@@ -41,9 +43,9 @@ def resolve_cache_dir(override: str | os.PathLike[str] | None = None) -> CacheLo
     if override:
         path = Path(override).expanduser().absolute()
         if (path / "hub").is_dir() and not any(is_repo_folder_name(p.name) for p in path.iterdir()):
-            return CacheLocation(path / "hub", "--cache-dir",
+            return CacheLocation(path / "hub", GIVEN,
                                  f"note: {path} is a Hugging Face home (it holds hub/): using {path / 'hub'}")
-        return CacheLocation(path, "--cache-dir")
+        return CacheLocation(path, GIVEN)
     from huggingface_hub import constants
 
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):

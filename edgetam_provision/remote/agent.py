@@ -131,7 +131,9 @@ def download_and_pack(hub: Any, spec: dict[str, Any], params: dict[str, Any], wo
         snapshot = cache / folder / "snapshots" / commit
         if filtered and not (snapshot.is_dir() and any(p.is_file() for p in snapshot.rglob("*"))):
             shutil.rmtree(work, ignore_errors=True)  # nothing worth resuming
-            patterns = f"--include {spec.get('include') or '-'} / --exclude {spec.get('exclude') or '-'}"
+            # the client's words for its options: the CLI says them as --include / --exclude
+            patterns = (f"include patterns {spec.get('include') or '-'} / "
+                        f"exclude patterns {spec.get('exclude') or '-'}")
             raise AgentError("no-match", f"no file of {repo_id}@{commit[:12]} matches {patterns}")
         packed = _pack_to_file(work, name, folder, commit, with_tree=not filtered, chan=chan)
     return name, {"event": "packed", "archive": name, "repo_id": repo_id, "repo_type": repo_type,

@@ -127,7 +127,7 @@ def prove(plan: RestorePlan) -> None:
             if not ok:
                 raise IntegrityError(f"after the restore {a.folder}/{a.path} does not point at a complete, "
                                      "intact snapshot", "run `provision status` to see what is damaged, "
-                                     "then restore again without --keep-refs")
+                                     "then restore again without keeping the refs")
 
 
 def _reaches(path: str, blob: os.stat_result | None, size: int) -> bool:

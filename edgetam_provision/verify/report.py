@@ -74,7 +74,7 @@ def judge(measured: Mapping[str, Any], note: str = "") -> VerifyReport:
     yardstick = measured["yardstick"]
     gate = dict(measured["quality_gate"])
     why_not = ("random weights cannot segment (self-test)" if measured["synthetic"] else
-               "disabled (--no-quality-gate)" if not gate["enabled"] else
+               "disabled on request" if not gate["enabled"] else
                "no reference or ground truth for this image and these prompts"
                if yardstick == "none" else None)
     gate.update(applied=why_not is None, why_not=why_not, yardstick=yardstick)
@@ -109,7 +109,7 @@ def failed_verdict(report: VerifyReport) -> FailedVerdict:
         hint = f"this install does not behave like the reference run: usually {MEANING}"
     elif kinds == {"quality"}:
         hint = ("the weights do not segment this image: is this the real checkpoint? "
-                "(--no-quality-gate skips the comparison)")
+                "(a run without the quality gate skips the comparison)")
     else:
         hint = ("the model ran but produced invalid output: check torch/transformers versions "
                 "(`provision doctor`)")

@@ -26,7 +26,7 @@ from ..repos import EDGETAM_REPO
 from .report import VerifyReport, failed_verdict, judge
 
 WORKER = "edgetam_provision.verify.worker"
-BUILTIN_SCENE = "scene"  # --image scene: the generated picture with ground-truth masks
+BUILTIN_SCENE = "scene"  # the picture named "scene": the generated one with ground-truth masks
 REFERENCE_SIZE = (1800, 1200)  # the truck photo the built-in prompts were made for
 
 
@@ -127,14 +127,14 @@ def image_size(path: Path) -> tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
-        raise UsageError(f"no such image: {path}", "pass a JPEG or PNG file to --image")
+        raise UsageError(f"no such image: {path}", "pass a JPEG or PNG file as the picture")
     try:
         with Image.open(path) as im:
             im.load()  # decodes it all: a truncated file fails here, not after the model loaded
             width, height = im.size
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise UsageError(f"{path} is not a readable picture ({type(exc).__name__}: {str(exc)[:120]})",
-                         "pass a JPEG or PNG file to --image") from None
+                         "pass a JPEG or PNG file as the picture") from None
     if min(width, height) < 16:
         raise UsageError(f"{path} is only {width}x{height} pixels", "use a picture of at least 16x16")
     return int(width), int(height)
@@ -151,7 +151,8 @@ def check_prompts(case: Case, size: tuple[int, int]) -> None:
     if case.box:
         x0, y0, x1, y1 = case.box
         if not all(math.isfinite(v) for v in case.box):
-            raise UsageError(f"box {case.box} has a number that is not finite", "e.g. --box 75,275,1725,850")
+            raise UsageError(f"box {case.box} has a number that is not finite",
+                             "give four numbers, e.g. 75,275,1725,850")
         if not (x0 < x1 and y0 < y1):
             raise UsageError(f"box {x0:g},{y0:g},{x1:g},{y1:g} is not ordered",
                              "give X0,Y0,X1,Y1 with X0 < X1 and Y0 < Y1 (top-left, then bottom-right)")
@@ -185,7 +186,7 @@ def run_in_fresh_process(req: VerifyRequest) -> dict[str, Any]:
         raise interrupted
     if proc.returncode != 0 or not lines:
         raise EnvironmentProblem(f"the verification process died (exit {proc.returncode})",
-                                 "run `provision --debug verify` and see the messages above")
+                                 "run it again with tracebacks shown and see the messages above")
     msg = json.loads(lines[-1])
     if not msg["ok"]:
         raise error_from_dict(msg)
@@ -205,7 +206,7 @@ def check_is_edgetam(cache: Path, repo_id: str, commit: str) -> None:
         return  # no readable config: the worker says what is missing
     if kind not in EDGETAM_TYPES:
         raise UsageError(f"{repo_id} is a {kind or 'model of no stated type'} checkpoint, not EdgeTAM",
-                         "verify runs EdgeTAM: leave --repo out (yonigozlan/EdgeTAM-hf), or name an "
+                         "verify runs EdgeTAM: leave the repo out (yonigozlan/EdgeTAM-hf), or name an "
                          "EdgeTAM checkpoint")
 
 
@@ -222,17 +223,17 @@ def verify_model(req: VerifyRequest, or_synthetic: bool = False,
         except ModelMissingError:
             req = replace(req, synthetic=True)
             note = (f"{req.repo_id} is not in {req.cache}: ran the self-test with random weights. "
-                    "Get the weights with `provision fetch --host HOST` or `provision restore "
-                    "model_backups/`, then run `provision verify`.")
+                    "Get the weights (fetch them on a host you can ssh to, or restore them from backups), "
+                    "then run `provision verify`.")
             progress(f"note: {note}")
     plan_cases(req)  # every input checked here, in well under a second, before the model loads
     if not req.synthetic:
         try:
             commit = resolve_commit(Path(req.cache), req.repo_id, req.revision)
         except ModelMissingError as err:
-            raise ModelMissingError(err.message, "get the weights with `provision fetch --host HOST "
-                                    "--restore` (or `provision restore BACKUPS`); `provision verify "
-                                    "--synthetic` checks this machine without them",
+            raise ModelMissingError(err.message, "get the weights: fetch them with a restore, on a host "
+                                    "you can ssh to (or restore them from backups); a synthetic verify "
+                                    "checks this machine without them",
                                     path=err.path, repo=err.repo, revision=err.revision) from None
         check_is_edgetam(Path(req.cache), req.repo_id, commit)
     report = judge(run_in_fresh_process(req), note)

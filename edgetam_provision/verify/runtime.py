@@ -95,7 +95,7 @@ def choose_device(requested: str, torch: ModuleType) -> str:
         raise UsageError(f"unknown device {requested!r}", "use auto, mps, cuda or cpu")
     if requested not in have:
         raise EnvironmentProblem(f"{requested} is not available on this machine",
-                                 "use --device auto (or cpu)")
+                                 "pick the device automatically (or use cpu)")
     return requested
 
 

@@ -74,7 +74,7 @@ def check_environment(versions: dict[str, str], cache: Path) -> None:
                                   / "config.json").exists():
             raise ModelMissingError(
                 f"transformers {tv} needs {BACKBONE_REPO}/config.json in the cache, even offline",
-                f"provision it too: `provision fetch --host HOST` (fetches both repos) or "
+                f"provision it too: fetch them on a host you can ssh to, which brings both repos, or "
                 f"`provision restore` a backup of {BACKBONE_REPO}; or {UPGRADE}")
 
 
