@@ -38,8 +38,9 @@ def measured(cmd: list[str] | str, code: Path | None = None) -> tuple[float, flo
     MB, CPU seconds: user + system, steadier than wall time on a shared machine)."""
     env = {**os.environ, "PYTHONPATH": str(code or ROOT)}
     t0 = time.perf_counter()
+    # not from the checkout: `python -m` puts the working folder first, before PYTHONPATH's code
     proc = subprocess.Popen(cmd, shell=isinstance(cmd, str), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, cwd=tempfile.gettempdir())
     _pid, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
