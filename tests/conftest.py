@@ -38,8 +38,14 @@ WHEELS = REPO_ROOT / ".wheels" / "hub036"  # .ci/run downloads them: the suite t
 settings.register_profile("dev", max_examples=25, deadline=None)
 settings.register_profile("ci", max_examples=200, derandomize=True, database=None, print_blob=True,
                           deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
-                      or ("ci" if os.environ.get("CI", "").lower() == "true" else "dev"))
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or (
+    "ci" if os.environ.get("CI", "").lower() == "true" else "dev")
+settings.load_profile(PROFILE)
+
+
+def examples(ci: int, dev: int) -> int:
+    """How many examples a costly property runs: `ci` under the ci profile, `dev` in the quick loop."""
+    return ci if PROFILE == "ci" else dev
 
 
 def tiny_files(seed: int = 1) -> dict[str, bytes]:
