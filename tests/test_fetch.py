@@ -173,7 +173,7 @@ def test_a_silent_peer_fails_within_its_deadline(tmp_path):
     threading.Thread(target=lambda: held.append(listener.accept()[0]), daemon=True).start()
     t0 = time.monotonic()
     res = run_cli("fetch", "--host", "127.0.0.1", "--port", str(listener.getsockname()[1]),
-                  "--known-hosts", tmp_path / "kh", "--timeout", "2", "--out", tmp_path / "b")
+                  "--known-hosts", tmp_path / "kh", "--timeout", "0.5", "--out", tmp_path / "b")
     assert res.exit_code == 10
     assert time.monotonic() - t0 < 10
     listener.close()
