@@ -293,7 +293,7 @@ def mutate(members, kind: str, arg: int, commit: str) -> tuple[bytes, bool]:
     return bytes(raw), may
 
 
-@settings(max_examples=examples(ci=200, dev=10), deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(ci=200, dev=25), deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data(), preseed=st.booleans())
 def test_property_exit_zero_means_huggingface_hub_loads_the_revision(genuine, tmp_path_factory, data,
                                                                      preseed):
