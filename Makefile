@@ -49,8 +49,9 @@ test: install
 	$(VENV)/bin/ruff check edgetam_provision tests benchmarks test_images
 	$(VENV)/bin/mypy
 
-# No sshd, no model build: the quick loop while working. Measured: 153 s of pytest on a 2-core
-# machine shared with other work (load 5), of which 43 s CPU; most of the rest is waiting on servers.
+# No sshd, no model build: the quick loop while working (Hypothesis's quick "dev" profile unless
+# CI=true). Measured: 107 s of pytest on a 2-core machine shared with other work (load 4), 61 s of
+# it CPU; the rest is waiting: libtorrent swarms (16 s), servers starting, deadlines running out.
 test-fast: install
 	$(PY) -m pytest -q -m "not ssh and not slow"; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no tests ran" >&2; exit 1; fi; exit $$rc
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +16,23 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import settings
 
-from edgetam_provision.cli.app import cli
+# Tests never read or write the user's folders, nor take their settings: huggingface_hub's home (its
+# cache, its token) and the agent's work folder (under XDG_CACHE_HOME) are this run's own, set
+# before huggingface_hub is imported (it reads them once); the user's Hub variables are dropped.
+USER_HUB_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_STORED_TOKENS_PATH",
+                 "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ENDPOINT", "HF_HUB_OFFLINE",
+                 "HF_HUB_DISABLE_IMPLICIT_TOKEN")
+assert "huggingface_hub" not in sys.modules, "conftest must set the test home before huggingface_hub loads"
+RUN_HOME = Path(tempfile.mkdtemp(prefix="provision-tests-"))
+atexit.register(shutil.rmtree, RUN_HOME, ignore_errors=True)
+for _var in USER_HUB_VARS:
+    os.environ.pop(_var, None)
+os.environ.update(HF_HOME=str(RUN_HOME / "hf"), XDG_CACHE_HOME=str(RUN_HOME / "xdg"))
+
+from edgetam_provision.cli.app import cli  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hub_standin import HubRepo, HubStandIn
+from hub_standin import HubRepo, HubStandIn  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MISSING_COMPONENT = "needs openssh-server"  # the skip reason of tests that need a system component
@@ -38,8 +53,14 @@ WHEELS = REPO_ROOT / ".wheels" / "hub036"  # .ci/run downloads them: the suite t
 settings.register_profile("dev", max_examples=25, deadline=None)
 settings.register_profile("ci", max_examples=200, derandomize=True, database=None, print_blob=True,
                           deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
-                      or ("ci" if os.environ.get("CI", "").lower() == "true" else "dev"))
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or (
+    "ci" if os.environ.get("CI", "").lower() == "true" else "dev")
+settings.load_profile(PROFILE)
+
+
+def examples(ci: int, dev: int) -> int:
+    """How many examples a costly property runs: `ci` under the ci profile, `dev` in the quick loop."""
+    return ci if PROFILE == "ci" else dev
 
 
 def tiny_files(seed: int = 1) -> dict[str, bytes]:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import examples, run_cli
 from hub_standin import HubRepo
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -245,7 +245,7 @@ def lines_of(path: Path) -> list[str]:
     return path.read_bytes().decode("utf-8", "surrogateescape").split("\n")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(ci=200, dev=50), deadline=None)
 @given(st.lists(st.text(st.characters(blacklist_characters="\n", blacklist_categories=("Cs",)), max_size=12)
                 | st.sampled_from(["", "a", "# a", "# # a", " "]), min_size=1, max_size=12), st.data())
 def test_undo_gives_back_what_the_fix_took_and_keeps_every_change_made_since(tmp_path_factory, lines, data):

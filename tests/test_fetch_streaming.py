@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -40,6 +41,7 @@ class FakeHub:
                  fail: Exception | None = None, restart: bool = False, scribble: bool = False) -> None:
         self.files, self.listed_blob, self.fail, self.restart = files, listed_blob or {}, fail, restart
         self.scribble = scribble  # a writer that is not sequential: zeros first, the bytes later
+        self.voided: Callable[[], bool] = lambda: True  # whether the agent said stream-void (run_agent_side)
 
     def HfApi(self) -> SimpleNamespace:
         listing = [SimpleNamespace(path=p, blob_id=lfs_blob_name(d), size=len(d), lfs=None)
@@ -58,9 +60,11 @@ class FakeHub:
                 if self.restart:  # a first attempt that stops half-way, then a fresh file
                     (repo / "blobs" / f"{blob}.aaaaaaaa.incomplete").write_bytes(data[: len(data) // 2])
                 growing = repo / "blobs" / f"{blob}.{os.urandom(4).hex()}.incomplete"
-                if self.scribble:
+                if self.scribble:  # the bytes come once the packer has read the zeros (it voids the stream)
                     growing.write_bytes(bytes(len(data)))
-                    time.sleep(0.2)  # the packer reads the zeros meanwhile
+                    until = time.monotonic() + 10
+                    while not self.voided() and time.monotonic() < until:
+                        time.sleep(0.01)
                 grow(growing, data)
                 os.replace(next(p for p in (repo / "blobs").glob(f"{blob}.*.incomplete")
                                 if p.stat().st_size == len(data)), repo / "blobs" / blob)
@@ -85,6 +89,7 @@ def grow(path: Path, data: bytes, pieces: int = 4) -> None:
 def run_agent_side(hub: FakeHub, work: Path, stream: bool = True) -> tuple[list[dict], bytes, dict]:
     """Run the agent's download-and-pack; returns its events, the bytes it streamed, its packed event."""
     out = io.BytesIO()
+    hub.voided = lambda: b'"stream-void"' in out.getvalue()
     chan = Channel(io.BytesIO(b""), out, lambda: None)
     _name, packed = download_and_pack(hub, {"repo_id": "org/m"}, {"stream": stream}, work, chan)
     chan.emit(packed)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from builders import write_tar
-from conftest import run_cli, run_cli_process, tree_state
+from conftest import examples, run_cli, run_cli_process, tree_state
 from hostile_backups import genuine_backup
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -225,7 +225,7 @@ PART = st.one_of(SAFE, SAFE, SAFE, SAFE,
 
 
 @pytest.mark.skipif(untrusted.DATA_FILTER is None, reason="this Python's tarfile has no data filter")
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(ci=200, dev=50), deadline=None)
 @given(path=st.lists(PART, min_size=1, max_size=4), up=st.sampled_from([0, 0, 0, -2, -1, 1]),
        via=st.lists(PART, max_size=2),
        prefix=st.sampled_from(["", "./", "hub/", "", "/", "../"]))

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, tiny_files
+from conftest import examples, run_cli, tiny_files
 from hub_standin import HubRepo, HubStandIn, git_blob_sha1
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -261,7 +261,8 @@ class Scripted:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.server.daemon_threads, self.server.block_on_close = True, False
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # close() waits for the loop to see it: every 0.05 s, not the default 0.5
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
@@ -401,7 +402,7 @@ def changed(listing: HubListing, data) -> tuple[HubListing, str]:
 
 
 @given(listings(), st.data())
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(ci=150, dev=40), deadline=None)
 def test_any_single_change_to_the_listing_is_detected_and_named(listing, data):
     entry = entry_of(listing)
     assert disagreements(entry, listing) == []
@@ -413,7 +414,7 @@ def test_any_single_change_to_the_listing_is_detected_and_named(listing, data):
 @given(st.lists(st.from_regex(r"[a-zA-Z.*?/\[\]\\-]{0,8}", fullmatch=True), max_size=3),
        st.lists(st.from_regex(r"[a-zA-Z.*?/\[\]\\-]{0,8}", fullmatch=True), max_size=3),
        st.lists(st.from_regex(r"[a-zA-Z.]{1,4}(/[a-zA-Z.]{1,4}){0,2}", fullmatch=True), max_size=8))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(ci=200, dev=50), deadline=None)
 def test_patterns_select_exactly_what_huggingface_hubs_download_selects(include, exclude, names):
     from huggingface_hub.utils import filter_repo_objects
 

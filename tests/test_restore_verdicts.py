@@ -12,12 +12,13 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
 import pytest
 from builders import write_tar
-from conftest import run_cli, tree_state
+from conftest import examples, run_cli, tree_state
 from hostile_backups import genuine_backup
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,21 +28,46 @@ from edgetam_provision.hub.cache import read_ref
 R = "models--org--tiny"
 
 
+#: huggingface_hub's judge, one process for the session (imported once, under HF_HUB_OFFLINE): per
+#: line `[cache, repo_id, revision]` in, one line out, "ok" or why not
+JUDGE = """
+import json, pathlib, sys
+from huggingface_hub import scan_cache_dir, snapshot_download, try_to_load_from_cache
+for line in sys.stdin:
+    cache, repo, rev = json.loads(line)
+    try:
+        p = snapshot_download(repo, cache_dir=cache, revision=rev, local_files_only=True)
+        files = [f.relative_to(p).as_posix() for f in pathlib.Path(p).rglob('*') if f.is_file()]
+        assert files, 'empty snapshot'
+        assert all(isinstance(try_to_load_from_cache(repo, f, cache_dir=cache, revision=rev), str)
+                   for f in files), 'unresolvable'
+        assert not scan_cache_dir(cache).warnings, 'scan warnings'
+        print('ok', flush=True)
+    except Exception as e:
+        print(json.dumps(repr(e)), flush=True)
+"""
+_judge: list[subprocess.Popen[str]] = []
+
+
 def hub_loads_offline(cache: Path, repo_id: str, revision: str = "main") -> bool:
     """huggingface_hub's own verdict: every file of the revision resolves from the cache alone."""
-    code = ("import sys; from huggingface_hub import snapshot_download, try_to_load_from_cache;"
-            "p = snapshot_download(sys.argv[2], cache_dir=sys.argv[1], revision=sys.argv[3],"
-            " local_files_only=True);"
-            "import pathlib; files=[f.relative_to(p).as_posix() for f in pathlib.Path(p).rglob('*')"
-            " if f.is_file()];"
-            "assert files, 'empty snapshot';"
-            "assert all(isinstance(try_to_load_from_cache(sys.argv[2], f, cache_dir=sys.argv[1],"
-            " revision=sys.argv[3]), str) for f in files), 'unresolvable';"
-            "from huggingface_hub import scan_cache_dir; assert not scan_cache_dir(sys.argv[1]).warnings")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([os.sys.executable, "-c", code, str(cache), repo_id, revision], env=env,
-                          capture_output=True, text=True)
-    return proc.returncode == 0
+    if not _judge or _judge[0].poll() is not None:
+        _judge[:] = [subprocess.Popen([sys.executable, "-c", JUDGE], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True,
+                                      env={**os.environ, "HF_HUB_OFFLINE": "1"})]
+    judge = _judge[0]
+    assert judge.stdin and judge.stdout
+    judge.stdin.write(json.dumps([str(cache), repo_id, revision]) + "\n")
+    judge.stdin.flush()
+    return judge.stdout.readline().strip() == "ok"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_the_judge():
+    yield
+    for judge in _judge:
+        judge.stdin.close()
+        judge.wait(timeout=30)
 
 
 @pytest.fixture
@@ -267,7 +293,7 @@ def mutate(members, kind: str, arg: int, commit: str) -> tuple[bytes, bool]:
     return bytes(raw), may
 
 
-@settings(deadline=None, suppress_health_check=list(HealthCheck))  # examples: the profile's (conftest)
+@settings(max_examples=examples(ci=200, dev=25), deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data(), preseed=st.booleans())
 def test_property_exit_zero_means_huggingface_hub_loads_the_revision(genuine, tmp_path_factory, data,
                                                                      preseed):

@@ -277,24 +277,37 @@ ODD_BUT_VALID = {"config.json": b"{}", "odd name #1 ?%&+;=@'[ü日本🙂].txt":
                  "dir with space/x y.txt": b"spaced\n", "-dash/~tilde.bin": b"\x00\x01"}
 
 
-@pytest.mark.parametrize("bad", ["bad\u2028line.txt", "bidi\u202eexe.txt", "ideographic\u3000space.txt"])
+BAD_NAMES = ["bad\u2028line.txt", "bidi\u202eexe.txt", "ideographic\u3000space.txt"]
+
+
 def test_snapshot_download_gets_every_listed_name_and_a_revision_it_cannot_serve_is_not_listed(
-        serve, tmp_path, bad):
+        serve, tmp_path):
+    """One mirror, one client: org/odd downloads whole; each org/bad-N, holding one name restore
+    refuses too, is not listed and does not download."""
     from edgetam_provision.verify.synthetic import install_into_cache
 
     cache = tmp_path / "names"
     install_into_cache(cache, "org/odd", ODD_BUT_VALID)
-    install_into_cache(cache, "org/bad", {"config.json": b"{}", bad: b"refused by restore too\n"})
-    m = serve("--repo", "org/odd", "--repo", "org/bad", cache=cache)
-    code = ("import sys; from huggingface_hub import snapshot_download;"
-            "print(snapshot_download(sys.argv[2], cache_dir=sys.argv[1]))")
-    res = client(m.url, code, tmp_path / "c", "org/odd")
+    bad = {f"org/bad-{i}": name for i, name in enumerate(BAD_NAMES)}
+    for repo, name in bad.items():
+        install_into_cache(cache, repo, {"config.json": b"{}", name: b"refused by restore too\n"})
+    m = serve("--repo", "org/odd", *[a for repo in bad for a in ("--repo", repo)], cache=cache)
+    code = ("import json, sys; from huggingface_hub import snapshot_download\n"
+            "def get(repo):\n"
+            "    try:\n"
+            "        return snapshot_download(repo, cache_dir=sys.argv[1])\n"
+            "    except Exception:\n"
+            "        return None\n"
+            "print(json.dumps({repo: get(repo) for repo in sys.argv[2:]}))")
+    res = client(m.url, code, tmp_path / "c", "org/odd", *bad)
     assert res.returncode == 0, res.stderr
-    assert {p: (Path(res.stdout.strip()) / p).read_bytes() for p in ODD_BUT_VALID} == ODD_BUT_VALID
-    status, _, body = m.get("/api/models/org/bad/tree/main?recursive=true")
-    assert status == 503 and b"control, invisible or separator" in body  # hub.layout.path_problem's words
-    res = client(m.url, code, tmp_path / "c", "org/bad")
-    assert res.returncode != 0 and not list((tmp_path / "c").glob("models--org--bad/snapshots/*/*"))
+    got = json.loads(res.stdout)
+    assert {p: (Path(got["org/odd"]) / p).read_bytes() for p in ODD_BUT_VALID} == ODD_BUT_VALID
+    for repo, name in bad.items():
+        status, _, body = m.get(f"/api/models/{repo}/tree/main?recursive=true")
+        assert status == 503 and b"control, invisible or separator" in body, name  # path_problem's words
+        assert got[repo] is None, name
+        assert not list((tmp_path / "c").glob(f"{repo_folder_name(repo)}/snapshots/*/*")), name
 
 
 # ------------------------------------------------------------------------ HTTP: Range, hostile URLs, methods

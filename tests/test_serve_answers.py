@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -52,7 +53,7 @@ NAME_PART = st.one_of(st.text(ANY_CHAR, min_size=1, max_size=12),
                       st.text(VISIBLE_CHAR, min_size=1, max_size=12)).filter(lambda p: p not in (".", ".."))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(ci=60, dev=25), deadline=None)
 @given(name=st.lists(NAME_PART, min_size=1, max_size=3).map("/".join), data=st.binary(max_size=64))
 def test_a_name_is_listed_exactly_when_the_name_rule_keeps_it_and_then_resolves(name, data):
     """What is listed can be served, and nothing is listed that could not: one rule decides,
@@ -73,7 +74,7 @@ def test_a_name_is_listed_exactly_when_the_name_rule_keeps_it_and_then_resolves(
 
 # ---------------------------------------------------------------------------- Range
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(ci=300, dev=75), deadline=None)
 @given(header=st.text(max_size=40) | st.from_regex(r"\A\s*bytes\s*=\s*[0-9]*-[0-9]*\s*\Z"),
        size=st.integers(0, 10**6))
 def test_any_range_header_gets_a_span_inside_the_file_or_416(header, size):
@@ -81,7 +82,7 @@ def test_any_range_header_gets_a_span_inside_the_file_or_416(header, size):
     assert wanted is None or 0 <= wanted[0] <= wanted[1] <= size
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(ci=200, dev=50), deadline=None)
 @given(start=st.integers(0, 2**70), end=st.integers(0, 2**70) | st.none(), zeros=st.integers(0, 5000),
        extra=st.integers(0, 5000), size=st.integers(0, 10**6))
 def test_a_range_number_means_its_value_whatever_its_length(start, end, zeros, extra, size):
