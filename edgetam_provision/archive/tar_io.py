@@ -60,6 +60,9 @@ INVALID_HEADER: type[Exception] = tarfile.InvalidHeaderError  # type: ignore[att
 
 
 OCTAL = b"01234567 "
+#: a header's mode, owner, time and device fields, as read (they repeat from member to member)
+OWNERS: dict[tuple[bytes | str, ...], tuple[int, int, int, int, str, str, int, int]] = {}
+MAX_OWNERS = 256
 
 
 def _number(field: bytes) -> int:
@@ -89,20 +92,29 @@ class BoundedTarInfo(tarfile.TarInfo):
             return super().frombuf(buf, encoding, errors)
         (name, mode, uid, gid, size, mtime, chksum, kind, linkname, _magic, uname, gname, major, minor,
          prefix) = HEADER.unpack(buf)
-        if any(f[0] in BASE256 for f in (mode, uid, gid, size, mtime, chksum, major, minor)):
+        if size[0] in BASE256 or chksum[0] in BASE256:
             return super().frombuf(buf, encoding, errors)
         checksum = _number(chksum)
         unsigned = 256 + sum(buf) - sum(chksum)  # the field counts as 8 spaces
         if checksum != unsigned and checksum not in tarfile.calc_chksums(buf):  # type: ignore[attr-defined]
             raise INVALID_HEADER("bad checksum")
+        key = (mode, uid, gid, mtime, uname, gname, major, minor, encoding, errors)
+        owner = OWNERS.get(key)
+        if owner is None:  # read once for all the members that share them (nearly all do)
+            if any(f[0] in BASE256 for f in (mode, uid, gid, mtime, major, minor)):
+                return super().frombuf(buf, encoding, errors)
+            owner = (_number(mode), _number(uid), _number(gid), _number(mtime),
+                     _text(uname, encoding, errors), _text(gname, encoding, errors), _number(major),
+                     _number(minor))
+            if len(OWNERS) >= MAX_OWNERS:  # a hostile archive varies them: memory stays bounded
+                OWNERS.clear()
+            OWNERS[key] = owner
         obj = cls()
         obj.name = _text(name, encoding, errors)
-        obj.mode, obj.uid, obj.gid = _number(mode), _number(uid), _number(gid)
-        obj.size, obj.mtime, obj.chksum = _number(size), _number(mtime), checksum
+        obj.mode, obj.uid, obj.gid, obj.mtime, obj.uname, obj.gname, obj.devmajor, obj.devminor = owner
+        obj.size, obj.chksum = _number(size), checksum
         obj.type = kind
         obj.linkname = _text(linkname, encoding, errors)
-        obj.uname, obj.gname = _text(uname, encoding, errors), _text(gname, encoding, errors)
-        obj.devmajor, obj.devminor = _number(major), _number(minor)
         if kind == tarfile.DIRTYPE:
             obj.name = obj.name.rstrip("/")
         head = _text(prefix, encoding, errors)
