@@ -71,11 +71,11 @@ class ArchivePlan:
                    checked_by, actions, tuple(contents.skipped), unused,
                    {(f, rel): data for f, r in contents.repos.items() for rel, data in r.trees.items()})
 
-    @property
+    @functools.cached_property
     def writes(self) -> tuple[Action, ...]:
         return tuple(a for a in self.actions if a.writes)
 
-    @property
+    @functools.cached_property
     def blobs(self) -> tuple[Action, ...]:
         """The blobs it writes (new or repaired)."""
         return tuple(a for a in self.writes if a.kind == "blob")
@@ -117,7 +117,7 @@ class RestorePlan:
     #: (folder, blob) -> the file its bytes wait in to be published (None: not staged)
     staged_file: Callable[[str, str], str | None] = field(default=nothing_staged, repr=False, compare=False)
 
-    @property
+    @functools.cached_property
     def writes(self) -> tuple[Action, ...]:
         return tuple(a for p in self.archives for a in p.actions if a.writes)
 

@@ -32,7 +32,7 @@ def publish(plan: RestorePlan, progress: ProgressFn) -> list[Action]:
     made: set[str] = set()  # folders known to exist
 
     def folder_of(path: str) -> None:
-        parent = os.path.dirname(path)
+        parent = path.rpartition("/")[0]
         if parent not in made:
             os.makedirs(parent, exist_ok=True)
             made.add(parent)
@@ -43,7 +43,7 @@ def publish(plan: RestorePlan, progress: ProgressFn) -> list[Action]:
             for a in writes:
                 if a.kind != kind:
                     continue
-                dest = os.path.join(root, a.folder, a.path)  # a str: a Path costs more than the write
+                dest = f"{root}/{a.folder}/{a.path}"  # a str: a Path costs more than the write
                 if kind == "blob":
                     folder_of(dest)
                     os.replace(str(plan.staged_file(a.folder, a.path[len("blobs/"):])), dest)
@@ -106,12 +106,12 @@ def prove(plan: RestorePlan) -> None:
     blobs: dict[str, os.stat_result | None] = {}  # blob file -> what it is (one stat each)
     for a in actions:
         if a.kind == "link":
-            folder = os.path.join(root, a.folder)
-            blob_path = os.path.join(folder, "blobs", str(a.blob))
+            folder = f"{root}/{a.folder}"  # names the scan checked: plain, relative
+            blob_path = f"{folder}/blobs/{a.blob}"
             if blob_path not in blobs:
                 blobs[blob_path] = _stat(blob_path, os.stat)
             size = sizes[a.folder][f"blobs/{a.blob}"]
-            if not _reaches(os.path.join(folder, a.path), blobs[blob_path], size):
+            if not _reaches(f"{folder}/{a.path}", blobs[blob_path], size):
                 raise IntegrityError(f"after the restore {a.folder}/{a.path} does not resolve to its blob",
                                      "something changed the cache during the restore; run it again")
     for a in actions:

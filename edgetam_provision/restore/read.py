@@ -70,7 +70,7 @@ class ReadResult:
             return self.staged[key]
         if self.staging is None or self.blobs.get(key, "present") == "present":
             return None
-        return os.path.join(self.staging, folder, blob)
+        return f"{self.staging}/{folder}/{blob}"
 
 
 class WriteBehind:
@@ -222,7 +222,7 @@ class ArchiveReader:
             except OSError:  # not a readable file (a folder, a dangling link): replaced
                 state = "repair"
         if state != "present" and self.staging is not None:
-            _write_new(os.path.join(self.staging, m.folder, blob), data)
+            _write_new(f"{self.staging}/{m.folder}/{blob}", data)
         self.found.blobs[key], self.found.sizes[key] = state, m.size
 
     def _member_at(self, contents: ArchiveContents, m: DataMember) -> None:
