@@ -28,6 +28,7 @@ atexit.register(shutil.rmtree, RUN_HOME, ignore_errors=True)
 for _var in USER_HUB_VARS:
     os.environ.pop(_var, None)
 os.environ.update(HF_HOME=str(RUN_HOME / "hf"), XDG_CACHE_HOME=str(RUN_HOME / "xdg"))
+import huggingface_hub.constants  # noqa: E402, F401 - read now, not first under a test's monkeypatched env
 
 from edgetam_provision.cli.app import cli  # noqa: E402
 

@@ -31,10 +31,11 @@ R = TypeVar("R", bound=Carried)
 
 @dataclass(frozen=True)
 class Output:
-    """What a command hands back: the object --json prints (``data``), its words (made when shown),
+    """What a command hands back: the object --json prints (``data``, made only for --json: a
+    restore of 100,000 files would build 200,000 dicts for nothing), its words (made when shown),
     and its verdict: a code of the exit-code table, 0 when what it did or found holds."""
 
-    data: dict[str, Any]
+    data: Callable[[], dict[str, Any]]
     words: Callable[[], str]
     exit_code: int = 0
 
@@ -46,7 +47,8 @@ def shown(result: R, render: Callable[[R], str], data: dict[str, Any] | None = N
           exit_code: int = 0) -> Output:
     """A typed result as a command's `Output`: its JSON (``result.to_dict()`` unless `data` says
     more), `render` for its words, and the verdict the result's own type gives (`exit_code`)."""
-    return Output(result.to_dict() if data is None else data, functools.partial(render, result), exit_code)
+    said = result.to_dict if data is None else lambda: data
+    return Output(said, functools.partial(render, result), exit_code)
 
 
 #: words for the result a failure carries (a failed verdict's report): '' when it is not its kind
@@ -105,7 +107,7 @@ def command(fn: Command | None = None, *, cache: bool = True, failed: Failed | N
         try:
             out = run(cache_dir=cache_dir, progress=SaidProgress(quiet=as_json or quiet), debug=debug,
                       **kwargs)
-            emit(out.data, as_json, out.words, ok=out.exit_code == 0)
+            emit(out.data() if as_json else {}, as_json, out.words, ok=out.exit_code == 0)
             # A report whose verdict is a code of the table (doctor's diagnosis, status's integrity,
             # serve stopped by Ctrl-C) exits with it and says no more: it ran, and it says what it found.
             # A command that could not do its work raises instead (with result=, what it reached).

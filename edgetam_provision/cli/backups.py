@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -71,7 +72,7 @@ def restore(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths
 
     plan = do_restore(resolved(paths), cache_folder(cache_dir).resolve(), progress, dry_run=dry_run,
                       keep_refs=keep_refs)
-    return Output({**plan.to_dict(written=not dry_run), "dry_run": dry_run},
+    return Output(lambda: {**plan.to_dict(written=not dry_run), "dry_run": dry_run},
                   functools.partial(render.restore_plan, plan, dry_run))
 
 
@@ -104,7 +105,6 @@ def check(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths: 
         raise UsageError(f"${token_env} is not set", f"export {token_env}=hf_… first")
     where = resolved(paths)
     plan = check_backups(where, progress)
-    data = {**plan.to_dict(written=False), "dry_run": True, "check_only": True}
     hub: list[tuple[Path, HubCheck]] = []
     if at_hub:
         from ..trust.hub_check import check_backups_at_hub
@@ -113,7 +113,13 @@ def check(cache_dir: Path | None, progress: StderrProgress, debug: bool, paths: 
         url = endpoint_of(endpoint)
         progress(f"asking {url} for the listings…")
         hub = check_backups_at_hub(find_archives(where)[0], url, token)
-        data["hub"] = [{"archive": str(a), **c.to_dict()} for a, c in hub]
+
+    def data() -> dict[str, Any]:
+        said: dict[str, Any] = {**plan.to_dict(written=False), "dry_run": True, "check_only": True}
+        if at_hub:
+            said["hub"] = [{"archive": str(a), **c.to_dict()} for a, c in hub]
+        return said
+
     return Output(data, functools.partial(render.restore_plan, plan, dry_run=True, check_only=True, hub=hub))
 
 

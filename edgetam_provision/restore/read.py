@@ -17,6 +17,7 @@ import functools
 import io
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -206,7 +207,7 @@ class ArchiveReader:
     def _small_blob(self, contents: ArchiveContents, m: DataMember, data: memoryview | bytes) -> None:
         """One small blob, its bytes in hand: hashed against its name, compared with the cache's
         copy (which then hashes right too), and staged unless the cache holds it intact."""
-        blob = m.path[len("blobs/"):]
+        blob = sys.intern(m.path[len("blobs/"):])  # the scan's string for it, not a copy
         h = blob_hasher(blob, m.size)
         h.update(data)
         if len(data) != m.size or h.hexdigest() != blob:
