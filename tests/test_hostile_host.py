@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -100,6 +101,33 @@ def fast_clock(monkeypatch):
         monkeypatch.setattr(pace, "CLOCK", lambda: t0 + (time.monotonic() - t0) * factor)
 
     return use
+
+
+@pytest.fixture
+def host_ends(monkeypatch):
+    """How each host process this test starts ends: its exit status, how many waits on it ran to
+    their bound, and whether it was killed. A host ended by our hang-up has no wait run out."""
+    started: list[Watched] = []
+
+    class Watched(subprocess.Popen):
+        def __init__(self, *args, **kw) -> None:
+            super().__init__(*args, **kw)
+            self.waits_run_out, self.killed = 0, False
+            started.append(self)
+
+        def wait(self, timeout=None):
+            try:
+                return super().wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.waits_run_out += 1
+                raise
+
+        def kill(self) -> None:
+            self.killed = True
+            super().kill()
+
+    monkeypatch.setattr(subprocess, "Popen", Watched)
+    return lambda: [(p.returncode, p.waits_run_out, p.killed) for p in started]
 
 
 def refused(res, out: Path, words: str) -> None:
@@ -325,6 +353,32 @@ def test_silence_ends_at_the_read_deadline(hostile, monkeypatch):
     monkeypatch.setenv("HOSTILE_LINGER", "30")
     res, _, _ = hostile([HELLO])
     assert res.exit_code == 10 and "silent" in res.stderr, res.stderr
+
+
+def test_a_host_silent_before_its_hello_is_hung_up_on_not_waited_for(hostile, host_ends):
+    """Silence past the deadline before the hello is that verdict: the host, still reading its stdin,
+    ends at the hang-up (exit 0 on its EOF), with no wait on it run out."""
+    res, _, _ = hostile([{"command": True}], timeout="1")
+    assert res.exit_code == 10 and "went silent past the deadline" in res.stderr, res.stderr
+    assert host_ends() == [(0, 0, False)]
+
+
+def test_a_host_that_closes_its_end_and_waits_is_diagnosed_once_hung_up_on(hostile, host_ends):
+    """A host that closes its stdout before the hello but goes on reading its stdin: the diagnosis
+    hangs up on it first (as an SSH hang-up does) and says how it then ended, at once."""
+    res, _, _ = hostile([{"close": True}, {"command": True}])
+    assert res.exit_code == 13 and "exited with status 0 before starting the agent" in res.stderr, res.stderr
+    assert host_ends() == [(0, 0, False)]
+
+
+@pytest.mark.parametrize("flood", [{"event": "progress", "message": "x" * 200}, [1, 2, 3]])
+def test_a_host_that_keeps_writing_and_never_listens_is_ended_by_the_hang_up(hostile, host_ends, flood):
+    """The run ends (a stall, a malformed event) while the host still writes into a pipe we no
+    longer read, deaf to its stdin: closing our end of its stdout ends it (its write fails), not
+    the kill after the exit wait."""
+    res, _, _ = hostile([HELLO, {"flood": flood}], timeout="1", stall="1")
+    assert res.exit_code in (10, 15), res.stderr
+    assert host_ends() == [(0, 0, False)]
 
 
 # ---------------------------------------------------------------------------- malformed events

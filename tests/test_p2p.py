@@ -15,14 +15,16 @@ from pathlib import Path
 
 import pytest
 from conftest import MISSING_P2P, REPO_ROOT
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edgetam_provision.hub.manifest import ArchiveEntry, record
 from edgetam_provision.integrity.hashing import sha256_file
 
 lt = pytest.importorskip("libtorrent", reason=MISSING_P2P)
 
-from edgetam_provision.fleet import p2p, peer  # noqa: E402
-from edgetam_provision.fleet.swarm import Swarm, SwarmError, make_torrent, read_torrent  # noqa: E402
+from edgetam_provision.fleet import p2p, peer, swarm  # noqa: E402
+from edgetam_provision.fleet.swarm import Swarm, SwarmError, make_torrent, read_torrent, settle  # noqa: E402
 
 SIZE = 2 << 20
 BOUND = 60.0  # seconds any one wait may take on a loaded shared machine before the test fails
@@ -46,8 +48,7 @@ def done(s: Swarm, name: str, *others: Swarm) -> bool:
     """Wait until `s` and `others` (pumped alongside) have the file, then until their counts settle."""
     ok = s.wait(lambda: all(o.sample() >= 0 and o.finished(name) for o in (s, *others)),
                 time.monotonic() + BOUND)
-    for o in (s, *others):
-        o.settle()
+    settle([s, *others])
     return ok
 
 
@@ -68,6 +69,38 @@ def test_a_controller_and_two_hosts_complete_the_archive_byte_for_byte(archive, 
             assert sha256_file(tmp_path / where / archive.name) == sha256_file(archive)
             from_controller, from_peers = host.received[archive.name].totals()
             assert from_controller + from_peers >= SIZE and from_controller > 0
+
+
+class Moving:
+    """A session (to `settle`) whose one torrent's counts move at each of its first `moves` ticks."""
+
+    def __init__(self, moves: int, ticks: list[int]) -> None:
+        self.moves, self.ticks = moves, ticks
+        self.received = {"a.tar": swarm.Received()}
+
+    def sample(self) -> int:
+        self.received["a.tar"].total = min(len(self.ticks), self.moves)
+        return self.received["a.tar"].total
+
+
+@given(moves=st.lists(st.integers(0, 6), min_size=1, max_size=6))
+def test_property_sessions_settle_together_one_tick_past_the_last_that_moved(moves):
+    """Settling N sessions waits out each tick once for all of them: one tick past the last tick in
+    which any session's counts moved (the longest, not the sum), and never before it."""
+    ticks: list[int] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(swarm, "tick", lambda swarms: ticks.append(len(swarms)))
+        settle([Moving(m, ticks) for m in moves], bound=60.0)
+    assert ticks == [len(moves)] * (max(moves) + 1)
+
+
+def test_real_sessions_settle_in_one_tick_between_them(monkeypatch):
+    ticks: list[int] = []
+    real = swarm.tick
+    monkeypatch.setattr(swarm, "tick", lambda swarms: (ticks.append(len(swarms)), real(swarms)))
+    with local() as a, local() as b, local() as c:
+        settle([a, b, c])
+    assert ticks == [3]
 
 
 def test_a_torrent_is_v2_only_and_commits_to_the_manifest_sha256(archive):

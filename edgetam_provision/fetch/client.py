@@ -81,7 +81,9 @@ class AgentLink:
     """A running agent: its framed stream, how it ended, and where its archives can be read."""
 
     stream: Stream
-    ended: Callable[[], tuple[int | None, str]]  # (exit status, stderr) once the stream closed
+    #: once the host closed the stream: (exit status, stderr), None while it still runs; a wait for its
+    #: exit hangs up on it first (its stdin closed, as an SSH hang-up does)
+    ended: Callable[[], tuple[int | None, str]]
     python: str
     #: pulls one packed archive into the out folder: (event, out, bar) -> its result;
     #: None: over the agent's own stream
@@ -203,7 +205,8 @@ def run_agent(link: AgentLink, params: dict[str, Any], out: Path, progress: Prog
         stream.send(shipment())
         stream.send_json({**params, "stream": link.live, "have": have})
     except RemoteConnectError:
-        diagnose_start(link)
+        if stream.closed_by_host:
+            diagnose_start(link)
         raise
     received = Received(out)
     try:
@@ -290,7 +293,7 @@ def _wait_for_archives(link: AgentLink, asked: Asked, out: Path, progress: Progr
             try:
                 event = stream.read_event()
             except RemoteConnectError:
-                if not hello:
+                if not hello and stream.closed_by_host:  # a host we gave up on is still there: no exit
                     diagnose_start(link)
                 raise
             if isinstance(event, ev.Chunk):
@@ -350,7 +353,9 @@ def _wait_for_archives(link: AgentLink, asked: Asked, out: Path, progress: Progr
 
 
 def diagnose_start(link: AgentLink) -> None:
-    """The agent never started: say why (no such Python, a shell that prints, ...)."""
+    """The host closed the stream before the agent started: say why from how it ended (no such
+    Python, a shell that prints, ...). `link.ended` hangs up first: a host still reading its stdin
+    ends then, instead of at the bound of the wait for its exit."""
     status, stderr = link.ended()
     said = clean((stderr.strip().splitlines() or [""])[-1][:200])
     if status == 127 or "not found" in said or "No such file" in said:

@@ -187,8 +187,11 @@ class Stream:
         self._broken: tuple[type[BaseException], ...] = (OSError, EOFError, *broken)
         self._buf = b""
         self.pace: Pace | None = None  # checked at every receive; fed with the raw bytes read
+        #: the host ended the channel (its end closed, or broken), not one of our deadlines: its exit says why
+        self.closed_by_host = False
 
     def _lost(self, exc: BaseException) -> RemoteConnectError:
+        self.closed_by_host = not isinstance(exc, TimeoutError)
         if isinstance(exc, TimeoutError):
             return RemoteConnectError(f"{self.where} went silent past the deadline",
                                       "the host or network stalled; run again (pulls resume), "
@@ -208,6 +211,7 @@ class Stream:
         except self._broken as exc:
             raise self._lost(exc) from None
         if not data:
+            self.closed_by_host = True
             raise RemoteConnectError(f"{self.where} closed the connection",
                                      "run the same command again: the pull resumes")
         if self.pace is not None:  # a host that drips bytes is never silent: it runs out of time here

@@ -38,7 +38,7 @@ from .shipped import BOOT
 if TYPE_CHECKING:
     from ..archive.contents import ArchiveContents
 
-AGENT_EXIT_S = 5.0  # after we close its stdin, a local agent has this long to remove its folders
+AGENT_EXIT_S = 5.0  # once we hang up, a local agent has this long to remove its folders and exit
 
 
 @dataclass
@@ -183,8 +183,10 @@ def fetch_local(req: FetchRequest, progress: ProgressFn, bar: bool) -> Fetched:
         stdin.flush()
 
     def ended() -> tuple[int | None, str]:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
+        with contextlib.suppress(OSError):  # the hang-up: a host blocked reading its stdin ends at its EOF
+            stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):  # one that ignores it: its status is not known
+            proc.wait(timeout=AGENT_EXIT_S)
         if proc.returncode is None:
             return None, ""
         return proc.returncode, stderr.read().decode(errors="replace")
@@ -193,8 +195,11 @@ def fetch_local(req: FetchRequest, progress: ProgressFn, bar: bool) -> Fetched:
         link = AgentLink(Stream(_pipe_reader(stdout, req.timeout), send, LOCAL_WHERE), ended, python)
         pulled = run_agent(link, req.params(), req.out, progress, bar, req.stall)
     finally:
-        with contextlib.suppress(OSError):
-            proc.stdin.close()
+        # the hang-up: EOF on its stdin, and its stdout and stderr closed, so that a host still writing
+        # gets EPIPE at once instead of waiting on a full pipe that nobody reads any more
+        for pipe in (stdin, stdout, stderr):
+            with contextlib.suppress(OSError):
+                pipe.close()
         try:  # the agent stops within a second of its stdin closing; anything else is ended
             proc.wait(timeout=AGENT_EXIT_S)
         except subprocess.TimeoutExpired:

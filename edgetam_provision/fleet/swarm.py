@@ -14,7 +14,7 @@ libtorrent is imported only when a session starts: a host without it falls back 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -30,6 +30,8 @@ SHA_KEY = b"sha256"
 #: pieces of at least 4 blocks: with one 16 KiB block a piece, libtorrent 2.1.1 refuses an honest peer's
 #: answer to the hash request it sends after a bad peer's piece fails ("invalid hashes") and stalls
 MIN_PIECE = 64 << 10
+#: libtorrent brings its connections' counts up to date once a second: a tick, with a margin
+TICK_S = 1.1
 
 
 class SwarmError(Exception):
@@ -205,14 +207,7 @@ class Swarm:
 
     def settle(self, bound: float = 3.0) -> None:
         """Wait (at most `bound` s) until the per-connection counts stop moving (one stats tick)."""
-        end, last = time.monotonic() + bound, None
-        while time.monotonic() < end:
-            self.sample()
-            now = [r.totals() for r in self.received.values()]
-            if now == last:
-                return
-            last = now
-            self._alerts(1.1)
+        settle([self], bound)
 
     def sample(self) -> int:
         """Bring every torrent's `Received` up to date; the payload bytes taken so far."""
@@ -239,3 +234,26 @@ class Swarm:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def settle(swarms: Sequence[Swarm], bound: float = 3.0) -> None:
+    """Wait (at most `bound` s) until no session's per-connection counts move across one stats tick:
+    the sessions wait out each tick together (`tick`), one tick for all of them, not one each."""
+    end, last = time.monotonic() + bound, None
+    while time.monotonic() < end:
+        for s in swarms:
+            s.sample()
+        now = [[r.totals() for r in s.received.values()] for s in swarms]
+        if now == last:
+            return
+        last = now
+        tick(swarms)
+
+
+def tick(swarms: Sequence[Swarm]) -> None:
+    """Let one stats tick (`TICK_S`) pass for every session at once, taking their alerts meanwhile (a
+    hash failure is counted as it comes). Time, not an alert, is what the counts wait for."""
+    until = time.monotonic() + TICK_S
+    while (left := until - time.monotonic()) > 0:
+        for s in swarms:
+            s._alerts(min(left, 0.1) if s is swarms[0] else 0)

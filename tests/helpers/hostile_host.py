@@ -9,6 +9,9 @@ $HOSTILE_SCENARIO, in order:
   {"steps": [STEP...]}  those steps, in order
   {"forever": STEP, "every": S, "grow": N}  STEP again and again (until the client goes), every S
                         seconds; with grow, its line's "bytes" N more each time
+  {"flood": OBJ}        OBJ as JSON lines for ever, deaf: each write waits for room, never watching our
+                        stdin (only a write that fails, the client's end of our stdout closed, ends it)
+  {"close": true}       close our stdout (the client reads its end), then go on with the script
 The client goes when it closes our stdin (over SSH the channel closes: the next write fails), and
 the host stops then; with $HOSTILE_LINGER it lingers that long, deaf, after its script, so that the
 client must end it.
@@ -55,8 +58,19 @@ def send(data: bytes) -> None:
             raise BrokenPipeError
 
 
+def flood(obj: dict) -> None:
+    line = json.dumps(obj).encode() + b"\n"
+    os.set_blocking(OUT, True)
+    while True:
+        os.write(OUT, line)
+
+
 def play(step: dict) -> None:
-    if "line" in step:
+    if "flood" in step:
+        flood(step["flood"])
+    elif "close" in step:
+        os.close(OUT)
+    elif "line" in step:
         send(json.dumps(step["line"]).encode() + b"\n")
     elif "text" in step:
         send(step["text"].encode("utf-8", "surrogateescape") + b"\n")
