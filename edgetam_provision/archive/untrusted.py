@@ -5,7 +5,7 @@ before tarfile skips past it), checks each member against the hub cache layout (
 links, devices, modes, duplicates, refs, sizes against a manifest), runs tarfile's ``data`` filter
 over it as a second layer, and insists on the end-of-archive marker, so a tar cut at a member
 boundary is refused. What of it may be kept is `trust.accept`'s to say. tarfile is never
-allowed to write: `iter_data` / `open_member` give member bytes to the caller, which hashes them
+allowed to write: `archive.data` gives member bytes to the caller, which hashes them
 against their names before anything reaches the cache.
 
 Hand-made backups are welcome: any leading folders up to and including ``hub/`` (``./``,
@@ -16,22 +16,19 @@ Hand-made backups are welcome: any leading folders up to and including ``hub/`` 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import posixpath
 import re
 import stat
 import sys
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
 
 from ..errors import CorruptArchiveError, UnsafeArchiveError
 from ..hub.layout import BLOB_RE, COMMIT_RE, FOLDER_RE, REF_NAME_RE, TREE_NAME_RE, is_repo_folder_name
 from .compression import STREAM_ERRORS, compression_of
 from .contents import ArchiveContents, DataMember, RepoPayload
-from .tar_io import BOUND_HINT, CORRUPT_HINT, Bounds, Slice, check_end, members, open_tar
+from .tar_io import BOUND_HINT, CORRUPT_HINT, Bounds, check_end, members, open_tar
 
 MAX_SMALL = 64 * 1024 * 1024  # refs and trees listings are read into memory, so bounded
 MAX_REF = 256
@@ -146,9 +143,8 @@ class _Scan:
             self.regular[key] = data
 
     def _folder(self, m: tarfile.TarInfo, parts: list[str]) -> int:
-        """The checks that depend only on the folder a member lies in, made for its first member
-        (every later one shares them): no folder above it is a file or link, the repo folder's
-        place and name. Returns the index of the repo folder in `parts` (-1: none above it)."""
+        """What depends only on a member's folder, checked at its first member: no folder above is a
+        file or link; the repo folder's place and name. Its index in `parts` (-1: none above)."""
         above = ["/".join(parts[:i]) for i in range(1, len(parts))]
         kinds = [self.seen.get(p, DIR) for p in above]
         if LINK in kinds:
@@ -162,7 +158,7 @@ class _Scan:
         return idx
 
     def _leading(self, m: tarfile.TarInfo, parts: list[str], idx: int) -> None:
-        """The folders before a repo folder (up to ``hub/``, the same for every member) and its name."""
+        """The folders before a repo folder (up to ``hub/``, the same for all) and its name."""
         prefix = tuple(parts[:idx])
         if self.prefix is None:
             if prefix and prefix[-1] != "hub":
@@ -239,9 +235,8 @@ def within(path: Path, m: tarfile.TarInfo, bounds: Bounds | None, physical: int 
     """A member's header within what the archive can hold (`physical`: an uncompressed archive's
     size) and what was declared (`bounds`): checked before tarfile skips past its data."""
     end = m.offset_data + m.size
-    sparse = m.issparse() or (m.pax_headers and any(k.startswith("GNU.sparse") for k in m.pax_headers))
-    if sparse:  # its size is another's
-        raise _unsafe(m.name, "a sparse file is not allowed")
+    if m.issparse() or (m.pax_headers and any(k.startswith("GNU.sparse") for k in m.pax_headers)):
+        raise _unsafe(m.name, "a sparse file is not allowed")  # its size is another's
     if m.size < 0:
         raise _unsafe(m.name, f"a negative size ({m.size})")
     if physical is not None and end > physical:
@@ -374,31 +369,3 @@ def _snapshot_entry(scan: _Scan, m: tarfile.TarInfo, repo: RepoPayload, rest: li
         raise _unsafe(m.name, f"symlink target {m.linkname!r} is not a blob of this repo")
     repo.links[rel] = sys.intern(tparts[1])
     return None
-
-
-@contextlib.contextmanager
-def open_member(contents: ArchiveContents, d: DataMember) -> Iterator[Slice]:
-    """The bytes of one data member of an uncompressed archive, on a file handle of its own."""
-    with open(contents.path, "rb", buffering=0) as fh:
-        fh.seek(d.offset)
-        yield Slice(fh, d.size, d.name)
-
-
-def iter_data(contents: ArchiveContents) -> Iterator[tuple[DataMember, IO[bytes]]]:
-    """Yield each data member (blobs, plain snapshot files) with a stream of its bytes, in archive
-    order, through tarfile: what a compressed archive (one stream) needs. An uncompressed one's
-    members can be opened where they lie instead, each on its own, with `open_member`."""
-    by_name = {d.name: d for d in contents.data}
-    try:
-        tar, fobj = open_tar(contents.path, contents.compression, contents.bounds)
-        with tar, fobj:
-            for m in members(tar):
-                within(contents.path, m, contents.bounds, None)
-                d = by_name.get(m.name)
-                stream = tar.extractfile(m) if d else None
-                if d and stream:
-                    yield d, stream
-    except READ_ERRORS as exc:
-        raise CorruptArchiveError(f"{contents.path.name}: damaged archive ({exc})",
-                                  "fetch or copy the backup again; nothing was published") from None
-

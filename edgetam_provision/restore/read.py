@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Protocol, cast
 
 from ..archive.contents import ArchiveContents, DataMember
-from ..archive.untrusted import iter_data, open_member
+from ..archive.data import iter_data, open_member
 from ..console import ProgressFn
 from ..errors import CorruptArchiveError, IntegrityError
 from ..integrity.hashing import blob_hasher, blob_matches
