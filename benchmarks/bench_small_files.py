@@ -50,13 +50,20 @@ def measured(cmd: list[str] | str, code: Path | None = None) -> tuple[float, flo
     return seconds, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
-def make_backup(root: Path, files: int) -> tuple[Path, Path, Path]:
-    """(folder with manifest, folder with the archive alone, the archive)."""
+def build(root: Path, files: int) -> None:
+    """The cache (in ``root/src``) and its backup (in ``root/backups``)."""
     from builders import small_files_cache
 
+    small_files_cache(root / "src", REPO, 100, files // 100)
+    backup(root / "src", [RepoSpec(REPO)], root / "backups")
+
+
+def make_backup(root: Path, files: int) -> tuple[Path, Path, Path]:
+    """(folder with manifest, folder with the archive alone, the archive). Built by a process of its
+    own: a contender is started by vfork, and the peak RSS the kernel then reports for it is at
+    least this process's (177 MB once it had built 100,000 files; now about 30)."""
     cache, out, bare = root / "src", root / "backups", root / "bare"
-    small_files_cache(cache, REPO, 100, files // 100)
-    backup(cache, [RepoSpec(REPO)], out)
+    subprocess.run([PY, __file__, "--build", str(root), "--files", str(files)], check=True)
     archive = next(out.glob("*.tar"))
     bare.mkdir()
     os.link(archive, bare / archive.name)
@@ -92,7 +99,11 @@ def main() -> str:
     ap.add_argument("--files", type=int, default=100_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--before", type=Path, help="a checkout of the code to compare with")
+    ap.add_argument("--build", type=Path, help=argparse.SUPPRESS)  # make_backup's own process
     args = ap.parse_args()
+    if args.build:
+        build(args.build, args.files)
+        return ""
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         root = Path(tmp)
         runs = contenders(root, args.files, args.before)
@@ -120,4 +131,5 @@ def main() -> str:
 
 
 if __name__ == "__main__":
-    print(main())
+    if said := main():
+        print(said)
