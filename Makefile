@@ -44,16 +44,22 @@ setup: install
 
 # pytest exits 5 when it ran no test: that is a failure here.
 # UV is passed on: in a uv venv (no pip) the tests build and install wheels with it.
+# Two pytest-xdist workers: the whole suite (CI's profile, PROVISION_REQUIRE_ALL=1) passed twice on
+# them here, in 519 s and 714 s on the shared 2-core machine (load 3-6); more workers were not tried.
 test: install
-	UV=$(UV) $(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no tests ran" >&2; exit 1; fi; exit $$rc
+	UV=$(UV) $(PY) -m pytest -q -n 2; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no tests ran" >&2; exit 1; fi; exit $$rc
 	$(VENV)/bin/ruff check edgetam_provision tests benchmarks test_images
 	$(VENV)/bin/mypy
 
 # No sshd, no model build: the quick loop while working (Hypothesis's quick "dev" profile unless
-# CI=true). Measured: 107 s of pytest on a 2-core machine shared with other work (load 4), 61 s of
-# it CPU; the rest is waiting: libtorrent swarms (16 s), servers starting, deadlines running out.
+# CI=true), on WORKERS pytest-xdist processes: twice the cores, at most 8 (half of the loop's time is
+# waiting on subprocesses, servers and deadlines, so two per core overlap it; past 8 each worker's
+# start, 5 s of collecting, buys nothing). WORKERS=0 runs it in one process. Measured side by side
+# on a 2-core machine shared with other work (load 2-4): 4 workers 47-94 s (76-87 s CPU), 2 workers
+# 62-77 s (64-70 s CPU), one process 93-103 s (54-58 s CPU): under a minute while the cores are free.
+WORKERS ?= $(shell n=$$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1); echo $$((n > 4 ? 8 : 2 * n)))
 test-fast: install
-	$(PY) -m pytest -q -m "not ssh and not slow"; rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no tests ran" >&2; exit 1; fi; exit $$rc
+	$(PY) -m pytest -q -m "not ssh and not slow" -n $(WORKERS); rc=$$?; if [ $$rc -eq 5 ]; then echo "error: no tests ran" >&2; exit 1; fi; exit $$rc
 
 # The light commands on Python 3.10, 3.11.2 (Debian 12's), 3.12 and 3.13, each in its own venv.
 matrix:

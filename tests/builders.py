@@ -35,9 +35,10 @@ def fetch_args(sshd, hub, out: Path, *extra: str) -> list[str]:
             "--out", str(out), *extra]
 
 
-def agent_dirs() -> set[str]:
-    """The agents' private temporary folders on this machine."""
-    return {p.name for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("provision-agent-*")}
+def agent_dirs(sshd) -> set[str]:
+    """The private temporary folders of the agents `sshd` started (its sessions' TMPDIR: another
+    test's agents, run at the same time, are not counted)."""
+    return {p.name for p in sshd.tmp.glob("provision-agent-*")}
 
 
 def small_files_cache(cache: Path, repo_id: str, folders: int, per_folder: int) -> str:

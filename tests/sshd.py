@@ -34,7 +34,6 @@ def keygen(path: Path) -> str:
 class SSHServer:
     def __init__(self, root: Path, hub_host: str = "127.0.0.1", path_first: Path | None = None) -> None:
         self.root = root
-        self.port = free_port()
         self.user = getpass.getuser()
         self.host_pub = keygen(root / "host_key")
         self.client_key = root / "client_key"
@@ -46,10 +45,23 @@ class SSHServer:
                                           f"machine localhost login stale password {BOGUS_TOKEN}\n")
         (self.home / ".netrc").chmod(0o600)
         self.known_hosts = root / "known_hosts"
-        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {self.host_pub.split()[0]} "
-                                    f"{self.host_pub.split()[1]}\n")
+        self.tmp = root / "tmp"  # the sessions' TMPDIR: the agents' folders of this server alone
+        self.tmp.mkdir()
         self.log = root / "sshd.log"
         self.pidfile = root / "sshd.pid"
+        self.path_first = path_first
+        for _ in range(3):  # a port free when chosen may be taken before sshd binds it (parallel tests)
+            self.port = free_port()
+            if self._start():
+                return
+        raise RuntimeError(f"sshd found no free port: {self.log.read_text()}")
+
+    def _start(self) -> bool:
+        """Start sshd on self.port; False when that port was taken meanwhile."""
+        root = self.root
+        self.pidfile.unlink(missing_ok=True)  # the pid of this start alone says it is up
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {self.host_pub.split()[0]} "
+                                    f"{self.host_pub.split()[1]}\n")
         config = root / "sshd_config"
         config.write_text("\n".join([
             "ListenAddress 127.0.0.1", f"Port {self.port}", f"HostKey {root / 'host_key'}",
@@ -57,8 +69,9 @@ class SSHServer:
             "PasswordAuthentication no", "KbdInteractiveAuthentication no",
             "PermitRootLogin prohibit-password", "UsePAM no", "StrictModes no",
             "Subsystem sftp internal-sftp", "AllowTcpForwarding yes", "LogLevel VERBOSE",
-            f"SetEnv HOME={self.home} HF_TOKEN={BOGUS_TOKEN} HUGGING_FACE_HUB_TOKEN={BOGUS_TOKEN}"
-            + (f" PATH={path_first}:/usr/local/bin:/usr/bin:/bin" if path_first else ""),
+            f"SetEnv HOME={self.home} TMPDIR={self.tmp} HF_TOKEN={BOGUS_TOKEN} "
+            f"HUGGING_FACE_HUB_TOKEN={BOGUS_TOKEN}"
+            + (f" PATH={self.path_first}:/usr/local/bin:/usr/bin:/bin" if self.path_first else ""),
         ]) + "\n")
         with contextlib.suppress(PermissionError):  # root's privsep dir; non-root sshd needs none
             Path("/run/sshd").mkdir(exist_ok=True)
@@ -70,14 +83,16 @@ class SSHServer:
             if self.pidfile.exists():
                 try:
                     socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                    break
+                    return True
                 except OSError:
                     pass
             if self.proc.poll() is not None:
+                self._log_fh.close()
+                if "Address already in use" in self.log.read_text():
+                    return False
                 raise RuntimeError(f"sshd exited: {self.log.read_text()}")
             time.sleep(0.05)
-        else:
-            raise RuntimeError(f"sshd did not start: {self.log.read_text()}")
+        raise RuntimeError(f"sshd did not start: {self.log.read_text()}")
 
     def ssh_args(self) -> list[str]:
         """Flags for `provision fetch` to reach this server with the test's own key and known_hosts."""

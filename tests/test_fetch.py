@@ -41,10 +41,10 @@ def fetch(sshd, hub, out: Path, *extra: str):
     return run_cli(*fetch_args(sshd, hub, out, "--timeout", "10", *extra))
 
 
-def wait_for_no_agent_dirs(before: set[str], seconds: float = 10) -> list[str]:
+def wait_for_no_agent_dirs(sshd, before: set[str], seconds: float = 10) -> list[str]:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        left = sorted(agent_dirs() - before)
+        left = sorted(agent_dirs(sshd) - before)
         if not left:
             return []
         time.sleep(0.1)
@@ -61,7 +61,7 @@ def test_the_hosts_stale_credentials_really_break_a_plain_download(sshd, hub):
 
 
 def test_fetch_succeeds_despite_stale_credentials_and_sends_none(sshd, hub, tmp_path):
-    before = agent_dirs()
+    before = agent_dirs(sshd)
     seen = len(hub.requests)
     res = fetch(sshd, hub, tmp_path / "b", "--repo", "org/tiny", "--json")
     assert res.exit_code == 0, res.stderr
@@ -70,7 +70,7 @@ def test_fetch_succeeds_despite_stale_credentials_and_sends_none(sshd, hub, tmp_
     assert all(auth is None for _m, _p, auth in hub.requests[seen:])
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["archives"][Path(a["archive"]).name]["sha256"] == a["sha256"]
-    assert wait_for_no_agent_dirs(before) == []
+    assert wait_for_no_agent_dirs(sshd, before) == []
 
 
 def test_local_fetch_succeeds_despite_stale_local_credentials(hub, tmp_path, monkeypatch):
@@ -194,7 +194,7 @@ def test_an_interrupted_pull_resumes_and_verifies(sshd, hub, big_repo, tmp_path)
     cfg = tmp_path / "ssh_config"
     cfg.write_text(f"Host cut\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n"
                    f"  ProxyCommand {sys.executable} {HELPERS / 'cut_proxy.py'} %h %p 9000000\n")
-    before = agent_dirs()
+    before = agent_dirs(sshd)
     common = ["--identity", sshd.client_key, "--known-hosts", sshd.known_hosts, "--remote-python",
               sys.executable, "--endpoint", hub.endpoint, "--repo", "org/big", "--out", tmp_path / "b",
               "--timeout", "10", "--ssh-config", cfg]
@@ -203,7 +203,7 @@ def test_an_interrupted_pull_resumes_and_verifies(sshd, hub, big_repo, tmp_path)
     [part] = (tmp_path / "b").glob("*.part")
     kept = part.stat().st_size
     assert 0 < kept < BIG
-    assert wait_for_no_agent_dirs(before) == []
+    assert wait_for_no_agent_dirs(sshd, before) == []
     cfg.write_text(f"Host cut\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User {sshd.user}\n")
     res = run_cli("fetch", "--host", "cut", *common, "--json")
     assert res.exit_code == 0, res.stderr
@@ -386,12 +386,12 @@ def test_bootstrap_installs_huggingface_hub_into_the_temporary_folder(sshd, hub,
     if not bare or os.system(f"{bare} -c 'import huggingface_hub' 2>/dev/null") == 0 or \
             os.system(f"{bare} -m pip --version >/dev/null 2>&1") != 0:
         pytest.skip("needs a system python3 with pip and without huggingface_hub")
-    before = agent_dirs()
+    before = agent_dirs(sshd)
     res = run_cli("fetch", *sshd.ssh_args(), "--remote-python", bare, "--endpoint", hub.endpoint,
                   "--repo", "org/tiny", "--out", tmp_path / "b", "--bootstrap", "--timeout", "300")
     assert res.exit_code == 0, res.stderr
     assert os.system(f"{bare} -c 'import huggingface_hub' 2>/dev/null") != 0  # nothing left installed
-    assert wait_for_no_agent_dirs(before) == []
+    assert wait_for_no_agent_dirs(sshd, before) == []
 
 
 @pytest.fixture(scope="module")
@@ -437,7 +437,7 @@ def test_a_host_download_cut_at_80_percent_continues_as_the_hosts_hub_can(sshd, 
     python = str(request.getfixturevalue("old_hub_python")) if host_hub == "0.36" else sys.executable
     args = [*sshd.ssh_args(), "--remote-python", python, "--endpoint", hub.endpoint, "--repo", repo,
             "--out", tmp_path / "b", "--timeout", "10"]
-    before, sent = agent_dirs(), hub.bytes_sent
+    before, sent = agent_dirs(sshd), hub.bytes_sent
     hub.rate = 20e6  # two seconds for the file: time to cut it at 80%
     try:
         client = subprocess.Popen([sys.executable, "-m", "edgetam_provision", "fetch", *map(str, args)],
@@ -449,7 +449,7 @@ def test_a_host_download_cut_at_80_percent_continues_as_the_hosts_hub_can(sshd, 
         client.wait()
     finally:
         hub.rate = None
-    assert wait_for_no_agent_dirs(before) == []
+    assert wait_for_no_agent_dirs(sshd, before) == []
     cut = (hub.bytes_sent - sent) / size
     assert 0.75 < cut < 0.95, cut
     res = run_cli("fetch", *args)

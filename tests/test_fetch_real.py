@@ -41,13 +41,16 @@ def throttled(hub):
     hub.rate = None
 
 
-def agent_processes() -> list[int]:
-    """PIDs of fetch agents running on this machine (the 'host' of the tests)."""
+def agent_processes(sshd) -> list[int]:
+    """PIDs of the fetch agents `sshd` started (those whose TMPDIR is its sessions'), running on this
+    machine (the 'host' of the tests): another test's agents, run at the same time, are not counted."""
     out = []
+    mine = f"TMPDIR={sshd.tmp}".encode()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if b"provision-agent" in (proc / "cmdline").read_bytes():
+                if b"provision-agent" in (proc / "cmdline").read_bytes() and \
+                        mine in (proc / "environ").read_bytes().split(b"\0"):
                     out.append(int(proc.name))
             except OSError:
                 pass
@@ -66,7 +69,7 @@ def test_a_host_download_longer_than_the_deadline_succeeds_while_progress_flows(
 
 def test_the_host_stops_when_the_client_goes_and_the_rerun_resumes_there(sshd, hub, slow_repo, throttled,
                                                                         tmp_path):
-    before_dirs = agent_dirs()
+    before_dirs = agent_dirs(sshd)
     served = hub.bytes_sent
     args = [sys.executable, "-m", "edgetam_provision",
             *fetch_args(sshd, hub, tmp_path / "b", "--repo", "org/slow", "--fresh")]
@@ -84,9 +87,9 @@ def test_the_host_stops_when_the_client_goes_and_the_rerun_resumes_there(sshd, h
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     first = hub.bytes_sent - served
     gone_by = time.monotonic() + 5
-    while (agent_processes() or agent_dirs() - before_dirs) and time.monotonic() < gone_by:
+    while (agent_processes(sshd) or agent_dirs(sshd) - before_dirs) and time.monotonic() < gone_by:
         time.sleep(0.1)
-    assert agent_processes() == [] and agent_dirs() - before_dirs == set()  # nothing left running
+    assert agent_processes(sshd) == [] and agent_dirs(sshd) - before_dirs == set()  # nothing left running
     quiet_by = time.monotonic() + 5  # the stand-in notices the closed connections of the first run
     while hub.sending and time.monotonic() < quiet_by:
         time.sleep(0.05)

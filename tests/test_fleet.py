@@ -529,8 +529,11 @@ def test_push_p2p_hosts_take_the_archives_from_each_other_and_one_without_libtor
 
 
 def free_ports(n: int = 10) -> int:
-    """The first of `n` free ports in a row."""
-    for base in range(43000, 60000, 101):
+    """The first of `n` free ports in a row, below Linux's ephemeral range (no server on port 0 is
+    given one of them meanwhile), each pytest-xdist worker in its own thousand."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
+    start = 20000 + 1000 * (worker % 12)
+    for base in range(start, start + 1000 - n, 101):
         socks = []
         try:
             for port in range(base, base + n):

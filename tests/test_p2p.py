@@ -151,30 +151,32 @@ def test_a_host_completes_when_a_peer_leaves_mid_swarm(archive, tmp_path):
 
 
 def occupied(base: int, n: int) -> list[socket.socket]:
-    socks = []
-    for port in range(base, base + n):
-        s = socket.socket()
-        s.bind(("", port))  # every address: a session on 127.0.0.1 or 0.0.0.0 finds it taken
-        s.listen()
-        socks.append(s)
+    socks: list[socket.socket] = []
+    try:
+        for port in range(base, base + n):
+            socks.append(socket.socket())
+            socks[-1].bind(("", port))  # every address: a session on 127.0.0.1 or 0.0.0.0 finds it taken
+            socks[-1].listen()
+    except OSError:
+        for s in socks:
+            s.close()
+        raise
     return socks
 
 
-def free_base(n: int) -> int:
-    """A port whose next n-1 are free too (checked, then taken by the caller)."""
+def taken_run(n: int) -> tuple[int, list[socket.socket]]:
+    """n ports in a row, taken here (held from the moment they are found: no other test, run at the
+    same time, can take one in between): the first and the listening sockets."""
     for base in range(42000, 60000, 97):
         try:
-            for s in occupied(base, n):
-                s.close()
-            return base
+            return base, occupied(base, n)
         except OSError:
             continue
     pytest.skip("no run of free ports on this machine")
 
 
 def test_all_ports_taken_is_a_clear_error_on_the_controller_and_a_fallback_on_a_host(archive, tmp_path):
-    base = free_base(3)
-    socks = occupied(base, 3)
+    base, socks = taken_run(3)
     try:
         with pytest.raises(SwarmError, match=f"no free port in {base}–{base + 2}"):
             local(base, tries=3)

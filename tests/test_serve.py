@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -70,25 +71,29 @@ class Mirror:
 
 def start_mirror(cache: Path, *args: str, host: str | None = None,
                  env: dict[str, str] | None = None) -> Mirror:
-    """Start serving `cache`; returns once it answers HTTP (or fails with its log)."""
-    port = free_port()
-    log_file = cache.parent / f"{cache.name}-serve-{port}.log"
-    with open(log_file, "w") as log:
+    """Start serving `cache`; returns once it answers HTTP (or fails with its log). A port free when
+    chosen and taken before serve binds it (tests run in parallel) is chosen again."""
+    for _ in range(3):
+        port = free_port()
+        log_file = cache.parent / f"{cache.name}-serve-{port}.log"
         argv = ["serve", "--cache-dir", str(cache), "--port", str(port), *(["--host", host] if host else [])]
-        proc = subprocess.Popen([sys.executable, "-m", "edgetam_provision", *argv, *args],
-                                stdout=subprocess.PIPE, stderr=log, text=True,
-                                env={**os.environ, **(env or {})})
-    mirror = Mirror(proc, f"http://127.0.0.1:{port}", cache, log_file)
-    deadline = time.monotonic() + START_S
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            http(f"{mirror.url}/api/models/none/none")
-            return mirror
-        if proc.poll() is not None:
+        with open(log_file, "w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "edgetam_provision", *argv, *args],
+                                    stdout=subprocess.PIPE, stderr=log, text=True,
+                                    env={**os.environ, **(env or {})})
+        mirror = Mirror(proc, f"http://127.0.0.1:{port}", cache, log_file)
+        deadline = time.monotonic() + START_S
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                http(f"{mirror.url}/api/models/none/none")
+                return mirror
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+        if not re.search(rf"port {port} on \S+ is in use", mirror.log()):
             break
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
     raise RuntimeError(f"the mirror did not start: {mirror.log()}")
 
 
