@@ -82,9 +82,9 @@ class BoundedTarInfo(tarfile.TarInfo):
     bytes before tarfile reads it into memory (the same two hooks on Python 3.8 to 3.13).
 
     Its `frombuf` reads a plain header (file, link, folder; octal numbers) in one `struct` unpack,
-    with exactly tarfile's result and errors (a property test holds them equal), in a third of
-    tarfile's time: the scan of a revision of many small files spent 40% of its time there. Any
-    other header is tarfile's own to read."""
+    with exactly tarfile's result and errors (a property test holds them equal): iterating 40,000
+    members took 0.33 s of CPU against tarfile's 0.73 s, where the scan of many small files spent
+    40% of its time. Any other header is tarfile's own to read."""
 
     @classmethod
     def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
