@@ -19,6 +19,8 @@ from huggingface_hub import scan_cache_dir
 from edgetam_provision.backup import backup
 from edgetam_provision.hub.cache import check_revision, scan_cache
 from edgetam_provision.repos import RepoSpec
+from edgetam_provision.restore import run as restore_run
+from edgetam_provision.restore.run import restore
 from edgetam_provision.verify.synthetic import install_into_cache
 
 
@@ -168,3 +170,38 @@ def test_a_restore_imports_neither_filelock_nor_huggingface_hub(big_backup, tmp_
                          text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_repo_the_cache_lacks_is_published_by_one_rename(big_backup, tmp_path, monkeypatch):
+    """Built whole beside the cache, it appears all at once: no blob is moved into place one by one."""
+    out, commit = big_backup
+    cache = tmp_path / "cache"
+    renamed, replaced = [], []
+    for name, calls in (("rename", renamed), ("replace", replaced)):
+        real = getattr(os, name)
+        monkeypatch.setattr(os, name, lambda a, b, _real=real, _calls=calls, **k: (
+            _calls.append(str(b)), _real(a, b, **k))[1])
+    restore([out], cache)
+    assert renamed == [f"{cache}/models--org--big"]
+    assert not [r for r in replaced if "/blobs/" in r]
+    consistent(cache, commit)
+
+
+def test_a_repo_folder_that_appears_during_the_restore_gets_the_entries_one_by_one(big_backup, tmp_path,
+                                                                                   monkeypatch):
+    """huggingface_hub downloading beside the restore made the folder first: it is kept, and the
+    revision goes into it entry by entry, in the same order."""
+    out, commit = big_backup
+    cache = tmp_path / "cache"
+    theirs = cache / "models--org--big" / "blobs" / ("f" * 40)
+    real = restore_run.publish
+
+    def with_a_download_beside(plan, progress):
+        theirs.parent.mkdir(parents=True)
+        theirs.write_bytes(b"a blob the download wrote")
+        return real(plan, progress)
+
+    monkeypatch.setattr(restore_run, "publish", with_a_download_beside)
+    restore([out], cache)
+    consistent(cache, commit)
+    assert theirs.read_bytes() == b"a blob the download wrote"

@@ -109,6 +109,11 @@ def nothing_staged(_folder: str, _blob: str) -> None:
     return None
 
 
+def no_folder_staged(_folder: str) -> None:
+    """`RestorePlan.staged_folder` of a plan that stages nothing."""
+    return None
+
+
 @dataclass(frozen=True)
 class RestorePlan:
     cache: Path
@@ -116,6 +121,8 @@ class RestorePlan:
     ignored: tuple[str, ...] = field(default=())  # paths given that are not archives
     #: (folder, blob) -> the file its bytes wait in to be published (None: not staged)
     staged_file: Callable[[str, str], str | None] = field(default=nothing_staged, repr=False, compare=False)
+    #: folder -> where a repo folder the cache lacks is being built whole (None: entry by entry)
+    staged_folder: Callable[[str], str | None] = field(default=no_folder_staged, repr=False, compare=False)
 
     @functools.cached_property
     def writes(self) -> tuple[Action, ...]:

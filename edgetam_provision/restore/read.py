@@ -18,7 +18,6 @@ import io
 import os
 import queue
 import sys
-import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from ..archive.data import iter_data, open_member
 from ..console import ProgressFn
 from ..errors import CorruptArchiveError, IntegrityError
 from ..integrity.hashing import blob_hasher, blob_matches
-from ..parallel import in_background, run_all, workers
+from ..parallel import WriteBehind, in_background, run_all, workers
 
 
 class Member(Protocol):
@@ -55,14 +54,16 @@ def damaged(contents: ArchiveContents, what: str) -> IntegrityError:
 class ReadResult:
     """What hashing one archive found: the state of each blob, and the blobs of plain files.
 
-    A blob that is not present is staged (when staging) at ``<staging>/<folder>/<blob>``, or, from
-    a plain file of a ``tar -h`` backup, where `staged` says."""
+    A blob that is not present is staged (when staging) at ``<staging>/<folder>/<blob>`` (in a repo
+    folder the cache lacks, ``<staging>/<folder>/blobs/<blob>``: the folder is built there whole),
+    or, from a plain file of a ``tar -h`` backup, where `staged` says."""
 
     staging: Path | None = None
     blobs: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, blob) -> new|present|repair
     sizes: dict[tuple[str, str], int] = field(default_factory=dict)
     copies: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, snapshot path) -> blob
     staged: dict[tuple[str, str], str] = field(default_factory=dict)  # (folder, blob) -> file elsewhere
+    whole: set[str] = field(default_factory=set)  # repo folders the cache lacks: staged whole
 
     def staged_file(self, folder: str, blob: str) -> str | None:
         """Where blob `blob` of `folder` waits to be published (None: it is not staged)."""
@@ -71,70 +72,15 @@ class ReadResult:
             return self.staged[key]
         if self.staging is None or self.blobs.get(key, "present") == "present":
             return None
-        return f"{self.staging}/{folder}/{blob}"
+        return self.stage_path(folder, blob)
 
+    def stage_path(self, folder: str, blob: str) -> str:
+        inside = f"{folder}/blobs" if folder in self.whole else folder
+        return f"{self.staging}/{inside}/{blob}"
 
-class WriteBehind:
-    """Writes staged bytes in a second thread while the next piece is read and hashed (both let go
-    of the GIL): a big restore costs about the larger of hashing and writing, not their sum.
-    Buffers come from, and go back to, `spare` (shared by the readers of one restore)."""
-
-    DEPTH = 3  # buffers in flight
-
-    def __init__(self, size: int, spare: queue.SimpleQueue[bytearray]) -> None:
-        self.size, self.spare = size, spare
-        self.free: queue.Queue[bytearray] = queue.Queue()
-        self.todo: queue.Queue[tuple[io.BufferedWriter, bytearray, int] | None] = queue.Queue()
-        self.made, self.error = 0, None  # type: int, OSError | None
-        self.thread: threading.Thread | None = None
-
-    def buffer(self) -> bytearray:
-        if self.free.empty() and self.made < self.DEPTH:
-            self.made += 1
-            try:
-                return self.spare.get_nowait()
-            except queue.Empty:
-                return bytearray(self.size)
-        return self.free.get()
-
-    def release(self, buf: bytearray) -> None:
-        """Give back a buffer that is not to be written."""
-        self.free.put(buf)
-
-    def write(self, fh: io.BufferedWriter, buf: bytearray, n: int) -> None:
-        """Queue `buf[:n]` for `fh`; the buffer comes back through `buffer()` once written."""
-        if self.thread is None:
-            self.thread = threading.Thread(target=self._run, daemon=True)
-            self.thread.start()
-        self.todo.put((fh, buf, n))
-
-    def wait(self) -> None:
-        """Every queued write done; the first write error, if any, raised here."""
-        self.todo.join()
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
-
-    def close(self) -> None:
-        """Stop the writing thread (after `wait`) and hand the buffers back to `spare`."""
-        if self.thread is not None:
-            self.todo.put(None)
-            self.thread.join()
-            self.thread = None
-        while not self.free.empty():
-            self.spare.put(self.free.get_nowait())
-
-    def _run(self) -> None:
-        while (job := self.todo.get()) is not None:
-            fh, buf, n = job
-            try:
-                if self.error is None:
-                    fh.write(memoryview(buf)[:n])
-            except OSError as exc:
-                self.error = exc
-            finally:
-                self.free.put(buf)
-                self.todo.task_done()
+    def staged_folder(self, folder: str) -> str | None:
+        """Where repo folder `folder`, which the cache lacks, is built whole (None: it is not)."""
+        return f"{self.staging}/{folder}" if self.staging is not None and folder in self.whole else None
 
 
 class ArchiveReader:
@@ -162,7 +108,10 @@ class ArchiveReader:
             except OSError:  # no such folder yet (or not one): the cache holds none of its blobs
                 self.held[folder] = set()
             if self.staging is not None:
-                (self.staging / folder).mkdir(parents=True, exist_ok=True)
+                if folder in self.found.whole or not os.path.lexists(self.cache / folder):
+                    self.found.whole.add(folder)
+                (self.staging / folder / ("blobs" if folder in self.found.whole else "")).mkdir(
+                    parents=True, exist_ok=True)
         if contents.compression == "none":
             small = sorted((d for d in contents.data if _small(d)), key=lambda d: d.offset)
             big = sorted((d for d in contents.data if not _small(d)), key=lambda d: -d.size)
@@ -223,7 +172,7 @@ class ArchiveReader:
             except OSError:  # not a readable file (a folder, a dangling link): replaced
                 state = "repair"
         if state != "present" and self.staging is not None:
-            _write_new(f"{self.staging}/{m.folder}/{blob}", data)
+            _write_new(self.found.stage_path(m.folder, blob), data)
         self.found.blobs[key], self.found.sizes[key] = state, m.size
 
     def _member_at(self, contents: ArchiveContents, m: DataMember) -> None:
@@ -321,7 +270,7 @@ class ArchiveReader:
 
     def _stage_file(self, folder: str, blob: str) -> io.BufferedWriter:
         assert self.staging is not None  # its folder for `folder` was made by `archive`
-        return open(os.path.join(self.staging, folder, blob), "wb")
+        return open(self.found.stage_path(folder, blob), "wb")
 
     def _copy(self, contents: ArchiveContents, m: DataMember, stream: Member) -> None:
         """A plain snapshot file (tar -h): its blob is whichever name its bytes hash to."""

@@ -12,7 +12,8 @@ Order of work, so that a crash or Ctrl-C at any point leaves a consistent cache:
    holds damaged are staged in
    ``<cache>/.locks/provision-staging-*``; a blob it holds is hashed too, or compared byte for byte
    in a compressed stream. `--dry-run` runs this same pass with nothing staged, then stops.
-3. publish: blobs, then snapshot links, then listings, then refs, each by `os.replace`.
+3. publish: blobs, then snapshot links, then listings, then refs, each by `os.replace`; a repo
+   folder the cache lacks is built whole in the staging folder and published by one `rename`.
 4. prove: every ref the run wrote or kept points at a snapshot whose every file resolves to a
    blob of the right size (the bytes were hashed in step 2) — what huggingface_hub needs offline.
 """
@@ -45,7 +46,7 @@ from ..integrity.hashing import sha256_file
 from ..integrity.space import ensure_space, nearest_existing
 from ..parallel import in_background
 from ..trust.accept import admit, unused_blobs
-from .plan import Action, ArchivePlan, RestorePlan, nothing_staged
+from .plan import Action, ArchivePlan, RestorePlan, no_folder_staged, nothing_staged
 from .publish import prove, publish
 from .read import ArchiveReader, ReadResult
 
@@ -232,7 +233,8 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
         if for_cache and plan.writes and not os.access(nearest_existing(cache), os.W_OK):
             raise CacheError(f"cannot write into {nearest_existing(cache)}",
                              "check the folder's permissions or choose another cache folder")
-        return replace(plan, ignored=tuple(ignored), staged_file=nothing_staged)
+        return replace(plan, ignored=tuple(ignored), staged_file=nothing_staged,
+                       staged_folder=no_folder_staged)
     with cache_lock(cache, waiting=progress):
         clean_stale(cache, STAGING_PREFIX, [f for c, *_ in scanned for f in c.repos])
         staging = cache / PRIVATE_DIR / f"{STAGING_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
@@ -244,7 +246,8 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
             raise disk_error(exc, staging) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return replace(plan, ignored=tuple(ignored), staged_file=nothing_staged)  # what was read: let go
+    return replace(plan, ignored=tuple(ignored), staged_file=nothing_staged,  # what was read: let go
+                   staged_folder=no_folder_staged)
 
 
 #: an archive's contents, the sha256 its whole file is still to be hashed against (None: none
@@ -308,7 +311,8 @@ def _read_and_plan(scanned: list[Scanned], cache: Path, staging: Path | None, ke
             progress(f"note: {contents.path.name}: {len(unused)} blobs that no snapshot file uses are not "
                      f"kept (e.g. {unused[0]})")
         plans.append(ArchivePlan.of(contents, checked_by, tuple(actions), tuple(unused)))
-    return RestorePlan(cache, tuple(plans), staged_file=reader.found.staged_file)
+    return RestorePlan(cache, tuple(plans), staged_file=reader.found.staged_file,
+                       staged_folder=reader.found.staged_folder)
 
 
 def _missing_bytes(blobs: Path, sizes: dict[str, int]) -> int:
