@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..console import ProgressFn, counted
@@ -37,7 +37,8 @@ def publish(plan: RestorePlan, progress: ProgressFn) -> list[Action]:
     published: list[Action] = []
     made: set[str] = set()  # folders known to exist
     root = str(cache)
-    whole = sorted({a.folder for a in writes if plan.staged_folder(a.folder)})
+    staged_at = {f: plan.staged_folder(f) for f in {a.folder for a in writes}}  # None: entry by entry
+    whole = sorted(f for f, at in staged_at.items() if at)
 
     def write(a: Action, base: str) -> None:
         """Entry `a` into the repo folder at `base` (the cache's, or the one staged whole)."""
@@ -59,26 +60,22 @@ def publish(plan: RestorePlan, progress: ProgressFn) -> list[Action]:
 
     at = root
     try:
-        for kind in KINDS:
-            for a in writes:
-                if a.kind == kind:
-                    at = f"{root}/{a.folder}/{a.path}"
-                    write(a, plan.staged_folder(a.folder) or f"{root}/{a.folder}")
-                    if a.folder not in whole:
-                        published.append(a)
+        for a in _in_order(writes):
+            at = f"{root}/{a.folder}/{a.path}"
+            write(a, staged_at[a.folder] or f"{root}/{a.folder}")
+            if a.folder not in whole:
+                published.append(a)
         for folder in whole:
             mine, at = [a for a in writes if a.folder == folder], f"{root}/{folder}"
-            staged = str(plan.staged_folder(folder))
+            staged = str(staged_at[folder])
             _only_planned_blobs(f"{staged}/blobs", {a.path[len("blobs/"):] for a in mine if a.kind == "blob"})
             try:
                 os.rename(staged, at)
             except OSError as exc:  # it came meanwhile (a download beside the restore): entry by entry
                 if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
-                for kind in KINDS:
-                    for a in mine:
-                        if a.kind == kind:
-                            write(a, at)
+                for a in _in_order(mine):
+                    write(a, at)
             published.extend(mine)
     except OSError as exc:
         err = disk_error(exc, Path(at))
@@ -86,6 +83,12 @@ def publish(plan: RestorePlan, progress: ProgressFn) -> list[Action]:
                          _partial_hint(published, len(writes))) from None
     progress(f"published {counted(len(published), 'entry', 'entries')} into {cache}")
     return published
+
+
+def _in_order(actions: tuple[Action, ...] | list[Action]) -> Iterator[Action]:
+    """`actions` in the order of publishing (`KINDS`), each kind in the plan's order."""
+    for kind in KINDS:
+        yield from (a for a in actions if a.kind == kind)
 
 
 def _only_planned_blobs(folder: str, planned: set[str]) -> None:
