@@ -190,6 +190,16 @@ def test_a_missing_remote_python_is_named(sshd, hub, tmp_path):
     assert "--remote-python" in res.stderr
 
 
+def test_a_host_python_that_exits_at_once_is_named_with_its_status_and_last_words(sshd, hub, tmp_path):
+    """Its exit status comes after its output ends (here a second after): the diagnosis waits for it."""
+    fake = tmp_path / "python3"
+    fake.write_text("#!/bin/sh\necho 'this python is broken' >&2\nexec >&- 2>&-\nsleep 1\nexit 3\n")
+    fake.chmod(0o755)
+    res = run_cli(*fetch_args(sshd, hub, tmp_path / "b", "--repo", "org/tiny"), "--remote-python", fake)
+    assert res.exit_code == 13, res.stderr
+    assert "exited with status 3 before starting the agent: this python is broken" in res.stderr
+
+
 def test_a_host_python_that_dies_while_the_agent_is_still_being_sent_is_named(tmp_path):
     """The race behind a missing Python: its shell exits before our first write lands."""
     from edgetam_provision.errors import RemoteDownloadError

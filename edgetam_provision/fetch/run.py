@@ -154,8 +154,12 @@ def streams_live(transfer: str, rtt: float) -> bool:
 
 
 def _channel_end(chan: Any) -> tuple[int | None, str]:
-    """The remote command's exit status and stderr, once its channel has closed."""
+    """The remote command's exit status and stderr, once its stdout has ended. As for a local agent,
+    we hang up first (EOF on its stdin) and give it `AGENT_EXIT_S` to exit: its status comes after
+    the end of its output, and without waiting for it the diagnosis could come out empty."""
     with contextlib.suppress(Exception):
+        chan.shutdown_write()
+        chan.status_event.wait(AGENT_EXIT_S)
         stderr = b""
         while chan.recv_stderr_ready():
             stderr += chan.recv_stderr(65536)
