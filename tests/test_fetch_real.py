@@ -200,6 +200,32 @@ def test_a_host_python_that_exits_at_once_is_named_with_its_status_and_last_word
     assert "exited with status 3 before starting the agent: this python is broken" in res.stderr
 
 
+def test_a_local_host_that_stops_reading_fails_at_the_deadline_instead_of_blocking():
+    """Writes to it are bounded like reads: a full pipe nobody reads is silence."""
+    from edgetam_provision.errors import RemoteConnectError
+    from edgetam_provision.fetch.protocol import Stream
+    from edgetam_provision.fetch.run import _pipe_writer
+
+    r, w = os.pipe()
+    with os.fdopen(r, "rb"), os.fdopen(w, "wb") as pipe:
+        stream = Stream(lambda n: b"", _pipe_writer(pipe, 0.2), "this machine")
+        outcome: list[BaseException] = []
+        sender = threading.Thread(target=lambda: outcome.extend(_raised(stream.send, b"x" * (4 << 20))))
+        sender.start()
+        sender.join(30)
+        assert not sender.is_alive(), "send blocked on a pipe nobody reads"
+        assert isinstance(outcome[0], RemoteConnectError)
+        assert "went silent past the deadline" in str(outcome[0])
+
+
+def _raised(call, *args) -> list[BaseException]:
+    try:
+        call(*args)
+    except BaseException as exc:
+        return [exc]
+    return []
+
+
 def test_a_host_python_that_dies_while_the_agent_is_still_being_sent_is_named(tmp_path):
     """The race behind a missing Python: its shell exits before our first write lands."""
     from edgetam_provision.errors import RemoteDownloadError

@@ -21,6 +21,7 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -182,10 +183,6 @@ def fetch_local(req: FetchRequest, progress: ProgressFn, bar: bool) -> Fetched:
     assert proc.stdin and proc.stdout and proc.stderr
     stdin, stdout, stderr = proc.stdin, proc.stdout, proc.stderr
 
-    def send(data: bytes) -> None:
-        stdin.write(data)
-        stdin.flush()
-
     def ended() -> tuple[int | None, str]:
         with contextlib.suppress(OSError):  # the hang-up: a host blocked reading its stdin ends at its EOF
             stdin.close()
@@ -196,7 +193,8 @@ def fetch_local(req: FetchRequest, progress: ProgressFn, bar: bool) -> Fetched:
         return proc.returncode, stderr.read().decode(errors="replace")
 
     try:
-        link = AgentLink(Stream(_pipe_reader(stdout, req.timeout), send, LOCAL_WHERE), ended, python)
+        link = AgentLink(Stream(_pipe_reader(stdout, req.timeout), _pipe_writer(stdin, req.timeout),
+                               LOCAL_WHERE), ended, python)
         pulled = run_agent(link, req.params(), req.out, progress, bar, req.stall)
     finally:
         # the hang-up: EOF on its stdin, and its stdout and stderr closed, so that a host still writing
@@ -222,6 +220,24 @@ def _pipe_reader(pipe: Any, timeout: float) -> Any:
         return os.read(fd, n)
 
     return recv
+
+
+def _pipe_writer(pipe: Any, timeout: float) -> Callable[[bytes], None]:
+    """`send` for a local agent's stdin with the same deadline: a host that stops reading fails
+    within `timeout`, as one that stops writing does, instead of blocking on a full pipe."""
+    fd = pipe.fileno()
+    os.set_blocking(fd, False)
+
+    def send(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BlockingIOError:
+                if not select.select([], [fd], [], timeout)[1]:
+                    raise TimeoutError from None
+
+    return send
 
 
 def fetch_archives(req: FetchRequest, progress: ProgressFn, bar: bool = False) -> Fetched:
