@@ -350,7 +350,9 @@ def test_progress_that_never_advances_ends_at_the_stall_limit(hostile):
 
 @pytest.mark.slow
 def test_silence_ends_at_the_read_deadline(hostile, monkeypatch):
+    """A host deaf to the hang-up too (it lingers): ended after the wait for its exit (shortened here)."""
     monkeypatch.setenv("HOSTILE_LINGER", "30")
+    monkeypatch.setattr("edgetam_provision.fetch.run.AGENT_EXIT_S", 0.5)
     res, _, _ = hostile([HELLO])
     assert res.exit_code == 10 and "silent" in res.stderr, res.stderr
 
