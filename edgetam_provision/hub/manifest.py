@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,9 @@ class ArchiveEntry:
             raise ValueError("refs and files must be lists")
         return cls(archive=name, repo_id=repo_id, commit=_text(d["commit"], "commit", COMMIT_RE),
                    refs=tuple(_text(r, "ref", REF_NAME_RE) for r in refs),
-                   files=tuple(FileRecord(_text(f["path"], "path"), _text(f["blob"], "blob", BLOB_RE),
+                   # a blob's name interned: the archive's scan then keeps this string, not a second
+                   files=tuple(FileRecord(_text(f["path"], "path"),
+                                          sys.intern(_text(f["blob"], "blob", BLOB_RE)),
                                           _size(f["size"], f"size of {f['path']}")) for f in files),
                    sha256=_text(d["sha256"], "sha256", SHA256_RE), size=_size(d["size"], "size"),
                    compression=str(d.get("compression", "none")),
