@@ -110,7 +110,7 @@ def main() -> str:
         for repeat in range(args.repeats):
             for i, (name, run) in enumerate(runs.items()):
                 # a new folder each time, none deleted until the end: on ext4 without a journal (this
-                # disk) a create scans past every inode freed in the last 5 s (300 s once its table
+                # disk) a create scans past every inode freed in the last 60 s (300 s once its table
                 # block is dirty), so a run after deleting the last one's 200,000 entries paid for them
                 target = root / f"target-{repeat}-{i}"
                 target.mkdir()
