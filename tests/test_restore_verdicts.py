@@ -319,3 +319,64 @@ def test_property_exit_zero_means_huggingface_hub_loads_the_revision(genuine, tm
     else:
         assert "\nerror: " in "\n" + res.stderr and "hint: " in res.stderr
         assert cache_state(cache) == before
+
+
+# ---------------------------------------------------------------------------- every read path
+
+SIZES = {"tiny": 100, "small": 16_000, "big": 300_000}  # one thread, batches on several, a reader each
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> tuple[Path, dict[str, list[str]]]:
+    """A backup (the archive alone: every byte checked by blob names) of org/mixed, whose blobs take
+    each of the read pass's paths; and the member names of each size."""
+    import random
+
+    from edgetam_provision.backup import backup
+    from edgetam_provision.hub.layout import blob_name, repo_folder_name, snapshot_link
+    from edgetam_provision.repos import RepoSpec
+
+    root, rng, commit = tmp_path_factory.mktemp("mixed"), random.Random(7), "a" * 40
+    repo = root / "cache" / repo_folder_name("org/mixed")
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    names: dict[str, list[str]] = {kind: [] for kind in SIZES}
+    for kind, size in SIZES.items():
+        for i in range({"tiny": 40, "small": 8, "big": 2}[kind]):
+            data = rng.randbytes(size)
+            blob = blob_name(data, lfs=True)
+            (repo / "blobs" / blob).write_bytes(data)
+            os.symlink(snapshot_link(f"{kind}{i}.bin", blob), repo / "snapshots" / commit / f"{kind}{i}.bin")
+            names[kind].append(f"{repo.name}/blobs/{blob}")
+    (repo / "refs" / "main").write_text(commit)
+    backup(root / "cache", [RepoSpec("org/mixed")], root / "made")
+    (root / "bare").mkdir()
+    archive = next((root / "made").glob("*.tar"))
+    shutil.copy(archive, root / "bare" / archive.name)
+    return root / "bare" / archive.name, names
+
+
+def test_blobs_of_every_read_path_restore_and_load_offline(mixed, tmp_path):
+    archive, _ = mixed
+    res = run_cli("restore", archive.parent, "--cache-dir", tmp_path / "hub")
+    assert res.exit_code == 0, res.stderr
+    assert hub_loads_offline(tmp_path / "hub", "org/mixed")
+
+
+@pytest.mark.parametrize("kind", list(SIZES))
+def test_one_flipped_byte_in_a_blob_of_any_read_path_is_refused_and_nothing_written(mixed, tmp_path, kind):
+    archive, names = mixed
+    bad = tmp_path / "bad" / archive.name
+    bad.parent.mkdir()
+    shutil.copy(archive, bad)
+    with tarfile.open(bad) as tar:
+        member = tar.getmember(names[kind][-1])
+    with open(bad, "r+b") as fh:
+        fh.seek(member.offset_data + member.size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, os.SEEK_CUR)
+        fh.write(bytes([byte[0] ^ 1]))
+    res = run_cli("restore", bad.parent, "--cache-dir", tmp_path / "hub")
+    assert res.exit_code == 1 and "does not match its hash" in res.stderr, res.stderr
+    assert not cache_state(tmp_path / "hub")
