@@ -22,9 +22,10 @@ def publish(plan: RestorePlan, progress: ProgressFn) -> list[Action]:
 
     A repo folder the cache lacked was staged whole (`RestorePlan.staged_folder`): its links,
     listings and refs are made there too, and one `rename` publishes it, all or nothing (and with
-    one directory update, not one per blob: 100,000 for as many small files). A failure part-way raises a `CacheError` that names what was
-    already published. Each folder is made once; a link new to the cache is created in place (a
-    symlink appears whole), one that replaces another goes through a temporary name.
+    one directory update, not one per blob: 100,000 for as many small files). A failure part-way
+    raises a `CacheError` that names what was already published. Each folder is made once; a link
+    new to the cache is created in place (a symlink appears whole), one that replaces another goes
+    through a temporary name.
     """
     writes = plan.writes
     cache = plan.cache
