@@ -21,8 +21,8 @@ def publish(plan: RestorePlan, progress: ProgressFn) -> list[Action]:
     """Move staged blobs into place, then links, then listings, then refs; returns what was written.
 
     A repo folder the cache lacked was staged whole (`RestorePlan.staged_folder`): its links,
-    listings and refs are made there too, and one `rename` publishes it, all or nothing (and with
-    one directory update, not one per blob: 100,000 for as many small files). A failure part-way
+    listings and refs are made there too, and one `rename` publishes it, all or nothing, with one
+    directory update instead of one per blob (100,000 fewer for as many small files). A failure part-way
     raises a `CacheError` that names what was already published. Each folder is made once; a link
     new to the cache is created in place (a symlink appears whole), one that replaces another goes
     through a temporary name.
