@@ -6,6 +6,7 @@ import atexit
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -162,6 +163,18 @@ def run_cli(*args: str | os.PathLike[str]) -> Result:
     """Invoke `provision` in-process; returns exit code, stdout, stderr."""
     res = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
     return Result(res.exit_code, res.stdout, res.stderr)
+
+
+def interruptible(args: list[str], **kw) -> subprocess.Popen[str]:
+    """`Popen` of a child that a test stops with Ctrl-C (SIGINT): its SIGINT at the default even
+    where this process ignores it, as pytest does when a non-interactive shell started it in the
+    background (``cmd &``), and a child would inherit that and run to its end. A Python handler is
+    reset to the default at exec, and Python then installs its own."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_cli_process(*args: str | os.PathLike[str], env: dict[str, str] | None = None,

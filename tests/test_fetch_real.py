@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 from builders import agent_dirs, fetch_args
-from conftest import run_cli
+from conftest import interruptible, run_cli
 from hub_standin import HubRepo
 
 from edgetam_provision.errors import IntegrityError
@@ -73,7 +73,7 @@ def test_the_host_stops_when_the_client_goes_and_the_rerun_resumes_there(sshd, h
     served = hub.bytes_sent
     args = [sys.executable, "-m", "edgetam_provision",
             *fetch_args(sshd, hub, tmp_path / "b", "--repo", "org/slow", "--fresh")]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = interruptible(args)
     work = sshd.home / ".cache" / "edgetam-provision" / "work"
     small = next(iter(HubRepo("org/slow", {"s": slow_repo["shard-0.safetensors"]}).files.values()))
     import hashlib
@@ -84,7 +84,7 @@ def test_the_host_stops_when_the_client_goes_and_the_rerun_resumes_there(sshd, h
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _out, err = proc.communicate(timeout=20)
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     first = hub.bytes_sent - served
     gone_by = time.monotonic() + 5
     while (agent_processes(sshd) or agent_dirs(sshd) - before_dirs) and time.monotonic() < gone_by:

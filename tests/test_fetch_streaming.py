@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 from builders import fetch_args, lfs_blob_name
-from conftest import hf_cache_verify, run_cli
+from conftest import hf_cache_verify, interruptible, run_cli
 from huggingface_hub import snapshot_download
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -280,7 +280,6 @@ def test_the_archive_streams_during_the_download_only_on_a_short_round_trip_or_i
 
 def test_a_stream_cut_by_the_client_resumes_from_what_arrived(sshd, hub, tmp_path):
     import signal
-    import subprocess
 
     from hub_standin import HubRepo
 
@@ -290,12 +289,13 @@ def test_a_stream_cut_by_the_client_resumes_from_what_arrived(sshd, hub, tmp_pat
     args[args.index("org/tiny")] = "org/cut"
     hub.rate = 300_000
     try:
-        proc = subprocess.Popen([*args, "--fresh"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = interruptible([*args, "--fresh"])
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not any(p.stat().st_size > 100_000 for p in out.glob("*.part")):
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 130
+        _out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 130, err
     finally:
         hub.rate = None
     [part] = out.glob("*.part")
