@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..archive.contents import ArchiveContents
@@ -127,6 +127,12 @@ class RestorePlan:
     @functools.cached_property
     def writes(self) -> tuple[Action, ...]:
         return tuple(a for p in self.archives for a in p.actions if a.writes)
+
+    def as_returned(self, ignored: list[str]) -> RestorePlan:
+        """The plan for the caller: the paths that were no archives, and the staging (gone or never
+        made by then) let go, with the read pass it points into."""
+        return replace(self, ignored=tuple(ignored), staged_file=nothing_staged,
+                       staged_folder=no_folder_staged)
 
     def to_dict(self, written: bool = True) -> dict[str, object]:
         """What the run did (`written`), or would do (a dry run, a check)."""

@@ -46,7 +46,7 @@ from ..integrity.hashing import sha256_file
 from ..integrity.space import ensure_space, nearest_existing
 from ..parallel import in_background
 from ..trust.accept import admit, unused_blobs
-from .plan import Action, ArchivePlan, RestorePlan, no_folder_staged, nothing_staged
+from .plan import Action, ArchivePlan, RestorePlan
 from .publish import prove, publish
 from .read import ArchiveReader, ReadResult
 
@@ -233,8 +233,7 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
         if for_cache and plan.writes and not os.access(nearest_existing(cache), os.W_OK):
             raise CacheError(f"cannot write into {nearest_existing(cache)}",
                              "check the folder's permissions or choose another cache folder")
-        return replace(plan, ignored=tuple(ignored), staged_file=nothing_staged,
-                       staged_folder=no_folder_staged)
+        return plan.as_returned(ignored)
     with cache_lock(cache, waiting=progress):
         clean_stale(cache, STAGING_PREFIX, [f for c, *_ in scanned for f in c.repos])
         staging = cache / PRIVATE_DIR / f"{STAGING_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
@@ -246,8 +245,7 @@ def restore(paths: list[Path], cache: Path, progress: ProgressFn = no_progress, 
             raise disk_error(exc, staging) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return replace(plan, ignored=tuple(ignored), staged_file=nothing_staged,  # what was read: let go
-                   staged_folder=no_folder_staged)
+    return plan.as_returned(ignored)
 
 
 #: an archive's contents, the sha256 its whole file is still to be hashed against (None: none
