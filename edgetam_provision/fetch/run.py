@@ -158,9 +158,10 @@ def _channel_end(chan: Any) -> tuple[int | None, str]:
     """The remote command's exit status and stderr, once its stdout has ended. As for a local agent,
     we hang up first (EOF on its stdin) and give it `AGENT_EXIT_S` to exit: its status comes after
     the end of its output, and without waiting for it the diagnosis could come out empty."""
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception):  # a connection already gone: what it left is read below
         chan.shutdown_write()
         chan.status_event.wait(AGENT_EXIT_S)
+    with contextlib.suppress(Exception):
         stderr = b""
         while chan.recv_stderr_ready():
             stderr += chan.recv_stderr(65536)
